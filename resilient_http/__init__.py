@@ -1,0 +1,1 @@
+"""resilient_http."""

@@ -1,0 +1,1 @@
+"""Tuning analysis of OTLP JSON telemetry: streaming reader, statistics, rules, report."""

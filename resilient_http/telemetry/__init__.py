@@ -1,0 +1,1 @@
+"""OpenTelemetry spans, metrics, redaction and exporter set-up for resilient_http."""
