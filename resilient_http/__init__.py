@@ -1,1 +1,29 @@
-"""resilient_http."""
+"""resilient_http: an asyncio HTTP client SDK on aiohttp with a tuned, observable pool.
+
+>>> import resilient_http as rh
+>>> rh.ClientConfig(limit=30).limit_per_host
+10
+
+The public names are those in ``__all__``; every other module is private to the SDK.
+"""
+
+from ._exceptions import BodyNotReplayableError, ConfigError, ConfigWarning, ResilientHTTPError
+from ._version import __version__
+from .config import ClientConfig, RetryPolicy, TimeoutConfig
+from .pool import HostPoolStats, PoolStats
+from .session import RequestContextManager, ResilientSession
+
+__all__ = [
+    "BodyNotReplayableError",
+    "ClientConfig",
+    "ConfigError",
+    "ConfigWarning",
+    "HostPoolStats",
+    "PoolStats",
+    "RequestContextManager",
+    "ResilientHTTPError",
+    "ResilientSession",
+    "RetryPolicy",
+    "TimeoutConfig",
+    "__version__",
+]

@@ -1,0 +1,370 @@
+"""The connection pool: connector factory, ``PoolStats``, the one adapter over aiohttp internals.
+
+aiohttp exposes no public view of its pool, no hook for "a connection was reused" that costs
+nothing when unused (trace configs cost ~15 % of throughput even with no handlers), no way to ask
+for a newly opened connection, and it silently resends idempotent requests once when a reused
+connection turns out dead. Every use of aiohttp internals needed for those lives in this module
+and nowhere else; ``tests/test_pool.py`` exercises each against the installed aiohttp, and where
+one is missing the adapter degrades with one warning instead of crashing:
+
+- ``TCPConnector.connect`` / ``_release_acquired`` / ``_wait_for_available_connection`` are
+  wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
+  gauges can read from the exporter's thread without touching aiohttp's structures;
+- ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
+- ``TCPConnector._get`` is bypassed while ``fresh_connection()`` is active: the retry of a stale
+  pooled connection must not take another idle connection that is likely dead too;
+- ``ClientSession._retry_connection`` is switched off (as aiohttp's own test client does) so
+  that every physical attempt is one the SDK sees, counts and can budget;
+- ``pool_stats()`` of a connector the application built itself reads ``_conns``, ``_acquired``,
+  ``_acquired_per_host`` and ``_waiters`` on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, Protocol, cast
+
+import aiohttp
+from aiohttp import connector as _aiohttp_connector
+from aiohttp.client_proto import ResponseHandler
+
+from ._exceptions import ConfigWarning
+from .config import ClientConfig
+
+__all__ = [
+    "HostPoolStats",
+    "PoolObserver",
+    "PoolStats",
+    "cleanup_closed_needed",
+    "create_connector",
+    "disable_hidden_resend",
+    "fresh_connection",
+    "last_connection_reused",
+    "pool_stats",
+    "reset_last_connection",
+    "upstream_label",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPoolStats:
+    """Connection counts for one upstream ``host:port``."""
+
+    open: int
+    idle: int
+    active: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the pool.
+
+    ``open`` = ``idle`` + ``active``; ``active`` connections are in use by a request, ``idle``
+    ones wait in the pool for reuse, ``waiting`` counts requests queued for a connection.
+    ``limit`` and ``limit_per_host`` are the configured bounds (0 = unlimited); ``per_host``
+    maps ``"host:port"`` to the same counts for that upstream.
+    """
+
+    limit: int
+    limit_per_host: int
+    open: int
+    idle: int
+    active: int
+    waiting: int
+    per_host: Mapping[str, HostPoolStats]
+
+
+class PoolObserver(Protocol):
+    """Receives pool events on the event loop; the telemetry layer implements it."""
+
+    def connection_acquired(self, upstream: str, reused: bool) -> None:
+        """A request got a connection: an idle pooled one (``reused``) or a newly opened one."""
+
+    def pool_waited(self, upstream: str, seconds: float) -> None:
+        """A request waited ``seconds`` in the queue for a free slot under the limits."""
+
+    def connection_closed(self, upstream: str, lifetime: float) -> None:
+        """A connection the pool had opened was closed after ``lifetime`` seconds."""
+
+
+def upstream_label(host: str, port: int | None) -> str:
+    """``"host:port"`` as used in ``PoolStats.per_host`` (IPv6 hosts in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cleanup_closed_needed() -> bool:
+    """Whether the running Python leaks closed SSL transports that aiohttp must clean up."""
+    needed = getattr(_aiohttp_connector, "NEEDS_CLEANUP_CLOSED", None)
+    if isinstance(needed, bool):
+        return needed
+    # aiohttp releases before 3.10.6 had no such flag; this is the condition they fixed.
+    version = sys.version_info
+    return (3, 13, 0) <= version < (3, 13, 1) or version < (3, 12, 8)
+
+
+def create_connector(
+    config: ClientConfig, observer: PoolObserver | None = None
+) -> aiohttp.TCPConnector:
+    """An ``aiohttp.TCPConnector`` tuned by ``config`` and observed by the SDK's pool counters.
+
+    Must be called with an event loop running, as aiohttp's own constructor requires.
+    """
+    cleanup = config.enable_cleanup_closed
+    needed = cleanup_closed_needed()
+    if cleanup is True and not needed:
+        warnings.warn(
+            f"RESILIENT_HTTP_ENABLE_CLEANUP_CLOSED=true is ignored: Python "
+            f"{sys.version.split()[0]} no longer leaks closed SSL transports",
+            ConfigWarning,
+            stacklevel=3,
+        )
+    return _ObservedConnector(
+        observer,
+        limit=config.limit,
+        limit_per_host=config.limit_per_host,
+        keepalive_timeout=config.keepalive_timeout,
+        ttl_dns_cache=int(config.ttl_dns_cache) if config.ttl_dns_cache else None,
+        enable_cleanup_closed=needed if cleanup == "auto" else bool(cleanup) and needed,
+    )
+
+
+def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
+    """A snapshot of ``connector``'s pool; call it on the event loop thread."""
+    if isinstance(connector, _ObservedConnector):
+        return connector.snapshot()
+    return _stats_from_internals(connector)
+
+
+@contextlib.contextmanager
+def fresh_connection() -> Iterator[None]:
+    """Within this block, requests open a new connection instead of reusing an idle one."""
+    token = _FRESH.set(True)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
+
+
+def last_connection_reused() -> bool | None:
+    """Whether the latest connection acquired in this context was reused (None: none acquired).
+
+    The retry engine resets it with ``reset_last_connection()`` before each attempt.
+    """
+    return _LAST_REUSED.get()
+
+
+def reset_last_connection() -> None:
+    """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
+    _LAST_REUSED.set(None)
+
+
+def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
+    """Stop aiohttp from silently resending on a dead reused connection: the SDK retries instead."""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    else:
+        _warn_once("ClientSession._retry_connection", "attempts may be resent without telemetry")
+
+
+# --- the adapter -------------------------------------------------------------------------------
+
+_FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)
+_LAST_REUSED: Final[ContextVar[bool | None]] = ContextVar(
+    "resilient_http_last_connection_reused", default=None
+)
+_REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
+_warned: set[str] = set()
+
+
+def _warn_once(internal: str, consequence: str) -> None:
+    if internal not in _warned:
+        _warned.add(internal)
+        warnings.warn(
+            f"aiohttp {aiohttp.__version__} has no {internal}: {consequence}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+class _HostCounters:
+    """Plain ints kept by the event loop; read (never iterated over aiohttp) by gauge callbacks."""
+
+    __slots__ = ("active", "label", "open", "waiting")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.open = 0
+        self.active = 0
+        self.waiting = 0
+
+
+class _TrackedProtocol(ResponseHandler):
+    """aiohttp's protocol, reporting its own close to the connector that opened it."""
+
+    def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
+        super().__init__(loop)
+        self.rh_connector = connector
+        self.rh_host: _HostCounters | None = None  # set when a request first receives it
+        self.rh_opened_at = 0.0
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.rh_connector.protocol_closed(self)
+
+
+class _ObservedConnector(aiohttp.TCPConnector):
+    """``TCPConnector`` that keeps per-upstream counters and can skip idle connections."""
+
+    def __init__(self, observer: PoolObserver | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.observer = observer
+        self.hosts: dict[str, _HostCounters] = {}
+        self._host_by_key: dict[Any, _HostCounters] = {}
+        self._checked_out: set[ResponseHandler] = set()
+        self._can_skip_idle = True
+        for internal in _REQUIRED_INTERNALS:
+            if not hasattr(aiohttp.TCPConnector, internal):
+                _warn_once(f"TCPConnector.{internal}", "pool statistics may be incomplete")
+                self._can_skip_idle = False
+        if hasattr(self, "_factory"):
+            self._factory = cast(
+                "functools.partial[ResponseHandler]",
+                functools.partial(_TrackedProtocol, self._loop, self),
+            )
+        else:
+            _warn_once("TCPConnector._factory", "connection closes are not observed")
+
+    def _counters(self, key: Any) -> _HostCounters:
+        host = self._host_by_key.get(key)
+        if host is None:
+            label = upstream_label(key.host, key.port)
+            host = self.hosts.get(label)
+            if host is None:
+                host = self.hosts[label] = _HostCounters(label)
+            self._host_by_key[key] = host
+        return host
+
+    # aiohttp passes these by keyword: the names must stay as aiohttp spells them.
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        proto = cast(ResponseHandler, connection.protocol)
+        host = self._counters(req.connection_key)
+        reused = isinstance(proto, _TrackedProtocol) and proto.rh_host is not None
+        if isinstance(proto, _TrackedProtocol) and not reused:
+            proto.rh_host = host
+            proto.rh_opened_at = time.monotonic()
+            host.open += 1
+        host.active += 1
+        self._checked_out.add(proto)
+        _LAST_REUSED.set(reused)
+        if self.observer is not None:
+            self.observer.connection_acquired(host.label, reused)
+        return connection
+
+    async def _get(self, key: Any, traces: Any) -> Any:
+        if self._can_skip_idle and _FRESH.get():
+            return None
+        return await super()._get(key, traces)
+
+    def _release_acquired(self, key: Any, proto: ResponseHandler) -> None:
+        if proto in self._checked_out:
+            self._checked_out.discard(proto)
+            self._counters(key).active -= 1
+        super()._release_acquired(key, proto)
+
+    async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
+        host = self._counters(key)
+        host.waiting += 1
+        started = time.monotonic()
+        try:
+            await super()._wait_for_available_connection(key, traces)
+        finally:
+            host.waiting -= 1
+            if self.observer is not None:
+                self.observer.pool_waited(host.label, time.monotonic() - started)
+
+    def protocol_closed(self, proto: _TrackedProtocol) -> None:
+        host = proto.rh_host
+        if host is None:  # closed before any request received it: never counted as open
+            return
+        host.open -= 1
+        if proto in self._checked_out:  # closed while in use; aiohttp releases it later
+            self._checked_out.discard(proto)
+            host.active -= 1
+        if self.observer is not None:
+            self.observer.connection_closed(host.label, time.monotonic() - proto.rh_opened_at)
+
+    def snapshot(self) -> PoolStats:
+        closed = self.closed
+        per_host = {
+            label: HostPoolStats(
+                open=host.open,
+                idle=max(host.open - host.active, 0),
+                active=host.active,
+                waiting=host.waiting,
+            )
+            for label, host in list(self.hosts.items())
+            if not closed and (host.open or host.active or host.waiting)
+        }
+        return _total(self.limit, self.limit_per_host, per_host)
+
+
+def _total(limit: int, limit_per_host: int, per_host: dict[str, HostPoolStats]) -> PoolStats:
+    hosts = per_host.values()
+    return PoolStats(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        open=sum(h.open for h in hosts),
+        idle=sum(h.idle for h in hosts),
+        active=sum(h.active for h in hosts),
+        waiting=sum(h.waiting for h in hosts),
+        per_host=MappingProxyType(per_host),
+    )
+
+
+def _stats_from_internals(connector: aiohttp.BaseConnector) -> PoolStats:
+    """Counts read from aiohttp's own structures, for connectors the application built."""
+    counts: dict[str, list[int]] = {}
+
+    def add(key: Any, idle: int = 0, active: int = 0, waiting: int = 0) -> None:
+        row = counts.setdefault(upstream_label(key.host, key.port), [0, 0, 0])
+        row[0] += idle
+        row[1] += active
+        row[2] += waiting
+
+    if not connector.closed:
+        for key, idle in getattr(connector, "_conns", {}).items():
+            add(key, idle=sum(1 for proto, _ in idle if proto.is_connected()))
+        for key, acquired in getattr(connector, "_acquired_per_host", {}).items():
+            add(key, active=len(acquired))
+        for key, waiters in getattr(connector, "_waiters", {}).items():
+            add(key, waiting=len(waiters))
+    per_host = {
+        label: HostPoolStats(open=idle + active, idle=idle, active=active, waiting=waiting)
+        for label, (idle, active, waiting) in counts.items()
+    }
+    stats = _total(connector.limit, connector.limit_per_host, per_host)
+    # Without a per-host limit aiohttp keeps no per-host record of active connections.
+    active = 0 if connector.closed else len(getattr(connector, "_acquired", ()))
+    if active != stats.active:
+        stats = PoolStats(
+            limit=stats.limit,
+            limit_per_host=stats.limit_per_host,
+            open=stats.idle + active,
+            idle=stats.idle,
+            active=active,
+            waiting=stats.waiting,
+            per_host=stats.per_host,
+        )
+    return stats

@@ -1,0 +1,235 @@
+"""``ResilientSession``: a drop-in for ``aiohttp.ClientSession`` that owns a tuned, observed pool.
+
+It owns one ``aiohttp.ClientSession`` and its connector, and runs the lifecycle of a logical call:
+the deadline, then the attempts. Pool mechanics live in ``pool.py``, settings in ``config.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Coroutine, Generator
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+from yarl import URL
+
+from ._exceptions import ConfigError
+from .config import ClientConfig
+from .pool import PoolStats, create_connector, disable_hidden_resend, pool_stats
+
+__all__ = ["RequestContextManager", "ResilientSession"]
+
+StrOrURL = str | URL
+
+
+class RequestContextManager(Awaitable[aiohttp.ClientResponse]):
+    """What ``ResilientSession.request()`` returns: await it, or use it with ``async with``.
+
+    As with aiohttp, ``async with`` releases the connection back to the pool on exit.
+    """
+
+    __slots__ = ("_coro", "_resp")
+
+    def __init__(self, coro: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
+        self._coro = coro
+        self._resp: aiohttp.ClientResponse | None = None
+
+    def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._resp = await self._coro
+        return self._resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        resp = self._resp
+        if resp is not None:
+            resp.release()
+            await resp.wait_for_close()
+
+
+class ResilientSession:
+    """An asyncio HTTP client session with a tuned pool, for use in place of ``ClientSession``.
+
+    ``config`` defaults to ``ClientConfig.from_env()``. Other keyword arguments go to
+    ``aiohttp.ClientSession`` unchanged (headers, cookies, auth, raise_for_status, ...).
+    A ``connector`` given here is used as it is (``connector_owner`` as in aiohttp); otherwise
+    the session builds and owns one from ``config``. Create it inside a coroutine, as aiohttp
+    requires, and close it (``async with`` or ``await close()``).
+
+    Example, against a local server::
+
+        import asyncio
+        from aiohttp import web
+        import resilient_http as rh
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_get("/items", lambda request: web.json_response({"items": [1, 2]}))
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            try:
+                async with rh.ResilientSession(config=rh.ClientConfig(limit=30)) as client:
+                    async with client.get(f"http://127.0.0.1:{port}/items") as resp:
+                        print(resp.status, await resp.json())
+            finally:
+                await runner.cleanup()
+
+        asyncio.run(main())
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        base_url: StrOrURL | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+        connector_owner: bool = True,
+        **session_kwargs: Any,
+    ) -> None:
+        if config is not None and not isinstance(config, ClientConfig):
+            raise ConfigError(f"config={config!r}: expected a ClientConfig")
+        self.config: Final = config if config is not None else ClientConfig.from_env()
+        timeouts = self.config.timeout
+        attempt_timeout = session_kwargs.pop("timeout", None)
+        if attempt_timeout is not None and not isinstance(attempt_timeout, aiohttp.ClientTimeout):
+            raise ConfigError(f"timeout={attempt_timeout!r}: expected an aiohttp.ClientTimeout")
+        self._attempt_timeout: aiohttp.ClientTimeout = attempt_timeout or aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+        )
+        if connector is None:
+            connector = create_connector(self.config)
+            connector_owner = True
+        self._session = aiohttp.ClientSession(
+            base_url=base_url,
+            connector=connector,
+            connector_owner=connector_owner,
+            timeout=self._attempt_timeout,
+            **session_kwargs,
+        )
+        disable_hidden_resend(self._session)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The underlying ``aiohttp.ClientSession`` (``ws_connect`` and the rest pass through)."""
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is closed."""
+        return self._session.closed
+
+    def pool_stats(self) -> PoolStats:
+        """A snapshot of the connection pool (open, idle, active, waiting, per host)."""
+        connector = self._session.connector
+        if connector is None:  # aiohttp drops its connector on close
+            return PoolStats(self.config.limit, self.config.limit_per_host, 0, 0, 0, 0, {})
+        return pool_stats(connector)
+
+    async def close(self) -> None:
+        """Close the session and, when it owns it, the connector; idempotent."""
+        await self._session.close()
+
+    async def __aenter__(self) -> ResilientSession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def request(
+        self,
+        method: str,
+        str_or_url: StrOrURL,
+        *,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> RequestContextManager:
+        """Send a request; accepts everything ``aiohttp.ClientSession.request`` accepts.
+
+        ``deadline`` bounds the whole logical call in seconds (default: ``TIMEOUT_TOTAL``).
+        A per-call ``timeout=`` (``aiohttp.ClientTimeout``) replaces the per-attempt settings;
+        its ``total`` is trimmed to the time left before the deadline.
+        """
+        return RequestContextManager(self._request(method, str_or_url, deadline, kwargs))
+
+    def get(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("GET", url, ...)``."""
+        return self.request("GET", url, **kwargs)
+
+    def options(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("OPTIONS", url, ...)``."""
+        return self.request("OPTIONS", url, **kwargs)
+
+    def head(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("HEAD", url, ...)``; like aiohttp, redirects are not followed by default."""
+        kwargs.setdefault("allow_redirects", False)
+        return self.request("HEAD", url, **kwargs)
+
+    def post(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("POST", url, ...)``."""
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("PUT", url, ...)``."""
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("PATCH", url, ...)``."""
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("DELETE", url, ...)``."""
+        return self.request("DELETE", url, **kwargs)
+
+    async def _request(
+        self,
+        method: str,
+        str_or_url: StrOrURL,
+        deadline: float | None,
+        kwargs: dict[str, Any],
+    ) -> aiohttp.ClientResponse:
+        budget = self.config.timeout.total if deadline is None else _check_deadline(deadline)
+        template = kwargs.pop("timeout", None) or self._attempt_timeout
+        if not isinstance(template, aiohttp.ClientTimeout):
+            raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
+        timeout = _trimmed(template, budget)
+        return await self._session.request(method, str_or_url, timeout=timeout, **kwargs)
+
+
+def _check_deadline(deadline: object) -> float:
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise ConfigError(f"deadline={deadline!r}: expected a number of seconds > 0")
+    if not math.isfinite(deadline) or deadline <= 0:
+        raise ConfigError(f"deadline={deadline!r}: expected a number of seconds > 0")
+    return float(deadline)
+
+
+_CEIL_OFF: Final = math.inf  # exact deadlines: aiohttp would round timeouts >= 5 s up
+
+
+def _trimmed(template: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
+    """``template`` with ``total`` cut to the time left before the deadline."""
+    total = left if template.total is None else min(template.total, left)
+    if total == template.total and template.ceil_threshold == _CEIL_OFF:
+        return template
+    return aiohttp.ClientTimeout(
+        total=max(total, 0.001),
+        connect=template.connect,
+        sock_read=template.sock_read,
+        sock_connect=template.sock_connect,
+        ceil_threshold=_CEIL_OFF,
+    )

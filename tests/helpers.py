@@ -1,0 +1,17 @@
+"""Small waiting helpers for tests: wait on conditions, never on the clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+# A generous safety net: conditions normally hold within a few loop iterations.
+SAFETY_NET_SECONDS = 10.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the event loop until ``condition()`` holds."""
+    async with asyncio.timeout(SAFETY_NET_SECONDS):
+        # Pool counters have no event to wait on: give the loop a turn until they settle.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0)

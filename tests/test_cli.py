@@ -1,0 +1,76 @@
+"""The command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RESILIENT_HTTP_", "OTEL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "resilient_http", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_prints_values_and_sources() -> None:
+    result = run_cli("config", env={"RESILIENT_HTTP_LIMIT": "30"})
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line[0] != "#"}
+    assert lines["RESILIENT_HTTP_LIMIT"].split()[1:] == ["30", "(environment)"]
+    assert lines["RESILIENT_HTTP_LIMIT_PER_HOST"].split()[1:] == ["10", "(default)"]
+    assert "ENABLE_CLEANUP_CLOSED=auto is" in result.stdout
+
+
+def test_config_json() -> None:
+    result = run_cli("config", "--json", env={"RESILIENT_HTTP_RETRY_STATUSES": "none"})
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["RESILIENT_HTTP_RETRY_STATUSES"] == {"value": "none", "source": "environment"}
+    assert settings["RESILIENT_HTTP_TIMEOUT_TOTAL"] == {"value": "30", "source": "default"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("RESILIENT_HTTP_LIMIT", "lots"), ("RESILIENT_HTTP_RETRY_STATUSES", "")],
+)
+def test_config_bad_variable_exits_2_with_one_line(variable: str, value: str) -> None:
+    result = run_cli("config", env={variable: value})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"resilient-http config: error: {variable}")
+    assert "Traceback" not in result.stderr
+
+
+def test_config_warns_about_unknown_variable() -> None:
+    result = run_cli("config", env={"RESILIENT_HTTP_LIMT": "3"})
+    assert result.returncode == 0
+    assert result.stderr.strip() == (
+        "resilient-http config: warning: unknown variable RESILIENT_HTTP_LIMT is ignored; "
+        "did you mean RESILIENT_HTTP_LIMIT?"
+    )
+
+
+def test_unknown_subcommand_exits_2() -> None:
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = os.path.join(os.path.dirname(sys.executable), "resilient-http")
+    result = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("resilient-http ")

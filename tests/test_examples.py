@@ -1,0 +1,50 @@
+"""The examples run as they are, in a subprocess (what a newcomer would do)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_quickstart_runs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESILIENT_HTTP_", "OTEL_"))}
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / "quickstart.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "GET 200 {'items': [1, 2, 3]}"
+    assert lines[1] == "POST 200 {'created': True}"
+    assert lines[2].startswith("PoolStats(limit=30, limit_per_host=10, open=1, idle=1, active=0")
+    assert result.stderr == ""
+
+
+def test_readme_quickstart_is_the_example() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = (EXAMPLES / "quickstart.py").read_text()
+    body = code[code.index("import asyncio") :]
+    assert body.strip() in readme
+
+
+def test_readme_env_table_matches_the_settings() -> None:
+    from resilient_http.config import KNOWN_VARIABLES, describe_environment
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[2].strip()
+        for line in readme.splitlines()
+        if line.startswith("| `RESILIENT_HTTP_")
+    }
+    assert set(rows) == KNOWN_VARIABLES
+    defaults = {r.variable: r.value for r in describe_environment({})}
+    for variable, default in rows.items():
+        assert default == (defaults[variable] or "unset"), variable
