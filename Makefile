@@ -32,13 +32,16 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 stack-up:
-	docker compose up -d --wait
+	HOST_UID=$$(id -u) HOST_GID=$$(id -g) docker compose up -d --wait
 
 stack-down:
-	docker compose down
+	docker compose --profile grafana down
 
 demo-stack: $(STAMP)
+	@$(BIN)/python -c "import urllib.request as u; u.urlopen('http://localhost:13133/', timeout=2)" 2>/dev/null \
+		|| { echo "The collector does not answer on localhost:13133: run 'make stack-up' first." >&2; exit 1; }
 	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 $(BIN)/resilient-http demo
+	@sleep 3 # the collector's batch processor (timeout 1s) then writes otel-collector/data/
 	$(BIN)/resilient-http analyze otel-collector/data/
 
 clean:
