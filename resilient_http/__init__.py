@@ -7,23 +7,23 @@
 The public names are those in ``__all__``; every other module is private to the SDK.
 """
 
-from ._exceptions import BodyNotReplayableError, ConfigError, ConfigWarning, ResilientHTTPError
+from . import testing
+from ._exceptions import ConfigError, ConfigWarning
 from ._version import __version__
 from .config import ClientConfig, RetryPolicy, TimeoutConfig
 from .pool import HostPoolStats, PoolStats
 from .session import RequestContextManager, ResilientSession
 
 __all__ = [
-    "BodyNotReplayableError",
     "ClientConfig",
     "ConfigError",
     "ConfigWarning",
     "HostPoolStats",
     "PoolStats",
     "RequestContextManager",
-    "ResilientHTTPError",
     "ResilientSession",
     "RetryPolicy",
     "TimeoutConfig",
     "__version__",
+    "testing",
 ]

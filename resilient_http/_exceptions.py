@@ -2,22 +2,19 @@
 
 Requests keep aiohttp's own exceptions: a call that fails after its retries raises the last aiohttp
 exception, with one PEP 678 note per attempt, so ``except aiohttp.ClientError`` keeps working.
+Limits on retrying (budget, deadline, a body that cannot be replayed) never raise errors of
+their own: the failure is returned or raised as it was, with a note saying why it was not retried.
 The SDK adds only these::
 
     ValueError
      └── ConfigError                  invalid setting or argument, raised before anything is sent
-    aiohttp.ClientError
-     └── ResilientHTTPError           base of the errors a request made through the SDK can raise
-          └── BodyNotReplayableError  a retry would need a body that was already consumed
     UserWarning
      └── ConfigWarning                a setting that is suspicious but usable (typo, ignored option)
 """
 
 from __future__ import annotations
 
-import aiohttp
-
-__all__ = ["BodyNotReplayableError", "ConfigError", "ConfigWarning", "ResilientHTTPError"]
+__all__ = ["ConfigError", "ConfigWarning"]
 
 
 class ConfigError(ValueError):
@@ -26,11 +23,3 @@ class ConfigError(ValueError):
 
 class ConfigWarning(UserWarning):
     """A setting that works but is probably not what was meant (a typo, an ignored option)."""
-
-
-class ResilientHTTPError(aiohttp.ClientError):
-    """Base of the SDK's own request errors; a subclass of ``aiohttp.ClientError``."""
-
-
-class BodyNotReplayableError(ResilientHTTPError):
-    """The request should be retried, but its body was a stream that has already been consumed."""

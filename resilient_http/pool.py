@@ -47,7 +47,7 @@ __all__ = [
     "create_connector",
     "disable_hidden_resend",
     "fresh_connection",
-    "last_connection_reused",
+    "last_connection",
     "pool_stats",
     "reset_last_connection",
     "upstream_label",
@@ -154,17 +154,16 @@ def fresh_connection() -> Iterator[None]:
         _FRESH.reset(token)
 
 
-def last_connection_reused() -> bool | None:
-    """Whether the latest connection acquired in this context was reused (None: none acquired).
-
-    The retry engine resets it with ``reset_last_connection()`` before each attempt.
+def last_connection() -> tuple[str, bool] | None:
+    """The upstream ``host:port`` of the latest connection acquired in this context, and whether
+    it was reused from the pool (None: none acquired since ``reset_last_connection()``).
     """
-    return _LAST_REUSED.get()
+    return _LAST_ACQUIRED.get()
 
 
 def reset_last_connection() -> None:
     """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
-    _LAST_REUSED.set(None)
+    _LAST_ACQUIRED.set(None)
 
 
 def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
@@ -178,8 +177,8 @@ def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
 # --- the adapter -------------------------------------------------------------------------------
 
 _FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)
-_LAST_REUSED: Final[ContextVar[bool | None]] = ContextVar(
-    "resilient_http_last_connection_reused", default=None
+_LAST_ACQUIRED: Final[ContextVar[tuple[str, bool] | None]] = ContextVar(
+    "resilient_http_last_connection", default=None
 )
 _REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
@@ -267,7 +266,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
             host.open += 1
         host.active += 1
         self._checked_out.add(proto)
-        _LAST_REUSED.set(reused)
+        _LAST_ACQUIRED.set((host.label, reused))
         if self.observer is not None:
             self.observer.connection_acquired(host.label, reused)
         return connection

@@ -7,26 +7,30 @@ the deadline, then the attempts. Pool mechanics live in ``pool.py``, settings in
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 from yarl import URL
 
+from ._attempts import AttemptRunner, RetryPlan
+from ._budget import RetryBudget
 from ._exceptions import ConfigError
-from .config import ClientConfig
-from .pool import PoolStats, create_connector, disable_hidden_resend, pool_stats
+from ._retry_options import resolve_plan
+from .config import ClientConfig, RetryPolicy
+from .pool import PoolStats, create_connector, disable_hidden_resend, pool_stats, upstream_label
 
 __all__ = ["RequestContextManager", "ResilientSession"]
 
 StrOrURL = str | URL
 
 
-class RequestContextManager(Awaitable[aiohttp.ClientResponse]):
+class RequestContextManager(Coroutine[Any, Any, aiohttp.ClientResponse]):
     """What ``ResilientSession.request()`` returns: await it, or use it with ``async with``.
 
-    As with aiohttp, ``async with`` releases the connection back to the pool on exit.
+    Like aiohttp's own, it is a coroutine (``asyncio.create_task(client.get(url))`` works), and
+    ``async with`` releases the connection back to the pool on exit.
     """
 
     __slots__ = ("_coro", "_resp")
@@ -34,6 +38,18 @@ class RequestContextManager(Awaitable[aiohttp.ClientResponse]):
     def __init__(self, coro: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
         self._coro = coro
         self._resp: aiohttp.ClientResponse | None = None
+
+    def send(self, value: Any) -> Any:
+        """Part of the coroutine protocol: delegated to the request coroutine."""
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        """Part of the coroutine protocol: delegated to the request coroutine."""
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        """Part of the coroutine protocol: delegated to the request coroutine."""
+        self._coro.close()
 
     def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
         return self._coro.__await__()
@@ -94,11 +110,14 @@ class ResilientSession:
         base_url: StrOrURL | None = None,
         connector: aiohttp.BaseConnector | None = None,
         connector_owner: bool = True,
+        retry: RetryPolicy | Literal[False] | Any | None = None,
         **session_kwargs: Any,
     ) -> None:
         if config is not None and not isinstance(config, ClientConfig):
             raise ConfigError(f"config={config!r}: expected a ClientConfig")
         self.config: Final = config if config is not None else ClientConfig.from_env()
+        self._default_plan = resolve_plan(retry, RetryPlan(self.config.retry))
+        budget_policy = self._default_plan.policy if self._default_plan else self.config.retry
         timeouts = self.config.timeout
         attempt_timeout = session_kwargs.pop("timeout", None)
         if attempt_timeout is not None and not isinstance(attempt_timeout, aiohttp.ClientTimeout):
@@ -117,6 +136,11 @@ class ResilientSession:
             **session_kwargs,
         )
         disable_hidden_resend(self._session)
+        self._base_url = self._session._base_url if base_url is not None else None
+        self._runner = AttemptRunner(
+            self._session,
+            RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second),
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -155,16 +179,27 @@ class ResilientSession:
         method: str,
         str_or_url: StrOrURL,
         *,
+        retry: RetryPolicy | Literal[False] | Any | None = None,
+        idempotent: bool | None = None,
         deadline: float | None = None,
         **kwargs: Any,
     ) -> RequestContextManager:
-        """Send a request; accepts everything ``aiohttp.ClientSession.request`` accepts.
+        """Send a request; accepts everything ``aiohttp.ClientSession.request`` accepts, plus:
 
-        ``deadline`` bounds the whole logical call in seconds (default: ``TIMEOUT_TOTAL``).
+        - ``retry``: a ``RetryPolicy`` for this call, ``False`` for no retry at all, or an
+          ``aiohttp_retry`` option; default: the session's.
+        - ``idempotent``: True lets a POST/PATCH be resent after it may have reached the
+          server; False stops any request from being resent then. Default: by method, and an
+          ``Idempotency-Key`` header counts as True.
+        - ``deadline``: seconds for the whole logical call, every attempt and wait included
+          (default: ``TIMEOUT_TOTAL``); expiry raises ``asyncio.TimeoutError``.
+
         A per-call ``timeout=`` (``aiohttp.ClientTimeout``) replaces the per-attempt settings;
         its ``total`` is trimmed to the time left before the deadline.
         """
-        return RequestContextManager(self._request(method, str_or_url, deadline, kwargs))
+        return RequestContextManager(
+            self._request(method, str_or_url, retry, idempotent, deadline, kwargs)
+        )
 
     def get(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
         """``request("GET", url, ...)``."""
@@ -199,15 +234,41 @@ class ResilientSession:
         self,
         method: str,
         str_or_url: StrOrURL,
+        retry: object,
+        idempotent: bool | None,
         deadline: float | None,
         kwargs: dict[str, Any],
     ) -> aiohttp.ClientResponse:
-        budget = self.config.timeout.total if deadline is None else _check_deadline(deadline)
+        method = method.upper()
+        plan = resolve_plan(retry, self._default_plan)
+        if plan is not None and plan.methods is not None and method not in plan.methods:
+            plan = None
+        if idempotent is not None and not isinstance(idempotent, bool):
+            raise ConfigError(f"idempotent={idempotent!r}: expected True, False or None")
+        seconds = self.config.timeout.total if deadline is None else _check_deadline(deadline)
         template = kwargs.pop("timeout", None) or self._attempt_timeout
         if not isinstance(template, aiohttp.ClientTimeout):
             raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
-        timeout = _trimmed(template, budget)
-        return await self._session.request(method, str_or_url, timeout=timeout, **kwargs)
+        return await self._runner.send(
+            method,
+            str_or_url,
+            kwargs,
+            plan,
+            idempotent,
+            seconds,
+            template,
+            lambda: self._upstream_of(str_or_url),
+        )
+
+    def _upstream_of(self, str_or_url: StrOrURL) -> str:
+        """``host:port`` of a URL, for failures that happen before any connection is acquired."""
+        try:
+            url = URL(str_or_url)
+            if not url.absolute and self._base_url is not None:
+                url = self._base_url.join(url)
+        except (ValueError, TypeError):
+            return "unknown:0"
+        return upstream_label(url.host or "unknown", url.port)
 
 
 def _check_deadline(deadline: object) -> float:
@@ -216,20 +277,3 @@ def _check_deadline(deadline: object) -> float:
     if not math.isfinite(deadline) or deadline <= 0:
         raise ConfigError(f"deadline={deadline!r}: expected a number of seconds > 0")
     return float(deadline)
-
-
-_CEIL_OFF: Final = math.inf  # exact deadlines: aiohttp would round timeouts >= 5 s up
-
-
-def _trimmed(template: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
-    """``template`` with ``total`` cut to the time left before the deadline."""
-    total = left if template.total is None else min(template.total, left)
-    if total == template.total and template.ceil_threshold == _CEIL_OFF:
-        return template
-    return aiohttp.ClientTimeout(
-        total=max(total, 0.001),
-        connect=template.connect,
-        sock_read=template.sock_read,
-        sock_connect=template.sock_connect,
-        ceil_threshold=_CEIL_OFF,
-    )

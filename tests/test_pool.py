@@ -91,7 +91,7 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
             async with session.get(recording_server.url("/a")) as resp:
                 await resp.read()
         assert observer.acquired == [(label, False), (label, True), (label, True)]
-        assert pool.last_connection_reused() is True
+        assert pool.last_connection() == (label, True)
         async with session.get(recording_server.url("/close")) as resp:
             await resp.read()
         await until(lambda: len(observer.closed) == 1)
@@ -102,19 +102,20 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
 
 
 async def test_fresh_connection_skips_idle_ones(recording_server: RecordingServer) -> None:
+    label = f"127.0.0.1:{recording_server.port}"
     connector = pool.create_connector(rh.ClientConfig())
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(recording_server.url()) as resp:
             await resp.read()
         with pool.fresh_connection():
             pool.reset_last_connection()
-            assert pool.last_connection_reused() is None
+            assert pool.last_connection() is None
             async with session.get(recording_server.url()) as resp:
                 await resp.read()
-            assert pool.last_connection_reused() is False
+            assert pool.last_connection() == (label, False)
         async with session.get(recording_server.url()) as resp:
             await resp.read()
-        assert pool.last_connection_reused() is True
+        assert pool.last_connection() == (label, True)
         stats = pool.pool_stats(connector)
         assert (stats.open, stats.idle, stats.active) == (2, 2, 0)
     assert recording_server.connections == 2

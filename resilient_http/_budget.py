@@ -1,0 +1,77 @@
+"""The retry budget: how many retries an upstream may receive, so that retries cannot storm.
+
+Per ``ResilientSession`` and upstream ``host:port``, over a sliding 10-second window:
+retries allowed = ``budget_ratio`` x logical calls in the window + ``budget_min_per_second`` x 10.
+The window is ten one-second buckets, so recording a call is O(1) and memory is fixed per
+upstream. Free retries of stale pooled connections are never charged here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["WINDOW_SECONDS", "RetryBudget"]
+
+WINDOW_SECONDS: Final = 10
+
+
+class _Window:
+    """Calls and retries per one-second bucket over the last ``WINDOW_SECONDS`` seconds."""
+
+    __slots__ = ("calls", "retries", "second")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.calls = [0] * WINDOW_SECONDS
+        self.retries = [0] * WINDOW_SECONDS
+
+    def advance(self, second: int) -> None:
+        """Move to ``second``, emptying the buckets of the seconds that left the window."""
+        if second <= self.second:
+            return
+        stale = min(second - self.second, WINDOW_SECONDS)
+        for step in range(1, stale + 1):
+            slot = (self.second + step) % WINDOW_SECONDS
+            self.calls[slot] = 0
+            self.retries[slot] = 0
+        self.second = second
+
+
+class RetryBudget:
+    """Counts calls and retries per upstream and says whether one more retry is allowed."""
+
+    def __init__(
+        self,
+        ratio: float,
+        min_per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    def _window(self, upstream: str) -> tuple[_Window, int]:
+        second = int(self._clock())
+        window = self._windows.get(upstream)
+        if window is None:
+            window = self._windows[upstream] = _Window(second)
+        else:
+            window.advance(second)
+        return window, second % WINDOW_SECONDS
+
+    def record_call(self, upstream: str) -> None:
+        """Count one logical call to ``upstream``."""
+        window, slot = self._window(upstream)
+        window.calls[slot] += 1
+
+    def budget_allows_retry(self, upstream: str) -> bool:
+        """Whether ``upstream`` may get one more retry now; if so, the retry is charged."""
+        window, slot = self._window(upstream)
+        allowed = self.ratio * sum(window.calls) + self.min_per_second * WINDOW_SECONDS
+        if sum(window.retries) + 1 > allowed:
+            return False
+        window.retries[slot] += 1
+        return True
