@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest bench stack-up stack-down demo-stack clean
+.PHONY: install demo test lint pytest stack-up stack-down demo-stack clean
 
 # Reinstall when the project's metadata changes; pip alone decides what is missing.
 $(STAMP): pyproject.toml
@@ -27,9 +27,6 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint pytest
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 stack-up:
 	HOST_UID=$$(id -u) HOST_GID=$$(id -g) docker compose up -d --wait

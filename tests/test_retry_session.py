@@ -353,3 +353,31 @@ async def test_cancellation_during_backoff_is_not_swallowed() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert client.pool_stats().active == 0
+
+
+@pytest.mark.parametrize(
+    "upstream", [plan(scripts=(Script(("reset-mid-body",), path="/big"),))], indirect=True
+)
+async def test_failure_while_the_caller_reads_the_body_is_raised_not_retried(
+    upstream: FaultyUpstream,
+) -> None:
+    async with rh.ResilientSession() as client:
+        recorder = instrument(client)
+        async with client.get(f"{upstream.url}/big") as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+        assert client.pool_stats().active == 0
+    assert upstream.stats().requests_by_route == {"GET /big": 1}
+    assert recorder.retries == []
+
+
+@pytest.mark.parametrize("upstream", [plan(stale_after=1, stale_mode="reset")], indirect=True)
+async def test_stale_connection_reset_is_also_a_free_retry(upstream: FaultyUpstream) -> None:
+    async with rh.ResilientSession() as client:
+        recorder = instrument(client)
+        for _ in range(2):
+            async with client.get(f"{upstream.url}/x") as resp:
+                assert resp.status == 200
+    assert [(r.free, r.reason) for r in recorder.retries] == [(True, "connection_closed")]
+    assert upstream.stats().stale_closes == 1
