@@ -272,7 +272,9 @@ class AttemptRunner:
         return kind is not None
 
     def _delay(self, call: _Call, state: tenacity.RetryCallState) -> float:
-        if call.stale:
+        # tenacity asks for the wait before the stop decision: an exhausted call waits for
+        # nothing (and must not ask aiohttp_retry's ListRetry for a wait past its list).
+        if call.stale or call.charged >= _max_attempts(call.plan.policy):
             return 0.0
         outcome = state.outcome
         assert outcome is not None
@@ -297,8 +299,7 @@ class AttemptRunner:
         kind = call.kind
         assert kind is not None
         policy = call.plan.policy
-        cap = testing.testing_attempts()
-        max_attempts = policy.max_attempts if cap is None else min(policy.max_attempts, cap)
+        max_attempts = _max_attempts(policy)
         suppression: SuppressionReason | None = None
         if not call.stale and call.charged >= max_attempts:
             self._note(
@@ -365,6 +366,11 @@ class AttemptRunner:
         call.history.append(
             f"attempt {call.attempt}: {call.method} {redact_url(call.url)} -> {result}; {decision}"
         )
+
+
+def _max_attempts(policy: RetryPolicy) -> int:
+    cap = testing.testing_attempts()
+    return policy.max_attempts if cap is None else min(policy.max_attempts, cap)
 
 
 def _exception(outcome: Any) -> BaseException:

@@ -381,3 +381,33 @@ async def test_stale_connection_reset_is_also_a_free_retry(upstream: FaultyUpstr
                 assert resp.status == 200
     assert [(r.free, r.reason) for r in recorder.retries] == [(True, "connection_closed")]
     assert upstream.stats().stale_closes == 1
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [plan(throttle=Throttle(503, probability=1.0, retry_after=RetryAfter("none")))],
+    indirect=True,
+)
+async def test_aiohttp_retry_list_waits_as_given(upstream: FaultyUpstream) -> None:
+    options = aiohttp_retry.ListRetry(timeouts=[0.0, 0.5, 1.5], statuses={503})
+    async with rh.ResilientSession(retry=options) as client:
+        recorder = instrument(client)
+        async with client.get(f"{upstream.url}/x") as resp:
+            assert resp.status == 503
+    # aiohttp_retry asks for the wait after attempt N with get_timeout(N)
+    assert recorder.sleeps == [0.5, 1.5]
+    assert upstream.stats().requests == 3
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [plan(throttle=Throttle(503, first=1, retry_after=RetryAfter("seconds", 5)))],
+    indirect=True,
+)
+async def test_retry_after_past_the_deadline_returns_at_once(upstream: FaultyUpstream) -> None:
+    async with rh.ResilientSession() as client:
+        recorder = instrument(client)
+        async with client.get(f"{upstream.url}/x", deadline=1.0) as resp:
+            assert resp.status == 503
+    assert recorder.sleeps == []
+    assert [str(s.reason) for s in recorder.suppressed] == ["deadline"]
