@@ -1,0 +1,88 @@
+"""``resilient-http analyze PATH... [--json] [--html FILE] [--jobs N]``: argparse wiring.
+
+``resilient_http/cli.py`` calls ``add_arguments`` on its ``analyze`` sub-parser and ``run`` with
+the parsed namespace; ``python -m resilient_http.analysis`` does the same on its own parser.
+Errors (a missing path, nothing usable read) are one line on stderr and exit status 1, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Sequence
+
+from resilient_http.analysis.analyze import analyze_paths
+from resilient_http.analysis.reader import InputError
+from resilient_http.analysis.report import render_text, to_json
+
+__all__ = ["add_arguments", "main", "run"]
+
+PROG = "resilient-http analyze"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare PATH..., ``--json`` and ``--html FILE`` on ``parser``."""
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="OTLP JSON lines files or folders (searched recursively for *.json, *.jsonl, "
+        "rotated and .gz files)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    parser.add_argument(
+        "--html", metavar="FILE", help="also write the text report as an HTML page to FILE"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="reading processes (default: one per CPU for inputs over 8 MB)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse ``args.paths`` and print the report; 0 on success, 1 with a one-line message."""
+    try:
+        analysis = analyze_paths(args.paths, jobs=getattr(args, "jobs", None))
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    html_path = getattr(args, "html", None)
+    if args.json:
+        json.dump(to_json(analysis), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if not args.json or html_path:
+        from rich.console import Console
+
+        # With --json the text report is only recorded for the HTML file: printed to nowhere
+        # (a quiet console would not record it either).
+        console = Console(record=bool(html_path), file=io.StringIO() if args.json else None)
+        render_text(analysis, console)
+        if html_path:
+            try:
+                console.save_html(html_path)
+            except OSError as exc:
+                print(f"{PROG}: error: cannot write {html_path}: {exc.strerror}", file=sys.stderr)
+                return 1
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m resilient_http.analysis``)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Tuning report from OTLP JSON files.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

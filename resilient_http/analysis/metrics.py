@@ -1,0 +1,242 @@
+"""Metric streams from ``ExportMetricsServiceRequest`` lines, reduced as they arrive.
+
+A *stream* is resource + scope + metric + attribute set (+ start time for cumulative data). The
+SDK's default CUMULATIVE temporality repeats each stream on every export with growing totals, so
+only its latest point is kept; DELTA points are added up. Gauges (and non-monotonic sums, such as
+``http.client.open_connections``, which may arrive either way) keep their latest level and the
+peak level seen. Only the metrics named in the SDK's contract are kept, so memory is bounded by
+the number of streams, never by the number of lines. Grouping streams into upstreams is
+``model.py``'s job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from resilient_http.analysis import names
+from resilient_http.analysis.stats import BucketHistogram
+
+__all__ = ["MetricStore", "Stream"]
+
+_WANTED = frozenset(
+    {
+        names.ATTEMPT_DURATION,
+        names.OPEN_CONNECTIONS,
+        names.CONNECTION_DURATION,
+        names.ACTIVE_REQUESTS,
+        names.CALL_DURATION,
+        names.POOL_WAIT,
+        names.CONNECTIONS_ACQUIRED,
+        names.RETRIES,
+        names.RETRIES_SUPPRESSED,
+        names.POOL_LIMIT,
+    }
+)
+# http.client.* names are semantic conventions: other libraries (httpx, requests...) emit them
+# too, so those are only taken from the SDK's scope or the aiohttp instrumentation's.
+_SEMCONV_PREFIX = "http.client."
+
+_DELTA = 1
+_TEMPORALITY = {"AGGREGATION_TEMPORALITY_DELTA": 1, "AGGREGATION_TEMPORALITY_CUMULATIVE": 2}
+
+
+@dataclass(slots=True)
+class Stream:
+    """The reduced state of one metric stream.
+
+    ``value`` is the total (counters), the current level (gauges, up-down counters) or unused
+    (histograms, see ``hist``); ``peak`` is the highest level seen. ``start``/``time`` bound the
+    observed window in Unix nanoseconds.
+    """
+
+    name: str
+    resource: bytes
+    attributes: dict[str, Any]
+    start: int
+    time: int
+    delta: bool = False
+    level: bool = False
+    value: float = 0.0
+    peak: float = -math.inf
+    hist: BucketHistogram | None = None
+
+
+@dataclass
+class MetricStore:
+    """All streams of the wanted metrics, by stream identity."""
+
+    streams: dict[tuple[Any, ...], Stream] = field(default_factory=dict)
+    points: int = 0
+    # Peak, per resource (one process), of the sum of active connections over all upstreams at
+    # one collection time: what the total pool limit (RESILIENT_HTTP_LIMIT) is compared with.
+    active_total_peak: dict[bytes, float] = field(default_factory=dict)
+
+    def add_request(self, request: dict[str, Any]) -> None:
+        """Fold one decoded ``ExportMetricsServiceRequest`` into the streams."""
+        for resource_metrics in request.get("resourceMetrics") or ():
+            resource = resource_metrics.get("resource") or {}
+            # The attribute list as serialised identifies the resource; one process always
+            # writes it the same way.
+            resource_key = orjson.dumps(resource.get("attributes") or [])
+            for scope_metrics in resource_metrics.get("scopeMetrics") or ():
+                scope = (scope_metrics.get("scope") or {}).get("name", "")
+                for metric in scope_metrics.get("metrics") or ():
+                    name = metric.get("name")
+                    if name not in _WANTED:
+                        continue
+                    if name.startswith(_SEMCONV_PREFIX) and scope not in names.ATTEMPT_SCOPES:
+                        continue
+                    self._add_metric(resource_key, scope, name, metric)
+
+    def merge(self, later: MetricStore) -> None:
+        """Add the streams of a later part of the input (read by another process).
+
+        Cumulative streams and gauges keep the newer point; deltas add up (a delta level's
+        peak in ``later`` is relative to its own start, so it is shifted by this level).
+        """
+        for key, theirs in later.streams.items():
+            mine = self.streams.get(key)
+            if mine is None:
+                self.streams[key] = theirs
+                continue
+            if mine.delta:
+                if theirs.level:
+                    mine.peak = max(mine.peak, mine.value + theirs.peak)
+                mine.value += theirs.value
+                if mine.hist is not None and theirs.hist is not None:
+                    mine.hist.merge(theirs.hist)
+                else:
+                    mine.hist = mine.hist or theirs.hist
+            else:
+                if theirs.time >= mine.time:
+                    mine.value, mine.hist = theirs.value, theirs.hist
+                mine.peak = max(mine.peak, theirs.peak)
+            starts = [s for s in (mine.start, theirs.start) if s]
+            mine.start = min(starts) if starts else 0
+            mine.time = max(mine.time, theirs.time)
+        for resource, peak in later.active_total_peak.items():
+            self.active_total_peak[resource] = max(self.active_total_peak.get(resource, 0.0), peak)
+        self.points += later.points
+
+    def by_name(self, name: str) -> list[Stream]:
+        """Streams of one metric."""
+        return [stream for stream in self.streams.values() if stream.name == name]
+
+    def _add_metric(self, resource: bytes, scope: str, name: str, metric: dict[str, Any]) -> None:
+        for kind in ("sum", "gauge", "histogram", "exponentialHistogram"):
+            data = metric.get(kind)
+            if data is not None:
+                break
+        else:
+            return
+        temporality = data.get("aggregationTemporality", 0)
+        temporality = _TEMPORALITY.get(temporality, temporality)
+        delta = temporality == _DELTA
+        is_level = kind == "gauge" or (kind == "sum" and not data.get("isMonotonic", False))
+        for point in data.get("dataPoints") or ():
+            self.points += 1
+            attributes = attributes_dict(point.get("attributes"))
+            start = int(point.get("startTimeUnixNano") or 0)
+            time = int(point.get("timeUnixNano") or 0)
+            identity = tuple(sorted(attributes.items()))
+            # Cumulative points of one stream share their start time; a new start time is a
+            # restarted process (a new stream to add). Gauges and deltas ignore it.
+            stream_start = start if not (delta or kind == "gauge") else 0
+            key = (resource, scope, name, identity, stream_start)
+            stream = self.streams.get(key)
+            if stream is None:
+                stream = Stream(name, resource, attributes, start, time, delta, is_level)
+                self.streams[key] = stream
+            elif not delta and time < stream.time:
+                # An older point (files read out of order): keep the latest, note its level.
+                if is_level:
+                    stream.peak = max(stream.peak, _number(point))
+                continue
+            if start and (not stream.start or start < stream.start):
+                stream.start = start
+            stream.time = max(stream.time, time)
+            if kind in ("histogram", "exponentialHistogram"):
+                hist = _histogram(kind, point)
+                if delta and stream.hist is not None:
+                    stream.hist.merge(hist)
+                else:
+                    stream.hist = hist
+                continue
+            number = _number(point)
+            stream.value = stream.value + number if delta else number
+            if is_level:
+                stream.peak = max(stream.peak, stream.value)
+        if name == names.OPEN_CONNECTIONS:
+            self._update_active_total(resource)
+
+    def _update_active_total(self, resource: bytes) -> None:
+        total = sum(
+            stream.value
+            for stream in self.streams.values()
+            if stream.name == names.OPEN_CONNECTIONS
+            and stream.resource == resource
+            and stream.attributes.get(names.CONNECTION_STATE) == "active"
+        )
+        self.active_total_peak[resource] = max(self.active_total_peak.get(resource, 0.0), total)
+
+
+def attributes_dict(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """OTLP ``KeyValue`` list -> plain dict of hashable scalars (arrays become tuples)."""
+    if not attributes:
+        return {}
+    return {kv["key"]: any_value(kv.get("value") or {}) for kv in attributes}
+
+
+def any_value(value: dict[str, Any]) -> Any:
+    """Decode one OTLP/JSON ``AnyValue`` (64-bit integers arrive as strings)."""
+    for kind, raw in value.items():
+        if kind == "stringValue" or kind == "boolValue":
+            return raw
+        if kind == "intValue":
+            return int(raw)
+        if kind == "doubleValue":
+            return float(raw)
+        if kind == "arrayValue":
+            return tuple(any_value(item) for item in raw.get("values") or ())
+        if kind == "kvlistValue":
+            return tuple(sorted(attributes_dict(raw.get("values")).items()))
+        return raw
+    return None
+
+
+def _number(point: dict[str, Any]) -> float:
+    if "asInt" in point:
+        return float(int(point["asInt"]))
+    return float(point.get("asDouble", 0.0))  # float() also reads "NaN" / "Infinity"
+
+
+def _histogram(kind: str, point: dict[str, Any]) -> BucketHistogram:
+    raw_min = point.get("min")
+    raw_max = point.get("max")
+    total = float(int(point.get("count") or 0))
+    total_sum = float(point.get("sum") or 0.0)
+    minimum = None if raw_min is None else float(raw_min)
+    maximum = None if raw_max is None else float(raw_max)
+    if kind == "histogram":
+        counts = [float(int(c)) for c in point.get("bucketCounts") or ()]
+        bounds = [float(b) for b in point.get("explicitBounds") or ()]
+        if len(counts) != len(bounds) + 1:  # no buckets at all: only the summary is usable
+            counts = []
+        return BucketHistogram.from_explicit(
+            bounds, counts, total=total, total_sum=total_sum, minimum=minimum, maximum=maximum
+        )
+    positive = point.get("positive") or {}
+    return BucketHistogram.from_exponential(
+        int(point.get("scale") or 0),
+        int(positive.get("offset") or 0),
+        [float(int(c)) for c in positive.get("bucketCounts") or ()],
+        float(int(point.get("zeroCount") or 0)),
+        total=total,
+        total_sum=total_sum,
+        minimum=minimum,
+        maximum=maximum,
+    )

@@ -1,0 +1,224 @@
+"""Report rendering: the ``--json`` document and the rich text tables (and their HTML export).
+
+The JSON keys follow SPEC "Command line / analyze" exactly; extra keys are additions, never
+renames. Counts estimated from sampled spans are rounded to whole calls; ratios keep 4 decimals
+and milliseconds 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from resilient_http.analysis.model import PoolLimits, UpstreamReport
+from resilient_http.analysis.reader import ReadCounts
+from resilient_http.analysis.rules import Recommendation
+
+if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
+    from rich.console import Console
+
+__all__ = ["Analysis", "render_text", "to_json"]
+
+# Attempt chains listed per upstream in the JSON (most frequent first).
+TOP_CHAINS = 5
+
+
+@dataclass
+class Analysis:
+    """The result of reading and analysing telemetry files."""
+
+    counts: ReadCounts
+    upstreams: list[UpstreamReport]
+    hosts: list[UpstreamReport]
+    limits: PoolLimits
+    recommendations: list[Recommendation]
+    spans: int = 0
+    metric_points: int = 0
+
+
+def to_json(analysis: Analysis) -> dict[str, Any]:
+    """The ``--json`` document."""
+    counts = analysis.counts
+    return {
+        "files": counts.files,
+        "lines": counts.lines,
+        "corrupt_lines": counts.corrupt_lines,
+        "spans": analysis.spans,
+        "metric_points": analysis.metric_points,
+        "pool_limits": {
+            "limit": analysis.limits.limit,
+            "limit_per_host": analysis.limits.limit_per_host,
+            "active_total_peak": _num(analysis.limits.active_total_peak),
+        },
+        "upstreams": [_upstream_json(u) for u in analysis.upstreams],
+        "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
+    }
+
+
+def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
+    chains = sorted(u.attempt_chains.items(), key=lambda item: (-item[1], item[0]))[:TOP_CHAINS]
+    return {
+        "server.address": u.address,
+        "server.port": u.port,
+        "http.request.method": u.method,
+        "source": u.source,
+        "sampled": u.sampled,
+        "requests": _whole(u.requests),
+        "attempts": _whole(u.attempts),
+        "latency_ms": _ms(u.latency_ms),
+        "attempt_latency_ms": _ms(u.attempt_latency_ms),
+        "pool_wait_ms": _ms(u.pool_wait_ms) if u.pool_wait_ms else {"p95": None},
+        "reuse_ratio": _ratio(u.reuse_ratio),
+        "connections_acquired": _whole(u.connections_acquired),
+        "new_connections": _whole(u.new_connections),
+        "new_connections_per_s": _ratio(u.new_connections_per_s),
+        "window_s": _num(u.window_s),
+        "retries": {reason: _whole(n) for reason, n in sorted(u.retries.items())},
+        "retries_suppressed": {reason: _whole(n) for reason, n in sorted(u.suppressed.items())},
+        "throttled_share": _ratio(u.throttled_share),
+        "errors": _whole(u.errors),
+        "error_rate": _ratio(u.error_rate),
+        "error_types": {label: _whole(n) for label, n in sorted(u.error_types.items())},
+        "attempt_chains": {chain: _whole(n) for chain, n in chains},
+        "open_connections_peak": {"active": _num(u.active_peak), "idle": _num(u.idle_peak)},
+    }
+
+
+def _recommendation_json(r: Recommendation) -> dict[str, Any]:
+    return {
+        "variable": r.variable,
+        "value": r.value,
+        "reason": r.reason,
+        "evidence": r.evidence,
+        "rule": r.rule,
+        "upstreams": list(r.upstreams),
+    }
+
+
+def render_text(analysis: Analysis, console: Console) -> None:
+    """Print the human report: calls per upstream, the pools, retries, then the advice (or "no
+    change needed"). Counts marked ``~`` are estimates from sampled spans."""
+    from rich import box
+    from rich.table import Table
+
+    counts = analysis.counts
+    console.print(
+        f"Read {counts.files} file(s), {counts.lines} line(s), {counts.corrupt_lines} corrupt "
+        f"(skipped): {analysis.spans} spans, {analysis.metric_points} metric points.",
+        highlight=False,
+    )
+    # Three narrow tables rather than one wide one: each fits an 80-column terminal.
+    calls = Table(
+        title="Calls (latency in ms)",
+        title_justify="left",
+        box=box.SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    calls.add_column("upstream", no_wrap=True)
+    for column in ("calls", "attempts", "p50", "p95", "p99", "errors", "throttled"):
+        calls.add_column(column, justify="right")
+    for u in analysis.upstreams:
+        estimate = "~" if u.sampled else ""
+        calls.add_row(
+            _name(u),
+            estimate + _cell(_whole(u.requests)),
+            estimate + _cell(_whole(u.attempts)),
+            *(_cell(_round(u.latency_ms.get(q), 1)) for q in ("p50", "p95", "p99")),
+            _percent(u.error_rate),
+            _percent(u.throttled_share),
+        )
+    console.print(calls)
+    pools = Table(
+        title="Connection pools",
+        title_justify="left",
+        box=box.SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    pools.add_column("upstream", no_wrap=True)
+    for column in ("wait p95 ms", "reuse", "new conn/s", "active peak", "idle peak"):
+        pools.add_column(column, justify="right")
+    for host in analysis.hosts:
+        pools.add_row(
+            host.upstream,
+            _cell(_round(host.pool_wait_ms.get("p95"), 1)),
+            _percent(host.reuse_ratio),
+            _cell(_round(host.new_connections_per_s, 2)),
+            _cell(_round(host.active_peak, 1)),
+            _cell(_round(host.idle_peak, 1)),
+        )
+    console.print(pools)
+    _render_retries(analysis, console)
+    if not analysis.recommendations:
+        console.print("Recommendations: no change needed.")
+        return
+    console.print("Recommendations:")
+    for r in analysis.recommendations:
+        console.print(f"  [bold]{r.variable}={r.value}[/bold]", highlight=False)
+        console.print(f"    why: {r.reason}", highlight=False, markup=False)
+        console.print(f"    evidence: {r.evidence}", highlight=False, markup=False)
+
+
+def _render_retries(analysis: Analysis, console: Console) -> None:
+    """Retries by reason and retries not made, only for upstreams that have any."""
+    from rich import box
+    from rich.table import Table
+
+    reasons = sorted({r for u in analysis.upstreams for r, n in u.retries.items() if n})
+    suppressed = sorted({r for u in analysis.upstreams for r, n in u.suppressed.items() if n})
+    if not reasons and not suppressed:
+        return
+    table = Table(
+        title="Retries by reason",
+        title_justify="left",
+        box=box.SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    if suppressed:
+        table.caption = "-reason: retries not made, and why"
+    table.add_column("upstream", no_wrap=True)
+    for reason in reasons:
+        table.add_column(reason, justify="right")
+    for reason in suppressed:
+        table.add_column(f"-{reason}", justify="right")
+    for u in analysis.upstreams:
+        if u.retries_total or any(u.suppressed.values()):
+            row = [_name(u)]
+            row += [_cell(_whole(u.retries.get(r))) for r in reasons]
+            row += [_cell(_whole(u.suppressed.get(r))) for r in suppressed]
+            table.add_row(*row)
+    console.print(table)
+
+
+def _name(u: UpstreamReport) -> str:
+    return f"{u.upstream} {u.method}" if u.method else u.upstream
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _ratio(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _ms(values: dict[str, float | None]) -> dict[str, float | None]:
+    return {q: _num(v) for q, v in values.items()}
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"

@@ -1,0 +1,371 @@
+"""Span aggregation: per-upstream call and attempt statistics, one span at a time.
+
+No trace is ever reassembled, so memory does not grow with the number of traces: the logical
+(INTERNAL) span already carries what a trace join would give (``resilient_http.attempts``, one
+``resilient_http.retry`` event per retry, the final outcome), and the attempt (CLIENT) spans are
+aggregated on their own attributes. Each span is weighted by its adjusted count when its
+``traceState`` carries an OpenTelemetry probability threshold (``ot=th:<hex>``), else counts once.
+
+This is the hot loop of ``resilient-http analyze``: attribute lists are read with one dict
+comprehension and only the few keys needed are decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from resilient_http.analysis import names
+from resilient_http.analysis.stats import LatencySketch
+
+__all__ = ["AttemptStats", "CallStats", "SpanAggregator", "UpstreamKey", "adjusted_count"]
+
+# (server.address, server.port, http.request.method); port and method may be unknown.
+UpstreamKey = tuple[str, int | None, str | None]
+
+# Distinct error types / attempt chains kept per upstream; the rest are counted as "other".
+# Bounds memory when error messages leak into error.type or retries vary wildly.
+MAX_DISTINCT_LABELS = 32
+OTHER_LABEL = "other"
+
+# 2**56: OTel TraceState thresholds are 56-bit rejection thresholds (14 hex digits).
+_MAX_THRESHOLD = 1 << 56
+_TRACE_STATE_CACHE_LIMIT = 4096
+
+_INTERNAL = 1
+_CLIENT = 3
+_ODD = object()
+
+# Module constants for the hot loop: a global is one lookup, ``names.X`` is two.
+_ADDRESS = names.ADDRESS
+_PORT = names.PORT
+_METHOD = names.METHOD
+_STATUS = names.STATUS
+_ERROR_TYPE = names.ERROR_TYPE
+_ATTEMPTS = names.ATTEMPTS
+_RESEND_COUNT = names.RESEND_COUNT
+_RETRY_EVENT = names.RETRY_EVENT
+_RETRY_REASON = names.RETRY_REASON
+_THROTTLE_STATUSES = names.THROTTLE_STATUSES
+_KINDS = {"SPAN_KIND_INTERNAL": _INTERNAL, "SPAN_KIND_CLIENT": _CLIENT}
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Logical calls (INTERNAL spans) of one upstream; counts are adjusted for sampling."""
+
+    count: float = 0.0
+    spans: int = 0
+    attempts: float = 0.0
+    errors: float = 0.0
+    throttled_final: float = 0.0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    retries: dict[str, float] = field(default_factory=dict)
+    error_types: dict[str, float] = field(default_factory=dict)
+    # Calls with retries, by chain ("throttled > 200"); calls without, by outcome (an error
+    # type or a status code), turned into chain names only when reported.
+    chains: dict[str, float] = field(default_factory=dict)
+    plain_outcomes: dict[str | int | None, float] = field(default_factory=dict)
+    first_start: int = 0
+    last_end: int = 0
+
+    def chain_counts(self) -> dict[str, float]:
+        """Calls by attempt chain: the retry reasons in order, then the outcome."""
+        counts = dict(self.chains)
+        for outcome, count in self.plain_outcomes.items():
+            label = outcome if isinstance(outcome, str) else _outcome(outcome, None)
+            _bump(counts, label, count)
+        return counts
+
+    def merge(self, other: CallStats) -> None:
+        """Add ``other`` into this (used to fold methods into a host)."""
+        self.count += other.count
+        self.spans += other.spans
+        self.attempts += other.attempts
+        self.errors += other.errors
+        self.throttled_final += other.throttled_final
+        self.latency.merge(other.latency)
+        for mine, theirs in (
+            (self.retries, other.retries),
+            (self.error_types, other.error_types),
+            (self.chains, other.chains),
+        ):
+            for label, count in theirs.items():
+                _bump(mine, label, count)
+        for outcome, count in other.plain_outcomes.items():
+            self.plain_outcomes[outcome] = self.plain_outcomes.get(outcome, 0.0) + count
+        self.first_start, self.last_end = _window(self, other)
+
+
+@dataclass(slots=True)
+class AttemptStats:
+    """Physical attempts (CLIENT spans) of one upstream; counts are adjusted for sampling."""
+
+    count: float = 0.0
+    spans: int = 0
+    first_attempts: float = 0.0
+    errors: float = 0.0
+    throttled: float = 0.0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    error_types: dict[str, float] = field(default_factory=dict)
+    first_start: int = 0
+    last_end: int = 0
+
+    def merge(self, other: AttemptStats) -> None:
+        """Add ``other`` into this (used to fold methods into a host)."""
+        self.count += other.count
+        self.spans += other.spans
+        self.first_attempts += other.first_attempts
+        self.errors += other.errors
+        self.throttled += other.throttled
+        self.latency.merge(other.latency)
+        for label, count in other.error_types.items():
+            _bump(self.error_types, label, count)
+        self.first_start, self.last_end = _window(self, other)
+
+
+@dataclass
+class SpanAggregator:
+    """Per-upstream ``CallStats`` and ``AttemptStats`` from ``ExportTraceServiceRequest`` lines."""
+
+    calls: dict[UpstreamKey, CallStats] = field(default_factory=dict)
+    attempts: dict[UpstreamKey, AttemptStats] = field(default_factory=dict)
+    spans: int = 0
+    other_spans: int = 0
+    sampled_spans: int = 0
+    _weights: dict[str, float] = field(default_factory=dict, repr=False)
+    _call_rows: dict[tuple[Any, Any, Any], CallStats] = field(default_factory=dict, repr=False)
+    _attempt_rows: dict[tuple[Any, Any, Any], AttemptStats] = field(
+        default_factory=dict, repr=False
+    )
+
+    def add_request(self, request: dict[str, Any]) -> None:
+        """Fold one decoded ``ExportTraceServiceRequest`` into the statistics."""
+        for resource_spans in request.get("resourceSpans") or ():
+            scopes = resource_spans.get("scopeSpans") or resource_spans.get(
+                "instrumentationLibrarySpans"  # pre-1.0 OTLP, still found in old files
+            )
+            for scope_spans in scopes or ():
+                scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
+                scope_name = scope.get("name")
+                spans = scope_spans.get("spans") or ()
+                self.spans += len(spans)
+                if scope_name not in names.ATTEMPT_SCOPES:
+                    self.other_spans += len(spans)
+                    continue
+                is_sdk = scope_name == names.SDK_SCOPE
+                for span in spans:
+                    kind = span.get("kind")
+                    kind = _KINDS.get(kind, kind) if type(kind) is str else kind
+                    if kind == _CLIENT:
+                        self._add_attempt(span)
+                    elif kind == _INTERNAL and is_sdk:
+                        self._add_call(span)
+                    else:
+                        self.other_spans += 1
+
+    def merge(self, other: SpanAggregator) -> None:
+        """Add the statistics of another part of the input (read by another process)."""
+        for key, call in other.calls.items():
+            if key in self.calls:
+                self.calls[key].merge(call)
+            else:
+                self.calls[key] = call
+        for key, attempt in other.attempts.items():
+            if key in self.attempts:
+                self.attempts[key].merge(attempt)
+            else:
+                self.attempts[key] = attempt
+        self.spans += other.spans
+        self.other_spans += other.other_spans
+        self.sampled_spans += other.sampled_spans
+
+    def drop_caches(self) -> None:
+        """Forget lookup caches (rebuilt on demand); the statistics are kept."""
+        self._weights.clear()
+        self._call_rows.clear()
+        self._attempt_rows.clear()
+
+    def _weight(self, trace_state: str) -> float:
+        weight = self._weights.get(trace_state)
+        if weight is None:
+            if len(self._weights) >= _TRACE_STATE_CACHE_LIMIT:
+                self._weights.clear()  # per-trace random values make every state unique
+            weight = self._weights[trace_state] = adjusted_count(trace_state)
+        if weight != 1.0:
+            self.sampled_spans += 1
+        return weight
+
+    def _add_call(self, span: dict[str, Any]) -> None:
+        attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
+        get = attributes.get
+        stats = self._row(self.calls, self._call_rows, get, CallStats)
+        if stats is None:
+            return
+        trace_state = span.get("traceState")
+        weight = self._weight(trace_state) if trace_state else 1.0
+        start = int(span.get("startTimeUnixNano") or 0)
+        end = int(span.get("endTimeUnixNano") or 0)
+        stats.count += weight
+        stats.spans += 1
+        seconds = (end - start) / 1e9
+        stats.latency.add(seconds if seconds > 0.0 else 0.0, weight)
+        value = get(_ATTEMPTS)
+        raw = value.get("intValue") if value else None
+        stats.attempts += ((int(raw) if raw is not None else _int(value)) or 1) * weight
+        value = get(_STATUS)
+        raw = value.get("intValue") if value else None
+        status = int(raw) if raw is not None else _int(value)
+        value = get(_ERROR_TYPE)
+        error_type = _text(value) if value else None
+        if error_type is not None or (status is not None and status >= 500):
+            stats.errors += weight
+            _bump(stats.error_types, error_type or str(status), weight)
+        if status in _THROTTLE_STATUSES:
+            stats.throttled_final += weight
+        events = span.get("events")
+        if events:
+            chain = []
+            for event in events:
+                if event.get("name") == _RETRY_EVENT:
+                    reason = "unknown"
+                    for kv in event.get("attributes") or ():
+                        if kv["key"] == _RETRY_REASON:
+                            reason = _text(kv["value"]) or reason
+                    _bump(stats.retries, reason, weight)
+                    chain.append(reason)
+            chain.append(_outcome(status, error_type))
+            _bump(stats.chains, " > ".join(chain), weight)
+        else:
+            # Calls without retries: counted by outcome, named only when reported (hot path).
+            outcome = error_type or status
+            stats.plain_outcomes[outcome] = stats.plain_outcomes.get(outcome, 0.0) + weight
+        if start and (not stats.first_start or start < stats.first_start):
+            stats.first_start = start
+        if end > stats.last_end:
+            stats.last_end = end
+
+    def _add_attempt(self, span: dict[str, Any]) -> None:
+        attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
+        get = attributes.get
+        stats = self._row(self.attempts, self._attempt_rows, get, AttemptStats)
+        if stats is None:
+            return
+        trace_state = span.get("traceState")
+        weight = self._weight(trace_state) if trace_state else 1.0
+        start = int(span.get("startTimeUnixNano") or 0)
+        end = int(span.get("endTimeUnixNano") or 0)
+        stats.count += weight
+        stats.spans += 1
+        seconds = (end - start) / 1e9
+        stats.latency.add(seconds if seconds > 0.0 else 0.0, weight)
+        if _RESEND_COUNT not in attributes or not _int(attributes[_RESEND_COUNT]):
+            stats.first_attempts += weight
+        value = get(_STATUS)
+        raw = value.get("intValue") if value else None
+        status = int(raw) if raw is not None else _int(value)
+        value = get(_ERROR_TYPE)
+        error_type = _text(value) if value else None
+        if error_type is not None or (status is not None and status >= 500):
+            stats.errors += weight
+            _bump(stats.error_types, error_type or str(status), weight)
+        if status in _THROTTLE_STATUSES:
+            stats.throttled += weight
+        if start and (not stats.first_start or start < stats.first_start):
+            stats.first_start = start
+        if end > stats.last_end:
+            stats.last_end = end
+
+    def _row(
+        self,
+        rows: dict[UpstreamKey, Any],
+        cache: dict[tuple[Any, Any, Any], Any],
+        get: Any,
+        kind: type[Any],
+    ) -> Any:
+        """The stats object of a span's upstream; None (span skipped) without server.address.
+
+        Cached by the raw attribute values, so the usual span costs three dict lookups here.
+        """
+        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
+        # A value of another type than usual reads as _ODD: never cached, so a string port
+        # "8080" and a missing port cannot share a cache entry.
+        raw_key = (
+            address.get("stringValue", _ODD) if address else None,
+            port.get("intValue", _ODD) if port else None,
+            method.get("stringValue", _ODD) if method else None,
+        )
+        stats = cache.get(raw_key)
+        if stats is None:
+            text = _text(address)
+            if text is None:
+                self.other_spans += 1
+                return None
+            key = (text, _int(port), _text(method))
+            stats = rows.get(key)
+            if stats is None:
+                stats = rows[key] = kind()
+            if _ODD not in raw_key:  # the cache stays bounded by the number of upstreams
+                cache[raw_key] = stats
+        return stats
+
+
+def adjusted_count(trace_state: str) -> float:
+    """How many spans one sampled span stands for, from a W3C ``tracestate`` value.
+
+    Reads the OpenTelemetry entry ``ot=th:<hex>`` (a 56-bit rejection threshold, trailing zeros
+    omitted: probability = (2**56 - th) / 2**56) and the older ``ot=p:<n>`` (probability 2**-n).
+    No OTel entry, or one without a usable threshold, means the span was not sampled: 1.
+    """
+    for member in trace_state.split(","):
+        key, _, value = member.strip().partition("=")
+        if key != "ot":
+            continue
+        for item in value.split(";"):
+            sub_key, _, sub_value = item.partition(":")
+            try:
+                if sub_key == "th" and 0 < len(sub_value) <= 14:
+                    threshold = int(sub_value.ljust(14, "0"), 16)
+                    return _MAX_THRESHOLD / (_MAX_THRESHOLD - threshold)
+                if sub_key == "p" and 0 <= int(sub_value) <= 62:
+                    return float(2 ** int(sub_value))
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+def _outcome(status: int | None, error_type: str | None) -> str:
+    """How a call ended, as attempt chains spell it: the error type, else the status code."""
+    if error_type is not None:
+        return error_type
+    return "?" if status is None else str(status)
+
+
+def _text(value: dict[str, Any] | None) -> str | None:
+    if not value:
+        return None
+    for raw in value.values():
+        return str(raw)
+    return None
+
+
+def _int(value: dict[str, Any] | None) -> int | None:
+    if not value:
+        return None
+    for raw in value.values():
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _bump(counts: dict[str, float], label: str, weight: float) -> None:
+    if label not in counts and len(counts) >= MAX_DISTINCT_LABELS:
+        label = OTHER_LABEL
+    counts[label] = counts.get(label, 0.0) + weight
+
+
+def _window(a: CallStats | AttemptStats, b: CallStats | AttemptStats) -> tuple[int, int]:
+    starts = [s for s in (a.first_start, b.first_start) if s]
+    return (min(starts) if starts else 0), max(a.last_end, b.last_end)

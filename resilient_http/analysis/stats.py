@@ -1,0 +1,199 @@
+"""Bounded-memory statistics: latency sketches for spans, bucket histograms for metrics.
+
+``LatencySketch`` wraps ``ddsketch.DDSketch`` (1 % relative accuracy; its memory grows with the
+log of the value range, not with the number of values, and sketches from many files or hosts
+merge exactly). ``BucketHistogram`` holds OTLP histogram buckets (explicit or exponential) and
+answers percentiles by linear interpolation inside buckets, the way Prometheus'
+``histogram_quantile`` does, tightened by the recorded min and max where the data has them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+from ddsketch import DDSketch
+
+__all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch"]
+
+# Relative accuracy of span latency percentiles: p99 = 200 ms is reported within 198..202 ms.
+SKETCH_RELATIVE_ACCURACY = 0.01
+
+_INF = math.inf
+
+
+class LatencySketch:
+    """Quantile sketch of durations in seconds, weighted (a sampled span stands for 1/p calls).
+
+    ``add(seconds, weight=1.0)`` is DDSketch's own method, bound once: this is called for every
+    span, and a wrapper would cost as much as the sketch update. Callers clamp negative
+    durations (clock steps) to 0.
+    """
+
+    __slots__ = ("_sketch", "add")
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(SKETCH_RELATIVE_ACCURACY)
+        self.add: Callable[[float, float], None] = self._sketch.add
+
+    @property
+    def count(self) -> float:
+        """Total weight added."""
+        return float(self._sketch.count)
+
+    def merge(self, other: LatencySketch) -> None:
+        """Add all of ``other`` into this sketch (exact: same mapping)."""
+        self._sketch.merge(other._sketch)
+
+    def quantile_ms(self, quantile: float) -> float | None:
+        """The ``quantile`` (0..1) in milliseconds, None when empty."""
+        value = self._sketch.get_quantile_value(quantile)
+        return None if value is None else float(value) * 1000.0
+
+
+class BucketHistogram:
+    """Histogram buckets as ``(lower, upper) -> count`` plus count, sum, min and max.
+
+    Buckets of differently configured streams (other boundaries, exponential scales) coexist:
+    percentiles treat each bucket as a uniform spread of its count and interpolate the combined
+    distribution, which reduces to the usual per-bucket interpolation when boundaries agree.
+    """
+
+    __slots__ = ("buckets", "count", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[float, float], float] = {}
+        self.count = 0.0
+        self.sum = 0.0
+        self.min = _INF
+        self.max = -_INF
+
+    @classmethod
+    def from_explicit(
+        cls,
+        bounds: Sequence[float],
+        counts: Sequence[float],
+        *,
+        total: float,
+        total_sum: float,
+        minimum: float | None,
+        maximum: float | None,
+    ) -> BucketHistogram:
+        """One OTLP explicit-bucket point: ``counts`` has ``len(bounds) + 1`` entries."""
+        hist = cls._with_summary(total, total_sum, minimum, maximum)
+        lower = -_INF
+        for index, bucket_count in enumerate(counts):
+            upper = bounds[index] if index < len(bounds) else _INF
+            if bucket_count:
+                hist.buckets[(lower, upper)] = float(bucket_count)
+            lower = upper
+        return hist
+
+    @classmethod
+    def from_exponential(
+        cls,
+        scale: int,
+        offset: int,
+        counts: Sequence[float],
+        zero_count: float,
+        *,
+        total: float,
+        total_sum: float,
+        minimum: float | None,
+        maximum: float | None,
+    ) -> BucketHistogram:
+        """One OTLP exponential point (positive buckets; durations are never negative)."""
+        hist = cls._with_summary(total, total_sum, minimum, maximum)
+        base = 2.0 ** (2.0**-scale)
+        for index, bucket_count in enumerate(counts):
+            if bucket_count:
+                # Bucket i covers (base**i, base**(i+1)].
+                lower = base ** (offset + index)
+                hist.buckets[(lower, lower * base)] = float(bucket_count)
+        if zero_count:
+            hist.buckets[(0.0, 0.0)] = float(zero_count)
+        return hist
+
+    @classmethod
+    def _with_summary(
+        cls, total: float, total_sum: float, minimum: float | None, maximum: float | None
+    ) -> BucketHistogram:
+        hist = cls()
+        hist.count = float(total)
+        hist.sum = float(total_sum)
+        hist.min = _INF if minimum is None else float(minimum)
+        hist.max = -_INF if maximum is None else float(maximum)
+        return hist
+
+    def merge(self, other: BucketHistogram) -> None:
+        """Add ``other``'s buckets and totals into this histogram."""
+        buckets = self.buckets
+        for key, bucket_count in other.buckets.items():
+            buckets[key] = buckets.get(key, 0.0) + bucket_count
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    @classmethod
+    def merged(cls, histograms: Iterable[BucketHistogram]) -> BucketHistogram:
+        """A new histogram holding the sum of ``histograms``."""
+        total = cls()
+        for hist in histograms:
+            total.merge(hist)
+        return total
+
+    def quantile_ms(self, quantile: float) -> float | None:
+        """The ``quantile`` (0..1) in milliseconds (values are seconds), None when empty."""
+        value = self.quantile(quantile)
+        return None if value is None else value * 1000.0
+
+    def quantile(self, quantile: float) -> float | None:
+        """The ``quantile`` (0..1) in the histogram's unit, None when it holds no values."""
+        spans = self._finite_buckets()
+        total = sum(weight for _, _, weight in spans)
+        if total <= 0:
+            return None
+        target = min(max(quantile, 0.0), 1.0) * total
+        # The combined CDF is piecewise linear between bucket edges, with steps at zero-width
+        # buckets (point masses). Sweep the edges in order until it reaches the target.
+        edges = sorted({edge for lower, upper, _ in spans for edge in (lower, upper)})
+        cumulative = 0.0
+        previous = edges[0]
+        for edge in edges:
+            if edge > previous:
+                # Mass of the buckets that cover (previous, edge], spread uniformly.
+                mass = sum(
+                    weight * (edge - previous) / (upper - lower)
+                    for lower, upper, weight in spans
+                    if lower < upper and lower <= previous and upper >= edge
+                )
+                if cumulative + mass >= target and mass > 0:
+                    return previous + (edge - previous) * (target - cumulative) / mass
+                cumulative += mass
+            point = sum(w for lower, upper, w in spans if lower == upper == edge)
+            if cumulative + point >= target and (point > 0 or target <= cumulative):
+                return edge
+            cumulative += point
+            previous = edge
+        return edges[-1]
+
+    def _finite_buckets(self) -> list[tuple[float, float, float]]:
+        """Buckets with open ends closed by min/max (else by the nearest bound), clamped to them."""
+        low = self.min if math.isfinite(self.min) else None
+        high = self.max if math.isfinite(self.max) else None
+        spans = []
+        for (lower, upper), weight in self.buckets.items():
+            if weight <= 0:
+                continue
+            if lower == -_INF:
+                # Durations are never negative: the first bucket starts at 0 unless min says more.
+                lower = low if low is not None else min(0.0, upper)
+            if upper == _INF:
+                upper = high if high is not None else lower
+            if low is not None:
+                lower, upper = max(lower, low), max(upper, low)
+            if high is not None:
+                lower, upper = min(lower, high), min(upper, high)
+            spans.append((lower, max(lower, upper), weight))
+        return spans

@@ -1,0 +1,180 @@
+"""``resilient-http analyze``: arguments, the --json document, text, HTML, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resilient_http.analysis.command import add_arguments, main, run
+from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
+
+UPSTREAM_KEYS = {
+    "server.address",
+    "server.port",
+    "http.request.method",
+    "requests",
+    "attempts",
+    "latency_ms",
+    "attempt_latency_ms",
+    "pool_wait_ms",
+    "reuse_ratio",
+    "new_connections_per_s",
+    "retries",
+    "throttled_share",
+    "error_rate",
+}
+RECOMMENDATION_KEYS = {"variable", "value", "reason", "evidence"}
+
+
+@pytest.fixture(scope="module")
+def telemetry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of SDK telemetry with a stale keep-alive problem (one recommendation)."""
+    folder = tmp_path_factory.mktemp("telemetry")
+    telemetry = SdkTelemetry(folder / "traces.jsonl", folder / "nested" / "metrics.jsonl")
+    telemetry.pool_limits(100, 10)
+    for i in range(60):
+        if i % 3 == 0:
+            closed = Attempt(
+                0.001, status=None, error_type="ServerDisconnectedError", retry="connection_closed"
+            )
+            telemetry.call([closed, Attempt(0.02, reused=False)])
+        else:
+            telemetry.call([Attempt(0.02, reused=False)], method="POST")
+    telemetry.flush_metrics()
+    telemetry.close()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def healthy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("healthy")
+    telemetry = SdkTelemetry(folder / "traces.jsonl", folder / "metrics.jsonl")
+    for _ in range(50):
+        telemetry.call([Attempt(0.02)])
+    telemetry.flush_metrics()
+    telemetry.close()
+    return folder
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_json_document_has_the_spec_keys(
+    telemetry_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(_parse(str(telemetry_dir), "--json")) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {"files", "lines", "corrupt_lines", "upstreams", "recommendations"} <= set(document)
+    assert document["files"] == 2
+    files = [telemetry_dir / "traces.jsonl", telemetry_dir / "nested" / "metrics.jsonl"]
+    assert document["lines"] == sum(len(f.read_bytes().splitlines()) for f in files)
+    assert document["lines"] > 140  # one line per span (SimpleSpanProcessor) + metric lines
+    assert document["corrupt_lines"] == 0
+    rows = {u["http.request.method"]: u for u in document["upstreams"]}
+    assert set(rows) == {"GET", "POST"}
+    for row in rows.values():
+        assert set(row) >= UPSTREAM_KEYS
+        assert set(row["latency_ms"]) == {"p50", "p95", "p99"}
+        assert set(row["attempt_latency_ms"]) == {"p50", "p95", "p99"}
+        assert "p95" in row["pool_wait_ms"]
+    assert (rows["GET"]["requests"], rows["GET"]["attempts"]) == (20, 40)
+    assert rows["GET"]["retries"] == {"connection_closed": 20}
+    (recommendation,) = document["recommendations"]
+    assert set(recommendation) >= RECOMMENDATION_KEYS
+    assert recommendation["variable"] == "RESILIENT_HTTP_KEEPALIVE_TIMEOUT"
+    assert recommendation["value"] == "5"
+    assert "reuse ratio 0.25" in recommendation["evidence"]  # 20 reused of 80 acquisitions
+
+
+def test_text_report(telemetry_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(_parse(str(telemetry_dir))) == 0
+    out = capsys.readouterr().out
+    assert "api.test:8080 GET" in out
+    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=5" in out
+    assert "connection_closed" in out
+
+
+def test_healthy_data_says_no_change_needed(
+    healthy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(_parse(str(healthy_dir))) == 0
+    assert "no change needed" in capsys.readouterr().out
+    assert run(_parse(str(healthy_dir), "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["recommendations"] == []
+
+
+def test_html_report(
+    telemetry_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "report.html"
+    assert run(_parse(str(telemetry_dir), "--json", "--html", str(page))) == 0
+    json.loads(capsys.readouterr().out)  # stdout stays pure JSON
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=5" in html
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "empty-dir"])
+def test_errors_are_one_line_and_exit_1(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "target.jsonl"
+    if kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "empty-dir":
+        target = tmp_path
+    assert main([str(target)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("resilient-http analyze: error: ")
+    assert str(target) in lines[0]
+
+
+def test_jobs_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("x.jsonl", "--jobs", "0")
+    assert exit_info.value.code == 2
+    assert "expected a whole number >= 1" in capsys.readouterr().err
+    assert _parse("x.jsonl", "--jobs", "2").jobs == 2
+
+
+def test_runs_as_a_module_in_a_subprocess(telemetry_dir: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resilient_http.analysis",
+            str(telemetry_dir),
+            "--json",
+            "--jobs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["recommendations"][0]["value"] == "5"
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "resilient_http.analysis", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert missing.stderr.count("\n") == 1
+    assert "Traceback" not in missing.stderr
