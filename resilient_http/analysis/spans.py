@@ -199,13 +199,24 @@ class SpanAggregator:
     def _add_call(self, span: dict[str, Any]) -> None:
         attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
         get = attributes.get
-        stats = self._row(self.calls, self._call_rows, get, CallStats)
+        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
+        # The row is cached by the raw values (see _new_row): three dict lookups per span.
+        raw_key = (
+            address.get("stringValue", _ODD) if address else None,
+            port.get("intValue", _ODD) if port else None,
+            method.get("stringValue", _ODD) if method else None,
+        )
+        stats = self._call_rows.get(raw_key)
         if stats is None:
-            return
+            stats = self._new_row(
+                self.calls, self._call_rows, raw_key, (address, port, method), CallStats
+            )
+            if stats is None:
+                return
         trace_state = span.get("traceState")
         weight = self._weight(trace_state) if trace_state else 1.0
-        start = int(span.get("startTimeUnixNano") or 0)
-        end = int(span.get("endTimeUnixNano") or 0)
+        start = int(span.get("startTimeUnixNano", 0))
+        end = int(span.get("endTimeUnixNano", 0))
         stats.count += weight
         stats.spans += 1
         seconds = (end - start) / 1e9
@@ -215,7 +226,7 @@ class SpanAggregator:
         stats.attempts += ((int(raw) if raw is not None else _int(value)) or 1) * weight
         value = get(_STATUS)
         raw = value.get("intValue") if value else None
-        status = int(raw) if raw is not None else _int(value)
+        status = int(raw) if raw is not None else (_int(value) if value else None)
         value = get(_ERROR_TYPE)
         error_type = _text(value) if value else None
         if error_type is not None or (status is not None and status >= 500):
@@ -248,13 +259,24 @@ class SpanAggregator:
     def _add_attempt(self, span: dict[str, Any]) -> None:
         attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
         get = attributes.get
-        stats = self._row(self.attempts, self._attempt_rows, get, AttemptStats)
+        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
+        # The row is cached by the raw values (see _new_row): three dict lookups per span.
+        raw_key = (
+            address.get("stringValue", _ODD) if address else None,
+            port.get("intValue", _ODD) if port else None,
+            method.get("stringValue", _ODD) if method else None,
+        )
+        stats = self._attempt_rows.get(raw_key)
         if stats is None:
-            return
+            stats = self._new_row(
+                self.attempts, self._attempt_rows, raw_key, (address, port, method), AttemptStats
+            )
+            if stats is None:
+                return
         trace_state = span.get("traceState")
         weight = self._weight(trace_state) if trace_state else 1.0
-        start = int(span.get("startTimeUnixNano") or 0)
-        end = int(span.get("endTimeUnixNano") or 0)
+        start = int(span.get("startTimeUnixNano", 0))
+        end = int(span.get("endTimeUnixNano", 0))
         stats.count += weight
         stats.spans += 1
         seconds = (end - start) / 1e9
@@ -263,7 +285,7 @@ class SpanAggregator:
             stats.first_attempts += weight
         value = get(_STATUS)
         raw = value.get("intValue") if value else None
-        status = int(raw) if raw is not None else _int(value)
+        status = int(raw) if raw is not None else (_int(value) if value else None)
         value = get(_ERROR_TYPE)
         error_type = _text(value) if value else None
         if error_type is not None or (status is not None and status >= 500):
@@ -276,37 +298,28 @@ class SpanAggregator:
         if end > stats.last_end:
             stats.last_end = end
 
-    def _row(
+    def _new_row(
         self,
         rows: dict[UpstreamKey, Any],
         cache: dict[tuple[Any, Any, Any], Any],
-        get: Any,
+        raw_key: tuple[Any, Any, Any],
+        values: tuple[Any, Any, Any],
         kind: type[Any],
     ) -> Any:
-        """The stats object of a span's upstream; None (span skipped) without server.address.
-
-        Cached by the raw attribute values, so the usual span costs three dict lookups here.
-        """
-        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
-        # A value of another type than usual reads as _ODD: never cached, so a string port
-        # "8080" and a missing port cannot share a cache entry.
-        raw_key = (
-            address.get("stringValue", _ODD) if address else None,
-            port.get("intValue", _ODD) if port else None,
-            method.get("stringValue", _ODD) if method else None,
-        )
-        stats = cache.get(raw_key)
+        """The stats object of a span's upstream on a cache miss; None (span skipped) without
+        ``server.address``. A value of an unusual type reads as _ODD in ``raw_key`` and is never
+        cached, so a string port "8080" and a missing port cannot share a cache entry."""
+        address, port, method = values
+        text = _text(address)
+        if text is None:
+            self.other_spans += 1
+            return None
+        key = (text, _int(port), _text(method))
+        stats = rows.get(key)
         if stats is None:
-            text = _text(address)
-            if text is None:
-                self.other_spans += 1
-                return None
-            key = (text, _int(port), _text(method))
-            stats = rows.get(key)
-            if stats is None:
-                stats = rows[key] = kind()
-            if _ODD not in raw_key:  # the cache stays bounded by the number of upstreams
-                cache[raw_key] = stats
+            stats = rows[key] = kind()
+        if _ODD not in raw_key:  # the cache stays bounded by the number of upstreams
+            cache[raw_key] = stats
         return stats
 
 

@@ -6,11 +6,12 @@ lowerCamelCase keys, trace and span ids as lowercase hex, 64-bit integers as str
 integers. ``resilient-http analyze`` (``resilient_http.analysis``) reads these files, as well as the
 files a Collector writes.
 
-Spans are encoded by a hand-written encoder straight from the SDK's ``ReadableSpan``: the protobuf
-route (``encode_spans`` + ``json_format``) costs about 75 us per span, ten times more, and this file
-is written by the demo under load on the exporter's thread, which shares the GIL with the event
-loop. A test pins the encoder to the protobuf route (parse both back, compare messages). Metrics are
-exported rarely (once per interval), so they reuse ``encode_metrics`` and ``json_format``.
+Spans are encoded by a hand-written encoder straight from the SDK's ``ReadableSpan``: measured on
+HTTP spans, 8 us per span against 46 us for the protobuf route (``encode_spans`` + ``json_format``),
+and this file is written by the demo under load on the exporter's thread, which shares the GIL with
+the event loop. A test pins the encoder to the protobuf route (parse both back, compare messages).
+Metrics are exported rarely (once per interval), so they reuse ``encode_metrics`` and
+``json_format``.
 
 Exporters writing to the same path share one lock-guarded appender, so a span and a metric exporter
 on one file never interleave partial lines. The file is opened lazily in append mode; every line is

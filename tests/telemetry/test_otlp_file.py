@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ def _record_spans(provider: TracerProvider) -> None:
             pass
 
 
+@pytest.fixture
+def sample_spans() -> Iterator[list[ReadableSpan]]:
+    """Finished SDK spans (an INTERNAL call with an event, a CLIENT child, a linked span)."""
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    _record_spans(provider)
+    yield list(memory.get_finished_spans())
+    provider.shutdown()
+
+
 def test_span_lines_match_the_protobuf_encoding(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
     provider, memory = _tracing(path)
@@ -147,11 +159,9 @@ def test_span_lines_use_the_collector_file_exporter_json_conventions(tmp_path: P
     assert link["flags"] == 0x300  # "is_remote known" | "is remote"
 
 
-def test_one_line_per_export_call(tmp_path: Path) -> None:
+def test_one_line_per_export_call(tmp_path: Path, sample_spans: list[ReadableSpan]) -> None:
     path = tmp_path / "traces.jsonl"
-    provider, memory = _tracing(tmp_path / "unused.jsonl")
-    _record_spans(provider)
-    spans = memory.get_finished_spans()
+    spans = sample_spans
     exporter = OTLPJsonFileSpanExporter(path)
 
     assert exporter.export(spans) is SpanExportResult.SUCCESS
@@ -256,11 +266,11 @@ def test_exemplar_ids_are_hex(tmp_path: Path) -> None:
     assert HEX_SPAN_ID.match(exemplar["spanId"])
 
 
-def test_span_and_metric_exporters_share_a_file_without_interleaving(tmp_path: Path) -> None:
+def test_span_and_metric_exporters_share_a_file_without_interleaving(
+    tmp_path: Path, sample_spans: list[ReadableSpan]
+) -> None:
     path = tmp_path / "telemetry.jsonl"
-    provider, memory = _tracing(tmp_path / "unused.jsonl")
-    _record_spans(provider)
-    spans = list(memory.get_finished_spans()) * 200  # large lines: many write() chunks if torn
+    spans = sample_spans * 200  # large lines: many write() chunks if torn
     meter_provider, _ = _meter(path)
     meter_provider.get_meter("m").create_counter("c").add(1, {"k": "v" * 1000})
     span_exporter = OTLPJsonFileSpanExporter(path)
@@ -292,33 +302,31 @@ def test_span_and_metric_exporters_share_a_file_without_interleaving(tmp_path: P
     assert all(len(_parse_traces(t).resource_spans[0].scope_spans[0].spans) == 600 for t in traces)
 
 
-def test_file_is_opened_lazily_and_closed_by_the_last_shutdown(tmp_path: Path) -> None:
+def test_file_is_opened_lazily_and_closed_by_the_last_shutdown(
+    tmp_path: Path, sample_spans: list[ReadableSpan]
+) -> None:
     path = tmp_path / "sub" / "telemetry.jsonl"
     spans_out = OTLPJsonFileSpanExporter(path)
     metrics_out = OTLPJsonFileMetricExporter(path)
     assert not path.exists()  # nothing written, nothing created
-    provider, memory = _tracing(tmp_path / "unused.jsonl")
-    _record_spans(provider)
 
-    assert spans_out.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    assert spans_out.export(sample_spans) is SpanExportResult.SUCCESS
     assert path.exists()
     spans_out.shutdown()
     assert path.resolve() in otlp_file._appenders  # the metric exporter still uses it
-    assert spans_out.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+    assert spans_out.export(sample_spans) is SpanExportResult.FAILURE
     metrics_out.shutdown()
     assert path.resolve() not in otlp_file._appenders
     assert len(_lines(path)) == 1
 
 
 def test_write_error_returns_failure_and_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sample_spans: list[ReadableSpan]
 ) -> None:
     blocked = tmp_path / "a-directory"
     blocked.mkdir()
     exporter = OTLPJsonFileSpanExporter(blocked)  # opening a directory for writing fails
-    provider, memory = _tracing(tmp_path / "unused.jsonl")
-    _record_spans(provider)
-    spans: list[ReadableSpan] = list(memory.get_finished_spans())
+    spans = sample_spans
 
     with caplog.at_level(logging.WARNING, logger=otlp_file.__name__):
         results = [exporter.export(spans) for _ in range(3)]
