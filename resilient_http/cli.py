@@ -1,4 +1,4 @@
-"""The ``resilient-http`` command line: ``config`` (and, as they land, ``demo`` and ``analyze``).
+"""The ``resilient-http`` command line: ``config``, ``analyze`` (and ``demo`` when it lands).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
 this module only dispatches, so ``--help`` stays fast and CLI-only dependencies load on use.
@@ -20,6 +20,10 @@ __all__ = ["main"]
 # subcommand -> (module implementing it, one-line help)
 _SUBCOMMANDS = {
     "config": ("resilient_http._cli_config", "print the effective configuration and its sources"),
+    "analyze": (
+        "resilient_http.analysis.command",
+        "read OTLP JSON telemetry and recommend pool and retry settings",
+    ),
 }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,18 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("resilient-http ")
+
+
+def test_analyze_is_wired(tmp_path: Path) -> None:
+    from resilient_http.analysis.synthetic import write_synthetic_file
+
+    path = str(tmp_path / "t.jsonl")
+    write_synthetic_file(path, spans=500, seed=3)
+    result = run_cli("analyze", "--json", path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["files"], report["corrupt_lines"]) == (1, 0)
+    assert report["upstreams"]
+    missing = run_cli("analyze", path + ".missing")
+    assert missing.returncode == 1
+    assert len(missing.stderr.splitlines()) == 1
