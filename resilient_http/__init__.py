@@ -13,6 +13,7 @@ from ._version import __version__
 from .config import ClientConfig, RetryPolicy, TimeoutConfig
 from .pool import HostPoolStats, PoolStats
 from .session import RequestContextManager, ResilientSession
+from .telemetry.setup import TelemetryHandle, configure_telemetry
 
 __all__ = [
     "ClientConfig",
@@ -23,7 +24,9 @@ __all__ = [
     "RequestContextManager",
     "ResilientSession",
     "RetryPolicy",
+    "TelemetryHandle",
     "TimeoutConfig",
     "__version__",
+    "configure_telemetry",
     "testing",
 ]

@@ -21,10 +21,12 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 import tenacity
+from yarl import URL
 
 from . import pool, testing
 from ._budget import RetryBudget
 from .config import RetryPolicy
+from .pool import upstream_label
 from .retry import (
     FailureKind,
     RetryReason,
@@ -36,11 +38,13 @@ from .retry import (
     is_idempotent,
     parse_retry_after,
 )
+from .telemetry.calls import CallTelemetry, SessionTelemetry
 from .telemetry.redact import redact_text, redact_url
 
 __all__ = ["AttemptRunner", "RetryEvent", "RetryHooks", "RetryPlan", "SuppressionEvent"]
 
 log: Final = logging.getLogger("resilient_http")
+_LOG_ONLY: Final = SessionTelemetry.logging_only()
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -103,6 +107,7 @@ class _Call:
         "kind",
         "kwargs",
         "method",
+        "observed",
         "plan",
         "retry_after",
         "reused",
@@ -141,6 +146,7 @@ class _Call:
         self.reused: bool | None = None
         self.stale = False
         self.retry_after: float | None = None
+        self.observed: CallTelemetry | None = None
 
 
 class AttemptRunner:
@@ -156,6 +162,7 @@ class AttemptRunner:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         hooks: RetryHooks | None = None,
+        telemetry: SessionTelemetry | None = None,
     ) -> None:
         self.session = session
         self.budget = budget
@@ -164,6 +171,7 @@ class AttemptRunner:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.hooks = hooks
+        self.telemetry = telemetry  # None: nothing is exported (DEBUG lines may still be)
 
     async def send(
         self,
@@ -174,18 +182,52 @@ class AttemptRunner:
         idempotent: bool | None,
         deadline: float,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (a template for each attempt)
-        upstream_of_url: Callable[[], str],
+        target: Callable[[], Any],
     ) -> aiohttp.ClientResponse:
-        """The response of the call, or the last failure raised (with one note per attempt)."""
+        """The response of the call, or the last failure raised (with one note per attempt).
+
+        ``target()`` gives the absolute URL, asked for only when a failure or telemetry needs it.
+        """
+        telemetry = self.telemetry
+        if telemetry is None and not log.isEnabledFor(logging.DEBUG):
+            return await self._send(
+                method, url, kwargs, plan, idempotent, deadline, timeout, target
+            )
+        observed = (telemetry or _LOG_ONLY).start_call(method, target())
+        try:
+            resp = await self._send(
+                method, url, kwargs, plan, idempotent, deadline, timeout, target, observed
+            )
+        except BaseException as exc:
+            observed.finish(None, exc)
+            raise
+        observed.finish(resp, None)
+        return resp
+
+    async def _send(
+        self,
+        method: str,
+        url: Any,
+        kwargs: dict[str, Any],
+        plan: RetryPlan | None,
+        idempotent: bool | None,
+        deadline: float,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (a template for each attempt)
+        target: Callable[[], Any],
+        observed: CallTelemetry | None = None,
+    ) -> aiohttp.ClientResponse:
         expires_at = self.clock() + deadline
         pool.reset_last_connection()
+        attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         try:
             resp = await self.session.request(
-                method, url, timeout=_trimmed(timeout, deadline), **kwargs
+                method, url, timeout=_trimmed(timeout, deadline), **attempt_kwargs
             )
         except Exception as exc:
+            if observed is not None:
+                observed.end_attempt(None, exc)
             acquired = pool.last_connection()
-            upstream = acquired[0] if acquired else upstream_of_url()
+            upstream = acquired[0] if acquired else _upstream_of(target())
             if plan is not None:
                 self.budget.record_call(upstream)
             if plan is None or self._classify(exc, plan) is None:
@@ -193,16 +235,20 @@ class AttemptRunner:
                 raise
             call = _Call(method, url, kwargs, plan, idempotent, expires_at, timeout, upstream)
             call.reused, call.first_outcome = acquired[1] if acquired else None, exc
+            call.observed = observed
             return await self._retry(call)
+        if observed is not None:
+            observed.end_attempt(resp, None)
         if plan is None:
             return resp
         acquired = pool.last_connection()
-        upstream = acquired[0] if acquired else upstream_of_url()
+        upstream = acquired[0] if acquired else _upstream_of(target())
         self.budget.record_call(upstream)
         if resp.status not in plan.policy.statuses:
             return resp
         call = _Call(method, url, kwargs, plan, idempotent, expires_at, timeout, upstream)
         call.reused, call.first_outcome = acquired[1] if acquired else None, resp
+        call.observed = observed
         return await self._retry(call)
 
     def _classify(self, exc: BaseException, plan: RetryPlan) -> FailureKind | None:
@@ -242,16 +288,26 @@ class AttemptRunner:
             call.charged += 1
         pool.reset_last_connection()
         timeout = _trimmed(call.timeout, call.expires_at - self.clock())
+        observed = call.observed
+        kwargs = call.kwargs if observed is None else observed.begin_attempt(call.kwargs)
         try:
             if call.free_next:
                 with pool.fresh_connection():
-                    return await self.session.request(
-                        call.method, call.url, timeout=timeout, **call.kwargs
+                    resp = await self.session.request(
+                        call.method, call.url, timeout=timeout, **kwargs
                     )
-            return await self.session.request(call.method, call.url, timeout=timeout, **call.kwargs)
+            else:
+                resp = await self.session.request(call.method, call.url, timeout=timeout, **kwargs)
+        except Exception as exc:
+            if observed is not None:
+                observed.end_attempt(None, exc)
+            raise
         finally:
             acquired = pool.last_connection()
             call.reused = acquired[1] if acquired else None
+        if observed is not None:
+            observed.end_attempt(resp, None)
+        return resp
 
     def _is_retryable(self, call: _Call, state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
@@ -319,6 +375,8 @@ class AttemptRunner:
         if suppression is None:
             return False
         self._note(call, state, f"no retry: {suppression.value.replace('_', ' ')}")
+        if call.observed is not None:
+            call.observed.suppressed(suppression.value)
         if self.hooks is not None:
             self.hooks.on_suppressed(SuppressionEvent(call.method, call.upstream, suppression))
         log.debug("retry suppressed: %s %s (%s)", call.method, call.upstream, suppression.value)
@@ -339,6 +397,8 @@ class AttemptRunner:
             what = f"retrying in {delay:.3f} s ({reason.value}, {source})"
         self._note(call, state, what)
         call.free_next = call.stale
+        if call.observed is not None:
+            call.observed.retry(reason.value, delay, _error_type(state))
         if self.hooks is not None:
             event = RetryEvent(
                 call.method,
@@ -366,6 +426,15 @@ class AttemptRunner:
         call.history.append(
             f"attempt {call.attempt}: {call.method} {redact_url(call.url)} -> {result}; {decision}"
         )
+
+
+def _upstream_of(url: Any) -> str:
+    """``host:port`` of an absolute URL, for failures before any connection was acquired."""
+    try:
+        parsed = url if isinstance(url, URL) else URL(str(url))
+    except (ValueError, TypeError):
+        return "unknown:0"
+    return upstream_label(parsed.host or "unknown", parsed.port)
 
 
 def _max_attempts(policy: RetryPolicy) -> int:

@@ -40,6 +40,7 @@ from ._exceptions import ConfigWarning
 from .config import ClientConfig
 
 __all__ = [
+    "HostCounters",
     "HostPoolStats",
     "PoolObserver",
     "PoolStats",
@@ -47,7 +48,10 @@ __all__ = [
     "create_connector",
     "disable_hidden_resend",
     "fresh_connection",
+    "host_counters",
     "last_connection",
+    "live_host_counters",
+    "observe_pool",
     "pool_stats",
     "reset_last_connection",
     "upstream_label",
@@ -84,15 +88,16 @@ class PoolStats:
 
 
 class PoolObserver(Protocol):
-    """Receives pool events on the event loop; the telemetry layer implements it."""
+    """Receives pool events on the event loop; the telemetry layer implements it.
 
-    def connection_acquired(self, upstream: str, reused: bool) -> None:
-        """A request got a connection: an idle pooled one (``reused``) or a newly opened one."""
+    Acquisitions are not events: they are counted in ``HostCounters`` (read by gauges), so a
+    request pays for two integer increments and no call.
+    """
 
-    def pool_waited(self, upstream: str, seconds: float) -> None:
+    def pool_waited(self, host: HostCounters, seconds: float) -> None:
         """A request waited ``seconds`` in the queue for a free slot under the limits."""
 
-    def connection_closed(self, upstream: str, lifetime: float) -> None:
+    def connection_closed(self, host: HostCounters, lifetime: float) -> None:
         """A connection the pool had opened was closed after ``lifetime`` seconds."""
 
 
@@ -135,6 +140,24 @@ def create_connector(
         ttl_dns_cache=int(config.ttl_dns_cache) if config.ttl_dns_cache else None,
         enable_cleanup_closed=needed if cleanup == "auto" else bool(cleanup) and needed,
     )
+
+
+def host_counters(connector: aiohttp.BaseConnector) -> list[HostCounters]:
+    """The counters of a connector built by ``create_connector`` (else none); any thread."""
+    return list(live_host_counters(connector).values())
+
+
+def live_host_counters(connector: aiohttp.BaseConnector) -> Mapping[str, HostCounters]:
+    """The live mapping behind ``host_counters``; it outlives the connector if kept."""
+    if isinstance(connector, _ObservedConnector):
+        return connector.hosts
+    return {}
+
+
+def observe_pool(connector: aiohttp.BaseConnector, observer: PoolObserver) -> None:
+    """Send ``connector``'s pool events (waits, closes) to ``observer``."""
+    if isinstance(connector, _ObservedConnector):
+        connector.observer = observer
 
 
 def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
@@ -194,16 +217,31 @@ def _warn_once(internal: str, consequence: str) -> None:
         )
 
 
-class _HostCounters:
-    """Plain ints kept by the event loop; read (never iterated over aiohttp) by gauge callbacks."""
+class HostCounters:
+    """Plain ints per upstream, kept by the event loop and read by gauge callbacks on the
+    exporter's thread (reading an int is safe there; iterating aiohttp's structures is not).
+    """
 
-    __slots__ = ("active", "label", "open", "waiting")
+    __slots__ = (
+        "acquired_new",
+        "acquired_reused",
+        "active",
+        "host",
+        "label",
+        "open",
+        "port",
+        "waiting",
+    )
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, host: str, port: int | None) -> None:
+        self.host = host
+        self.port = port
+        self.label = upstream_label(host, port)
         self.open = 0
         self.active = 0
         self.waiting = 0
+        self.acquired_new = 0
+        self.acquired_reused = 0
 
 
 class _TrackedProtocol(ResponseHandler):
@@ -212,7 +250,7 @@ class _TrackedProtocol(ResponseHandler):
     def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
         super().__init__(loop)
         self.rh_connector = connector
-        self.rh_host: _HostCounters | None = None  # set when a request first receives it
+        self.rh_host: HostCounters | None = None  # set when a request first receives it
         self.rh_opened_at = 0.0
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -228,8 +266,8 @@ class _ObservedConnector(aiohttp.TCPConnector):
     def __init__(self, observer: PoolObserver | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.observer = observer
-        self.hosts: dict[str, _HostCounters] = {}
-        self._host_by_key: dict[Any, _HostCounters] = {}
+        self.hosts: dict[str, HostCounters] = {}
+        self._host_by_key: dict[Any, HostCounters] = {}
         self._checked_out: set[ResponseHandler] = set()
         self._can_skip_idle = True
         for internal in _REQUIRED_INTERNALS:
@@ -244,13 +282,13 @@ class _ObservedConnector(aiohttp.TCPConnector):
         else:
             _warn_once("TCPConnector._factory", "connection closes are not observed")
 
-    def _counters(self, key: Any) -> _HostCounters:
+    def _counters(self, key: Any) -> HostCounters:
         host = self._host_by_key.get(key)
         if host is None:
             label = upstream_label(key.host, key.port)
             host = self.hosts.get(label)
             if host is None:
-                host = self.hosts[label] = _HostCounters(label)
+                host = self.hosts[label] = HostCounters(key.host, key.port)
             self._host_by_key[key] = host
         return host
 
@@ -260,15 +298,17 @@ class _ObservedConnector(aiohttp.TCPConnector):
         proto = cast(ResponseHandler, connection.protocol)
         host = self._counters(req.connection_key)
         reused = isinstance(proto, _TrackedProtocol) and proto.rh_host is not None
-        if isinstance(proto, _TrackedProtocol) and not reused:
-            proto.rh_host = host
-            proto.rh_opened_at = time.monotonic()
-            host.open += 1
+        if reused:
+            host.acquired_reused += 1
+        else:
+            host.acquired_new += 1
+            if isinstance(proto, _TrackedProtocol):
+                proto.rh_host = host
+                proto.rh_opened_at = time.monotonic()
+                host.open += 1
         host.active += 1
         self._checked_out.add(proto)
         _LAST_ACQUIRED.set((host.label, reused))
-        if self.observer is not None:
-            self.observer.connection_acquired(host.label, reused)
         return connection
 
     async def _get(self, key: Any, traces: Any) -> Any:
@@ -291,7 +331,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         finally:
             host.waiting -= 1
             if self.observer is not None:
-                self.observer.pool_waited(host.label, time.monotonic() - started)
+                self.observer.pool_waited(host, time.monotonic() - started)
 
     def protocol_closed(self, proto: _TrackedProtocol) -> None:
         host = proto.rh_host
@@ -302,7 +342,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
             self._checked_out.discard(proto)
             host.active -= 1
         if self.observer is not None:
-            self.observer.connection_closed(host.label, time.monotonic() - proto.rh_opened_at)
+            self.observer.connection_closed(host, time.monotonic() - proto.rh_opened_at)
 
     def snapshot(self) -> PoolStats:
         closed = self.closed

@@ -7,11 +7,12 @@ the deadline, then the attempts. Pool mechanics live in ``pool.py``, settings in
 from __future__ import annotations
 
 import math
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Final, Literal
 
 import aiohttp
+from opentelemetry import metrics, trace
 from yarl import URL
 
 from ._attempts import AttemptRunner, RetryPlan
@@ -19,7 +20,8 @@ from ._budget import RetryBudget
 from ._exceptions import ConfigError
 from ._retry_options import resolve_plan
 from .config import ClientConfig, RetryPolicy
-from .pool import PoolStats, create_connector, disable_hidden_resend, pool_stats, upstream_label
+from .pool import PoolStats, create_connector, disable_hidden_resend, observe_pool, pool_stats
+from .telemetry.calls import SessionTelemetry
 
 __all__ = ["RequestContextManager", "ResilientSession"]
 
@@ -111,6 +113,8 @@ class ResilientSession:
         connector: aiohttp.BaseConnector | None = None,
         connector_owner: bool = True,
         retry: RetryPolicy | Literal[False] | Any | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
         **session_kwargs: Any,
     ) -> None:
         if config is not None and not isinstance(config, ClientConfig):
@@ -136,11 +140,20 @@ class ResilientSession:
             **session_kwargs,
         )
         disable_hidden_resend(self._session)
-        self._base_url = self._session._base_url if base_url is not None else None
+        self._base_url = URL(base_url) if base_url is not None else None
         self._runner = AttemptRunner(
             self._session,
             RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second),
         )
+        self._stop_reporting_pool: Callable[[], object] | None = None
+        telemetry = SessionTelemetry(tracer_provider, meter_provider)
+        if telemetry.exports:
+            self._runner.telemetry = telemetry
+            observe_pool(connector, telemetry)
+            if telemetry.instruments is not None:
+                self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
+        if telemetry.tracer is not None:
+            _drop_contrib_instrumentation(self._session)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -162,6 +175,8 @@ class ResilientSession:
     async def close(self) -> None:
         """Close the session and, when it owns it, the connector; idempotent."""
         await self._session.close()
+        if self._stop_reporting_pool is not None:
+            self._stop_reporting_pool()
 
     async def __aenter__(self) -> ResilientSession:
         return self
@@ -257,18 +272,24 @@ class ResilientSession:
             idempotent,
             seconds,
             template,
-            lambda: self._upstream_of(str_or_url),
+            lambda: self._absolute(str_or_url),
         )
 
-    def _upstream_of(self, str_or_url: StrOrURL) -> str:
-        """``host:port`` of a URL, for failures that happen before any connection is acquired."""
-        try:
-            url = URL(str_or_url)
-            if not url.absolute and self._base_url is not None:
-                url = self._base_url.join(url)
-        except (ValueError, TypeError):
-            return "unknown:0"
-        return upstream_label(url.host or "unknown", url.port)
+    def _absolute(self, str_or_url: StrOrURL) -> StrOrURL:
+        """The URL aiohttp will request (``base_url`` joined as aiohttp joins it)."""
+        if self._base_url is None:
+            return str_or_url
+        url = URL(str_or_url)
+        return url if url.absolute else self._base_url.join(url)
+
+
+def _drop_contrib_instrumentation(session: aiohttp.ClientSession) -> None:
+    """Our spans replace those of ``AioHttpClientInstrumentor().instrument()``: no double spans."""
+    marker = "_is_instrumented_by_opentelemetry"  # how the contrib package marks its configs
+    if any(hasattr(config, marker) for config in session.trace_configs):
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+        AioHttpClientInstrumentor.uninstrument_session(session)
 
 
 def _check_deadline(deadline: object) -> float:

@@ -16,18 +16,18 @@ from tests.servers import RecordingServer
 
 class RecordingObserver:
     def __init__(self) -> None:
-        self.acquired: list[tuple[str, bool]] = []
         self.waits: list[tuple[str, float]] = []
         self.closed: list[tuple[str, float]] = []
 
-    def connection_acquired(self, upstream: str, reused: bool) -> None:
-        self.acquired.append((upstream, reused))
+    def pool_waited(self, host: pool.HostCounters, seconds: float) -> None:
+        self.waits.append((host.label, seconds))
 
-    def pool_waited(self, upstream: str, seconds: float) -> None:
-        self.waits.append((upstream, seconds))
+    def connection_closed(self, host: pool.HostCounters, lifetime: float) -> None:
+        self.closed.append((host.label, lifetime))
 
-    def connection_closed(self, upstream: str, lifetime: float) -> None:
-        self.closed.append((upstream, lifetime))
+
+def acquisitions(connector: aiohttp.BaseConnector) -> list[tuple[str, int, int]]:
+    return [(h.label, h.acquired_new, h.acquired_reused) for h in pool.host_counters(connector)]
 
 
 async def test_connector_is_built_from_config() -> None:
@@ -90,7 +90,7 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
         for _ in range(3):
             async with session.get(recording_server.url("/a")) as resp:
                 await resp.read()
-        assert observer.acquired == [(label, False), (label, True), (label, True)]
+        assert acquisitions(connector) == [(label, 1, 2)]
         assert pool.last_connection() == (label, True)
         async with session.get(recording_server.url("/close")) as resp:
             await resp.read()
@@ -192,4 +192,4 @@ async def test_pool_wait_is_reported(recording_server: RecordingServer) -> None:
         await asyncio.gather(*tasks)
     assert len(observer.waits) == 1
     assert observer.waits[0][1] >= 0
-    assert [reused for _, reused in observer.acquired] == [False, True]
+    assert acquisitions(connector) == [(f"127.0.0.1:{recording_server.port}", 1, 1)]

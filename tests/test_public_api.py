@@ -15,8 +15,10 @@ EXPECTED_PUBLIC_NAMES = {
     "RequestContextManager",
     "ResilientSession",
     "RetryPolicy",
+    "TelemetryHandle",
     "TimeoutConfig",
     "__version__",
+    "configure_telemetry",
     "testing",
 }
 

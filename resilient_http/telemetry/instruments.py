@@ -1,0 +1,227 @@
+"""The SDK's metric instruments, made once per ``MeterProvider``, and the pool gauges behind them.
+
+Histograms and counters are recorded on the event loop as things happen. Everything that is a
+level or a running count (open and active connections, in-flight requests, acquisitions, the
+configured limits) is read at collection time by observable callbacks from ``HostCounters``:
+plain integers the connector keeps, so a request pays nothing for them and the exporter's thread
+never touches aiohttp's own structures. Instruments are shared by every session on a provider
+(the OpenTelemetry API cannot unregister callbacks), so sessions register their pools in a
+``PoolRegistry`` and leave it, their running totals kept, when they close.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from .. import pool
+from . import names
+
+__all__ = [
+    "CONNECTION_BUCKETS",
+    "DURATION_BUCKETS",
+    "Instruments",
+    "PoolRegistry",
+    "instruments_for",
+]
+
+#: Semantic-convention advisory boundaries for HTTP durations (seconds); the SDK's own defaults
+#: suit milliseconds and would put every request in the first bucket.
+DURATION_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
+#: Semantic-convention advisory boundaries for ``http.client.connection.duration``.
+CONNECTION_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class _PoolEntry:
+    hosts: Mapping[str, pool.HostCounters]  # the connector's live counters, kept after it closes
+    limit: int
+    limit_per_host: int
+
+    def counters(self) -> list[pool.HostCounters]:
+        return list(self.hosts.values())
+
+
+class PoolRegistry:
+    """The pools whose counters the gauges report; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[int, _PoolEntry] = {}
+        # Acquisitions of pools that are gone: counters must not go backwards when one closes.
+        self._retired: dict[tuple[str, int | None], list[int]] = {}
+
+    def register(self, connector: aiohttp.BaseConnector) -> Callable[[], None]:
+        """Report ``connector``'s pool until the returned function is called or it is freed."""
+        key = id(connector)
+        entry = _PoolEntry(
+            pool.live_host_counters(connector), connector.limit, connector.limit_per_host
+        )
+        with self._lock:
+            self._pools[key] = entry
+        return weakref.finalize(connector, self._retire, key)
+
+    def _retire(self, key: int) -> None:
+        with self._lock:
+            entry = self._pools.pop(key, None)
+            for host in entry.counters() if entry else ():
+                totals = self._retired.setdefault((host.host, host.port), [0, 0])
+                totals[0] += host.acquired_new
+                totals[1] += host.acquired_reused
+
+    def _entries(self) -> list[_PoolEntry]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def observe_open(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``http.client.open_connections`` by state, per upstream."""
+        sums: dict[tuple[str, int | None, str], int] = {}
+        for entry in self._entries():
+            for h in entry.counters():
+                active, idle = h.active, max(h.open - h.active, 0)
+                for state, value in (("active", active), ("idle", idle)):
+                    key = (h.host, h.port, state)
+                    sums[key] = sums.get(key, 0) + value
+        return [
+            Observation(value, {**_server(host, port), names.CONNECTION_STATE: state})
+            for (host, port, state), value in sums.items()
+        ]
+
+    def observe_active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``http.client.active_requests``: requests holding or queued for a connection."""
+        sums: dict[tuple[str, int | None], int] = {}
+        for entry in self._entries():
+            for h in entry.counters():
+                sums[(h.host, h.port)] = sums.get((h.host, h.port), 0) + h.active + h.waiting
+        return [Observation(value, _server(*key)) for key, value in sums.items()]
+
+    def observe_acquired(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``resilient_http.connection.acquired``: cumulative, by reused or newly opened."""
+        with self._lock:
+            sums = {key: list(totals) for key, totals in self._retired.items()}
+        for entry in self._entries():
+            for h in entry.counters():
+                totals = sums.setdefault((h.host, h.port), [0, 0])
+                totals[0] += h.acquired_new
+                totals[1] += h.acquired_reused
+        observations = []
+        for (host, port), (new, reused) in sums.items():
+            observations.append(Observation(new, {**_server(host, port), names.REUSED: False}))
+            observations.append(Observation(reused, {**_server(host, port), names.REUSED: True}))
+        return observations
+
+    def observe_limits(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``resilient_http.pool.limit`` (0 = unlimited); the largest of the registered pools."""
+        entries = self._entries()
+        if not entries:
+            return []
+        total = max(entry.limit for entry in entries)
+        per_host = max(entry.limit_per_host for entry in entries)
+        return [
+            Observation(total, {names.LIMIT_SCOPE: "total"}),
+            Observation(per_host, {names.LIMIT_SCOPE: "per_host"}),
+        ]
+
+
+class Instruments:
+    """Every instrument of the telemetry contract, on one meter."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.attempt_duration = meter.create_histogram(
+            names.ATTEMPT_DURATION,
+            unit="s",
+            description="Duration of HTTP client requests (one per physical attempt).",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.call_duration = meter.create_histogram(
+            names.CALL_DURATION,
+            unit="s",
+            description="Duration of logical calls, every attempt and retry wait included.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.pool_wait = meter.create_histogram(
+            names.POOL_WAIT,
+            unit="s",
+            description="Time a request was queued for a pooled connection.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.connection_duration = meter.create_histogram(
+            names.CONNECTION_DURATION,
+            unit="s",
+            description="Lifetime of closed pooled connections.",
+            explicit_bucket_boundaries_advisory=CONNECTION_BUCKETS,
+        )
+        self.retries = meter.create_counter(
+            names.RETRIES, unit="{retry}", description="Retries, by reason (free ones included)."
+        )
+        self.suppressed = meter.create_counter(
+            names.RETRIES_SUPPRESSED,
+            unit="{retry}",
+            description="Retryable failures that were not retried, by reason.",
+        )
+        self.pools = PoolRegistry()
+        meter.create_observable_up_down_counter(
+            names.OPEN_CONNECTIONS,
+            callbacks=[self.pools.observe_open],
+            unit="{connection}",
+            description="Open pooled connections, by state.",
+        )
+        meter.create_observable_up_down_counter(
+            names.ACTIVE_REQUESTS,
+            callbacks=[self.pools.observe_active_requests],
+            unit="{request}",
+            description="Requests holding or queued for a pooled connection.",
+        )
+        meter.create_observable_counter(
+            names.CONNECTIONS_ACQUIRED,
+            callbacks=[self.pools.observe_acquired],
+            unit="{connection}",
+            description="Connections handed to requests: reused from the pool or newly opened.",
+        )
+        meter.create_observable_gauge(
+            names.POOL_LIMIT,
+            callbacks=[self.pools.observe_limits],
+            unit="{connection}",
+            description="Configured pool limits (0 = unlimited).",
+        )
+
+
+_lock: Final = threading.Lock()
+_by_meter: weakref.WeakKeyDictionary[Meter, Instruments] = weakref.WeakKeyDictionary()
+
+
+def instruments_for(meter: Meter) -> Instruments:
+    """The instruments on ``meter``, made on first use (instrument names must be unique)."""
+    with _lock:
+        found = _by_meter.get(meter)
+        if found is None:
+            found = _by_meter[meter] = Instruments(meter)
+        return found
+
+
+def _server(host: str, port: int | None) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {names.ADDRESS: host}
+    if port is not None:
+        attributes[names.PORT] = port
+    return attributes

@@ -1,0 +1,88 @@
+"""Names of the telemetry contract (SPEC "Telemetry contract"): scopes, attributes, metrics.
+
+Written by ``telemetry/`` and read by ``analysis/``; kept in one place so that a renamed
+attribute or metric is a one-line change here, and producer and reader cannot disagree.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIVE_REQUESTS",
+    "ADDRESS",
+    "AIOHTTP_SCOPE",
+    "ATTEMPTS",
+    "ATTEMPT_DURATION",
+    "ATTEMPT_SCOPES",
+    "CALL_DURATION",
+    "CONNECTIONS_ACQUIRED",
+    "CONNECTION_DURATION",
+    "CONNECTION_STATE",
+    "ERROR_TYPE",
+    "LIMIT_SCOPE",
+    "METHOD",
+    "OPEN_CONNECTIONS",
+    "POOL_LIMIT",
+    "POOL_WAIT",
+    "PORT",
+    "RESEND_COUNT",
+    "RETRIES",
+    "RETRIES_SUPPRESSED",
+    "RETRY_DELAY",
+    "RETRY_EVENT",
+    "RETRY_REASON",
+    "RETRY_REASONS",
+    "REUSED",
+    "SDK_SCOPE",
+    "STATUS",
+    "SUPPRESSION_REASON",
+    "SUPPRESSION_REASONS",
+    "THROTTLE_STATUSES",
+]
+
+# Instrumentation scopes. CLIENT attempt spans may come from the contrib aiohttp instrumentation.
+SDK_SCOPE = "resilient_http"
+AIOHTTP_SCOPE = "opentelemetry.instrumentation.aiohttp_client"
+ATTEMPT_SCOPES = frozenset({SDK_SCOPE, AIOHTTP_SCOPE})
+
+# Attributes (semantic conventions and the SDK's own).
+METHOD = "http.request.method"
+ADDRESS = "server.address"
+PORT = "server.port"
+STATUS = "http.response.status_code"
+ERROR_TYPE = "error.type"
+RESEND_COUNT = "http.request.resend_count"
+ATTEMPTS = "resilient_http.attempts"
+CONNECTION_STATE = "http.connection.state"
+REUSED = "resilient_http.connection.reused"
+RETRY_REASON = "resilient_http.retry.reason"
+RETRY_DELAY = "resilient_http.retry.delay"
+SUPPRESSION_REASON = "resilient_http.suppression.reason"
+LIMIT_SCOPE = "resilient_http.pool.limit.scope"
+
+# Span event recorded on the logical span for each retry.
+RETRY_EVENT = "resilient_http.retry"
+
+# Metrics.
+ATTEMPT_DURATION = "http.client.request.duration"
+OPEN_CONNECTIONS = "http.client.open_connections"
+CONNECTION_DURATION = "http.client.connection.duration"
+ACTIVE_REQUESTS = "http.client.active_requests"
+CALL_DURATION = "resilient_http.request.duration"
+POOL_WAIT = "resilient_http.pool.wait.duration"
+CONNECTIONS_ACQUIRED = "resilient_http.connection.acquired"
+RETRIES = "resilient_http.retries"
+RETRIES_SUPPRESSED = "resilient_http.retries.suppressed"
+POOL_LIMIT = "resilient_http.pool.limit"
+
+# Retry reasons, in the order reports list them.
+RETRY_REASONS = ("connection_closed", "connect_error", "timeout", "throttled", "server_error")
+SUPPRESSION_REASONS = (
+    "budget",
+    "deadline",
+    "retry_after_too_long",
+    "not_idempotent",
+    "body_not_replayable",
+)
+
+# 429 and 503 are "throttled" (SPEC, Retry semantics).
+THROTTLE_STATUSES = frozenset({429, 503})

@@ -1,0 +1,436 @@
+"""``configure_telemetry()``: SDK providers and exporters from the standard ``OTEL_*`` variables.
+
+Opt-in, for applications (a library never configures global providers; ``ResilientSession``
+only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER`` /
+``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
+(``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
+``OTEL_METRIC_EXPORT_INTERVAL``, and checks the OTLP exporters' own ``_TIMEOUT`` and
+``_COMPRESSION`` so that a typo is a ``ConfigError`` rather than a silent default; the exporters
+read endpoint, headers and the rest themselves. ``RESILIENT_HTTP_TELEMETRY_FILE`` adds OTLP JSON
+lines for ``resilient-http analyze``.
+
+Exporting runs on the SDK's worker threads (batching span processor, periodic metric reader), so
+it never blocks the event loop; the span queue is bounded, so a collector that is down costs
+dropped spans, not memory; and a failing exporter logs one warning per interval instead of the
+OTLP exporter's own line per batch and per retry.
+
+>>> handle = configure_telemetry()   # doctest: +SKIP
+>>> handle.shutdown(timeout=5)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from .._exceptions import ConfigError, ConfigWarning
+from ..config import TELEMETRY_FILE_VARIABLE
+from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
+
+__all__ = ["TelemetryHandle", "configure_telemetry"]
+
+log: Final = logging.getLogger("resilient_http")
+_DEFAULT_INTERVAL_MS: Final = 60_000
+# Loggers through which the OTLP exporters report each failed batch and each retry.
+_EXPORTER_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+_SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler] | sampling.Sampler]] = {
+    "always_on": sampling.ALWAYS_ON,
+    "always_off": sampling.ALWAYS_OFF,
+    "parentbased_always_on": sampling.DEFAULT_ON,
+    "parentbased_always_off": sampling.DEFAULT_OFF,
+    "traceidratio": sampling.TraceIdRatioBased,
+    "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio,
+}
+
+
+class TelemetryHandle:
+    """What ``configure_telemetry`` set up; ``shutdown``/``aclose`` flush and stop it.
+
+    Usable as a context manager (sync or async). Neither call blocks past its ``timeout``, even
+    when the collector is down: the flush runs on a worker thread that is left behind if late.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
+        telemetry_file: str | None,
+        quieted: _QuietExporterLogs | None,
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        #: where OTLP JSON lines are written, or None
+        self.telemetry_file = telemetry_file
+        self._quieted = quieted
+        self._done = False
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``OTEL_SDK_DISABLED`` turned telemetry off (nothing is exported)."""
+        return self.tracer_provider is not None or self.meter_provider is not None
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush and shut down; True if that finished within ``timeout`` seconds."""
+        if self._done:
+            return True
+        self._done = True
+        worker = threading.Thread(
+            target=self._flush_and_stop, name="resilient_http-telemetry-shutdown", daemon=True
+        )
+        worker.start()
+        worker.join(timeout)
+        finished = not worker.is_alive()
+        if not finished:
+            log.warning("telemetry was not flushed within %.1f s; some of it may be lost", timeout)
+        if self._quieted is not None:
+            self._quieted.remove()
+        return finished
+
+    # SPEC names the parameter: it bounds a thread's work, not this coroutine.
+    async def aclose(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
+        """``shutdown`` on a worker thread, so the event loop keeps running meanwhile."""
+        return await asyncio.to_thread(self.shutdown, timeout)
+
+    def _flush_and_stop(self) -> None:
+        for provider in (self.tracer_provider, self.meter_provider):
+            if provider is not None:
+                try:
+                    provider.shutdown()  # flushes first
+                except Exception:  # a failing exporter must not break the application's exit
+                    log.warning("telemetry shutdown failed", exc_info=True)
+
+    def __enter__(self) -> TelemetryHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> TelemetryHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle:
+    """Build tracer and meter providers from ``OTEL_*`` variables and install them globally.
+
+    Global providers are installed only where none is set yet; otherwise this warns and leaves
+    the existing ones alone. ``telemetry_file`` (default ``RESILIENT_HTTP_TELEMETRY_FILE``) also
+    writes OTLP JSON lines. Raises ``ConfigError`` for invalid values.
+    """
+    env = os.environ
+    path = telemetry_file or env.get(TELEMETRY_FILE_VARIABLE) or None
+    if _flag(env.get("OTEL_SDK_DISABLED", ""), "OTEL_SDK_DISABLED"):
+        return TelemetryHandle(None, None, None, None)
+    trace_exporters = _exporters("OTEL_TRACES_EXPORTER")
+    metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    sampler = _sampler()
+    interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
+    for name in (
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    ):
+        _positive_number(name, 10.0)
+    for name in (
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+    ):
+        _choice(name, ("none", "gzip", "deflate"), "none")
+    resource = Resource.create()
+    warn_every = interval_ms / 1000
+
+    tracer_provider: TracerProvider | None = None
+    if _global_is_unset(trace.get_tracer_provider()):
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        for exporter in [_span_exporter(kind) for kind in trace_exporters]:
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(_QuietSpanExporter(exporter, warn_every))
+            )
+        if path:
+            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
+        trace.set_tracer_provider(tracer_provider)
+    else:
+        warnings.warn(
+            "a global TracerProvider is already set: configure_telemetry() uses it as it is",
+            ConfigWarning,
+            stacklevel=2,
+        )
+
+    meter_provider: MeterProvider | None = None
+    if _global_is_unset(metrics.get_meter_provider()):
+        readers: list[MetricReader] = [
+            PeriodicExportingMetricReader(
+                _QuietMetricExporter(_metric_exporter(kind), warn_every),
+                export_interval_millis=interval_ms,
+            )
+            for kind in metric_exporters
+        ]
+        if path:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    OTLPJsonFileMetricExporter(path), export_interval_millis=interval_ms
+                )
+            )
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(meter_provider)
+    else:
+        warnings.warn(
+            "a global MeterProvider is already set: configure_telemetry() uses it as it is",
+            ConfigWarning,
+            stacklevel=2,
+        )
+    return TelemetryHandle(tracer_provider, meter_provider, path, _QuietExporterLogs.install())
+
+
+# --- reading the variables ----------------------------------------------------------------------
+
+
+def _flag(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    raise ConfigError(f"{name}={text!r}: expected 'true' or 'false'")
+
+
+def _exporters(name: str) -> list[str]:
+    text = os.environ.get(name, "").strip() or "otlp"
+    kinds = [part.strip().lower() for part in text.split(",")]
+    for kind in kinds:
+        if kind not in ("otlp", "console", "none"):
+            raise ConfigError(
+                f"{name}={text!r}: expected a comma list of 'otlp', 'console' or 'none'"
+            )
+    return [] if "none" in kinds else list(dict.fromkeys(kinds))
+
+
+def _choice(name: str, allowed: Sequence[str], default: str) -> str:
+    text = os.environ.get(name, "").strip()
+    value = text.lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={text!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _positive_number(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={text!r}: expected a number > 0")
+    return value
+
+
+def _sampler() -> sampling.Sampler:
+    name = _choice("OTEL_TRACES_SAMPLER", tuple(_SAMPLERS), "parentbased_always_on")
+    found = _SAMPLERS[name]
+    if isinstance(found, sampling.Sampler):
+        return found
+    text = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        ratio = float(text) if text else 1.0
+    except ValueError:
+        ratio = math.nan
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={text!r}: expected a ratio between 0 and 1")
+    return found(ratio)
+
+
+def _protocol(signal: str) -> str:
+    specific = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    name = specific if os.environ.get(specific, "").strip() else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = _choice(name, ("http/protobuf", "grpc", "http/json"), "http/protobuf")
+    if protocol == "http/json":
+        raise ConfigError(
+            f"{name}='http/json': not supported by opentelemetry-python; use http/protobuf or grpc"
+        )
+    return protocol
+
+
+def _span_exporter(kind: str) -> SpanExporter:
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if _protocol("TRACES") == "grpc":
+        grpc = _import_grpc("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+        exporter: SpanExporter = grpc.OTLPSpanExporter()
+        return exporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(kind: str) -> MetricExporter:
+    if kind == "console":
+        return ConsoleMetricExporter()
+    if _protocol("METRICS") == "grpc":
+        grpc = _import_grpc("opentelemetry.exporter.otlp.proto.grpc.metric_exporter")
+        exporter: MetricExporter = grpc.OTLPMetricExporter()
+        return exporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
+def _import_grpc(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_PROTOCOL='grpc' needs the gRPC exporter: "
+            "pip install 'resilient_http[grpc]'"
+        ) from None
+
+
+def _global_is_unset(provider: object) -> bool:
+    # The API hands out proxies until a provider is set; the meter's proxy class is private.
+    return (
+        isinstance(provider, trace.ProxyTracerProvider)
+        or type(provider).__name__ == "_ProxyMeterProvider"
+    )
+
+
+# --- quiet, bounded failure reporting -----------------------------------------------------------
+
+
+class _FailureReport:
+    """Logs a failing exporter once per interval, with how many batches failed since."""
+
+    def __init__(self, what: str, interval: float) -> None:
+        self._what = what
+        self._interval = interval
+        self._last = -math.inf
+        self._failed = 0
+        self._lock = threading.Lock()
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failed += 1
+            now = time.monotonic()
+            if now - self._last < self._interval:
+                return
+            count, self._failed, self._last = self._failed, 0, now
+        log.warning(
+            "exporting %s failed (%d batch(es) since the last warning); requests are unaffected",
+            self._what,
+            count,
+        )
+
+
+class _QuietSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, interval: float) -> None:
+        self._inner = inner
+        self._report = _FailureReport(f"spans with {type(inner).__name__}", interval)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception:
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self._report.failed()
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _QuietMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, interval: float) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._report = _FailureReport(f"metrics with {type(inner).__name__}", interval)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            result = MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            self._report.failed()
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class _QuietExporterLogs(logging.Filter):
+    """Drops the OTLP exporters' per-batch and per-retry lines; ``_FailureReport`` sums them up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+    @classmethod
+    def install(cls) -> _QuietExporterLogs:
+        quiet = cls()
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
+        return quiet
+
+    def remove(self) -> None:
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).removeFilter(self)

@@ -1,0 +1,293 @@
+"""Spans and metrics of calls and attempts, with injected in-memory providers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from opentelemetry.instrumentation._semconv import _StabilityMode
+from opentelemetry.instrumentation.aiohttp_client import (
+    AioHttpClientInstrumentor,
+    create_trace_config,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+import resilient_http as rh
+from resilient_http.telemetry.redact import redact_url
+from resilient_http.upstream import FaultPlan, FaultyUpstream, Script, down_url
+from tests.helpers import until
+from tests.servers import RecordingServer
+from tests.telemetry.conftest import Providers, values_by
+
+
+def session(providers: Providers, **kwargs: Any) -> rh.ResilientSession:
+    return rh.ResilientSession(
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
+        **kwargs,
+    )
+
+
+def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in spans if s.kind is kind]
+
+
+async def test_one_call_one_internal_and_one_client_span(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    async with session(providers) as client, client.get(recording_server.url("/a?q=1")) as resp:
+        assert resp.status == 200
+        sent_traceparent = resp.request_info.headers["traceparent"]
+    (internal,) = by_kind(providers.spans(), SpanKind.INTERNAL)
+    (attempt,) = by_kind(providers.spans(), SpanKind.CLIENT)
+    port = recording_server.port
+    assert internal.name == "GET 127.0.0.1"
+    assert attempt.name == "GET"
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == internal.context.span_id
+    assert attempt.context.trace_id == internal.context.trace_id
+    version, trace_id, span_id, flags = sent_traceparent.split("-")
+    assert (version, trace_id, span_id) == (
+        "00",
+        f"{attempt.context.trace_id:032x}",
+        f"{attempt.context.span_id:016x}",
+    )
+    assert int(flags, 16) & 1  # sampled
+    assert dict(attempt.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.full": f"http://127.0.0.1:{port}/a?q=1",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "http.response.status_code": 200,
+    }
+    assert dict(internal.attributes or {}) == {
+        "http.request.method": "GET",
+        "url.full": f"http://127.0.0.1:{port}/a?q=1",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "http.response.status_code": 200,
+        "resilient_http.attempts": 1,
+    }
+    assert internal.instrumentation_scope is not None
+    assert internal.instrumentation_scope.name == "resilient_http"
+    assert internal.instrumentation_scope.version == rh.__version__
+
+
+async def test_retries_are_attempt_spans_with_resend_count_and_events(
+    providers: Providers,
+) -> None:
+    plan = FaultPlan(scripts=(Script(("close", "close"), path="/flaky"),))
+    async with FaultyUpstream(plan) as upstream, session(providers) as client:
+        client._runner.sleep = _no_sleep
+        async with client.get(f"{upstream.url}/flaky") as resp:
+            assert resp.status == 200
+    spans = providers.spans()
+    (internal,) = by_kind(spans, SpanKind.INTERNAL)
+    attempts = sorted(by_kind(spans, SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    assert len(attempts) == 3
+    assert {s.context.trace_id for s in spans} == {internal.context.trace_id}
+    assert [(s.attributes or {}).get("http.request.resend_count") for s in attempts] == [None, 1, 2]
+    assert [(s.attributes or {}).get("error.type") for s in attempts] == [
+        "ServerDisconnectedError",
+        "ServerDisconnectedError",
+        None,
+    ]
+    assert attempts[0].status.status_code is StatusCode.ERROR
+    assert [e.name for e in attempts[0].events] == ["exception"]
+    assert (internal.attributes or {})["resilient_http.attempts"] == 3
+    events = [(e.name, dict(e.attributes or {})) for e in internal.events]
+    assert [name for name, _ in events] == ["resilient_http.retry", "resilient_http.retry"]
+    assert events[0][1]["resilient_http.retry.reason"] == "connection_closed"
+    assert events[0][1]["error.type"] == "ServerDisconnectedError"
+    assert isinstance(events[0][1]["resilient_http.retry.delay"], float)
+    retries = providers.metrics()["resilient_http.retries"]
+    assert [(a["resilient_http.retry.reason"], p.value) for a, p in retries] == [
+        ("connection_closed", 2)
+    ]
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+async def test_metrics_and_pool_gauges_agree_with_pool_stats(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    async with session(providers, config=rh.ClientConfig(limit=2)) as client:
+
+        async def one() -> None:
+            async with client.get(recording_server.url("/held")) as resp:
+                await resp.read()
+
+        tasks = [asyncio.create_task(one()) for _ in range(3)]
+        await recording_server.wait_for(lambda s: s.in_flight == 2)
+        await until(lambda: client.pool_stats().waiting == 1)
+        gauges = providers.metrics()
+        open_by_state = values_by(gauges["http.client.open_connections"], "http.connection.state")
+        stats = client.pool_stats()
+        assert open_by_state == {"active": stats.active, "idle": stats.idle}
+        assert open_by_state == {"active": 2, "idle": 0}
+        (active_requests,) = gauges["http.client.active_requests"]
+        assert active_requests[1].value == 3
+        limits = values_by(gauges["resilient_http.pool.limit"], "resilient_http.pool.limit.scope")
+        assert limits == {"total": 2, "per_host": 2}
+        recording_server.release()
+        await asyncio.gather(*tasks)
+        after = providers.metrics()
+    acquired = values_by(
+        after["resilient_http.connection.acquired"], "resilient_http.connection.reused"
+    )
+    assert acquired == {False: 2, True: 1}
+    waits = after["resilient_http.pool.wait.duration"]
+    assert [p.count for _, p in waits] == [1]
+    attempt_durations = after["http.client.request.duration"]
+    assert [(a["http.response.status_code"], p.count) for a, p in attempt_durations] == [(200, 3)]
+    calls = after["resilient_http.request.duration"]
+    assert sum(p.count for _, p in calls) == 3
+    for attributes, _ in attempt_durations + calls + waits:
+        assert "url.full" not in attributes  # bounded cardinality: no URLs on metrics
+        assert attributes["server.address"] == "127.0.0.1"
+
+
+async def test_connection_lifetime_is_recorded_when_closed(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    async with session(providers) as client:
+        async with client.get(recording_server.url("/close")) as resp:
+            await resp.read()
+        await until(lambda: client.pool_stats().open == 0)
+        lifetimes = providers.metrics()["http.client.connection.duration"]
+    assert [p.count for _, p in lifetimes] == [1]
+
+
+async def test_suppressed_retries_are_counted(providers: Providers) -> None:
+    plan = FaultPlan(scripts=(Script(("close",), path="/pay"),))
+    async with FaultyUpstream(plan) as upstream, session(providers) as client:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.post(f"{upstream.url}/pay", data=b"x")
+    suppressed = providers.metrics()["resilient_http.retries.suppressed"]
+    assert values_by(suppressed, "resilient_http.suppression.reason") == {"not_idempotent": 1}
+    assert suppressed[0][0]["http.request.method"] == "POST"
+    (internal,) = by_kind(providers.spans(), SpanKind.INTERNAL)
+    assert (internal.attributes or {})["error.type"] == "ServerDisconnectedError"
+    assert internal.status.status_code is StatusCode.ERROR
+
+
+async def test_no_providers_means_no_telemetry_work() -> None:
+    async with rh.ResilientSession() as client:
+        assert client._runner.telemetry is None
+
+
+async def test_disabled_sdk_providers_mean_no_telemetry_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer_provider, meter_provider = TracerProvider(), MeterProvider()
+    try:
+        async with rh.ResilientSession(
+            tracer_provider=tracer_provider, meter_provider=meter_provider
+        ) as client:
+            assert client._runner.telemetry is None
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+
+@pytest.mark.parametrize("path", ["/a?x=1", "/missing-status/404"])
+async def test_attempt_spans_match_the_contrib_instrumentation(
+    providers: Providers, recording_server: RecordingServer, path: str
+) -> None:
+    """Parity: the contrib instrumentation in stable semconv mode, given our redactor."""
+    url = recording_server.url(path)
+    config = create_trace_config(
+        url_filter=redact_url,
+        tracer_provider=providers.tracer_provider,
+        sem_conv_opt_in_mode=_StabilityMode.HTTP,
+    )
+    async with aiohttp.ClientSession(trace_configs=[config]) as plain, plain.get(url) as resp:
+        await resp.read()
+    (contrib,) = providers.spans()
+    providers.spans_exporter.clear()
+    async with session(providers) as client, client.get(url) as resp:
+        await resp.read()
+    (ours,) = by_kind(providers.spans(), SpanKind.CLIENT)
+    assert (ours.name, ours.kind, ours.status.status_code) == (
+        contrib.name,
+        contrib.kind,
+        contrib.status.status_code,
+    )
+    assert dict(ours.attributes or {}) == dict(contrib.attributes or {})
+
+
+async def test_attempt_span_of_a_failure_matches_the_contrib_instrumentation(
+    providers: Providers,
+) -> None:
+    url = down_url("/x")
+    config = create_trace_config(
+        url_filter=redact_url,
+        tracer_provider=providers.tracer_provider,
+        sem_conv_opt_in_mode=_StabilityMode.HTTP,
+    )
+    async with aiohttp.ClientSession(trace_configs=[config]) as plain:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await plain.get(url)
+    (contrib,) = providers.spans()
+    providers.spans_exporter.clear()
+    async with session(providers, retry=False) as client:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await client.get(url)
+    (ours,) = by_kind(providers.spans(), SpanKind.CLIENT)
+    assert (ours.name, ours.status.status_code, ours.status.description) == (
+        contrib.name,
+        contrib.status.status_code,
+        contrib.status.description,
+    )
+    assert dict(ours.attributes or {}) == dict(contrib.attributes or {})
+
+
+async def test_no_double_spans_with_the_contrib_instrumentor(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument(tracer_provider=providers.tracer_provider)
+    try:
+        async with session(providers) as client, client.get(recording_server.url()) as resp:
+            assert resp.status == 200
+    finally:
+        instrumentor.uninstrument()
+    spans = providers.spans()
+    assert len(by_kind(spans, SpanKind.CLIENT)) == 1
+    assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+        "resilient_http"
+    }
+
+
+async def test_planted_secrets_are_never_exported(
+    providers: Providers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="resilient_http")
+    secrets = ("s3cr3t-token", "hunter2-pw", "Bearer-abc123", "cookie-xyz789")
+    url = down_url(f"/x?token={secrets[0]}&page=1")
+    notes: list[str] = []
+    async with session(providers) as client:
+        client._runner.sleep = _no_sleep
+        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+            await client.get(url.replace("http://", f"http://me:{secrets[1]}@"))
+        notes += caught.value.__notes__
+        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+            await client.get(
+                url, headers={"Authorization": secrets[2], "Cookie": f"sid={secrets[3]}"}
+            )
+        notes += caught.value.__notes__
+    exported = repr([s.to_json() for s in providers.spans()]) + repr(providers.metrics())
+    exported += "\n".join(notes) + caplog.text
+    assert "token=REDACTED" in exported
+    for secret in secrets:
+        assert secret not in exported
