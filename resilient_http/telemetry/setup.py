@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -36,37 +35,26 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
-    SpanExportResult,
 )
 
 from .._exceptions import ConfigError, ConfigWarning
 from ..config import TELEMETRY_FILE_VARIABLE
+from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
 from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
 
 __all__ = ["TelemetryHandle", "configure_telemetry"]
 
 log: Final = logging.getLogger("resilient_http")
 _DEFAULT_INTERVAL_MS: Final = 60_000
-# Loggers through which the OTLP exporters report each failed batch and each retry.
-_EXPORTER_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.sdk.trace.export",
-    "opentelemetry.sdk.metrics._internal.export",
-)
 _SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler] | sampling.Sampler]] = {
     "always_on": sampling.ALWAYS_ON,
     "always_off": sampling.ALWAYS_OFF,
@@ -89,7 +77,7 @@ class TelemetryHandle:
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
         telemetry_file: str | None,
-        quieted: _QuietExporterLogs | None,
+        quieted: QuietExporterLogs | None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
@@ -169,6 +157,9 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         return TelemetryHandle(None, None, None, None)
     trace_exporters = _exporters("OTEL_TRACES_EXPORTER")
     metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    for signal, kinds in (("TRACES", trace_exporters), ("METRICS", metric_exporters)):
+        if "otlp" in kinds:
+            _protocol(signal)  # validated before anything is installed
     sampler = _sampler()
     interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
     for name in (
@@ -191,7 +182,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         tracer_provider = TracerProvider(resource=resource, sampler=sampler)
         for exporter in [_span_exporter(kind) for kind in trace_exporters]:
             tracer_provider.add_span_processor(
-                BatchSpanProcessor(_QuietSpanExporter(exporter, warn_every))
+                BatchSpanProcessor(QuietSpanExporter(exporter, warn_every))
             )
         if path:
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
@@ -207,7 +198,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     if _global_is_unset(metrics.get_meter_provider()):
         readers: list[MetricReader] = [
             PeriodicExportingMetricReader(
-                _QuietMetricExporter(_metric_exporter(kind), warn_every),
+                QuietMetricExporter(_metric_exporter(kind), warn_every),
                 export_interval_millis=interval_ms,
             )
             for kind in metric_exporters
@@ -226,7 +217,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
             ConfigWarning,
             stacklevel=2,
         )
-    return TelemetryHandle(tracer_provider, meter_provider, path, _QuietExporterLogs.install())
+    return TelemetryHandle(tracer_provider, meter_provider, path, QuietExporterLogs.install())
 
 
 # --- reading the variables ----------------------------------------------------------------------
@@ -341,96 +332,3 @@ def _global_is_unset(provider: object) -> bool:
         isinstance(provider, trace.ProxyTracerProvider)
         or type(provider).__name__ == "_ProxyMeterProvider"
     )
-
-
-# --- quiet, bounded failure reporting -----------------------------------------------------------
-
-
-class _FailureReport:
-    """Logs a failing exporter once per interval, with how many batches failed since."""
-
-    def __init__(self, what: str, interval: float) -> None:
-        self._what = what
-        self._interval = interval
-        self._last = -math.inf
-        self._failed = 0
-        self._lock = threading.Lock()
-
-    def failed(self) -> None:
-        with self._lock:
-            self._failed += 1
-            now = time.monotonic()
-            if now - self._last < self._interval:
-                return
-            count, self._failed, self._last = self._failed, 0, now
-        log.warning(
-            "exporting %s failed (%d batch(es) since the last warning); requests are unaffected",
-            self._what,
-            count,
-        )
-
-
-class _QuietSpanExporter(SpanExporter):
-    def __init__(self, inner: SpanExporter, interval: float) -> None:
-        self._inner = inner
-        self._report = _FailureReport(f"spans with {type(inner).__name__}", interval)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._inner.export(spans)
-        except Exception:
-            result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self._report.failed()
-        return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-class _QuietMetricExporter(MetricExporter):
-    def __init__(self, inner: MetricExporter, interval: float) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self._inner = inner
-        self._report = _FailureReport(f"metrics with {type(inner).__name__}", interval)
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        try:
-            result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception:
-            result = MetricExportResult.FAILURE
-        if result is not MetricExportResult.SUCCESS:
-            self._report.failed()
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-class _QuietExporterLogs(logging.Filter):
-    """Drops the OTLP exporters' per-batch and per-retry lines; ``_FailureReport`` sums them up."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
-
-    @classmethod
-    def install(cls) -> _QuietExporterLogs:
-        quiet = cls()
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).addFilter(quiet)
-        return quiet
-
-    def remove(self) -> None:
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).removeFilter(self)

@@ -1,0 +1,163 @@
+"""configure_telemetry() end to end: a service in a subprocess exporting to a real OTLP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+import resilient_http as rh
+from resilient_http.analysis.analyze import analyze_paths
+from resilient_http.upstream import down_url
+from tests.otlp_receiver import OTLPReceiver, attributes_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OTLPReceiver]:
+    server = OTLPReceiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def run_scenario(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Run tests/telemetry/scenario.py with a clean environment plus ``env``; never blocks."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RESILIENT_HTTP_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.telemetry.scenario",
+        *args,
+        cwd=ROOT,
+        env={**clean, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):  # a safety net only
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_retried_get_reaches_the_receiver_as_one_trace(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    telemetry_file = tmp_path / "telemetry.jsonl"
+    code, out, err = await run_scenario(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_SERVICE_NAME": "scenario-service",
+            "RESILIENT_HTTP_TELEMETRY_FILE": str(telemetry_file),
+        }
+    )
+    assert code == 0, err
+    assert "status 200" in out
+    assert "flushed True" in out
+    spans = list(receiver.spans())
+    assert {resource["service.name"] for resource, _, _ in spans} == {"scenario-service"}
+    assert {scope for _, scope, _ in spans} == {"resilient_http"}
+    internal = [span for _, _, span in spans if span.kind == Span.SPAN_KIND_INTERNAL]
+    attempts = [span for _, _, span in spans if span.kind == Span.SPAN_KIND_CLIENT]
+    assert len(internal) == 1
+    assert len(attempts) == 3
+    assert {span.trace_id for _, _, span in spans} == {internal[0].trace_id}
+    assert {span.parent_span_id for span in attempts} == {internal[0].span_id}
+    attempts.sort(key=lambda span: span.start_time_unix_nano)
+    assert [attributes_of(s).get("http.request.resend_count") for s in attempts] == [None, 1, 2]
+    assert attributes_of(internal[0])["resilient_http.attempts"] == 3
+    assert [e.name for e in internal[0].events] == ["resilient_http.retry"] * 2
+    retries = receiver.metric_points("resilient_http.retries")
+    assert [(a["resilient_http.retry.reason"], p.as_int) for a, p in retries] == [
+        ("connection_closed", 2)
+    ]
+    assert "gzip" in receiver.encodings
+    assert not any(b"s3cr3t-value" in body for body in receiver.raw)
+    # the same telemetry, as OTLP JSON lines, for the tuning analysis
+    assert b"s3cr3t-value" not in telemetry_file.read_bytes()
+    report = analyze_paths([str(telemetry_file)])
+    assert report.spans == 4
+    assert json.loads(telemetry_file.read_text().splitlines()[0])
+
+
+async def test_collector_down_costs_a_warning_not_a_request(tmp_path: Path) -> None:
+    code, out, err = await run_scenario(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": down_url(),
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+        "--calls",
+        "300",
+        "--shutdown-timeout",
+        "3",
+    )
+    assert code == 0, err
+    assert "status 200" in out
+    assert "calls 300" in out
+    warnings = [line for line in err.splitlines() if line.startswith("WARNING")]
+    assert warnings, err  # the failure is reported...
+    assert all("exporting" in line and "requests are unaffected" in line for line in warnings), err
+    assert len(warnings) <= 4  # ...once per interval and signal, not per batch or retry
+    assert "Transient error" not in err
+    flushed = [line for line in out.splitlines() if line.startswith("flushed")]
+    assert float(flushed[0].split()[2]) < 10  # shutdown is bounded even with the collector down
+
+
+async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Path) -> None:
+    telemetry_file = tmp_path / "telemetry.jsonl"
+    code, out, err = await run_scenario(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_SDK_DISABLED": "true",
+            "RESILIENT_HTTP_TELEMETRY_FILE": str(telemetry_file),
+        }
+    )
+    assert code == 0, err
+    assert "telemetry off" in out
+    assert "status 200" in out
+    assert receiver.raw == []
+    assert not telemetry_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER='zipkin': expected"),
+        ("OTEL_METRICS_EXPORTER", "prometheus", "OTEL_METRICS_EXPORTER='prometheus'"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "not supported"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon", "expected one of"),
+        ("OTEL_TRACES_SAMPLER", "sometimes", "OTEL_TRACES_SAMPLER='sometimes'"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon", "expected a number > 0"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "expected one of none, gzip, deflate"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "-5", "expected a number > 0"),
+        ("OTEL_SDK_DISABLED", "maybe", "expected 'true' or 'false'"),
+    ],
+)
+def test_bad_values_are_config_errors_before_anything_is_installed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setenv(variable, value)
+    before = trace.get_tracer_provider()
+    with pytest.raises(rh.ConfigError, match=message):
+        rh.configure_telemetry()
+    assert trace.get_tracer_provider() is before
+
+
+def test_sampler_argument_must_be_a_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1.5")
+    with pytest.raises(rh.ConfigError, match=r"OTEL_TRACES_SAMPLER_ARG='1\.5'"):
+        rh.configure_telemetry()
