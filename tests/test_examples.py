@@ -48,3 +48,26 @@ def test_readme_env_table_matches_the_settings() -> None:
     defaults = {r.variable: r.value for r in describe_environment({})}
     for variable, default in rows.items():
         assert default == (defaults[variable] or "unset"), variable
+
+
+def test_readme_metric_table_matches_the_instruments() -> None:
+    from resilient_http.telemetry import names
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## Telemetry") : readme.index("## Configuration")]
+    documented = {
+        line.split("|")[1].strip(" `") for line in section.splitlines() if line.startswith("| `")
+    }
+    emitted = {
+        names.ATTEMPT_DURATION,
+        names.OPEN_CONNECTIONS,
+        names.CONNECTION_DURATION,
+        names.ACTIVE_REQUESTS,
+        names.CALL_DURATION,
+        names.POOL_WAIT,
+        names.CONNECTIONS_ACQUIRED,
+        names.RETRIES,
+        names.RETRIES_SUPPRESSED,
+        names.POOL_LIMIT,
+    }
+    assert documented == emitted
