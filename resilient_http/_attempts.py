@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -44,6 +44,9 @@ from .telemetry.redact import redact_text, redact_url
 __all__ = ["AttemptRunner", "RetryEvent", "RetryHooks", "RetryPlan", "SuppressionEvent"]
 
 log: Final = logging.getLogger("resilient_http")
+# Bound once: these run on every request.
+_last_connection: Final = pool.LAST_CONNECTION.get
+_set_last_connection: Final = pool.LAST_CONNECTION.set
 _LOG_ONLY: Final = SessionTelemetry.logging_only()
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -172,8 +175,31 @@ class AttemptRunner:
         self.rng = rng or random.Random()
         self.hooks = hooks
         self.telemetry = telemetry  # None: nothing is exported (DEBUG lines may still be)
+        self._first_timeouts: tuple[Any, float, aiohttp.ClientTimeout] = (None, 0.0, _NO_TIMEOUT)
 
-    async def send(
+    def send(
+        self,
+        method: str,
+        url: Any,
+        kwargs: dict[str, Any],
+        plan: RetryPlan | None,
+        idempotent: bool | None,
+        deadline: float,
+        timeout: aiohttp.ClientTimeout,
+        absolute: Callable[[Any], Any],
+    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        """The call as a coroutine: its response, or its last failure (one note per attempt).
+
+        ``absolute(url)`` gives the absolute URL; it is asked for only when telemetry or a
+        failure needs it. A plain function, so a call without telemetry is one coroutine.
+        """
+        if self.telemetry is None and not log.isEnabledFor(logging.DEBUG):
+            return self._send(method, url, kwargs, plan, idempotent, deadline, timeout, absolute)
+        return self._send_observed(
+            method, url, kwargs, plan, idempotent, deadline, timeout, absolute
+        )
+
+    async def _send_observed(
         self,
         method: str,
         url: Any,
@@ -182,21 +208,12 @@ class AttemptRunner:
         idempotent: bool | None,
         deadline: float,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (a template for each attempt)
-        target: Callable[[], Any],
+        absolute: Callable[[Any], Any],
     ) -> aiohttp.ClientResponse:
-        """The response of the call, or the last failure raised (with one note per attempt).
-
-        ``target()`` gives the absolute URL, asked for only when a failure or telemetry needs it.
-        """
-        telemetry = self.telemetry
-        if telemetry is None and not log.isEnabledFor(logging.DEBUG):
-            return await self._send(
-                method, url, kwargs, plan, idempotent, deadline, timeout, target
-            )
-        observed = (telemetry or _LOG_ONLY).start_call(method, target())
+        observed = (self.telemetry or _LOG_ONLY).start_call(method, absolute(url))
         try:
             resp = await self._send(
-                method, url, kwargs, plan, idempotent, deadline, timeout, target, observed
+                method, url, kwargs, plan, idempotent, deadline, timeout, absolute, observed
             )
         except BaseException as exc:
             observed.finish(None, exc)
@@ -213,21 +230,21 @@ class AttemptRunner:
         idempotent: bool | None,
         deadline: float,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (a template for each attempt)
-        target: Callable[[], Any],
+        absolute: Callable[[Any], Any],
         observed: CallTelemetry | None = None,
     ) -> aiohttp.ClientResponse:
         expires_at = self.clock() + deadline
-        pool.reset_last_connection()
+        _set_last_connection(None)
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         try:
             resp = await self.session.request(
-                method, url, timeout=_trimmed(timeout, deadline), **attempt_kwargs
+                method, url, timeout=self._first_timeout(timeout, deadline), **attempt_kwargs
             )
         except Exception as exc:
             if observed is not None:
                 observed.end_attempt(None, exc)
-            acquired = pool.last_connection()
-            upstream = acquired[0] if acquired else _upstream_of(target())
+            acquired = _last_connection()
+            upstream = acquired[0] if acquired else _upstream_of(absolute(url))
             if plan is not None:
                 self.budget.record_call(upstream)
             if plan is None or self._classify(exc, plan) is None:
@@ -241,8 +258,8 @@ class AttemptRunner:
             observed.end_attempt(resp, None)
         if plan is None:
             return resp
-        acquired = pool.last_connection()
-        upstream = acquired[0] if acquired else _upstream_of(target())
+        acquired = _last_connection()
+        upstream = acquired[0] if acquired else _upstream_of(absolute(url))
         self.budget.record_call(upstream)
         if resp.status not in plan.policy.statuses:
             return resp
@@ -250,6 +267,15 @@ class AttemptRunner:
         call.reused, call.first_outcome = acquired[1] if acquired else None, resp
         call.observed = observed
         return await self._retry(call)
+
+    def _first_timeout(
+        self, template: aiohttp.ClientTimeout, deadline: float
+    ) -> aiohttp.ClientTimeout:
+        """The first attempt's timeout: the same for every call with the same settings."""
+        cached = self._first_timeouts
+        if cached[0] is not template or cached[1] != deadline:
+            cached = self._first_timeouts = (template, deadline, _trimmed(template, deadline))
+        return cached[2]
 
     def _classify(self, exc: BaseException, plan: RetryPlan) -> FailureKind | None:
         kind = classify_failure(exc, frozenset(plan.policy.statuses))
@@ -286,7 +312,7 @@ class AttemptRunner:
         call.attempt += 1
         if not call.free_next:
             call.charged += 1
-        pool.reset_last_connection()
+        _set_last_connection(None)
         timeout = _trimmed(call.timeout, call.expires_at - self.clock())
         observed = call.observed
         kwargs = call.kwargs if observed is None else observed.begin_attempt(call.kwargs)
@@ -303,7 +329,7 @@ class AttemptRunner:
                 observed.end_attempt(None, exc)
             raise
         finally:
-            acquired = pool.last_connection()
+            acquired = _last_connection()
             call.reused = acquired[1] if acquired else None
         if observed is not None:
             observed.end_attempt(resp, None)
@@ -472,6 +498,7 @@ def _add_note(exc: BaseException, note: str) -> None:
     exc.add_note(note)
 
 
+_NO_TIMEOUT: Final = aiohttp.ClientTimeout()
 _CEIL_OFF: Final = float("inf")  # exact deadlines: aiohttp would round timeouts >= 5 s up
 
 

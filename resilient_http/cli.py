@@ -20,6 +20,7 @@ __all__ = ["main"]
 # subcommand -> (module implementing it, one-line help)
 _SUBCOMMANDS = {
     "config": ("resilient_http._cli_config", "print the effective configuration and its sources"),
+    "demo": ("resilient_http.demo", "load a faulty local upstream, then print the tuning report"),
     "analyze": (
         "resilient_http.analysis.command",
         "read OTLP JSON telemetry and recommend pool and retry settings",

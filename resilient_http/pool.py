@@ -7,12 +7,14 @@ connection turns out dead. Every use of aiohttp internals needed for those lives
 and nowhere else; ``tests/test_pool.py`` exercises each against the installed aiohttp, and where
 one is missing the adapter degrades with one warning instead of crashing:
 
-- ``TCPConnector.connect`` / ``_release_acquired`` / ``_wait_for_available_connection`` are
+- ``TCPConnector.connect`` / ``_release_acquired`` / ``_wait_for_available_connection`` (and
+  ``Connection._key``, the key aiohttp already computed) are
   wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
   gauges can read from the exporter's thread without touching aiohttp's structures;
 - ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
-- ``TCPConnector._get`` is bypassed while ``fresh_connection()`` is active: the retry of a stale
-  pooled connection must not take another idle connection that is likely dead too;
+- ``TCPConnector._conns`` (the idle connections) is set aside while ``fresh_connection()`` is
+  active: the retry of a stale pooled connection must not take another idle connection that is
+  likely dead too;
 - ``ClientSession._retry_connection`` is switched off (as aiohttp's own test client does) so
   that every physical attempt is one the SDK sees, counts and can budget;
 - ``pool_stats()`` of a connector the application built itself reads ``_conns``, ``_acquired``,
@@ -40,6 +42,7 @@ from ._exceptions import ConfigWarning
 from .config import ClientConfig
 
 __all__ = [
+    "LAST_CONNECTION",
     "HostCounters",
     "HostPoolStats",
     "PoolObserver",
@@ -203,7 +206,9 @@ _FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", 
 _LAST_ACQUIRED: Final[ContextVar[tuple[str, bool] | None]] = ContextVar(
     "resilient_http_last_connection", default=None
 )
-_REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
+#: What ``last_connection()`` reads, for the attempt loop's hot path (no function call).
+LAST_CONNECTION: Final = _LAST_ACQUIRED
+_REQUIRED_INTERNALS: Final = ("_conns", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
 
 
@@ -228,8 +233,10 @@ class HostCounters:
         "active",
         "host",
         "label",
+        "new_tag",
         "open",
         "port",
+        "reused_tag",
         "waiting",
     )
 
@@ -242,6 +249,9 @@ class HostCounters:
         self.waiting = 0
         self.acquired_new = 0
         self.acquired_reused = 0
+        # what last_connection() reports, built once rather than on every acquisition
+        self.new_tag = (self.label, False)
+        self.reused_tag = (self.label, True)
 
 
 class _TrackedProtocol(ResponseHandler):
@@ -252,6 +262,7 @@ class _TrackedProtocol(ResponseHandler):
         self.rh_connector = connector
         self.rh_host: HostCounters | None = None  # set when a request first receives it
         self.rh_opened_at = 0.0
+        self.rh_active = False  # held by a request (counted in rh_host.active)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -268,10 +279,9 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self.observer = observer
         self.hosts: dict[str, HostCounters] = {}
         self._host_by_key: dict[Any, HostCounters] = {}
-        self._checked_out: set[ResponseHandler] = set()
         self._can_skip_idle = True
         for internal in _REQUIRED_INTERNALS:
-            if not hasattr(aiohttp.TCPConnector, internal):
+            if not hasattr(self, internal):
                 _warn_once(f"TCPConnector.{internal}", "pool statistics may be incomplete")
                 self._can_skip_idle = False
         if hasattr(self, "_factory"):
@@ -294,32 +304,47 @@ class _ObservedConnector(aiohttp.TCPConnector):
 
     # aiohttp passes these by keyword: the names must stay as aiohttp spells them.
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        connection = await super().connect(req, traces, timeout)
-        proto = cast(ResponseHandler, connection.protocol)
-        host = self._counters(req.connection_key)
-        reused = isinstance(proto, _TrackedProtocol) and proto.rh_host is not None
-        if reused:
-            host.acquired_reused += 1
+        if _FRESH.get() and self._can_skip_idle:
+            connection = await self._connect_fresh(req, traces, timeout)
         else:
+            connection = await super().connect(req, traces, timeout)
+        proto = connection.protocol
+        host = getattr(proto, "rh_host", None)
+        if host is not None:  # a pooled connection a request had before: the common case
+            host.acquired_reused += 1
+            _LAST_ACQUIRED.set(host.reused_tag)
+        else:
+            host = self._counters(getattr(connection, "_key", None) or req.connection_key)
             host.acquired_new += 1
-            if isinstance(proto, _TrackedProtocol):
-                proto.rh_host = host
-                proto.rh_opened_at = time.monotonic()
-                host.open += 1
+            _LAST_ACQUIRED.set(host.new_tag)
+            if not isinstance(proto, _TrackedProtocol):
+                return connection  # degraded (no _factory): only acquisitions are counted
+            proto.rh_host = host
+            proto.rh_opened_at = time.monotonic()
+            host.open += 1
         host.active += 1
-        self._checked_out.add(proto)
-        _LAST_ACQUIRED.set((host.label, reused))
+        proto.rh_active = True
         return connection
 
-    async def _get(self, key: Any, traces: Any) -> Any:
-        if self._can_skip_idle and _FRESH.get():
-            return None
-        return await super()._get(key, traces)
+    async def _connect_fresh(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        # aiohttp hands out the longest-idle connection first and has no "open a new one" call:
+        # hide this upstream's idle connections while connecting, then put them back in order.
+        key = req.connection_key
+        idle = self._conns.pop(key, None)
+        try:
+            return await super().connect(req, traces, timeout)
+        finally:
+            if idle:
+                released_meanwhile = self._conns.pop(key, None)
+                if released_meanwhile:
+                    idle.extend(released_meanwhile)
+                self._conns[key] = idle
 
     def _release_acquired(self, key: Any, proto: ResponseHandler) -> None:
-        if proto in self._checked_out:
-            self._checked_out.discard(proto)
-            self._counters(key).active -= 1
+        if getattr(proto, "rh_active", False):
+            tracked = cast(_TrackedProtocol, proto)
+            tracked.rh_active = False
+            cast(HostCounters, tracked.rh_host).active -= 1
         super()._release_acquired(key, proto)
 
     async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
@@ -338,8 +363,8 @@ class _ObservedConnector(aiohttp.TCPConnector):
         if host is None:  # closed before any request received it: never counted as open
             return
         host.open -= 1
-        if proto in self._checked_out:  # closed while in use; aiohttp releases it later
-            self._checked_out.discard(proto)
+        if proto.rh_active:  # closed while in use; aiohttp releases it later
+            proto.rh_active = False
             host.active -= 1
         if self.observer is not None:
             self.observer.connection_closed(host, time.monotonic() - proto.rh_opened_at)

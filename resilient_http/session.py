@@ -212,67 +212,66 @@ class ResilientSession:
         A per-call ``timeout=`` (``aiohttp.ClientTimeout``) replaces the per-attempt settings;
         its ``total`` is trimmed to the time left before the deadline.
         """
-        return RequestContextManager(
-            self._request(method, str_or_url, retry, idempotent, deadline, kwargs)
-        )
+        if retry is not None:
+            kwargs["retry"] = retry
+        if idempotent is not None:
+            kwargs["idempotent"] = idempotent
+        if deadline is not None:
+            kwargs["deadline"] = deadline
+        return self._prepare(method.upper(), str_or_url, kwargs)
 
     def get(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
         """``request("GET", url, ...)``."""
-        return self.request("GET", url, **kwargs)
+        return self._prepare("GET", url, kwargs)
 
     def options(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
         """``request("OPTIONS", url, ...)``."""
-        return self.request("OPTIONS", url, **kwargs)
+        return self._prepare("OPTIONS", url, kwargs)
+
+    def post(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("POST", url, ...)``."""
+        return self._prepare("POST", url, kwargs)
+
+    def put(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("PUT", url, ...)``."""
+        return self._prepare("PUT", url, kwargs)
+
+    def patch(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("PATCH", url, ...)``."""
+        return self._prepare("PATCH", url, kwargs)
+
+    def delete(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request("DELETE", url, ...)``."""
+        return self._prepare("DELETE", url, kwargs)
 
     def head(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
         """``request("HEAD", url, ...)``; like aiohttp, redirects are not followed by default."""
         kwargs.setdefault("allow_redirects", False)
-        return self.request("HEAD", url, **kwargs)
+        return self._prepare("HEAD", url, kwargs)
 
-    def post(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
-        """``request("POST", url, ...)``."""
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
-        """``request("PUT", url, ...)``."""
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
-        """``request("PATCH", url, ...)``."""
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
-        """``request("DELETE", url, ...)``."""
-        return self.request("DELETE", url, **kwargs)
-
-    async def _request(
-        self,
-        method: str,
-        str_or_url: StrOrURL,
-        retry: object,
-        idempotent: bool | None,
-        deadline: float | None,
-        kwargs: dict[str, Any],
-    ) -> aiohttp.ClientResponse:
-        method = method.upper()
-        plan = resolve_plan(retry, self._default_plan)
+    def _prepare(
+        self, method: str, str_or_url: StrOrURL, kwargs: dict[str, Any]
+    ) -> RequestContextManager:
+        """Check the SDK's own arguments now (a ``ConfigError`` is raised before anything is
+        sent) and hand the call to the attempt loop; kept free of extra coroutine layers, as
+        every request passes here.
+        """
+        retry = kwargs.pop("retry", None)
+        plan = self._default_plan if retry is None else resolve_plan(retry, self._default_plan)
         if plan is not None and plan.methods is not None and method not in plan.methods:
             plan = None
+        idempotent = kwargs.pop("idempotent", None)
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigError(f"idempotent={idempotent!r}: expected True, False or None")
+        deadline = kwargs.pop("deadline", None)
         seconds = self.config.timeout.total if deadline is None else _check_deadline(deadline)
         template = kwargs.pop("timeout", None) or self._attempt_timeout
         if not isinstance(template, aiohttp.ClientTimeout):
             raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
-        return await self._runner.send(
-            method,
-            str_or_url,
-            kwargs,
-            plan,
-            idempotent,
-            seconds,
-            template,
-            lambda: self._absolute(str_or_url),
+        return RequestContextManager(
+            self._runner.send(
+                method, str_or_url, kwargs, plan, idempotent, seconds, template, self._absolute
+            )
         )
 
     def _absolute(self, str_or_url: StrOrURL) -> StrOrURL:

@@ -1,0 +1,202 @@
+"""Driving the demo's load: one upstream process, one client, N calls at concurrency C.
+
+The upstream runs in its own process (``UpstreamProcess``), not on the demo's event loop: in
+process, every answer the upstream writes (and every latency timer it runs) would take turns
+with the client on one loop and one core, and the client's latency, pool waits and throughput
+would include the server's work. In a child process it gets its own core (and its own GIL),
+so the numbers describe the client, as they would against a real service. Each run gets a
+fresh upstream, so every client setup in ``--compare`` meets the same seeded faults.
+
+Calls are made by C workers taking the next call number until N are done, so exactly C calls
+are in flight (not N tasks created at once). Latency is measured per logical call, body read
+included: what the caller waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiohttp
+from opentelemetry import metrics, trace
+
+import resilient_http as rh
+from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
+
+__all__ = [
+    "ClientSetup",
+    "LoadResult",
+    "RunResult",
+    "drive_load",
+    "percentile",
+    "run_once",
+]
+
+# The path every call asks for; the upstream answers any path.
+CALL_PATH = "/items"
+
+Get = Callable[[str], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+CallDone = Callable[[bool], None]
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """One way of calling the upstream: plain aiohttp, or ResilientSession with a config."""
+
+    label: str
+    kind: Literal["aiohttp", "sdk"]
+    config: rh.ClientConfig | None = None
+    telemetry: bool = False
+    """Report through the global providers (else a ResilientSession reports nothing)."""
+
+    def describe(self) -> str:
+        """Limits and retries in a few words."""
+        if self.config is None:
+            return "aiohttp.ClientSession(TCPConnector()): limit 100, no per-host limit, no retries"
+        c = self.config
+        return (
+            f"ResilientSession: limit {c.limit}, limit_per_host {c.limit_per_host}, keep-alive "
+            f"{c.keepalive_timeout:g} s, {c.retry.max_attempts} attempts"
+        )
+
+
+@dataclass
+class LoadResult:
+    """What the client saw."""
+
+    calls: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    """Calls that raised, by exception class name."""
+    connection_errors: int = 0
+    """Calls that failed on a dropped connection (``aiohttp.ClientConnectionError``)."""
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> int:
+        """Calls answered 2xx."""
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    @property
+    def failed(self) -> int:
+        """Calls that raised or were answered 4xx/5xx."""
+        return self.calls - sum(n for status, n in self.statuses.items() if status < 400)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of calls answered 2xx."""
+        return self.succeeded / self.calls if self.calls else 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Calls per second."""
+        return self.calls / self.seconds if self.seconds > 0 else 0.0
+
+    def latency_ms(self) -> dict[str, float | None]:
+        """p50/p95/p99 of the calls' latency in milliseconds."""
+        ordered = sorted(self.latencies)
+        return {
+            label: None if not ordered else percentile(ordered, q) * 1000
+            for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        }
+
+
+@dataclass
+class RunResult:
+    """One client setup against one fresh upstream."""
+
+    setup: ClientSetup
+    load: LoadResult
+    upstream: UpstreamStats
+    upstream_address: str
+
+    @property
+    def extra_requests(self) -> int:
+        """Requests the upstream received beyond the calls made: every resend, hidden or not."""
+        return self.upstream.requests - self.load.calls
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty list."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def drive_load(
+    get: Get, url: str, requests: int, concurrency: int, on_call_done: CallDone
+) -> LoadResult:
+    """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time."""
+    result = LoadResult()
+    started_calls = 0
+
+    async def worker() -> None:
+        nonlocal started_calls
+        while started_calls < requests:
+            started_calls += 1
+            ok = await _one_call(get, url, result)
+            on_call_done(ok)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
+    started = time.perf_counter()
+    try:
+        async with get(url) as resp:
+            await resp.read()
+            status = resp.status
+    except aiohttp.ClientError as exc:
+        # A failed call is part of what the demo shows (the SDK raises aiohttp's errors).
+        result.errors[type(exc).__name__] += 1
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            result.connection_errors += 1
+        status = 0
+    except TimeoutError:
+        result.errors["TimeoutError"] += 1
+        status = 0
+    result.latencies.append(time.perf_counter() - started)
+    result.calls += 1
+    if status:
+        result.statuses[status] += 1
+    return 200 <= status < 300
+
+
+async def run_once(
+    plan: FaultPlan, setup: ClientSetup, requests: int, concurrency: int, on_call_done: CallDone
+) -> RunResult:
+    """Start a fresh upstream with ``plan``, drive the load through ``setup``, collect both
+    sides' counts."""
+    async with UpstreamProcess(plan) as upstream:
+        async with _client(setup) as get:
+            load = await drive_load(
+                get, upstream.make_url(CALL_PATH), requests, concurrency, on_call_done
+            )
+        # After the client closed: its connections are counted as closed too.
+        stats = await upstream.stats()
+        return RunResult(setup, load, stats, f"{upstream.host}:{upstream.port}")
+
+
+@asynccontextmanager
+async def _client(setup: ClientSetup) -> AsyncIterator[Get]:
+    if setup.kind == "aiohttp":
+        # aiohttp's defaults, as a service that never tuned its session gets them.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector()) as session:
+            yield session.get
+        return
+    # Explicit no-op providers unless this run is the one reported: a session of the comparison
+    # must not write into the demo's telemetry (None means "the global providers").
+    tracer_provider = None if setup.telemetry else trace.NoOpTracerProvider()
+    meter_provider = None if setup.telemetry else metrics.NoOpMeterProvider()
+    async with rh.ResilientSession(
+        config=setup.config, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        yield client.get
