@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest stack-up stack-down demo-stack clean
+.PHONY: install demo test lint pytest stack-up stack-down demo-stack clean bench
 
 # Reinstall when the project's metadata changes; pip alone decides what is missing.
 $(STAMP): pyproject.toml
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/resilient-http demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +27,16 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# Benchmarks (issue 8, < 2 minutes): the bench extra (httpx, sniffio) is installed on first use.
+# Scale up or choose with BENCH_ARGS, e.g. make bench BENCH_ARGS='--full' or '--json'.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 stack-up:
 	HOST_UID=$$(id -u) HOST_GID=$$(id -g) docker compose up -d --wait

@@ -1,0 +1,211 @@
+"""``python -m benchmarks`` (``make bench``): flags, the order of the work, the output.
+
+Defaults fit the 2-minute budget on the 2-core machine; ``--full`` scales up (more requests,
+more rounds, the 1M-span analysis). Progress goes to stderr; the report (text, or ``--json``)
+to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .analyze_bench import AnalyzeResult, run_analyze_bench
+from .report import evaluate_goals, goals_to_dicts, machine_info, render_text
+from .runner import RunPlan, ScenarioResult, run_scenario
+from .variants import BASELINE, VARIANTS, ClientSettings
+
+__all__ = ["main"]
+
+THROTTLE_PROBABILITY = 0.05
+# The retrying clients all make 3 attempts (the SDK's default, ExponentialRetry(attempts=3),
+# the tenacity wrapper's stop): a call fails when all three draw a 503.
+_ATTEMPTS = 3
+
+# The fault scenarios: the upstream's own flags (python -m resilient_http.upstream --help).
+FAULT_SCENARIOS = {
+    # Keep-alive connections die after 1-3 requests, unannounced: the stale-pool failure.
+    "stale": ["--stale-after", "1-3"],
+    # 5 % of responses are 503 without Retry-After, at random, so a retry usually succeeds.
+    "throttle": ["--throttle", f"status=503,probability={THROTTLE_PROBABILITY},retry_after=none"],
+}
+SCENARIOS = ("healthy", *FAULT_SCENARIOS, "analyze")
+_ALIASES = {"faults": tuple(FAULT_SCENARIOS), "all": SCENARIOS}
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default is the 2-minute run."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Overhead of resilience and telemetry versus raw aiohttp and its peers "
+        "(issue 8). Prints a table and the goals, or --json.",
+    )
+    add = parser.add_argument
+    add("--requests", type=int, default=6_000, help="GETs per run (default 6000)")
+    add("--concurrency", type=int, default=64, help="calls in flight (default 64)")
+    add("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    add("--warmup", type=int, default=1_000, help="warm-up GETs per variant (default 1000)")
+    add(
+        "--time-cap",
+        type=float,
+        default=4.0,
+        help="seconds after which a run stops starting calls (default 4; only the pathological "
+        "httpx pool reaches it, and the table marks capped runs)",
+    )
+    add(
+        "--variants",
+        type=_csv,
+        default=list(VARIANTS),
+        help=f"comma list (default all: {', '.join(VARIANTS)}); {BASELINE} always runs",
+    )
+    add(
+        "--scenario",
+        type=_csv,
+        default=["all"],
+        help=f"comma list of {', '.join(SCENARIOS)}, or 'faults' / 'all' (default all)",
+    )
+    add("--fault-requests", type=int, default=2_000, help="GETs per fault run (default 2000)")
+    add("--fault-rounds", type=int, default=1, help="rounds per fault scenario (default 1)")
+    add(
+        "--analyze-spans",
+        type=lambda text: [int(item) for item in _csv(text)],
+        default=[10_000, 100_000],
+        help="synthetic file sizes (default 10000,100000)",
+    )
+    add("--analyze-1m", action="store_true", help="also analyze 1,000,000 spans (~20 s more)")
+    add(
+        "--isolation",
+        choices=("process", "subprocess"),
+        default="process",
+        help="run variants in this process (default; measured less noisy, see benchmarks/"
+        "__init__.py) or each run in a fresh subprocess",
+    )
+    add(
+        "--full",
+        action="store_true",
+        help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 3 fault rounds, 1M spans",
+    )
+    add("--json", action="store_true", help="print the results as JSON instead of the table")
+    add("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks; exit 0 (goals missed are reported, not an error), 2 on bad flags."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.full:
+        args.requests, args.rounds = max(args.requests, 30_000), max(args.rounds, 7)
+        args.fault_requests, args.fault_rounds = max(args.fault_requests, 10_000), 3
+        args.analyze_1m = True
+    scenarios = _expand_scenarios(parser, args.scenario)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if args.requests < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--requests, --concurrency and --rounds must be >= 1")
+    sizes = sorted(set(args.analyze_spans) | ({100_000, 1_000_000} if args.analyze_1m else set()))
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    machine = machine_info()
+    results = asyncio.run(_run_http(args, scenarios, progress))
+    analyze: list[AnalyzeResult] = []
+    if "analyze" in scenarios and sizes:
+        analyze = run_analyze_bench(sizes, (None, 1), progress)
+    elapsed = time.perf_counter() - started
+    goals = evaluate_goals(results, analyze)
+    if args.json:
+        document: dict[str, Any] = {
+            "machine": machine,
+            # The same for every variant (see benchmarks/variants.py): limit_per_host = C.
+            "client_settings": asdict(ClientSettings(limit_per_host=args.concurrency)),
+            "scenarios": {name: result.to_dict() for name, result in results.items()},
+            "analyze": [result.to_dict() for result in analyze],
+            "goals": goals_to_dicts(goals),
+            "elapsed_s": elapsed,
+        }
+        print(json.dumps(_finite(document), indent=2, allow_nan=False))
+    else:
+        print(render_text(machine, results, analyze, goals, elapsed))
+    return 0
+
+
+def _throttle_note(requests: int) -> str:
+    # The upstream draws every response independently (it has no "throttle a request once,
+    # then let its retry through" mode), so some calls are throttled on every attempt.
+    expected = requests * THROTTLE_PROBABILITY**_ATTEMPTS
+    return (
+        f"503s are drawn independently per response, so a call fails after {_ATTEMPTS} attempts "
+        f"with p = {THROTTLE_PROBABILITY}^{_ATTEMPTS}: {expected:.2f} such failures expected "
+        f"per {requests} calls per retrying variant"
+    )
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _expand_scenarios(parser: argparse.ArgumentParser, names: Sequence[str]) -> list[str]:
+    chosen: list[str] = []
+    for name in names:
+        expanded = _ALIASES.get(name, (name,))
+        for item in expanded:
+            if item not in SCENARIOS:
+                parser.error(f"unknown scenario {item!r}; known: {', '.join(SCENARIOS)}")
+            if item not in chosen:
+                chosen.append(item)
+    return chosen
+
+
+async def _run_http(
+    args: argparse.Namespace, scenarios: Sequence[str], progress: Callable[[str], None]
+) -> dict[str, ScenarioResult]:
+    results: dict[str, ScenarioResult] = {}
+    main_plan = RunPlan(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        time_cap_s=args.time_cap,
+        isolation=args.isolation,
+    )
+    if "healthy" in scenarios:
+        results["healthy"] = await run_scenario("healthy", [], args.variants, main_plan, progress)
+    fault_plan = RunPlan(
+        requests=args.fault_requests,
+        concurrency=args.concurrency,
+        rounds=args.fault_rounds,
+        # Code paths are warm after the healthy scenario; a short warm-up still opens the pool.
+        warmup=min(args.warmup, 200),
+        time_cap_s=args.time_cap,
+        isolation=args.isolation,
+    )
+    for name, flags in FAULT_SCENARIOS.items():
+        if name in scenarios:
+            note = _throttle_note(args.fault_requests) if name == "throttle" else ""
+            results[name] = await run_scenario(
+                name, flags, args.variants, fault_plan, progress, note
+            )
+    return results

@@ -1,0 +1,111 @@
+"""The load driver: N GETs at concurrency C through one variant, timed.
+
+C worker tasks pull request numbers from a shared counter until N have been sent, so exactly C
+requests are in flight until the tail, and the driver's own cost per request is the same small
+loop for every variant (no task or semaphore per request). A failed call is counted, never
+retried here: retrying is the variants' business.
+
+Measured per run: wall time (``perf_counter``), the client process's CPU time
+(``process_time``, every thread included, so telemetry export threads are charged to the client),
+per-call latency, statuses and exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .variants import ClientSettings, Variant
+
+__all__ = ["RunResult", "run_load"]
+
+
+@dataclass
+class RunResult:
+    """One timed run of one variant."""
+
+    requests: int
+    """Logical calls made (N, or fewer when the run hit its time cap)."""
+    wall_s: float
+    cpu_s: float
+    latencies_s: list[float]
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    capped: bool = False
+    """True when the run stopped at its time cap before N calls."""
+
+    @property
+    def succeeded(self) -> int:
+        """Calls that ended in a 200."""
+        return self.statuses.get(200, 0)
+
+    @property
+    def requests_per_s(self) -> float:
+        """Logical calls per wall-clock second."""
+        return self.requests / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Client CPU microseconds per logical call."""
+        return self.cpu_s * 1e6 / self.requests if self.requests else 0.0
+
+    def latency_ms(self, quantile: float) -> float:
+        """A latency quantile in milliseconds (nearest rank)."""
+        if not self.latencies_s:
+            return 0.0
+        ordered = sorted(self.latencies_s)
+        rank = min(len(ordered) - 1, max(0, round(quantile * len(ordered)) - 1))
+        return ordered[rank] * 1000.0
+
+
+async def run_load(
+    variant: Variant,
+    settings: ClientSettings,
+    url: str,
+    requests: int,
+    concurrency: int,
+    time_cap_s: float,
+) -> RunResult:
+    """Build the variant's client, send ``requests`` GETs to ``url`` with ``concurrency`` in
+    flight, close the client. Only the sending is timed; building and closing are not.
+
+    ``time_cap_s`` bounds a pathological client (the run stops starting calls after it and
+    reports ``capped``): it is a safety net for the 2-minute budget, not a way to measure less.
+    Raises ``VariantUnavailable`` when the variant cannot run here.
+    """
+    sent = 0
+    result = RunResult(requests=0, wall_s=0.0, cpu_s=0.0, latencies_s=[])
+    latencies = result.latencies_s
+    statuses = result.statuses
+    errors = result.errors
+    perf_counter = time.perf_counter
+
+    async with variant.factory(settings) as fetch:
+        deadline = perf_counter() + time_cap_s
+
+        async def worker() -> None:
+            nonlocal sent
+            while sent < requests:
+                sent += 1
+                started = perf_counter()
+                if started > deadline:
+                    sent -= 1
+                    result.capped = True
+                    return
+                try:
+                    statuses[await fetch(url)] += 1
+                except Exception as exc:  # every failure is a data point, not a crash
+                    errors[type(exc).__name__] += 1
+                latencies.append(perf_counter() - started)
+
+        # Each run starts from the same heap state: garbage of earlier runs is not charged here.
+        gc.collect()
+        cpu_before, wall_before = time.process_time(), perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.wall_s = perf_counter() - wall_before
+        result.cpu_s = time.process_time() - cpu_before
+    result.requests = len(latencies)
+    return result

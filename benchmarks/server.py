@@ -1,0 +1,149 @@
+"""The benchmark's upstream: ``python -m resilient_http.upstream`` in a separate process.
+
+It owns the child process, its CPU clock (``/proc/PID/stat``) and its counters (``GET
+/__stats__``, ``POST /__reset__``). The server gets its own process, and so its own core on
+this 2-core machine: the client is what is measured, and the server's CPU share per run shows
+that (a server near 100 % of a core would mean the numbers measure the server instead).
+
+Control requests go through ``urllib`` between runs, never during a timed run, and the upstream
+leaves them out of its counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+__all__ = ["ServerCounters", "UpstreamServer"]
+
+_LISTENING = "listening "
+# Clock ticks per second of the utime/stime fields in /proc/PID/stat.
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_CONTROL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCounters:
+    """What the upstream saw during one run (its counters since the last reset)."""
+
+    requests: int
+    connections_opened: int
+    stale_closes: int
+    responses_by_status: dict[str, int]
+
+
+class UpstreamServer:
+    """The fault-injecting upstream as a child process; a context manager.
+
+    ``fault_args`` are the upstream's own flags (``--stale-after 1-3``, ``--throttle ...``);
+    ``--no-echo`` is always passed, so a 200 is one pre-built body and the server does little.
+    """
+
+    def __init__(self, fault_args: Sequence[str] = (), *, seed: int = 1) -> None:
+        self.fault_args = list(fault_args)
+        self._seed = seed
+        self._process: subprocess.Popen[str] | None = None
+        self._pid: int | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+
+    def __enter__(self) -> Self:
+        command = [
+            sys.executable,
+            "-m",
+            "resilient_http.upstream",
+            "--port",
+            "0",
+            "--no-echo",
+            "--seed",
+            str(self._seed),
+            # The request log is not needed here; keep it small so the server stays cheap.
+            "--record-limit",
+            "1",
+            *self.fault_args,
+        ]
+        self._process = process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith(_LISTENING):
+            self.close()
+            raise RuntimeError(f"upstream did not start ({command}): {line!r}")
+        self.host, _, port = line.removeprefix(_LISTENING).strip().rpartition(":")
+        self.port = int(port)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Terminate the child (SIGTERM, then SIGKILL after 10 s); idempotent."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+    @classmethod
+    def attach(cls, host: str, port: int, pid: int) -> UpstreamServer:
+        """A handle on a server that another process started (the subprocess workers use it to
+        read the server's CPU and counters around their own runs); it never stops the server."""
+        server = cls()
+        server.host, server.port, server._pid = host, port, pid
+        return server
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        if self._process is not None:
+            return self._process.pid
+        assert self._pid is not None, "not started"
+        return self._pid
+
+    def url(self, path: str = "/") -> str:
+        """An absolute URL on this upstream."""
+        return f"http://{self.host}:{self.port}{path}"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server has used so far (``/proc/PID/stat``)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            text = stat.read()
+        # Field 2 (comm) may contain spaces; everything after its closing ')' splits cleanly.
+        # utime and stime are fields 14 and 15, i.e. 11 and 12 after the state field (3).
+        fields = text.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def reset(self) -> None:
+        """Zero the server's counters (``POST /__reset__``)."""
+        self._control("POST", "/__reset__")
+
+    def counters(self) -> ServerCounters:
+        """The server's counters since the last reset (``GET /__stats__``)."""
+        stats: dict[str, Any] = json.loads(self._control("GET", "/__stats__"))
+        return ServerCounters(
+            requests=int(stats["requests"]),
+            connections_opened=int(stats["connections_opened"]),
+            stale_closes=int(stats["stale_closes"]),
+            responses_by_status={str(k): int(v) for k, v in stats["responses_by_status"].items()},
+        )
+
+    def _control(self, method: str, path: str) -> bytes:
+        request = urllib.request.Request(self.url(path), method=method, data=b"")
+        with urllib.request.urlopen(request, timeout=_CONTROL_TIMEOUT) as response:
+            body: bytes = response.read()
+            return body

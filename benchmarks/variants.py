@@ -1,0 +1,305 @@
+"""The clients being compared: a registry from variant name to an async factory.
+
+Each factory is an async context manager that builds one client and yields a ``Fetch``: GET a
+URL, read the whole body, return the status (or raise what the client raises). The load driver
+calls nothing else, so every variant does the same work per request.
+
+Connector settings are the same everywhere (``ClientSettings``): ``limit=100`` total (the
+SPEC's default), ``limit_per_host`` = the benchmark's concurrency (64 by default; the SPEC's
+default of 10 would make every variant wait for the pool and measure the pool instead of the
+client), ``keepalive_timeout=15`` and ``ttl_dns_cache=300`` (SPEC defaults), and closed-connection
+cleanup exactly where the SDK turns it on. The SDK reads them through ``ClientConfig``; the peers
+get the equivalent arguments. ``httpx`` has no per-host limit: it gets ``max_connections`` and
+``max_keepalive_connections`` = ``limit`` (its default of 20 kept-alive connections would close
+connections above 20 after every request at c=64).
+
+Timeouts: the peers keep their libraries' defaults (what their users run). Two extra, diagnostic
+variants price the SDK's timeouts from both sides: ``aiohttp_tuned_same_timeouts`` is the
+baseline with the SDK's per-attempt ``ClientTimeout(total=30, connect=5, sock_read=10)``, and
+``sdk_plain_aiohttp_timeouts`` is ``sdk_plain`` with aiohttp's default ``ClientTimeout()``
+(``total=300, sock_connect=30``, trimmed to the 30 s deadline) through the SDK's ``timeout=``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import tenacity
+from aiohttp_retry import ExponentialRetry, RetryClient
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+import resilient_http as rh
+from resilient_http.pool import cleanup_closed_needed
+
+from .otel import Providers, make_providers
+
+__all__ = [
+    "BASELINE",
+    "VARIANTS",
+    "ClientSettings",
+    "Fetch",
+    "Variant",
+    "VariantUnavailable",
+]
+
+Fetch = Callable[[str], Awaitable[int]]
+"""GET the URL, read the body, return the status code."""
+
+BASELINE = "aiohttp_tuned"
+# Statuses the retrying peers retry, as the SDK does by default (429, 502, 503, 504).
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class VariantUnavailable(Exception):
+    """The variant cannot run here (a missing extra, an SDK feature not landed); never faked."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Connector and timeout settings shared by every variant (see the module docstring)."""
+
+    limit: int = 100
+    limit_per_host: int = 64
+    keepalive_timeout: float = 15.0
+    ttl_dns_cache: int = 300
+    timeout_total: float = 30.0
+    timeout_connect: float = 5.0
+    timeout_read: float = 10.0
+
+    def sdk_config(self) -> rh.ClientConfig:
+        """The same settings as the SDK's ``ClientConfig`` (retries at their defaults)."""
+        return rh.ClientConfig(
+            limit=self.limit,
+            limit_per_host=self.limit_per_host,
+            keepalive_timeout=self.keepalive_timeout,
+            ttl_dns_cache=self.ttl_dns_cache,
+            timeout=rh.TimeoutConfig(
+                total=self.timeout_total, connect=self.timeout_connect, read=self.timeout_read
+            ),
+        )
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A plain ``TCPConnector`` with the settings the SDK's connector gets."""
+        return aiohttp.TCPConnector(
+            limit=self.limit,
+            limit_per_host=self.limit_per_host,
+            keepalive_timeout=self.keepalive_timeout,
+            ttl_dns_cache=self.ttl_dns_cache,
+            enable_cleanup_closed=cleanup_closed_needed(),
+        )
+
+    def sdk_timeout(self) -> aiohttp.ClientTimeout:
+        """The per-attempt ``ClientTimeout`` the SDK builds from its ``TimeoutConfig``."""
+        return aiohttp.ClientTimeout(
+            total=self.timeout_total, connect=self.timeout_connect, sock_read=self.timeout_read
+        )
+
+
+VariantFactory = Callable[[ClientSettings], contextlib.AbstractAsyncContextManager[Fetch]]
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One registered client: its factory and a one-line description for the table."""
+
+    name: str
+    factory: VariantFactory
+    description: str
+    extra: bool = False
+    """True for diagnostic variants that are not part of issue 8's list."""
+
+
+async def _read_status(response: aiohttp.ClientResponse) -> int:
+    await response.read()
+    return response.status
+
+
+def _aiohttp_fetch(session: Any) -> Fetch:
+    # `session` is an aiohttp.ClientSession, a RetryClient or a ResilientSession: all three
+    # give `get(url)` as an async context manager that releases the connection on exit.
+    async def fetch(url: str) -> int:
+        async with session.get(url) as response:
+            return await _read_status(response)
+
+    return fetch
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_tuned(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """The baseline: a plain ``ClientSession`` on the shared connector settings."""
+    async with aiohttp.ClientSession(connector=settings.connector()) as session:
+        yield _aiohttp_fetch(session)
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_tuned_same_timeouts(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """The baseline with the SDK's connect/sock_read timeouts (extra timer handles per request)."""
+    connector = settings.connector()
+    async with aiohttp.ClientSession(connector=connector, timeout=settings.sdk_timeout()) as s:
+        yield _aiohttp_fetch(s)
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_retry(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """``aiohttp_retry.RetryClient`` with ``ExponentialRetry(attempts=3)``."""
+    session = aiohttp.ClientSession(connector=settings.connector())
+    client = RetryClient(client_session=session, retry_options=ExponentialRetry(attempts=3))
+    try:
+        yield _aiohttp_fetch(client)
+    finally:
+        await client.close()
+
+
+def _last_outcome(state: tenacity.RetryCallState) -> int:
+    # After the last attempt: return the last status (as the SDK and aiohttp_retry do) or
+    # re-raise the last exception, instead of tenacity's RetryError.
+    assert state.outcome is not None
+    status: int = state.outcome.result()
+    return status
+
+
+@contextlib.asynccontextmanager
+async def tenacity_wrapper(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """``session.get`` under tenacity: 3 attempts, full-jitter backoff, retrying connection
+    errors and the SDK's retry statuses. The decorator form, because one ``AsyncRetrying``
+    shared by concurrent calls would share its per-call state; the decorator copies itself
+    per call, which is the cost being measured."""
+    async with aiohttp.ClientSession(connector=settings.connector()) as session:
+
+        @tenacity.retry(
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=5),
+            retry=(
+                tenacity.retry_if_exception_type(aiohttp.ClientError)
+                | tenacity.retry_if_result(RETRY_STATUSES.__contains__)
+            ),
+            retry_error_callback=_last_outcome,
+        )
+        async def fetch(url: str) -> int:
+            async with session.get(url) as response:
+                return await _read_status(response)
+
+        yield fetch
+
+
+@contextlib.asynccontextmanager
+async def otel_contrib(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """aiohttp with the contrib instrumentation's trace config (its default semconv mode), SDK
+    providers at 10 % ParentBased sampling, discarding exporters."""
+    providers = make_providers(0.1)
+    trace_config = create_trace_config(
+        tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+    )
+    try:
+        async with aiohttp.ClientSession(
+            connector=settings.connector(), trace_configs=[trace_config]
+        ) as session:
+            yield _aiohttp_fetch(session)
+    finally:
+        providers.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def httpx_client(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """``httpx.AsyncClient`` with the same connection limits (needs the ``bench`` extra)."""
+    # Imported by name: the bench extra is optional, and mypy must not need it installed.
+    try:
+        httpx: Any = importlib.import_module("httpx")
+    except ImportError as exc:
+        raise VariantUnavailable("httpx not installed (pip install -e '.[bench]')") from exc
+    if importlib.util.find_spec("sniffio") is None:
+        # Without sniffio, httpcore imports a module on every lock acquisition: an artefact of
+        # a missing package, not httpx's cost.
+        raise VariantUnavailable("sniffio not installed (pip install -e '.[bench]')")
+    limits = httpx.Limits(
+        max_connections=settings.limit,
+        max_keepalive_connections=settings.limit,
+        keepalive_expiry=settings.keepalive_timeout,
+    )
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def fetch(url: str) -> int:
+            response = await client.get(url)  # reads the whole body (not streamed)
+            status: int = response.status_code
+            return status
+
+        yield fetch
+
+
+@contextlib.asynccontextmanager
+async def sdk_plain(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """``ResilientSession``: retries on (defaults), no telemetry providers."""
+    async with rh.ResilientSession(config=settings.sdk_config()) as client:
+        yield _aiohttp_fetch(client)
+
+
+@contextlib.asynccontextmanager
+async def sdk_plain_aiohttp_timeouts(settings: ClientSettings) -> AsyncIterator[Fetch]:
+    """``sdk_plain`` with aiohttp's default ``ClientTimeout`` as the per-attempt timeout (the
+    SPEC's ``timeout=`` override): the SDK minus its connect/sock_read timer handles."""
+    timeout = aiohttp.ClientTimeout()
+    async with rh.ResilientSession(config=settings.sdk_config(), timeout=timeout) as client:
+        yield _aiohttp_fetch(client)
+
+
+def _sdk_with_telemetry(sampling_ratio: float) -> VariantFactory:
+    @contextlib.asynccontextmanager
+    async def factory(settings: ClientSettings) -> AsyncIterator[Fetch]:
+        providers = make_providers(sampling_ratio)
+        try:
+            async with _telemetry_session(settings, providers) as client:
+                yield _aiohttp_fetch(client)
+        finally:
+            providers.shutdown()
+
+    return factory
+
+
+def _telemetry_session(settings: ClientSettings, providers: Providers) -> rh.ResilientSession:
+    kwargs: dict[str, Any] = {
+        "tracer_provider": providers.tracer_provider,
+        "meter_provider": providers.meter_provider,
+    }
+    try:
+        return rh.ResilientSession(config=settings.sdk_config(), **kwargs)
+    except TypeError as exc:
+        # Until the telemetry arguments land, aiohttp rejects them as unknown keywords. Any
+        # other TypeError is a real bug and propagates.
+        if "tracer_provider" in str(exc) or "meter_provider" in str(exc):
+            raise VariantUnavailable("telemetry not landed") from exc
+        raise
+
+
+_ALL = (
+    Variant("aiohttp_tuned", aiohttp_tuned, "plain ClientSession (baseline)"),
+    Variant("aiohttp_retry", aiohttp_retry, "RetryClient, ExponentialRetry(attempts=3)"),
+    Variant("tenacity_wrapper", tenacity_wrapper, "tenacity @retry around session.get"),
+    Variant("otel_contrib", otel_contrib, "contrib trace config, 10% sampling"),
+    Variant("httpx", httpx_client, "httpx.AsyncClient, same limits"),
+    Variant("sdk_plain", sdk_plain, "ResilientSession, retries on, no telemetry"),
+    Variant(
+        "sdk_metrics_10pct", _sdk_with_telemetry(0.1), "ResilientSession, metrics, 10% sampling"
+    ),
+    Variant(
+        "sdk_traces_100pct", _sdk_with_telemetry(1.0), "ResilientSession, metrics, 100% sampling"
+    ),
+    Variant(
+        "aiohttp_tuned_same_timeouts",
+        aiohttp_tuned_same_timeouts,
+        "baseline + SDK's connect/sock_read timeouts",
+        extra=True,
+    ),
+    Variant(
+        "sdk_plain_aiohttp_timeouts",
+        sdk_plain_aiohttp_timeouts,
+        "sdk_plain with aiohttp's default ClientTimeout",
+        extra=True,
+    ),
+)
+VARIANTS: dict[str, Variant] = {variant.name: variant for variant in _ALL}
