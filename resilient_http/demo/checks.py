@@ -61,13 +61,13 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
             "connection_closed retries",
             _whole(row.retries.get("connection_closed", 0.0) if row.source != "none" else None),
             dropped - load.connection_errors,
-            f"upstream: {dropped} dropped - demo: {load.connection_errors} failed on one",
+            f"upstream: {dropped} stale closes + resets - {load.connection_errors} failed calls",
         ),
         Check(
             "throttled attempts",
             _whole(row.throttled_attempts),
             throttled,
-            "upstream: 429 + 503 answers",
+            "upstream: 429 and 503 answers",
         ),
         Check("failed calls", _whole(row.errors), load.failed, "demo: raised or 4xx/5xx"),
     ]

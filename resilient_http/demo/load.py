@@ -15,7 +15,6 @@ included: what the caller waited.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ import aiohttp
 from opentelemetry import metrics, trace
 
 import resilient_http as rh
+from resilient_http.analysis.stats import LatencySketch
 from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "LoadResult",
     "RunResult",
     "drive_load",
-    "percentile",
     "run_once",
 ]
 
@@ -76,7 +75,8 @@ class LoadResult:
     """Calls that raised, by exception class name."""
     connection_errors: int = 0
     """Calls that failed on a dropped connection (``aiohttp.ClientConnectionError``)."""
-    latencies: list[float] = field(default_factory=list)
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    """Seconds per call, in the analysis's own quantile sketch: bounded memory for any N."""
     seconds: float = 0.0
 
     @property
@@ -101,9 +101,8 @@ class LoadResult:
 
     def latency_ms(self) -> dict[str, float | None]:
         """p50/p95/p99 of the calls' latency in milliseconds."""
-        ordered = sorted(self.latencies)
         return {
-            label: None if not ordered else percentile(ordered, q) * 1000
+            label: self.latency.quantile_ms(q)
             for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
         }
 
@@ -121,11 +120,6 @@ class RunResult:
     def extra_requests(self) -> int:
         """Requests the upstream received beyond the calls made: every resend, hidden or not."""
         return self.upstream.requests - self.load.calls
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending, non-empty list."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def drive_load(
@@ -163,7 +157,7 @@ async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
     except TimeoutError:
         result.errors["TimeoutError"] += 1
         status = 0
-    result.latencies.append(time.perf_counter() - started)
+    result.latency.add(time.perf_counter() - started, 1.0)
     result.calls += 1
     if status:
         result.statuses[status] += 1

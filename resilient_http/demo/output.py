@@ -115,6 +115,8 @@ def print_checks(console: Console, checks: list[Check], telemetry_file: Path) ->
         title="The report checked against the upstream's own counters",
         title_justify="left",
         box=box.SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
     )
     table.add_column("figure", no_wrap=True)
     table.add_column("report", justify="right")

@@ -82,15 +82,15 @@ _SCENARIOS = (
     ),
     Scenario(
         "throttled",
-        "a 200/s rate limit answering 429 (Retry-After: seconds) and 5 % 503 "
-        "(Retry-After: HTTP-date)",
+        "a 200/s rate limit answering 429 (Retry-After: seconds) and 2 % 503 "
+        "(Retry-After: HTTP-date); answers take 10 ms",
         "a high throttled share -> fewer concurrent calls (LIMIT_PER_HOST) and Retry-After "
         "honoured (RETRY_AFTER_MAX)",
         FaultPlan(
             seed=SEED,
-            latency=Latency.lognormal(0.005, 0.3),
+            latency=Latency.lognormal(0.01, 0.3),
             rate_limit=RateLimit(rate=200, burst=20),
-            throttle=Throttle(503, probability=0.05, retry_after=RetryAfter("http-date", 1)),
+            throttle=Throttle(503, probability=0.02, retry_after=RetryAfter("http-date", 1)),
         ),
         requests=300,
         concurrency=20,

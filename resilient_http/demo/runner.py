@@ -1,0 +1,192 @@
+"""The demo's run, from load to tuning report.
+
+One run of the chosen scenario goes through ``ResilientSession`` with the current configuration
+(``RESILIENT_HTTP_*``) and the telemetry of ``configure_telemetry()``; the report is then
+``resilient-http analyze`` of the file that run wrote, checked against the upstream's own
+counters. ``--compare`` adds three runs of the same load without telemetry (aiohttp's
+defaults, the seed note's 30/10, the current configuration), so that they differ only in pool
+and retry settings. Errors are one line on stderr: exit 2 for bad settings, 1 for an
+unwritable telemetry file or an unreadable report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import resilient_http as rh
+from resilient_http.analysis.analyze import analyze_paths
+from resilient_http.analysis.reader import InputError
+from resilient_http.analysis.report import Analysis, render_text
+from resilient_http.demo.checks import Check, cross_check
+from resilient_http.demo.load import ClientSetup, RunResult, run_once
+from resilient_http.demo.output import (
+    json_document,
+    print_checks,
+    print_comparison,
+    print_header,
+    print_summary,
+)
+from resilient_http.demo.scenarios import SCENARIOS, Scenario
+from resilient_http.demo.telemetry import (
+    otlp_endpoint,
+    sdk_disabled,
+    start_telemetry,
+    telemetry_file_path,
+)
+
+__all__ = ["run_demo"]
+
+PROG = "resilient-http demo"
+# Flushing the telemetry at the end may wait this long for a collector that is down.
+FLUSH_TIMEOUT_S = 10.0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo for the parsed ``args``; returns the exit status."""
+    scenario = SCENARIOS[args.scenario]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", rh.ConfigWarning)  # e.g. a misspelt variable's name
+        try:
+            config = rh.ClientConfig.from_env()
+        except rh.ConfigError as exc:
+            return _fail(2, str(exc))
+    for warning in caught:
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    # With --json only the document goes to stdout; the text is rendered into nowhere.
+    console = Console(file=io.StringIO()) if args.json else Console()
+    load = _Load(
+        console,
+        console.is_terminal and not args.json,
+        scenario,
+        args.requests or scenario.requests,
+        args.concurrency or scenario.concurrency,
+    )
+    path = telemetry_file_path(args.telemetry_file)
+    handle: rh.TelemetryHandle | None = None
+    if sdk_disabled():
+        telemetry_text = "off (OTEL_SDK_DISABLED=true): no telemetry file, no tuning report"
+    else:
+        try:
+            handle = start_telemetry(path)
+        except OSError as exc:
+            return _fail(1, f"cannot write the telemetry file {path}: {exc.strerror or exc}")
+        except rh.ConfigError as exc:
+            return _fail(2, str(exc))
+        telemetry_text = _telemetry_text(path)
+    current = ClientSetup("current config", "sdk", config, telemetry=handle is not None)
+    print_header(console, scenario, current, load.requests, load.concurrency, telemetry_text)
+    main, comparison = asyncio.run(_run_all(load, current, handle, compare=args.compare))
+    print_summary(console, main)
+    if comparison:
+        print_comparison(console, comparison)
+    analysis: Analysis | None = None
+    checks: list[Check] = []
+    if handle is None:
+        console.print(
+            "Telemetry is off (OTEL_SDK_DISABLED=true): no telemetry file was written, so "
+            "there is no tuning report. The figures above are the demo's and the upstream's "
+            "own counts.",
+            highlight=False,
+        )
+    else:
+        try:
+            analysis = analyze_paths([path])
+        except InputError as exc:
+            return _fail(1, f"cannot report from {path}: {exc}")
+        checks = cross_check(analysis, main)
+        console.print()
+        console.rule(f"Tuning report: resilient-http analyze {path.name}", align="left")
+        render_text(analysis, console)
+        console.print()
+        print_checks(console, checks, path)
+    if args.json:
+        telemetry_file = None if handle is None else path
+        document = json_document(
+            scenario,
+            load.requests,
+            load.concurrency,
+            telemetry_file,
+            main,
+            analysis,
+            checks,
+            comparison,
+        )
+        print(json.dumps(document, indent=2))
+    return 0
+
+
+@dataclass(frozen=True)
+class _Load:
+    """The load of this demo run, and where its progress is shown."""
+
+    console: Console
+    show_progress: bool
+    scenario: Scenario
+    requests: int
+    concurrency: int
+
+    async def run(self, setup: ClientSetup) -> RunResult:
+        """One run through ``setup`` against a fresh upstream, with a progress bar."""
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=self.console, disable=not self.show_progress) as bar:
+            task = bar.add_task(setup.label, total=self.requests, failed=0)
+            failed = 0
+
+            def call_done(ok: bool) -> None:
+                nonlocal failed
+                failed += not ok
+                bar.update(task, advance=1, failed=failed)
+
+            return await run_once(
+                self.scenario.plan, setup, self.requests, self.concurrency, call_done
+            )
+
+
+async def _run_all(
+    load: _Load, current: ClientSetup, handle: rh.TelemetryHandle | None, *, compare: bool
+) -> tuple[RunResult, list[RunResult]]:
+    """The reported run, then (``--compare``) the three runs without telemetry."""
+    try:
+        main = await load.run(current)
+    finally:
+        if handle is not None:
+            # Flushed now: the file is complete before it is read, and the comparison's runs
+            # (which report nothing) are not sampled into it.
+            await handle.aclose(timeout=FLUSH_TIMEOUT_S)
+    comparison = []
+    if compare:
+        for setup in (
+            ClientSetup("aiohttp defaults", "aiohttp"),
+            ClientSetup("seed note 30/10", "sdk", rh.ClientConfig(limit=30, limit_per_host=10)),
+            ClientSetup("current config", "sdk", current.config),
+        ):
+            comparison.append(await load.run(setup))
+    return main, comparison
+
+
+def _telemetry_text(path: Path) -> str:
+    endpoints = {otlp_endpoint("TRACES"), otlp_endpoint("METRICS")} - {None}
+    if endpoints:
+        return f"{path}, and OTLP to {', '.join(sorted(e for e in endpoints if e))}"
+    return f"{path} (no OTLP export: OTEL_EXPORTER_OTLP_ENDPOINT is not set)"
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code

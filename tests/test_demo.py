@@ -1,0 +1,265 @@
+"""``resilient-http demo`` end to end, in a subprocess, as a user runs it.
+
+Small loads keep the file fast; every figure the demo's report gives about a run is checked
+against what the upstream (another process) counted, and each scenario's advice against the
+direction an operator expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resilient_http.analysis.analyze import analyze_paths
+from resilient_http.analysis.report import to_json
+from resilient_http.cli import main
+from resilient_http.demo.scenarios import SCENARIOS
+from tests.otlp_receiver import OTLPReceiver
+
+ROOT = Path(__file__).resolve().parents[1]
+PER_HOST = "RESILIENT_HTTP_LIMIT_PER_HOST"
+KEEPALIVE = "RESILIENT_HTTP_KEEPALIVE_TIMEOUT"
+
+
+async def run_demo(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> tuple[int, str, str]:
+    """``python -m resilient_http demo ARGS`` with warnings as errors; (status, stdout, stderr).
+
+    The autouse fixture has already removed RESILIENT_HTTP_* and OTEL_* from os.environ.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "error",
+        "-m",
+        "resilient_http",
+        "demo",
+        *args,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):  # a safety net only
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def run_json(*args: str, telemetry_file: Path) -> dict[str, Any]:
+    """The demo's ``--json`` document; the file comes from RESILIENT_HTTP_TELEMETRY_FILE."""
+    code, out, err = await run_demo(
+        *args, "--json", env={"RESILIENT_HTTP_TELEMETRY_FILE": str(telemetry_file)}
+    )
+    assert code == 0, err
+    assert err == ""
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+def the_upstream(document: dict[str, Any]) -> dict[str, Any]:
+    """The report's single upstream row (the demo calls one upstream, with GET only)."""
+    (row,) = document["report"]["upstreams"]
+    assert f"{row['server.address']}:{row['server.port']}" == document["upstream"]["address"]
+    assert row["http.request.method"] == "GET"
+    return dict(row)
+
+
+def recommendations(document: dict[str, Any]) -> dict[str, str]:
+    return {r["variable"]: r["value"] for r in document["report"]["recommendations"]}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OTLPReceiver]:
+    server = OTLPReceiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_report_figures_agree_with_the_upstreams_counters(tmp_path: Path) -> None:
+    telemetry_file = tmp_path / "demo.jsonl"
+    telemetry_file.write_text("left over from an earlier run: not JSON\n")
+    document = await run_json("--requests", "300", telemetry_file=telemetry_file)
+    client, upstream = document["client"], document["upstream"]
+    row = the_upstream(document)
+    assert document["scenario"] == "mixed"
+    assert client["calls"] == row["requests"] == 300
+    assert row["attempts"] == upstream["requests"]  # every attempt reached the upstream
+    assert row["new_connections"] == upstream["connections_opened"]
+    dropped = upstream["stale_closes"] + upstream["resets"] + upstream["disconnects"]
+    assert dropped > 0
+    assert upstream["stale_closes"] > 0
+    closed = row["retries"].get("connection_closed", 0)
+    assert closed == dropped - client["connection_errors"]
+    throttled = sum(upstream["responses_by_status"].get(s, 0) for s in ("429", "503"))
+    assert throttled > 0
+    assert row["retries"].get("throttled", 0) <= throttled
+    assert round(row["throttled_share"] * row["attempts"]) == throttled
+    assert sum(row["retries"].values()) == row["attempts"] - row["requests"]
+    assert row["errors"] == client["failed"]
+    assert all(check["agrees"] for check in document["checks"]), document["checks"]
+    # The file was started fresh, is valid OTLP JSON lines, and analyses to the same report.
+    lines = telemetry_file.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    again = to_json(analyze_paths([telemetry_file]))
+    assert again["corrupt_lines"] == 0
+    assert again["upstreams"] == document["report"]["upstreams"]
+
+
+async def test_default_run_prints_the_report_and_writes_the_default_file(tmp_path: Path) -> None:
+    code, out, err = await run_demo("--requests", "200", cwd=tmp_path)
+    assert code == 0, err
+    assert err == ""  # no OTLP endpoint: nothing tried localhost:4318 (that would warn)
+    telemetry_file = tmp_path / "resilient-http-demo.jsonl"
+    assert str(telemetry_file) in out
+    assert "scenario mixed" in out
+    for heading in ("Tuning report", "Calls (latency in ms)", "Connection pools", "Retries by"):
+        assert heading in out
+    assert "Recommendations" in out
+    assert "The report checked against the upstream's own counters" in out
+    assert "DIFFERS" not in out
+    assert "\x1b[" not in out  # not a terminal: no progress bar, no colours
+    assert analyze_paths([telemetry_file]).upstreams[0].requests == 200
+
+
+@pytest.mark.parametrize(
+    ("scenario", "requests", "expected"),
+    [
+        ("healthy", 100, {}),
+        ("stale-keepalive", 100, {KEEPALIVE: "5"}),
+        ("pool-starved", 150, {PER_HOST: "20"}),
+        ("throttled", 120, {PER_HOST: "5"}),
+    ],
+)
+async def test_each_scenario_moves_the_advice_its_own_way(
+    tmp_path: Path, scenario: str, requests: int, expected: dict[str, str]
+) -> None:
+    # Defaults in force: LIMIT_PER_HOST 10, KEEPALIVE_TIMEOUT 15 s. Starved raises the per-host
+    # limit, throttled lowers it, stale keep-alive lowers the keep-alive, healthy changes nothing.
+    document = await run_json(
+        "--scenario", scenario, "--requests", str(requests), telemetry_file=tmp_path / "t.jsonl"
+    )
+    assert recommendations(document) == expected
+    assert all(check["agrees"] for check in document["checks"]), document["checks"]
+    row = the_upstream(document)
+    assert row["requests"] == requests
+    if scenario == "throttled":
+        (advice,) = document["report"]["recommendations"]
+        assert "RETRY_AFTER_MAX" in advice["reason"]
+        assert row["throttled_share"] > 0.05
+    if scenario == "stale-keepalive":
+        assert row["retries"] == {"connection_closed": document["upstream"]["stale_closes"]}
+
+
+def test_an_unknown_scenario_exits_2_listing_the_scenarios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--scenario", "sunny"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sunny'" in err
+    for name in SCENARIOS:
+        assert name in err
+
+
+def test_bad_settings_exit_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RESILIENT_HTTP_LIMIT", "lots")
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resilient-http demo: error: RESILIENT_HTTP_LIMIT='lots'")
+    assert err.count("\n") == 1
+
+
+def test_an_unwritable_telemetry_file_exits_1_before_any_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-folder" / "t.jsonl"
+    assert main(["demo", "--telemetry-file", str(missing)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"resilient-http demo: error: cannot write the telemetry file {missing}: "
+        "No such file or directory\n"
+    )
+    assert captured.out == ""
+
+
+async def test_sdk_disabled_writes_nothing_and_still_summarises(
+    tmp_path: Path, receiver: OTLPReceiver
+) -> None:
+    telemetry_file = tmp_path / "off.jsonl"
+    code, out, err = await run_demo(
+        "--scenario",
+        "healthy",
+        "--requests",
+        "50",
+        "--telemetry-file",
+        str(telemetry_file),
+        env={"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+    )
+    assert code == 0, err
+    assert not telemetry_file.exists()
+    assert receiver.raw == []
+    assert "Telemetry is off (OTEL_SDK_DISABLED=true)" in out
+    assert "Client: 50 calls" in out
+    assert "Upstream (127.0.0.1:" in out
+    assert "counted: 50 requests" in out
+    assert "Tuning report" not in out
+
+
+async def test_otlp_endpoint_adds_export_to_the_file(
+    tmp_path: Path, receiver: OTLPReceiver
+) -> None:
+    telemetry_file = tmp_path / "both.jsonl"
+    code, out, err = await run_demo(
+        "--scenario",
+        "healthy",
+        "--requests",
+        "40",
+        "--telemetry-file",
+        str(telemetry_file),
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+    )
+    assert code == 0, err
+    assert f"and OTLP to {receiver.url}" in out
+    services = {resource["service.name"] for resource, _, _ in receiver.spans()}
+    assert services == {"resilient-http-demo"}
+    assert len(list(receiver.spans())) == 80  # 40 calls: one INTERNAL and one CLIENT span each
+    assert receiver.metric_points("resilient_http.request.duration")
+    assert analyze_paths([telemetry_file]).spans == 80
+
+
+async def test_compare_shows_three_clients_side_by_side(tmp_path: Path) -> None:
+    code, out, err = await run_demo(
+        "--scenario",
+        "stale-keepalive",
+        "--requests",
+        "60",
+        "--concurrency",
+        "4",
+        "--compare",
+        "--telemetry-file",
+        str(tmp_path / "c.jsonl"),
+    )
+    assert code == 0, err
+    table = out[out.index("Same load, three clients") : out.index("Tuning report")]
+    header = next(line for line in table.splitlines() if line.split()[:1] == ["client"])
+    columns = ["client", "success", "calls/s", "p50", "p95", "p99", "new", "conns", "retries"]
+    assert header.split() == columns
+    for label in ("aiohttp defaults", "seed note 30/10", "current config"):
+        assert label in table
+    assert "limit 30, limit_per_host 10" in table
+    assert "limit 100, no per-host limit, no retries" in table
