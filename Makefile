@@ -47,8 +47,10 @@ stack-down:
 demo-stack: $(STAMP)
 	@$(BIN)/python -c "import urllib.request as u; u.urlopen('http://localhost:13133/', timeout=2)" 2>/dev/null \
 		|| { echo "The collector does not answer on localhost:13133: run 'make stack-up' first." >&2; exit 1; }
+	@touch .demo-stack-started
 	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 $(BIN)/resilient-http demo
-	@sleep 3 # the collector's batch processor (timeout 1s) then writes otel-collector/data/
+	@$(BIN)/python otel-collector/wait_for_export.py .demo-stack-started otel-collector/data/metrics.jsonl 30
+	@rm -f .demo-stack-started
 	$(BIN)/resilient-http analyze otel-collector/data/
 
 clean:
