@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class _Call:
         self.charged = 1  # attempts counted against max_attempts
         self.free_next = False
         self.first_outcome: Any = None
-        self.history: list[str] = []
+        self.history: list[tuple[int, object, str]] = []
         self.kind: FailureKind | None = None
         self.reused: bool | None = None
         self.stale = False
@@ -175,6 +176,14 @@ class AttemptRunner:
         self.rng = rng or random.Random()
         self.hooks = hooks
         self.telemetry = telemetry  # None: nothing is exported (DEBUG lines may still be)
+        # The SDK's own predicates; the call they decide for travels in the retry state.
+        self._retrying = tenacity.Retrying(
+            retry=lambda state: self._is_retryable(_call_of(state), state),
+            wait=lambda state: self._delay(_call_of(state), state),
+            stop=lambda state: self._should_stop(_call_of(state), state),
+            before_sleep=lambda state: self._before_retry(_call_of(state), state),
+            retry_error_callback=_last_outcome,
+        )
         self._first_timeouts: tuple[Any, float, aiohttp.ClientTimeout] = (None, 0.0, _NO_TIMEOUT)
 
     def send(
@@ -284,21 +293,32 @@ class AttemptRunner:
         return kind
 
     async def _retry(self, call: _Call) -> aiohttp.ClientResponse:
-        retrying = tenacity.AsyncRetrying(
-            sleep=self._sleep,
-            retry=lambda state: self._is_retryable(call, state),
-            wait=lambda state: self._delay(call, state),
-            stop=lambda state: self._should_stop(call, state),
-            before_sleep=lambda state: self._before_retry(call, state),
-            retry_error_callback=lambda state: _last_outcome(state),
-        )
+        # tenacity's own loop (what AsyncRetrying.__call__ does), over the synchronous
+        # Retrying made once per runner: AsyncRetrying is built per call and wraps and inspects
+        # every callback on every step, which cost more than the retried request itself.
+        retrying = self._retrying
+        retrying.begin()  # resets tenacity's statistics (shared, unused by us, but must exist)
+        state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={"call": call})
         try:
-            resp: aiohttp.ClientResponse = await retrying(self._attempt, call)
+            while True:
+                action = retrying.iter(state)
+                if isinstance(action, tenacity.DoAttempt):
+                    try:
+                        result = await self._attempt(call)
+                    except BaseException:
+                        state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+                    else:
+                        state.set_result(result)
+                elif isinstance(action, tenacity.DoSleep):
+                    state.prepare_for_next_attempt()
+                    await self._sleep(float(action))
+                else:
+                    resp: aiohttp.ClientResponse = action
+                    return resp
         except Exception as exc:
-            for note in call.history:
-                _add_note(exc, note)
+            for attempt, outcome, decision in call.history:
+                _add_note(exc, _format_note(call, attempt, outcome, decision))
             raise
-        return resp
 
     async def _sleep(self, seconds: float) -> None:
         await self.sleep(0.0 if testing.is_testing() else seconds)
@@ -446,12 +466,21 @@ class AttemptRunner:
         )
 
     def _note(self, call: _Call, state: tenacity.RetryCallState, decision: str) -> None:
+        # Kept raw: notes are written only if the call ends in an exception, most succeed.
         outcome = state.outcome
         assert outcome is not None
-        result = _describe(outcome.exception()) if outcome.failed else str(outcome.result().status)
-        call.history.append(
-            f"attempt {call.attempt}: {call.method} {redact_url(call.url)} -> {result}; {decision}"
-        )
+        result = outcome.exception() if outcome.failed else outcome.result().status
+        call.history.append((call.attempt, result, decision))
+
+
+def _call_of(state: tenacity.RetryCallState) -> _Call:
+    call: _Call = state.kwargs["call"]
+    return call
+
+
+def _format_note(call: _Call, attempt: int, outcome: object, decision: str) -> str:
+    result = _describe(outcome) if isinstance(outcome, BaseException) else str(outcome)
+    return f"attempt {attempt}: {call.method} {redact_url(call.url)} -> {result}; {decision}"
 
 
 def _upstream_of(url: Any) -> str:

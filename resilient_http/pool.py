@@ -12,9 +12,9 @@ one is missing the adapter degrades with one warning instead of crashing:
   wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
   gauges can read from the exporter's thread without touching aiohttp's structures;
 - ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
-- ``TCPConnector._conns`` (the idle connections) is set aside while ``fresh_connection()`` is
-  active: the retry of a stale pooled connection must not take another idle connection that is
-  likely dead too;
+- ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
+  ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
+  connection that is likely dead too;
 - ``ClientSession._retry_connection`` is switched off (as aiohttp's own test client does) so
   that every physical attempt is one the SDK sees, counts and can budget;
 - ``pool_stats()`` of a connector the application built itself reads ``_conns``, ``_acquired``,
@@ -208,7 +208,7 @@ _LAST_ACQUIRED: Final[ContextVar[tuple[str, bool] | None]] = ContextVar(
 )
 #: What ``last_connection()`` reads, for the attempt loop's hot path (no function call).
 LAST_CONNECTION: Final = _LAST_ACQUIRED
-_REQUIRED_INTERNALS: Final = ("_conns", "_release_acquired", "_wait_for_available_connection")
+_REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
 
 
@@ -279,6 +279,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self.observer = observer
         self.hosts: dict[str, HostCounters] = {}
         self._host_by_key: dict[Any, HostCounters] = {}
+        self._fresh_pending = 0
         self._can_skip_idle = True
         for internal in _REQUIRED_INTERNALS:
             if not hasattr(self, internal):
@@ -327,18 +328,23 @@ class _ObservedConnector(aiohttp.TCPConnector):
         return connection
 
     async def _connect_fresh(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        # aiohttp hands out the longest-idle connection first and has no "open a new one" call:
-        # hide this upstream's idle connections while connecting, then put them back in order.
-        key = req.connection_key
-        idle = self._conns.pop(key, None)
+        # aiohttp hands out the longest-idle connection first and has no "open a new one" call.
+        # While a fresh connection is being opened, an instance attribute shadows ``_get`` so
+        # that this request (and only it: the flag is in its context) skips the idle ones;
+        # the other requests keep them, and no request pays for the shadow otherwise.
+        self._fresh_pending += 1
+        self._get = self._get_unless_fresh  # type: ignore[method-assign]
         try:
             return await super().connect(req, traces, timeout)
         finally:
-            if idle:
-                released_meanwhile = self._conns.pop(key, None)
-                if released_meanwhile:
-                    idle.extend(released_meanwhile)
-                self._conns[key] = idle
+            self._fresh_pending -= 1
+            if not self._fresh_pending:
+                del self._get
+
+    async def _get_unless_fresh(self, key: Any, traces: Any) -> Any:
+        if _FRESH.get():
+            return None
+        return await aiohttp.TCPConnector._get(self, key, traces)
 
     def _release_acquired(self, key: Any, proto: ResponseHandler) -> None:
         if getattr(proto, "rh_active", False):

@@ -21,6 +21,7 @@ from resilient_http.retry import full_jitter_backoff
 from resilient_http.upstream import (
     FaultPlan,
     FaultyUpstream,
+    Latency,
     RetryAfter,
     Script,
     Throttle,
@@ -411,3 +412,38 @@ async def test_retry_after_past_the_deadline_returns_at_once(upstream: FaultyUps
             assert resp.status == 503
     assert recorder.sleeps == []
     assert [str(s.reason) for s in recorder.suppressed] == ["deadline"]
+
+
+async def test_stale_retries_never_exceed_the_per_host_limit() -> None:
+    """Fresh-connection retries go through the pool's limits like any other attempt."""
+    plan = FaultPlan(stale_after=(1, 3), seed=5, latency=Latency.fixed(0.002))
+    config = rh.ClientConfig(limit_per_host=10)
+    async with FaultyUpstream(plan) as upstream, rh.ResilientSession(config=config) as client:
+        recorder = instrument(client)
+        connector = client.session.connector
+        assert connector is not None
+        peak = {"ours": 0, "aiohttp": 0}
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                peak["ours"] = max(peak["ours"], client.pool_stats().active)
+                peak["aiohttp"] = max(peak["aiohttp"], len(connector._acquired))
+                await asyncio.sleep(0)
+
+        async def one(i: int) -> int:
+            async with client.get(f"{upstream.url}/i/{i}") as resp:
+                await resp.read()
+                return resp.status
+
+        sampler = asyncio.create_task(sample())
+        statuses = await asyncio.gather(*(one(i) for i in range(400)))
+        done.set()
+        await sampler
+        stats = client.pool_stats()
+    assert statuses == [200] * 400
+    assert recorder.retries  # the stale closes really happened
+    assert peak["aiohttp"] <= 10
+    assert peak["ours"] <= 10
+    assert upstream.stats().max_open_connections >= 10
+    assert (stats.active, stats.waiting) == (0, 0)
