@@ -169,6 +169,7 @@ class AttemptRunner:
         telemetry: SessionTelemetry | None = None,
     ) -> None:
         self.session = session
+        self._request = pool.request_coroutine_function(session)
         self.budget = budget
         self.clock = clock
         self.wall_clock = wall_clock
@@ -246,7 +247,7 @@ class AttemptRunner:
         _set_last_connection(None)
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         try:
-            resp = await self.session.request(
+            resp = await self._request(
                 method, url, timeout=self._first_timeout(timeout, deadline), **attempt_kwargs
             )
         except Exception as exc:
@@ -339,11 +340,9 @@ class AttemptRunner:
         try:
             if call.free_next:
                 with pool.fresh_connection():
-                    resp = await self.session.request(
-                        call.method, call.url, timeout=timeout, **kwargs
-                    )
+                    resp = await self._request(call.method, call.url, timeout=timeout, **kwargs)
             else:
-                resp = await self.session.request(call.method, call.url, timeout=timeout, **kwargs)
+                resp = await self._request(call.method, call.url, timeout=timeout, **kwargs)
         except Exception as exc:
             if observed is not None:
                 observed.end_attempt(None, exc)

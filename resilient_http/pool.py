@@ -15,6 +15,7 @@ one is missing the adapter degrades with one warning instead of crashing:
 - ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
   ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
   connection that is likely dead too;
+- ``ClientSession._request`` is awaited directly (without ``request()``'s wrapper object);
 - ``ClientSession._retry_connection`` is switched off (as aiohttp's own test client does) so
   that every physical attempt is one the SDK sees, counts and can budget;
 - ``pool_stats()`` of a connector the application built itself reads ``_conns``, ``_acquired``,
@@ -28,7 +29,7 @@ import functools
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -56,6 +57,7 @@ __all__ = [
     "live_host_counters",
     "observe_pool",
     "pool_stats",
+    "request_coroutine_function",
     "reset_last_connection",
     "upstream_label",
 ]
@@ -190,6 +192,23 @@ def last_connection() -> tuple[str, bool] | None:
 def reset_last_connection() -> None:
     """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
     _LAST_ACQUIRED.set(None)
+
+
+def request_coroutine_function(
+    session: aiohttp.ClientSession,
+) -> Callable[..., Awaitable[aiohttp.ClientResponse]]:
+    """``session.request`` without its context-manager wrapper, for the attempt loop.
+
+    ``ClientSession.request`` wraps the ``_request`` coroutine in an object whose ``__await__``
+    every suspension of the request passes through; the attempt loop awaits at once and
+    releases responses itself, so it calls the coroutine directly (~2 us per request).
+    """
+    direct: Callable[..., Awaitable[aiohttp.ClientResponse]] | None
+    direct = getattr(session, "_request", None)
+    if direct is None:
+        _warn_once("ClientSession._request", "requests pay for aiohttp's wrapper")
+        return cast("Callable[..., Awaitable[aiohttp.ClientResponse]]", session.request)
+    return direct
 
 
 def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
