@@ -203,8 +203,10 @@ def request_coroutine_function(
     every suspension of the request passes through; the attempt loop awaits at once and
     releases responses itself, so it calls the coroutine directly (~2 us per request).
     """
-    direct: Callable[..., Awaitable[aiohttp.ClientResponse]] | None
-    direct = getattr(session, "_request", None)
+    direct = cast(
+        "Callable[..., Awaitable[aiohttp.ClientResponse]] | None",
+        getattr(session, "_request", None),
+    )
     if direct is None:
         _warn_once("ClientSession._request", "requests pay for aiohttp's wrapper")
         return cast("Callable[..., Awaitable[aiohttp.ClientResponse]]", session.request)
