@@ -29,7 +29,7 @@ from . import names
 from .instruments import Instruments, instruments_for
 from .redact import redact_text, redact_url
 
-__all__ = ["CallTelemetry", "SessionTelemetry"]
+__all__ = ["CallTelemetry", "SessionTelemetry", "Target"]
 
 log: Final = logging.getLogger("resilient_http")
 SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.21.0"
@@ -49,7 +49,7 @@ class SessionTelemetry:
     ) -> None:
         self.tracer = _real_tracer(tracer_provider)
         self.instruments = _real_instruments(meter_provider)
-        self._urls: dict[str, tuple[str, str, int | None]] = {}
+        self._urls: dict[str, Target] = {}
 
     @classmethod
     def logging_only(cls) -> SessionTelemetry:
@@ -69,13 +69,13 @@ class SessionTelemetry:
         """Begin following one logical call to the absolute ``url``."""
         return CallTelemetry(self, method, url)
 
-    def target(self, url: Any) -> tuple[str, str, int | None]:
-        """Redacted URL, host and port of ``url`` (cached: services call few distinct URLs)."""
+    def target(self, url: Any) -> Target:
+        """What telemetry needs of ``url`` (cached: services call few distinct URLs)."""
         key = str(url)
         found = self._urls.get(key)
         if found is None:
             parsed = url if isinstance(url, URL) else URL(key)
-            found = (redact_url(parsed), parsed.host or "", parsed.port)
+            found = Target(redact_url(parsed), parsed.host or "", parsed.port)
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
             self._urls[key] = found
@@ -95,71 +95,130 @@ class SessionTelemetry:
         log.debug("connection closed upstream=%s lifetime=%.3f", host.label, lifetime)
 
 
+class Target:
+    """A URL as telemetry reports it, with the attribute sets built once and reused.
+
+    The SDK copies attributes it keeps, so sharing these dictionaries between calls is safe;
+    building them afresh for every span and measurement was a visible share of a request.
+    """
+
+    __slots__ = ("_outcomes", "_requests", "host", "port", "url")
+
+    def __init__(self, url: str, host: str, port: int | None) -> None:
+        self.url = url
+        self.host = host
+        self.port = port
+        self._requests: dict[str, dict[str, Any]] = {}
+        self._outcomes: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def request_attributes(self, method: str) -> dict[str, Any]:
+        """``http.request.method``, ``url.full``, ``server.address``, ``server.port``."""
+        found = self._requests.get(method)
+        if found is None:
+            known = method if method in _KNOWN_METHODS else "_OTHER"
+            found = {names.METHOD: known, "url.full": self.url, **_server(self.host, self.port)}
+            if known == "_OTHER":
+                found["http.request.method_original"] = method
+            self._requests[method] = found
+        return found
+
+    def outcome_attributes(
+        self, method: str, response: aiohttp.ClientResponse | None, error: BaseException | None
+    ) -> dict[str, Any]:
+        """Metric (and span end) attributes of an outcome: status code or ``error.type``."""
+        if response is not None:
+            key = (method, response.status)
+            found = self._outcomes.get(key)
+            if found is None:
+                found = self._base(method)
+                found[names.STATUS] = response.status
+                if response.status >= 400:
+                    found[names.ERROR_TYPE] = str(response.status)
+                self._outcomes[key] = found
+            return found
+        attributes = self._base(method)
+        if error is not None:
+            attributes[names.ERROR_TYPE] = type(error).__qualname__
+        return attributes
+
+    def counter_attributes(self, method: str, key: str, value: str) -> dict[str, Any]:
+        """Attributes of a retry or suppression counter."""
+        attributes = self._base(method)
+        attributes[key] = value
+        return attributes
+
+    def _base(self, method: str) -> dict[str, Any]:
+        known = method if method in _KNOWN_METHODS else "_OTHER"
+        return {names.METHOD: known, **_server(self.host, self.port)}
+
+
 class CallTelemetry:
-    """One logical call: its INTERNAL span, its attempts' CLIENT spans and its metrics."""
+    """One logical call: its INTERNAL span, its attempts' CLIENT spans and its metrics.
+
+    An unsampled call gets no CLIENT spans: its attempts carry the INTERNAL span's (unsampled)
+    context downstream, which is all a non-recorded trace needs.
+    """
 
     __slots__ = (
         "_attempt_span",
         "_attempt_started",
         "_context",
+        "_last_outcome",
         "_method",
+        "_recording",
         "_span",
         "_started",
-        "_url",
         "attempts",
-        "host",
-        "port",
         "session",
+        "target",
     )
 
     def __init__(self, session: SessionTelemetry, method: str, url: Any) -> None:
         self.session = session
-        self._url, self.host, self.port = session.target(url)
-        self._method = method if method in _KNOWN_METHODS else "_OTHER"
+        self.target = session.target(url)
+        self._method = method
         self._started = time.perf_counter()
         self._attempt_started = 0.0
         self._attempt_span: trace.Span | None = None
+        self._last_outcome: tuple[object, dict[str, Any]] | None = None
         self.attempts = 0
         tracer = session.tracer
         if tracer is None:
             self._span: trace.Span | None = None
             self._context = None
+            self._recording = False
             return
         name = method if method in _KNOWN_METHODS else "HTTP"
-        self._span = tracer.start_span(f"{name} {self.host}", kind=SpanKind.INTERNAL)
-        if self._span.is_recording():
-            self._span.set_attributes(self._request_attributes(method))
+        self._span = tracer.start_span(
+            f"{name} {self.target.host}",
+            kind=SpanKind.INTERNAL,
+            attributes=self.target.request_attributes(method),
+        )
+        self._recording = self._span.is_recording()
         self._context = trace.set_span_in_context(self._span)
-
-    def _request_attributes(self, method: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            names.METHOD: self._method,
-            "url.full": self._url,
-            names.ADDRESS: self.host,
-        }
-        if self.port is not None:
-            attributes[names.PORT] = self.port
-        if self._method == "_OTHER":
-            attributes["http.request.method_original"] = method
-        return attributes
 
     def begin_attempt(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Start an attempt; returns the request's keyword arguments with trace context added."""
         self.attempts += 1
         self._attempt_started = time.perf_counter()
-        tracer = self.session.tracer
-        if tracer is None:
+        context = self._context
+        if context is None:
             return kwargs
-        name = self._method if self._method != "_OTHER" else "HTTP"
-        span = tracer.start_span(name, context=self._context, kind=SpanKind.CLIENT)
-        self._attempt_span = span
-        if span.is_recording():
-            attributes = self._request_attributes(self._method)
+        if self._recording:
+            attributes = self.target.request_attributes(self._method)
             if self.attempts > 1:
-                attributes[names.RESEND_COUNT] = self.attempts - 1
-            span.set_attributes(attributes)
-        headers: CIMultiDict[str] = CIMultiDict(kwargs.get("headers") or ())
-        propagate.inject(headers, context=trace.set_span_in_context(span))
+                attributes = {**attributes, names.RESEND_COUNT: self.attempts - 1}
+            name = self._method if self._method in _KNOWN_METHODS else "HTTP"
+            tracer = self.session.tracer
+            assert tracer is not None
+            span = tracer.start_span(
+                name, context=context, kind=SpanKind.CLIENT, attributes=attributes
+            )
+            self._attempt_span = span
+            context = trace.set_span_in_context(span)
+        given = kwargs.get("headers")
+        headers: Any = CIMultiDict(given) if given else {}
+        propagate.inject(headers, context=context)
         return {**kwargs, "headers": headers}
 
     def end_attempt(
@@ -167,7 +226,8 @@ class CallTelemetry:
     ) -> None:
         """Finish the current attempt with its response (headers received) or its failure."""
         duration = time.perf_counter() - self._attempt_started
-        attributes = self._outcome_attributes(response, error)
+        attributes = self.target.outcome_attributes(self._method, response, error)
+        self._last_outcome = (response if response is not None else error, attributes)
         instruments = self.session.instruments
         if instruments is not None:
             instruments.attempt_duration.record(duration, attributes)
@@ -176,28 +236,15 @@ class CallTelemetry:
             self._attempt_span = None
             _end_span(span, attributes, response, error)
         if log.isEnabledFor(logging.DEBUG):
-            self._log_attempt(attributes, duration)
-
-    def _outcome_attributes(
-        self, response: aiohttp.ClientResponse | None, error: BaseException | None
-    ) -> dict[str, Any]:
-        attributes: dict[str, Any] = {names.METHOD: self._method, names.ADDRESS: self.host}
-        if self.port is not None:
-            attributes[names.PORT] = self.port
-        if response is not None:
-            attributes[names.STATUS] = response.status
-            if response.status >= 400:
-                attributes[names.ERROR_TYPE] = str(response.status)
-        elif error is not None:
-            attributes[names.ERROR_TYPE] = type(error).__qualname__
-        return attributes
+            self._log_attempt(attributes, duration, span)
 
     def retry(self, reason: str, delay: float, error_type: str) -> None:
         """A retry follows the current attempt after ``delay`` seconds."""
         instruments = self.session.instruments
         if instruments is not None:
-            instruments.retries.add(1, self._counter_attributes(names.RETRY_REASON, reason))
-        if self._span is not None and self._span.is_recording():
+            attributes = self.target.counter_attributes(self._method, names.RETRY_REASON, reason)
+            instruments.retries.add(1, attributes)
+        if self._span is not None and self._recording:
             self._span.add_event(
                 names.RETRY_EVENT,
                 {
@@ -211,40 +258,38 @@ class CallTelemetry:
         """A retryable failure was not retried, for ``reason``."""
         instruments = self.session.instruments
         if instruments is not None:
-            attributes = self._counter_attributes(names.SUPPRESSION_REASON, reason)
-            instruments.suppressed.add(1, attributes)
-
-    def _counter_attributes(self, key: str, value: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            key: value,
-            names.METHOD: self._method,
-            names.ADDRESS: self.host,
-        }
-        if self.port is not None:
-            attributes[names.PORT] = self.port
-        return attributes
+            key = names.SUPPRESSION_REASON
+            instruments.suppressed.add(1, self.target.counter_attributes(self._method, key, reason))
 
     def finish(self, response: aiohttp.ClientResponse | None, error: BaseException | None) -> None:
         """End the logical call: its duration, and its span with the final outcome."""
         if self._attempt_span is not None:  # cancelled mid-attempt: the attempt ends here too
             self.end_attempt(None, error)
-        attributes = self._outcome_attributes(response, error)
+        last = self._last_outcome
+        outcome = response if response is not None else error
+        if last is not None and last[0] is outcome:
+            attributes = last[1]  # the last attempt's outcome is the call's: same attributes
+        else:
+            attributes = self.target.outcome_attributes(self._method, response, error)
         instruments = self.session.instruments
         if instruments is not None:
             instruments.call_duration.record(time.perf_counter() - self._started, attributes)
         if self._span is not None:
-            attributes[names.ATTEMPTS] = self.attempts
+            if self._recording:
+                attributes = {**attributes, names.ATTEMPTS: self.attempts}
             _end_span(self._span, attributes, response, error)
 
-    def _log_attempt(self, attributes: dict[str, Any], duration: float) -> None:
-        span = self._attempt_span or self._span
+    def _log_attempt(
+        self, attributes: dict[str, Any], duration: float, span: trace.Span | None
+    ) -> None:
+        span = span or self._span
         context = span.get_span_context() if span is not None else None
         outcome = attributes.get(names.STATUS) or attributes.get(names.ERROR_TYPE)
         log.debug(
             "attempt method=%s url=%s attempt=%d outcome=%s duration_ms=%.3f "
             "trace_id=%s span_id=%s",
             self._method,
-            self._url,
+            self.target.url,
             self.attempts,
             outcome,
             duration * 1000,
