@@ -38,10 +38,13 @@ was 73-75 us after the first round. Fresh processes also cost ~15 s more per def
 ``--isolation subprocess`` keeps the other mode available.
 
 Fault scenarios (same variants, one upstream each, 2000 GETs, 1 round): ``stale`` (the server
-closes keep-alive connections after 1-3 requests, unannounced) and ``throttle`` (5 % of
-responses are 503 without Retry-After, at random). Reported: success rate (200s per logical
-call), throughput and its ratio, attempts per call (server-side requests / client calls),
-connections opened.
+closes keep-alive connections after 1-3 requests, unannounced) and ``throttle`` (5 % of calls
+meet a 503 without Retry-After, at random, then succeed: the upstream's ``repeat=false`` lets a
+throttled request's retry through, and every call GETs its own target, ``/?run=R&call=N``, so
+the retry is recognised). A client that retries 503 once therefore has no legitimate failure,
+and one that does not retry fails on about 5 % of calls. Reported: success rate (200s per
+logical call), throughput and its ratio, attempts per call (server-side requests / client
+calls), connections opened.
 
 A variant that cannot run (an extra not installed, an SDK feature not landed) is reported as
 unavailable with its reason; no number is ever made up for it.

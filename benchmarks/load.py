@@ -8,12 +8,17 @@ retried here: retrying is the variants' business.
 Measured per run: wall time (``perf_counter``), the client process's CPU time
 (``process_time``, every thread included, so telemetry export threads are charged to the client),
 per-call latency, statuses and exception types.
+
+With ``per_call_targets`` every call GETs its own target, ``URL?run=TOKEN&call=N`` (TOKEN new
+per run), so the upstream can tell a call's retry from the next call: the throttle scenario's
+``repeat=false`` throttles a call once and lets its retry through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,9 +73,12 @@ async def run_load(
     requests: int,
     concurrency: int,
     time_cap_s: float,
+    *,
+    per_call_targets: bool = False,
 ) -> RunResult:
     """Build the variant's client, send ``requests`` GETs to ``url`` with ``concurrency`` in
     flight, close the client. Only the sending is timed; building and closing are not.
+    ``per_call_targets`` gives each call its own query string (see the module docstring).
 
     ``time_cap_s`` bounds a pathological client (the run stops starting calls after it and
     reports ``capped``): it is a safety net for the 2-minute budget, not a way to measure less.
@@ -82,6 +90,9 @@ async def run_load(
     statuses = result.statuses
     errors = result.errors
     perf_counter = time.perf_counter
+    # A fresh token per run: a pass the upstream still owes a call of an earlier run (one
+    # whose client did not retry) must not exempt the same call number of this run.
+    call_url = f"{url}?run={secrets.token_hex(4)}&call=" if per_call_targets else None
 
     async with variant.factory(settings) as fetch:
         deadline = perf_counter() + time_cap_s
@@ -95,8 +106,9 @@ async def run_load(
                     sent -= 1
                     result.capped = True
                     return
+                target = url if call_url is None else f"{call_url}{sent}"
                 try:
-                    statuses[await fetch(url)] += 1
+                    statuses[await fetch(target)] += 1
                 except Exception as exc:  # every failure is a data point, not a crash
                     errors[type(exc).__name__] += 1
                 latencies.append(perf_counter() - started)

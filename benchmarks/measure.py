@@ -72,10 +72,20 @@ async def warm_up(
     server: UpstreamServer,
     requests: int,
     time_cap_s: float,
+    *,
+    per_call_targets: bool = False,
 ) -> None:
     """An untimed run: imports, code paths and allocator pools are warm before timing."""
     url = server.url("/")
-    await run_load(variant, settings, url, requests, settings.limit_per_host, time_cap_s)
+    await run_load(
+        variant,
+        settings,
+        url,
+        requests,
+        settings.limit_per_host,
+        time_cap_s,
+        per_call_targets=per_call_targets,
+    )
 
 
 async def measure_run(
@@ -84,12 +94,22 @@ async def measure_run(
     server: UpstreamServer,
     requests: int,
     time_cap_s: float,
+    *,
+    per_call_targets: bool = False,
 ) -> Measurement:
-    """One timed run of ``variant`` against ``server``; raises ``VariantUnavailable``."""
+    """One timed run of ``variant`` against ``server``; raises ``VariantUnavailable``.
+
+    ``per_call_targets``: every call GETs its own target (``benchmarks.load``)."""
     server.reset()
     server_cpu_before = server.cpu_seconds()
     run = await run_load(
-        variant, settings, server.url("/"), requests, settings.limit_per_host, time_cap_s
+        variant,
+        settings,
+        server.url("/"),
+        requests,
+        settings.limit_per_host,
+        time_cap_s,
+        per_call_targets=per_call_targets,
     )
     server_cpu = server.cpu_seconds() - server_cpu_before
     counters = server.counters()

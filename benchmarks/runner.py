@@ -36,6 +36,8 @@ class RunPlan:
     warmup: int
     time_cap_s: float
     isolation: Isolation = "process"
+    per_call_targets: bool = False
+    """Every call GETs its own target, so the upstream can key "this call's retry"."""
 
     @property
     def settings(self) -> ClientSettings:
@@ -155,7 +157,14 @@ async def run_scenario(
             for variant_name in names:
                 try:
                     variant = VARIANTS[variant_name]
-                    await warm_up(variant, plan.settings, server, plan.warmup, plan.time_cap_s)
+                    await warm_up(
+                        variant,
+                        plan.settings,
+                        server,
+                        plan.warmup,
+                        plan.time_cap_s,
+                        per_call_targets=plan.per_call_targets,
+                    )
                 except VariantUnavailable as exc:
                     results[variant_name].unavailable = str(exc)
         for round_index in range(plan.rounds):
@@ -194,7 +203,14 @@ async def _run_once(variant_name: str, server: UpstreamServer, plan: RunPlan) ->
     variant = VARIANTS[variant_name]
     if plan.isolation == "process":
         try:
-            return await measure_run(variant, plan.settings, server, plan.requests, plan.time_cap_s)
+            return await measure_run(
+                variant,
+                plan.settings,
+                server,
+                plan.requests,
+                plan.time_cap_s,
+                per_call_targets=plan.per_call_targets,
+            )
         except VariantUnavailable as exc:
             return str(exc)
     # A blocking wait is fine here: nothing else runs on this loop meanwhile.
@@ -206,6 +222,7 @@ async def _run_once(variant_name: str, server: UpstreamServer, plan: RunPlan) ->
         *("--pid", str(server.pid), "--requests", str(plan.requests)),
         *("--warmup", str(plan.warmup), "--concurrency", str(plan.concurrency)),
         *("--time-cap", str(plan.time_cap_s)),
+        *(["--per-call-targets"] if plan.per_call_targets else []),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: ASYNC221
     if completed.returncode != 0:

@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--time-cap", type=float, required=True)
+    parser.add_argument("--per-call-targets", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     server = UpstreamServer.attach(args.host, args.port, args.pid)
     settings = ClientSettings(limit_per_host=args.concurrency)
@@ -40,8 +41,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> dict[str, object]:
         try:
             if args.warmup:
-                await warm_up(variant, settings, server, args.warmup, args.time_cap)
-            measurement = await measure_run(variant, settings, server, args.requests, args.time_cap)
+                await warm_up(
+                    variant,
+                    settings,
+                    server,
+                    args.warmup,
+                    args.time_cap,
+                    per_call_targets=args.per_call_targets,
+                )
+            measurement = await measure_run(
+                variant,
+                settings,
+                server,
+                args.requests,
+                args.time_cap,
+                per_call_targets=args.per_call_targets,
+            )
         except VariantUnavailable as exc:
             return {"unavailable": str(exc)}
         return {"measurement": measurement.to_dict()}

@@ -81,7 +81,13 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
     assert healthy["sdk_plain"]["success_rate"] == 1.0
     stale_runs = document["scenarios"]["stale"]["variants"]["sdk_plain"]["runs"]
     assert stale_runs[0]["stale_closes"] > 0  # the fault flags reached the upstream
-    assert "expected" in document["scenarios"]["throttle"]["note"]
+    throttle = document["scenarios"]["throttle"]
+    assert "expected" in throttle["note"]
+    assert "repeat=false" in " ".join(throttle["upstream_flags"])
+    # Throttled at most once per call: one retry always gets through, so a retrying client has
+    # no legitimate failure; a client without retries makes exactly one request per call.
+    assert throttle["variants"]["sdk_plain"]["success_rate"] == 1.0
+    assert throttle["variants"]["aiohttp_tuned"]["attempts_per_request"] == 1.0
 
     analyze = document["analyze"]
     assert {(row["spans"], row["jobs"]) for row in analyze} == {(2000, "default"), (2000, "1")}

@@ -3,8 +3,10 @@
 No Docker engine runs here, so the stack is checked as files: the compose file against the
 Compose Specification schema (check-jsonschema's vendored copy, offline), the collector's
 pipelines, ports, mounts and links, and the Grafana dashboard's metric names. The check
-functions live in tests/stack_checks.py and take parsed dicts, so the negative tests below
-run them on mutated copies to prove that each check can fail.
+functions live in tests/stack_checks.py (collector configuration), tests/compose_checks.py
+(compose file and links) and tests/prometheus_names.py (metric names, PromQL, the dashboard);
+they take parsed dicts, so the negative tests below run them on mutated copies to prove that
+each check can fail.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import pytest
 import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import DEFAULT_ENDPOINT
 
+from tests import compose_checks as cc
+from tests import prometheus_names as pn
 from tests import stack_checks as sc
 
 COMPOSE_PATH = sc.REPO_ROOT / "docker-compose.yml"
@@ -155,20 +159,20 @@ def test_receiver_ports_match_the_sdk_defaults_and_compose(
     collector: Config, compose: Config
 ) -> None:
     assert DEFAULT_ENDPOINT.rstrip("/") == SDK_HTTP_ENDPOINT, "the OTLP exporter's default moved"
-    http_port = sc.endpoint_port(SDK_HTTP_ENDPOINT)
-    assert sc.receiver_port_problems(collector, compose, OTLP_GRPC_PORT, http_port) == []
+    http_port = cc.endpoint_port(SDK_HTTP_ENDPOINT)
+    assert cc.receiver_port_problems(collector, compose, OTLP_GRPC_PORT, http_port) == []
 
 
 def test_health_check_extension_is_published(collector: Config, compose: Config) -> None:
-    port = sc.endpoint_port(collector["extensions"]["health_check"]["endpoint"])
-    assert sc.published_ports(compose["services"][sc.COLLECTOR_SERVICE])[port] == port
+    port = cc.endpoint_port(collector["extensions"]["health_check"]["endpoint"])
+    assert cc.published_ports(compose["services"][sc.COLLECTOR_SERVICE])[port] == port
 
 
 # ---------------------------------------------------------------- (d) mounts
 
 
 def test_file_export_lands_in_the_mounted_data_folder(collector: Config, compose: Config) -> None:
-    assert sc.file_export_problems(collector, compose, DATA_FOLDER) == []
+    assert cc.file_export_problems(collector, compose, DATA_FOLDER) == []
     assert (sc.REPO_ROOT / DATA_FOLDER / ".gitkeep").exists()
 
 
@@ -184,7 +188,7 @@ def test_config_files_are_mounted_where_the_command_reads_them(
 ) -> None:
     spec = compose["services"][service]
     container_path = next(a.removeprefix(flag) for a in spec["command"] if a.startswith(flag))
-    mount = next(m for m in sc.mounts(spec) if m.target == container_path)
+    mount = next(m for m in cc.mounts(spec) if m.target == container_path)
     assert Path(mount.source) == Path(host_file)
     assert mount.read_only
 
@@ -192,7 +196,7 @@ def test_config_files_are_mounted_where_the_command_reads_them(
 def test_grafana_provisioning_is_mounted(compose: Config) -> None:
     grafana = compose["services"]["grafana"]
     assert grafana["profiles"] == ["grafana"]
-    targets = {m.target: Path(m.source) for m in sc.mounts(grafana)}
+    targets = {m.target: Path(m.source) for m in cc.mounts(grafana)}
     assert targets["/etc/grafana/provisioning"] == Path("./otel-collector/grafana/provisioning")
     providers = sc.load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yaml")
     dashboards_path = providers["providers"][0]["options"]["path"]
@@ -203,7 +207,7 @@ def test_grafana_provisioning_is_mounted(compose: Config) -> None:
 
 
 def test_every_image_is_pinned(compose: Config) -> None:
-    assert sc.image_pin_problems(compose) == []
+    assert cc.image_pin_problems(compose) == []
 
 
 def test_services_wait_for_their_dependencies(compose: Config) -> None:
@@ -222,7 +226,7 @@ def test_services_wait_for_their_dependencies(compose: Config) -> None:
 
 
 def test_jaeger_receives_what_the_collector_sends(collector: Config, compose: Config) -> None:
-    assert sc.jaeger_link_problems(collector, compose) == []
+    assert cc.jaeger_link_problems(collector, compose) == []
     # The port check holds for Jaeger's built-in all-in-one configuration (OTLP gRPC on
     # 4317, JAEGER_LISTEN_HOST=0.0.0.0 in the image): no --config may replace it.
     assert "command" not in compose["services"]["jaeger"]
@@ -231,15 +235,15 @@ def test_jaeger_receives_what_the_collector_sends(collector: Config, compose: Co
 def test_prometheus_scrapes_what_the_collector_exposes(
     collector: Config, prometheus: Config, compose: Config
 ) -> None:
-    assert sc.prometheus_link_problems(collector, prometheus) == []
+    assert cc.prometheus_link_problems(collector, prometheus) == []
 
 
 def test_grafana_data_sources_point_at_the_services(compose: Config) -> None:
     provisioned = sc.load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yaml")
     urls = {str(ds["type"]): str(ds["url"]) for ds in provisioned["datasources"]}
     assert urls == {"prometheus": "http://prometheus:9090", "jaeger": "http://jaeger:16686"}
-    assert 9090 in sc.published_ports(compose["services"]["prometheus"])
-    assert 16686 in sc.published_ports(compose["services"]["jaeger"])
+    assert 9090 in cc.published_ports(compose["services"]["prometheus"])
+    assert 16686 in cc.published_ports(compose["services"]["jaeger"])
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
@@ -293,22 +297,22 @@ def test_promtool_accepts_the_prometheus_config() -> None:
         ),
     ],
 )
-def test_prometheus_metric_name(name: str, unit: str, kind: sc.Kind, expected: str) -> None:
-    assert sc.prometheus_metric_name(name, unit, kind) == expected
+def test_prometheus_metric_name(name: str, unit: str, kind: pn.Kind, expected: str) -> None:
+    assert pn.prometheus_metric_name(name, unit, kind) == expected
 
 
 def test_prometheus_metric_name_with_namespace() -> None:
-    assert sc.prometheus_metric_name("a.b", "s", "counter", "ns") == "ns_a_b_seconds_total"
+    assert pn.prometheus_metric_name("a.b", "s", "counter", "ns") == "ns_a_b_seconds_total"
 
 
 def test_prometheus_label_name() -> None:
-    assert sc.prometheus_label_name("http.connection.state") == "http_connection_state"
-    assert sc.prometheus_label_name("resilient_http.retry.reason") == "resilient_http_retry_reason"
-    assert sc.prometheus_label_name("2xx") == "key_2xx"
+    assert pn.prometheus_label_name("http.connection.state") == "http_connection_state"
+    assert pn.prometheus_label_name("resilient_http.retry.reason") == "resilient_http_retry_reason"
+    assert pn.prometheus_label_name("2xx") == "key_2xx"
 
 
 def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None:
-    names = sc.expected_prometheus_names(collector)
+    names = pn.expected_prometheus_names(collector)
     assert {
         "http_client_request_duration_seconds_bucket",
         "http_client_request_duration_seconds_count",
@@ -346,16 +350,16 @@ def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None
     ],
 )
 def test_promql_extraction(expr: str, metrics: set[str], labels: set[str]) -> None:
-    assert sc.promql_metric_names(expr) == metrics
-    assert sc.promql_label_names(expr) == labels
+    assert pn.promql_metric_names(expr) == metrics
+    assert pn.promql_label_names(expr) == labels
 
 
 def test_dashboard_queries_only_metrics_the_stack_produces(
     collector: Config, dashboard: Config, datasource_uids: dict[str, str]
 ) -> None:
-    names = sc.expected_prometheus_names(collector)
-    labels = sc.expected_prometheus_labels(collector)
-    assert sc.dashboard_problems(dashboard, names, labels, datasource_uids) == []
+    names = pn.expected_prometheus_names(collector)
+    labels = pn.expected_prometheus_labels(collector)
+    assert pn.dashboard_problems(dashboard, names, labels, datasource_uids) == []
 
 
 def test_dashboard_covers_the_pool_and_retry_questions(dashboard: Config) -> None:
@@ -424,7 +428,7 @@ def test_detects_a_connector_that_is_only_an_exporter(collector: Config) -> None
 def test_detects_an_unpinned_image(compose: Config, image: str) -> None:
     broken = copy.deepcopy(compose)
     broken["services"]["jaeger"]["image"] = image
-    assert sc.image_pin_problems(broken) == [
+    assert cc.image_pin_problems(broken) == [
         f"service jaeger: image {image!r} is not pinned to a version"
     ]
 
@@ -433,18 +437,18 @@ def test_accepts_a_digest_and_a_registry_port(compose: Config) -> None:
     pinned = copy.deepcopy(compose)
     pinned["services"]["jaeger"]["image"] = "localhost:5000/jaeger@sha256:" + "0" * 64
     pinned["services"]["prometheus"]["image"] = "localhost:5000/prom/prometheus:v3.7.3"
-    assert sc.image_pin_problems(pinned) == []
+    assert cc.image_pin_problems(pinned) == []
 
 
 def test_detects_port_and_mount_mismatches(collector: Config, compose: Config) -> None:
     broken_compose = copy.deepcopy(compose)
     broken_compose["services"][sc.COLLECTOR_SERVICE]["ports"] = ["14318:4318", "4317:4317"]
-    assert sc.receiver_port_problems(collector, broken_compose, 4317, 4318) == [
+    assert cc.receiver_port_problems(collector, broken_compose, 4317, 4318) == [
         "otel-collector does not publish 4318 on host port 4318"
     ]
     broken_config = copy.deepcopy(collector)
     broken_config["exporters"]["file/traces"]["path"] = "/tmp/traces.jsonl"
-    assert sc.file_export_problems(broken_config, compose, DATA_FOLDER) == [
+    assert cc.file_export_problems(broken_config, compose, DATA_FOLDER) == [
         "file/traces: /tmp/traces.jsonl is in no mounted volume of otel-collector"
     ]
 
@@ -452,11 +456,11 @@ def test_detects_port_and_mount_mismatches(collector: Config, compose: Config) -
 def test_detects_broken_links(collector: Config, prometheus: Config, compose: Config) -> None:
     broken = copy.deepcopy(collector)
     broken["exporters"]["otlp/jaeger"]["endpoint"] = "jaeger:14250"
-    assert sc.jaeger_link_problems(broken, compose) == [
+    assert cc.jaeger_link_problems(broken, compose) == [
         "otlp/jaeger targets port 14250, Jaeger receives on 4317"
     ]
     broken["exporters"]["prometheus"]["endpoint"] = "0.0.0.0:9464"
-    assert sc.prometheus_link_problems(broken, prometheus) == [
+    assert cc.prometheus_link_problems(broken, prometheus) == [
         "Prometheus scrapes ['otel-collector:8889'], not the exporter at otel-collector:9464"
     ]
 
@@ -467,9 +471,9 @@ def test_detects_a_dashboard_metric_the_stack_does_not_produce(
     broken = copy.deepcopy(dashboard)
     target = next(p for p in broken["panels"] if p.get("targets"))["targets"][0]
     target["expr"] = 'sum by (server_adress) (rate(resilient_http_retries{job="x"}[5m]))'
-    names = sc.expected_prometheus_names(collector)
-    labels = sc.expected_prometheus_labels(collector)
-    problems = sc.dashboard_problems(broken, names, labels, datasource_uids)
+    names = pn.expected_prometheus_names(collector)
+    labels = pn.expected_prometheus_labels(collector)
+    problems = pn.dashboard_problems(broken, names, labels, datasource_uids)
     assert len(problems) == 2
     assert "metric 'resilient_http_retries' is not produced by the stack" in problems[0]
     assert "label 'server_adress' is not produced by the stack" in problems[1]

@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -389,6 +390,79 @@ async def test_throttle_probability_follows_the_seed(
     assert await statuses(1) == first
 
 
+async def test_throttle_without_repeat_lets_the_retry_through(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream(FaultPlan(throttle=Throttle(every=1, repeat=False)))
+
+    async def status(path: str, client: str | None = None) -> int:
+        headers = {"X-Client-Id": client} if client else {}
+        return await get_status(session, upstream.make_url(path), headers=headers)
+
+    # Every request is drawn; the same request (method, target, client) never twice in a row.
+    assert [await status("/a") for _ in range(4)] == [503, 200, 503, 200]
+    interleaved = [503, 503, 200, 200]
+    assert [await status(p) for p in ("/b?x=1", "/b?x=2", "/b?x=1", "/b?x=2")] == interleaved
+    assert [await status("/c", c) for c in ("alice", "bob", "alice", "bob")] == interleaved
+    async with session.post(upstream.make_url("/a")) as resp:
+        assert resp.status == 503  # another method: another request
+    stats = upstream.stats()
+    assert stats.requests == 13
+    assert stats.responses_by_status == {503: 7, 200: 6}
+
+
+async def test_throttle_without_repeat_draws_as_with_repeat(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    async def statuses(seed: int, *, repeat: bool) -> list[int]:
+        throttle = Throttle(probability=0.5, repeat=repeat)
+        upstream = await make_upstream(FaultPlan(seed=seed, throttle=throttle))
+        return [await get_status(session, upstream.make_url("/")) for _ in range(40)]
+
+    drawn = await statuses(3, repeat=True)
+    once = await statuses(3, repeat=False)
+    assert await statuses(3, repeat=False) == once  # deterministic with the seed
+    # Same draws; a drawn request passes exactly when the one before it was throttled.
+    expected = [
+        503 if d == 503 and (i == 0 or once[i - 1] != 503) else 200 for i, d in enumerate(drawn)
+    ]
+    assert once == expected
+    assert 503 in once
+    assert all(not (a == b == 503) for a, b in itertools.pairwise(once))
+    assert any(a == b == 503 for a, b in itertools.pairwise(drawn))  # repeat=True does
+
+
+async def test_throttle_once_per_call_under_concurrency(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    plan = FaultPlan(seed=7, throttle=Throttle(probability=0.3, repeat=False))
+    upstream = await make_upstream(plan)
+
+    async def call(number: int) -> list[int]:
+        """One logical call with its own target, retried once on 503."""
+        url = upstream.make_url(f"/items?call={number}")
+        first = await get_status(session, url)
+        return [first] if first != 503 else [first, await get_status(session, url)]
+
+    attempts = await asyncio.gather(*(call(number) for number in range(200)))
+    assert all(statuses[-1] == 200 for statuses in attempts)
+    throttled = sum(len(statuses) - 1 for statuses in attempts)
+    assert 30 < throttled < 90
+    stats = upstream.stats()
+    assert stats.requests == 200 + throttled
+    assert stats.responses_by_status == {200: 200, 503: throttled}
+
+
+async def test_throttle_forgets_the_oldest_unclaimed_passes(
+    make_upstream: Factory, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("resilient_http.upstream._faults._MAX_OWED_PASSES", 2)
+    upstream = await make_upstream(FaultPlan(throttle=Throttle(every=1, repeat=False)))
+    paths = ("/a", "/b", "/c", "/a", "/c")
+    got = [await get_status(session, upstream.make_url(path)) for path in paths]
+    assert got == [503, 503, 503, 503, 200]  # /a's pass was dropped when /c's was added
+
+
 async def test_scripts_per_path_and_fault_steps(
     make_upstream: Factory, session: aiohttp.ClientSession
 ) -> None:
@@ -573,7 +647,7 @@ def test_plan_survives_the_command_line() -> None:
         reset_probability=0.01,
         reset_mid_body_probability=0.02,
         hang_probability=0.001,
-        throttle=Throttle(status=429, probability=0.1, first=2, every=10),
+        throttle=Throttle(status=429, probability=0.1, first=2, every=10, repeat=False),
         scripts=(Script((503, "reset", 200), path="/a", per_client=True), Script(("hang",))),
         rate_limit=RateLimit(rate=50, burst=5, retry_after="http-date"),
         slow_body=SlowBody(chunks=2, delay=0.01, probability=0.5),
@@ -582,6 +656,19 @@ def test_plan_survives_the_command_line() -> None:
     )
     assert parse_plan_args(plan_to_args(plan))[3] == plan
     assert parse_plan_args([])[3] == FaultPlan()
+
+
+def test_throttle_repeat_text_form() -> None:
+    throttle = Throttle.parse("probability=0.05,retry_after=none,repeat=false")
+    assert throttle == Throttle(probability=0.05, retry_after=RetryAfter("none"), repeat=False)
+    assert str(throttle).endswith(",repeat=false")
+    assert Throttle.parse(str(throttle)) == throttle
+    assert Throttle.parse("repeat=TRUE") == Throttle.parse("") == Throttle()
+    with pytest.raises(ValueError, match="repeat must be true or false"):
+        Throttle.parse("repeat=no")
+    with pytest.raises(SystemExit) as exited:
+        parse_plan_args(["--throttle", "first=1,repeat=maybe"])
+    assert exited.value.code == 2
 
 
 @pytest.mark.parametrize(

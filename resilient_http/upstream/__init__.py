@@ -25,7 +25,9 @@ Faults, first match wins, per request:
     hang              read the request, never answer
     rate limit        token bucket per client (client-id header, else peer address): 429
     scripts           e.g. 503, 503, then normal answers; per path and/or per client
-    throttle          429/503 for the first k requests, every n-th, or at random
+    throttle          429/503 for the first k requests, every n-th, or at random; with
+                      `repeat=False` never twice in a row for the same request (method,
+                      target, client): a throttled request's retry goes through
     reset             RST before answering
     reset mid-body    head and half the body, then RST
 and for answers: latency (fixed, uniform, lognormal), a slow body (chunks with delays), plus

@@ -26,6 +26,7 @@ def _stale_after(text: str) -> int | tuple[int, int]:
 
 
 _SCRIPT = "[PATH=]STEP,STEP...[;per-client][;retry-after=FORM:S]"
+_THROTTLE = "status=S,probability=P,first=K,every=N[,retry_after=FORM:S][,repeat=false]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reset-probability", type=float, default=0.0)
     add("--reset-mid-body-probability", type=float, default=0.0)
     add("--hang-probability", type=float, default=0.0)
-    add("--throttle", type=Throttle.parse, help="status=S,probability=P,first=K,every=N,...")
+    add("--throttle", type=Throttle.parse, help=_THROTTLE)
     add("--script", type=Script.parse, action="append", default=[], help="repeatable: " + _SCRIPT)
     add("--rate-limit", type=RateLimit.parse, help="rate=R,burst=B[,status=429][,retry_after=F]")
     add("--slow-body", type=SlowBody.parse, help="chunks=N,delay=S[,probability=P]")

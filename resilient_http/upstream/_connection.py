@@ -108,7 +108,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._count(request, client, "stale_reset" if reset else "stale_close")
             self.drop(reset=reset)
             return False
-        action = server.engine.decide(request.path, client)
+        action = server.engine.decide(
+            request.path, client, method=request.method, target=request.target
+        )
         seq = self._count(request, client, action.outcome)
         if action.is_rate_limited:
             counters.rate_limited += 1

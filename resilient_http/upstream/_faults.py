@@ -34,6 +34,12 @@ _GARBAGE_RETRY_AFTER = (
 )
 _ABSURD_RETRY_AFTER = "99999999999"
 _THROTTLE_STATUSES = frozenset({429, 503})
+# Throttled requests owed a pass (`Throttle(repeat=False)`) whose retry never came (a client
+# that does not retry leaves one per throttle): the oldest are forgotten past this many.
+_MAX_OWED_PASSES = 65_536
+
+RequestKey = tuple[str, str, str]
+"""(method, target, client): what makes a later request "the same request" for the throttle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class FaultEngine:
         self._requests = 0
         self._script_used: dict[tuple[int, str], int] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last refill)
+        # Requests throttled under `repeat=False` whose next arrival passes; insertion-ordered.
+        self._owed_passes: dict[RequestKey, None] = {}
         # The benchmark's path: no per-request fault means no draws and a shared action.
         self._is_healthy = not (
             plan.latency
@@ -97,8 +105,14 @@ class FaultEngine:
             return self._connection_rng.randint(*budget)
         return budget
 
-    def decide(self, path: str, client: str) -> Action:
-        """The action for the next request (stale closes are the connection's business)."""
+    def decide(
+        self, path: str, client: str, *, method: str = "GET", target: str | None = None
+    ) -> Action:
+        """The action for the next request (stale closes are the connection's business).
+
+        `method` and `target` (path plus query; None: `path`) only matter to a throttle with
+        `repeat=False`, which lets the retry of a throttled request through.
+        """
         self._requests += 1
         if self._is_healthy:
             return RESPOND_OK
@@ -122,17 +136,36 @@ class FaultEngine:
                 self._script_used[key] = used + 1
                 return self._scripted(script.steps[used], script.retry_after)
         throttle = plan.throttle
-        if throttle is not None and (
-            number <= throttle.first
-            or (throttle.every and number % throttle.every == 0)
-            or (throttle.probability and rng.random() < throttle.probability)
-        ):
-            return self._shape("respond", throttle.status, throttle.retry_after)
+        if throttle is not None:
+            is_throttled = bool(
+                number <= throttle.first
+                or (throttle.every and number % throttle.every == 0)
+                or (throttle.probability and rng.random() < throttle.probability)
+            )
+            if not throttle.repeat:
+                request_key = (method, target or path, client)
+                is_throttled = self._throttle_unless_owed_a_pass(request_key, is_throttled)
+            if is_throttled:
+                return self._shape("respond", throttle.status, throttle.retry_after)
         if plan.reset_probability and rng.random() < plan.reset_probability:
             return _RESET
         if plan.reset_mid_body_probability and rng.random() < plan.reset_mid_body_probability:
             return self._shape("reset_mid_body", 200, None)
         return self._shape("respond", 200, None)
+
+    def _throttle_unless_owed_a_pass(self, key: RequestKey, is_drawn: bool) -> bool:
+        """`Throttle(repeat=False)`: a drawn request is throttled unless the previous arrival
+        of the same request was; either way this arrival uses up the pass owed to `key`."""
+        owed = self._owed_passes
+        was_throttled = key in owed
+        if was_throttled:
+            del owed[key]
+        if not is_drawn or was_throttled:
+            return False
+        owed[key] = None
+        if len(owed) > _MAX_OWED_PASSES:
+            del owed[next(iter(owed))]
+        return True
 
     def _scripted(self, step: ScriptStep, retry_after: RetryAfter) -> Action:
         if isinstance(step, int):

@@ -49,6 +49,14 @@ def _check_status(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an HTTP status 100-599, got {value!r}")
 
 
+def _parse_bool(name: str, text: str) -> bool:
+    """`true` or `false` (any case): the CLI's spelling of a flag inside a fault's options."""
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {text!r}")
+    return value == "true"
+
+
 def _options(text: str) -> dict[str, str]:
     """Parse `key=value,key=value` (the CLI's form for nested fault settings)."""
     pairs: dict[str, str] = {}
@@ -151,6 +159,14 @@ class Throttle:
     """Answer some requests with `status` (429/503): the first k, every n-th, or at random.
 
     Request numbers count ordinary requests since the plan was installed, from 1.
+
+    With `repeat=False` a throttled request's retry goes through: the throttle never answers
+    the same request twice in a row. "The same request" is the same method, target (path and
+    query) and client (the client-id header, else the peer address); the next such request
+    that reaches the throttle passes it (earlier faults still apply to it). The draws are made
+    exactly as with `repeat=True`, so the seed picks the same requests; only the passes differ.
+    Concurrent calls that share method, target and client share one pass: give each logical
+    call its own target (`/?call=N`) or client id when "once per call" must hold exactly.
     """
 
     status: int = 503
@@ -158,6 +174,8 @@ class Throttle:
     first: int = 0
     every: int = 0
     retry_after: RetryAfter = field(default_factory=RetryAfter)
+    repeat: bool = True
+    """False: a request just throttled is let through the next time it comes (its retry)."""
 
     def __post_init__(self) -> None:
         _check_status("throttle status", self.status)
@@ -167,7 +185,7 @@ class Throttle:
 
     @classmethod
     def parse(cls, text: str) -> Throttle:
-        """`status=503,probability=0.1,first=2,every=10,retry_after=http-date:3`."""
+        """`status=503,probability=0.1,first=2,every=10,retry_after=http-date:3,repeat=false`."""
         opts = _options(text)
         retry_after = RetryAfter.parse(opts.pop("retry_after")) if "retry_after" in opts else None
         throttle = cls(
@@ -176,6 +194,7 @@ class Throttle:
             first=int(opts.pop("first", "0")),
             every=int(opts.pop("every", "0")),
             retry_after=retry_after or RetryAfter(),
+            repeat=_parse_bool("throttle repeat", opts.pop("repeat", "true")),
         )
         if opts:
             raise ValueError(f"unknown throttle options: {sorted(opts)}")
@@ -184,7 +203,8 @@ class Throttle:
     def __str__(self) -> str:
         return (
             f"status={self.status},probability={self.probability!r},first={self.first},"
-            f"every={self.every},retry_after={self.retry_after}"
+            f"every={self.every},retry_after={self.retry_after},"
+            f"repeat={str(self.repeat).lower()}"
         )
 
 
