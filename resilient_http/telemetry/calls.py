@@ -234,7 +234,7 @@ class CallTelemetry:
         span = self._attempt_span
         if span is not None:
             self._attempt_span = None
-            _end_span(span, attributes, response, error)
+            _end_span(span, _outcome_only(attributes), response, error)
         if log.isEnabledFor(logging.DEBUG):
             self._log_attempt(attributes, duration, span)
 
@@ -275,9 +275,10 @@ class CallTelemetry:
         if instruments is not None:
             instruments.call_duration.record(time.perf_counter() - self._started, attributes)
         if self._span is not None:
+            ended = _outcome_only(attributes)
             if self._recording:
-                attributes = {**attributes, names.ATTEMPTS: self.attempts}
-            _end_span(self._span, attributes, response, error)
+                ended[names.ATTEMPTS] = self.attempts
+            _end_span(self._span, ended, response, error)
 
     def _log_attempt(
         self, attributes: dict[str, Any], duration: float, span: trace.Span | None
@@ -298,6 +299,15 @@ class CallTelemetry:
         )
 
 
+_ERROR_STATUS: Final = Status(StatusCode.ERROR)
+_OUTCOME_KEYS: Final = (names.STATUS, names.ERROR_TYPE)
+
+
+def _outcome_only(attributes: dict[str, Any]) -> dict[str, Any]:
+    """What an outcome adds to a span that already has the request's attributes."""
+    return {key: attributes[key] for key in _OUTCOME_KEYS if key in attributes}
+
+
 def _end_span(
     span: trace.Span,
     attributes: dict[str, Any],
@@ -307,9 +317,8 @@ def _end_span(
     if span.is_recording():
         span.set_attributes(attributes)
         if response is not None:
-            span.set_status(
-                Status(StatusCode.ERROR if response.status >= 400 else StatusCode.UNSET)
-            )
+            if response.status >= 400:  # otherwise the status stays UNSET, as semconv says
+                span.set_status(_ERROR_STATUS)
         elif error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
             # Not span.record_exception: aiohttp puts the full URL, secrets included, in messages.
