@@ -193,3 +193,31 @@ async def test_pool_wait_is_reported(recording_server: RecordingServer) -> None:
     assert len(observer.waits) == 1
     assert observer.waits[0][1] >= 0
     assert acquisitions(connector) == [(f"127.0.0.1:{recording_server.port}", 1, 1)]
+
+
+class _SessionWithoutInternals:
+    """Stands in for an aiohttp release that lacks the private attributes the adapter uses."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def request(self, method: str, url: str) -> str:
+        self.calls.append(method)
+        return "response"
+
+
+def test_missing_internals_degrade_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "_warned", set())
+    session = _SessionWithoutInternals()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            pool.disable_hidden_resend(session)  # type: ignore[arg-type]
+            request = pool.request_coroutine_function(session)  # type: ignore[arg-type]
+    assert request("GET", "http://x/") == "response"  # falls back to the public call
+    assert session.calls == ["GET"]
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2  # once per missing internal, not once per use
+    assert "ClientSession._request" in messages[0]
+    assert "ClientSession._retry_connection" in messages[1]
+    assert all(w.category is RuntimeWarning for w in caught)
