@@ -214,7 +214,8 @@ def test_missing_internals_degrade_with_one_warning(monkeypatch: pytest.MonkeyPa
         for _ in range(2):
             pool.disable_hidden_resend(session)  # type: ignore[arg-type]
             request = pool.request_coroutine_function(session)  # type: ignore[arg-type]
-    assert request("GET", "http://x/") == "response"  # falls back to the public call
+    outcome: object = request("GET", "http://x/")
+    assert outcome == "response"  # falls back to the public call
     assert session.calls == ["GET"]
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2  # once per missing internal, not once per use
