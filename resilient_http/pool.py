@@ -364,8 +364,27 @@ class _ObservedConnector(aiohttp.TCPConnector):
 
     async def _get_unless_fresh(self, key: Any, traces: Any) -> Any:
         if _FRESH.get():
+            self._retire_longest_idle(key)
             return None
         return await aiohttp.TCPConnector._get(self, key, traces)
+
+    def _retire_longest_idle(self, key: Any) -> None:
+        """Close the idle connection aiohttp would have handed out next (likely dead too).
+
+        The new connection replaces it: skipping idle connections without closing one would
+        let the pool grow past its limits, since aiohttp counts only connections in use and
+        hands idle ones out without checking them.
+        """
+        idle = self._conns.get(key)
+        if not idle:
+            return
+        proto, _ = idle.popleft()
+        if not idle:
+            del self._conns[key]
+        transport = proto.transport
+        proto.close()
+        if key.is_ssl and not self._cleanup_closed_disabled:
+            self._cleanup_closed_transports.append(transport)
 
     def _release_acquired(self, key: Any, proto: ResponseHandler) -> None:
         if getattr(proto, "rh_active", False):

@@ -25,6 +25,7 @@ from resilient_http.upstream import (
     RetryAfter,
     Script,
     Throttle,
+    UpstreamProcess,
     down_url,
 )
 
@@ -414,36 +415,44 @@ async def test_retry_after_past_the_deadline_returns_at_once(upstream: FaultyUps
     assert [str(s.reason) for s in recorder.suppressed] == ["deadline"]
 
 
-async def test_stale_retries_never_exceed_the_per_host_limit() -> None:
-    """Fresh-connection retries go through the pool's limits like any other attempt."""
-    plan = FaultPlan(stale_after=(1, 3), seed=5, latency=Latency.fixed(0.002))
-    config = rh.ClientConfig(limit_per_host=10)
-    async with FaultyUpstream(plan) as upstream, rh.ResilientSession(config=config) as client:
-        recorder = instrument(client)
-        connector = client.session.connector
-        assert connector is not None
-        peak = {"ours": 0, "aiohttp": 0}
-        done = asyncio.Event()
+async def test_stale_retries_never_grow_the_pool_past_its_limit() -> None:
+    """A fresh-connection retry replaces an idle connection instead of adding one.
 
-        async def sample() -> None:
-            while not done.is_set():
-                peak["ours"] = max(peak["ours"], client.pool_stats().active)
-                peak["aiohttp"] = max(peak["aiohttp"], len(connector._acquired))
-                await asyncio.sleep(0)
+    aiohttp counts only connections in use against its limits and hands idle ones out unchecked,
+    so a pool that grew past LIMIT_PER_HOST would later run more requests at once than allowed.
+    The upstream runs in its own process, as in production (in-process, its timing hides this).
+    """
+    plan = FaultPlan(
+        seed=7,
+        latency=Latency.lognormal(0.02, 0.5),
+        stale_after=(3, 12),
+        reset_probability=0.005,
+        throttle=Throttle(503, probability=0.03, retry_after=RetryAfter("none")),
+    )
+    upstream = UpstreamProcess(plan)
+    await upstream.start()
+    recorder = Recorder()
+    try:
+        # Waits of 0 that still yield to the loop, as real backoff sleeps do.
+        with rh.testing.set_testing(True):
+            client = rh.ResilientSession(config=rh.ClientConfig(limit_per_host=10))
+            client._runner.hooks = recorder
+            semaphore = asyncio.Semaphore(30)  # more calls in flight than connections allowed
 
-        async def one(i: int) -> int:
-            async with client.get(f"{upstream.url}/i/{i}") as resp:
-                await resp.read()
-                return resp.status
+            async def one(i: int) -> int:
+                async with semaphore, client.get(upstream.make_url(f"/i/{i}")) as resp:
+                    await resp.read()
+                    return resp.status
 
-        sampler = asyncio.create_task(sample())
-        statuses = await asyncio.gather(*(one(i) for i in range(400)))
-        done.set()
-        await sampler
-        stats = client.pool_stats()
-    assert statuses == [200] * 400
-    assert recorder.retries  # the stale closes really happened
-    assert peak["aiohttp"] <= 10
-    assert peak["ours"] <= 10
-    assert upstream.stats().max_open_connections >= 10
+            async with client:
+                statuses = await asyncio.gather(*(one(i) for i in range(600)))
+                stats = client.pool_stats()
+                seen = await upstream.stats()
+    finally:
+        await upstream.close()
+    assert statuses == [200] * 600
+    assert recorder.retries  # the faults really happened
+    assert stats.open <= 10
+    assert seen.open_connections <= 10
+    assert seen.max_open_connections <= 11  # one closing while its replacement opens
     assert (stats.active, stats.waiting) == (0, 0)
