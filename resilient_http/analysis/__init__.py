@@ -8,8 +8,9 @@ per-upstream figures and ``RESILIENT_HTTP_*`` advice. Modules, in the order data
   counted;
 - ``spans`` / ``metrics``: fold spans and metric streams into bounded per-upstream state
   (DDSketch latency sketches, cumulative/delta metric streams);
-- ``model``: joins both into ``UpstreamReport`` rows (metrics for counts, spans for detail);
-- ``rules`` (with ``settings``): the table of tuning rules;
+- ``grouping`` / ``model``: join both into ``UpstreamReport`` rows (metrics for counts, spans
+  for detail; pool wait over all acquisitions);
+- ``rules`` (with ``advice``, ``limit_rules`` and ``settings``): the table of tuning rules;
 - ``report``: the ``--json`` document and the text/HTML report;
 - ``analyze``: the one-pass driver (several processes for large inputs);
 - ``synthetic``: synthetic trace files for benchmarks and tests.

@@ -5,6 +5,12 @@ they are exact); spans then only add detail: precise latency percentiles (DDSket
 chains and error types. An upstream seen only in spans gets span-based estimates, scaled by the
 spans' sampling. Pool figures (wait, reuse, new connections, open connections) are per
 ``server.address:server.port`` and repeated on each method row of that host.
+
+Pool wait percentiles are over ALL acquisitions. The SDK records
+``resilient_http.pool.wait.duration`` only when a request queued (a zero for every request would
+cost a histogram record per request), while ``resilient_http.connection.acquired`` counts every
+acquisition exactly; the acquisitions without a recorded wait are counted as waits of 0. The
+percentiles among the requests that queued are kept apart (``pool_queued_wait_ms``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resilient_http.analysis import names
+from resilient_http.analysis.grouping import HostKey, MetricView
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.spans import AttemptStats, CallStats, SpanAggregator, UpstreamKey
 from resilient_http.analysis.stats import BucketHistogram, LatencySketch
 
 __all__ = ["PoolLimits", "UpstreamReport", "build_pool_limits", "build_upstreams"]
 
-HostKey = tuple[str, int | None]
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
 
@@ -47,6 +53,9 @@ class UpstreamReport:
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     attempt_latency_ms: dict[str, float | None] = field(default_factory=dict)
     pool_wait_ms: dict[str, float | None] = field(default_factory=dict)
+    pool_queued: float | None = None
+    pool_queued_share: float | None = None
+    pool_queued_wait_ms: dict[str, float | None] = field(default_factory=dict)
     reuse_ratio: float | None = None
     connections_acquired: float | None = None
     new_connections: float | None = None
@@ -59,6 +68,9 @@ class UpstreamReport:
     errors: float | None = None
     error_rate: float | None = None
     error_types: dict[str, float] = field(default_factory=dict)
+    # Attempts by error.type: exact from the attempt histogram, else from attempt spans; None
+    # when neither is in the data.
+    attempt_error_types: dict[str, float] | None = None
     attempt_chains: dict[str, float] = field(default_factory=dict)
     active_peak: float | None = None
     idle_peak: float | None = None
@@ -94,7 +106,7 @@ def build_upstreams(
     store: MetricStore, spans: SpanAggregator, *, split_method: bool
 ) -> list[UpstreamReport]:
     """One report per upstream (per method too when ``split_method``), sorted by name."""
-    view = _MetricView(store, split_method)
+    view = MetricView(store, split_method)
     calls = _regroup(spans.calls, view, split_method, CallStats)
     attempts = _regroup(spans.attempts, view, split_method, AttemptStats)
     keys = view.rows | set(calls) | set(attempts)
@@ -109,84 +121,8 @@ def build_upstreams(
     return reports
 
 
-class _MetricView:
-    """Metric streams grouped by report row (address, port, method) and by host."""
-
-    def __init__(self, store: MetricStore, split_method: bool) -> None:
-        self.split_method = split_method
-        self.calls = self._hists(store.by_name(names.CALL_DURATION))
-        self.attempts = self._hists(store.by_name(names.ATTEMPT_DURATION))
-        self.retries: dict[UpstreamKey, dict[str, float]] = {}
-        for stream in store.by_name(names.RETRIES):
-            key = self.row_key(stream.attributes)
-            if key is not None:
-                reason = str(stream.attributes.get(names.RETRY_REASON, "unknown"))
-                counts = self.retries.setdefault(key, {})
-                counts[reason] = counts.get(reason, 0.0) + stream.value
-        self.request_hosts = {(k[0], k[1]) for k in (*self.calls, *self.attempts, *self.retries)}
-        # Hosts whose request metrics carry no method: spans of those hosts are not split either.
-        self.unsplit_hosts = {
-            host
-            for host in self.request_hosts
-            if not any(
-                k[2] is not None and (k[0], k[1]) == host for k in (*self.calls, *self.attempts)
-            )
-        }
-        self.suppressed: dict[HostKey | None, dict[str, float]] = {}
-        for stream in store.by_name(names.RETRIES_SUPPRESSED):
-            host = self.host_key(stream.attributes)
-            reason = str(stream.attributes.get(names.SUPPRESSION_REASON, "unknown"))
-            counts = self.suppressed.setdefault(host, {})
-            counts[reason] = counts.get(reason, 0.0) + stream.value
-        self.pool_wait: dict[HostKey, BucketHistogram] = {}
-        for stream in store.by_name(names.POOL_WAIT):
-            host = self.host_key(stream.attributes)
-            if host is not None and stream.hist is not None:
-                self.pool_wait.setdefault(host, BucketHistogram()).merge(stream.hist)
-        self.acquired: dict[HostKey, list[Stream]] = {}
-        for stream in store.by_name(names.CONNECTIONS_ACQUIRED):
-            host = self.host_key(stream.attributes)
-            if host is not None:
-                self.acquired.setdefault(host, []).append(stream)
-        self.open_peaks: dict[tuple[HostKey, str], float] = {}
-        for stream in store.by_name(names.OPEN_CONNECTIONS):
-            host = self.host_key(stream.attributes)
-            state = str(stream.attributes.get(names.CONNECTION_STATE, ""))
-            if host is not None:
-                peak = max(self.open_peaks.get((host, state), 0.0), stream.peak)
-                self.open_peaks[(host, state)] = peak
-        pool_hosts = set(self.pool_wait) | set(self.acquired) | {h for h, _ in self.open_peaks}
-        self.rows: set[UpstreamKey] = set(self.calls) | set(self.attempts)
-        # Retries make a row of their own only for a host without duration metrics (retries
-        # recorded without a method cannot be split over the method rows of their host).
-        duration_hosts = {(k[0], k[1]) for k in self.rows}
-        self.rows |= {k for k in self.retries if (k[0], k[1]) not in duration_hosts}
-        self.rows |= {(h[0], h[1], None) for h in pool_hosts - self.request_hosts}
-
-    def host_key(self, attributes: dict[str, Any]) -> HostKey | None:
-        address = attributes.get(names.ADDRESS)
-        if address is None:
-            return None
-        return (str(address), _port(attributes.get(names.PORT)))
-
-    def row_key(self, attributes: dict[str, Any]) -> UpstreamKey | None:
-        host = self.host_key(attributes)
-        if host is None:
-            return None
-        method = attributes.get(names.METHOD) if self.split_method else None
-        return (host[0], host[1], None if method is None else str(method))
-
-    def _hists(self, streams: Iterable[Stream]) -> dict[UpstreamKey, list[Stream]]:
-        grouped: dict[UpstreamKey, list[Stream]] = {}
-        for stream in streams:
-            key = self.row_key(stream.attributes)
-            if key is not None and stream.hist is not None:
-                grouped.setdefault(key, []).append(stream)
-        return grouped
-
-
 def _regroup(
-    stats: dict[UpstreamKey, Any], view: _MetricView, split_method: bool, kind: type[Any]
+    stats: dict[UpstreamKey, Any], view: MetricView, split_method: bool, kind: type[Any]
 ) -> dict[UpstreamKey, Any]:
     """Span statistics keyed like the metric rows (methods folded where the metrics have none)."""
     grouped: dict[UpstreamKey, Any] = {}
@@ -202,7 +138,7 @@ def _regroup(
 
 
 def _request_figures(
-    key: UpstreamKey, view: _MetricView, call: CallStats | None, attempt: AttemptStats | None
+    key: UpstreamKey, view: MetricView, call: CallStats | None, attempt: AttemptStats | None
 ) -> UpstreamReport:
     host = (key[0], key[1])
     has_metrics = host in view.request_hosts
@@ -232,13 +168,17 @@ def _request_figures(
         report.attempt_chains = call.chain_counts()
     elif attempt is not None:
         report.error_types = dict(attempt.error_types)
+    if any(k[:2] == host for k in view.attempts):
+        report.attempt_error_types = _error_types(view.attempts.get(key, ()))
+    elif attempt is not None:
+        report.attempt_error_types = dict(attempt.error_types)
     report.sampled = any(
         s is not None and s.count != s.spans for s in (call, attempt) if not has_metrics
     )
     return report
 
 
-def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: _MetricView) -> None:
+def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: MetricView) -> None:
     calls = view.calls.get(key, [])
     attempts = view.attempts.get(key, [])
     report.retries = dict(view.retries.get(key, {}))
@@ -283,11 +223,10 @@ def _span_counts(
         report.throttled_attempts = attempt.throttled
 
 
-def _add_pool_figures(report: UpstreamReport, host: HostKey, view: _MetricView) -> None:
+def _add_pool_figures(report: UpstreamReport, host: HostKey, view: MetricView) -> None:
     report.suppressed = dict(view.suppressed.get(host, {}))
-    if host in view.pool_wait:
-        report.pool_wait_ms = _percentiles(view.pool_wait[host])
     acquired = view.acquired.get(host)
+    _add_pool_wait(report, view.pool_wait.get(host), _acquisitions(host, view))
     if acquired:
         total = sum(s.value for s in acquired)
         new = sum(s.value for s in acquired if not _is_reused(s.attributes))
@@ -303,6 +242,36 @@ def _add_pool_figures(report: UpstreamReport, host: HostKey, view: _MetricView) 
     idle = view.open_peaks.get((host, "idle"))
     report.active_peak = active
     report.idle_peak = idle
+
+
+def _acquisitions(host: HostKey, view: MetricView) -> float | None:
+    """Connections handed out to this host's requests: exact from the acquisition counter;
+    without it (a collector that dropped it), one per attempt from the attempt histogram (an
+    attempt that failed before it got a connection is then counted too)."""
+    acquired = view.acquired.get(host)
+    if acquired:
+        return sum(s.value for s in acquired)
+    attempts = [s for k, streams in view.attempts.items() if k[:2] == host for s in streams]
+    return sum(_count(s) for s in attempts) if attempts else None
+
+
+def _add_pool_wait(
+    report: UpstreamReport, queued: BucketHistogram | None, acquisitions: float | None
+) -> None:
+    """Pool wait over all acquisitions (those without a recorded wait waited 0), and among the
+    requests that queued. A wait that ended without a connection (a pool timeout) is recorded
+    but not acquired, so the zeros may be slightly under-counted: the p95 errs towards queueing.
+    """
+    hist = queued or BucketHistogram()
+    if hist.count > 0:
+        report.pool_queued = hist.count
+        report.pool_queued_wait_ms = _percentiles(hist)
+    total = None if acquisitions is None else max(acquisitions, hist.count)
+    if total:  # unknown without acquisitions: the queued requests alone would overstate it
+        report.pool_queued = hist.count
+        report.pool_queued_share = hist.count / total
+        zeros = total - hist.count
+        report.pool_wait_ms = {label: hist.quantile_ms(q, zeros) for label, q in QUANTILES.items()}
 
 
 def _span_window_s(call: CallStats | None, attempt: AttemptStats | None) -> float | None:
@@ -321,6 +290,16 @@ def _percentiles(source: LatencySketch | BucketHistogram) -> dict[str, float | N
     return {label: source.quantile_ms(q) for label, q in QUANTILES.items()}
 
 
+def _error_types(streams: Iterable[Stream]) -> dict[str, float]:
+    """Attempts by ``error.type`` (the exception class, or the status code of an error)."""
+    counts: dict[str, float] = {}
+    for stream in streams:
+        label = stream.attributes.get(names.ERROR_TYPE)
+        if label is not None:
+            counts[str(label)] = counts.get(str(label), 0.0) + _count(stream)
+    return counts
+
+
 def _count(stream: Stream) -> float:
     return stream.hist.count if stream.hist is not None else 0.0
 
@@ -334,10 +313,3 @@ def _is_reused(attributes: dict[str, Any]) -> bool:
     reused = attributes.get(names.REUSED)
     # A bool attribute by contract; tolerate "true"/"false" strings from other writers.
     return reused is True or (isinstance(reused, str) and reused.lower() == "true")
-
-
-def _port(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None

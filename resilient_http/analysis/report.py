@@ -3,6 +3,15 @@
 The JSON keys follow SPEC "Command line / analyze" exactly; extra keys are additions, never
 renames. Counts estimated from sampled spans are rounded to whole calls; ratios keep 4 decimals
 and milliseconds 3.
+
+Pool wait: ``pool_wait_ms`` ({p50, p95, p99}) is over ALL connection acquisitions of the host.
+The SDK records a pool wait only when a request queued, so the acquisitions counted by
+``resilient_http.connection.acquired`` without a recorded wait count as waits of 0; with
+acquisitions known and no wait recorded, every percentile is 0 (null only when the data has no
+pool metrics). ``pool_queued`` is the number of acquisitions that queued, ``pool_queued_share``
+their share of all acquisitions, and ``pool_queued_wait_ms`` the percentiles among them only.
+Each recommendation also carries ``current``: the value in force when known (a recommendation
+whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``).
 """
 
 from __future__ import annotations
@@ -68,6 +77,9 @@ def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
         "latency_ms": _ms(u.latency_ms),
         "attempt_latency_ms": _ms(u.attempt_latency_ms),
         "pool_wait_ms": _ms(u.pool_wait_ms) if u.pool_wait_ms else {"p95": None},
+        "pool_queued": _whole(u.pool_queued),
+        "pool_queued_share": _ratio(u.pool_queued_share),
+        "pool_queued_wait_ms": _ms(u.pool_queued_wait_ms) if u.pool_queued_wait_ms else None,
         "reuse_ratio": _ratio(u.reuse_ratio),
         "connections_acquired": _whole(u.connections_acquired),
         "new_connections": _whole(u.new_connections),
@@ -79,6 +91,9 @@ def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
         "errors": _whole(u.errors),
         "error_rate": _ratio(u.error_rate),
         "error_types": {label: _whole(n) for label, n in sorted(u.error_types.items())},
+        "attempt_error_types": None
+        if u.attempt_error_types is None
+        else {label: _whole(n) for label, n in sorted(u.attempt_error_types.items())},
         "attempt_chains": {chain: _whole(n) for chain, n in chains},
         "open_connections_peak": {"active": _num(u.active_peak), "idle": _num(u.idle_peak)},
     }
@@ -91,6 +106,7 @@ def _recommendation_json(r: Recommendation) -> dict[str, Any]:
         "reason": r.reason,
         "evidence": r.evidence,
         "rule": r.rule,
+        "current": r.current,
         "upstreams": list(r.upstreams),
     }
 
@@ -130,19 +146,20 @@ def render_text(analysis: Analysis, console: Console) -> None:
         )
     console.print(calls)
     pools = Table(
-        title="Connection pools",
+        title="Connection pools (wait ms over all acquisitions; queued = share that waited)",
         title_justify="left",
         box=box.SIMPLE,
         pad_edge=False,
         collapse_padding=True,
     )
     pools.add_column("upstream", no_wrap=True)
-    for column in ("wait p95 ms", "reuse", "new conn/s", "active peak", "idle peak"):
+    for column in ("wait p95", "queued", "reuse", "new conn/s", "active peak", "idle peak"):
         pools.add_column(column, justify="right")
     for host in analysis.hosts:
         pools.add_row(
             host.upstream,
             _cell(_round(host.pool_wait_ms.get("p95"), 1)),
+            _percent(host.pool_queued_share),
             _percent(host.reuse_ratio),
             _cell(_round(host.new_connections_per_s, 2)),
             _cell(_round(host.active_peak, 1)),
@@ -155,7 +172,8 @@ def render_text(analysis: Analysis, console: Console) -> None:
         return
     console.print("Recommendations:")
     for r in analysis.recommendations:
-        console.print(f"  [bold]{r.variable}={r.value}[/bold]", highlight=False)
+        keep = " (keep: the value in force)" if r.current == r.value else ""
+        console.print(f"  [bold]{r.variable}={r.value}[/bold]{keep}", highlight=False)
         console.print(f"    why: {r.reason}", highlight=False, markup=False)
         console.print(f"    evidence: {r.evidence}", highlight=False, markup=False)
 

@@ -143,18 +143,31 @@ class BucketHistogram:
             total.merge(hist)
         return total
 
-    def quantile_ms(self, quantile: float) -> float | None:
-        """The ``quantile`` (0..1) in milliseconds (values are seconds), None when empty."""
-        value = self.quantile(quantile)
+    def quantile_ms(self, quantile: float, zeros: float = 0.0) -> float | None:
+        """The ``quantile`` (0..1) in milliseconds (values are seconds), None when empty.
+
+        ``zeros`` counts values of exactly 0 that were never recorded (see ``quantile``).
+        """
+        value = self.quantile(quantile, zeros)
         return None if value is None else value * 1000.0
 
-    def quantile(self, quantile: float) -> float | None:
-        """The ``quantile`` (0..1) in the histogram's unit, None when it holds no values."""
+    def quantile(self, quantile: float, zeros: float = 0.0) -> float | None:
+        """The ``quantile`` (0..1) in the histogram's unit, None when it holds no values.
+
+        ``zeros`` adds that many values of exactly 0 that were not recorded (a pool wait is
+        recorded only when a request queued): the quantile of the whole population is 0 while
+        its rank falls among them, else the matching quantile of the recorded values, so the
+        recorded min and max still clamp the buckets.
+        """
         spans = self._finite_buckets()
         total = sum(weight for _, _, weight in spans)
+        target = min(max(quantile, 0.0), 1.0) * (total + max(zeros, 0.0))
+        if zeros > 0:
+            if target <= zeros or total <= 0:
+                return 0.0
+            target -= zeros
         if total <= 0:
             return None
-        target = min(max(quantile, 0.0), 1.0) * total
         # The combined CDF is piecewise linear between bucket edges, with steps at zero-width
         # buckets (point masses). Sweep the edges in order until it reaches the target.
         edges = sorted({edge for lower, upper, _ in spans for edge in (lower, upper)})

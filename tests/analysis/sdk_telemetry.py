@@ -3,7 +3,9 @@
 ``SdkTelemetry`` records logical calls the way the resilient_http contract describes them (an
 INTERNAL span per call with retry events, a CLIENT span per attempt, the duration histograms and
 the pool/retry counters), with durations chosen by the test, so every figure of the analysis has
-a known answer. Metrics are exported only when the test calls ``flush_metrics()``.
+a known answer. Metrics are exported only when the test calls ``flush_metrics()``. As in the
+SDK, a pool wait is recorded only for an attempt that queued (``pool_wait > 0``), while every
+attempt counts one connection acquisition.
 """
 
 from __future__ import annotations
@@ -30,11 +32,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from resilient_http.analysis import names
+from resilient_http.telemetry.instruments import DURATION_BUCKETS
 from resilient_http.telemetry.otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
 
-# Semantic-convention advice for HTTP durations (seconds).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-POOL_WAIT_BUCKETS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 START_NS = 1_760_000_000_000_000_000
 
 
@@ -97,7 +97,7 @@ class SdkTelemetry:
                 names.ATTEMPT_DURATION, "s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
             ),
             "wait": meter.create_histogram(
-                names.POOL_WAIT, "s", explicit_bucket_boundaries_advisory=POOL_WAIT_BUCKETS
+                names.POOL_WAIT, "s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
             ),
             "acquired": meter.create_counter(names.CONNECTIONS_ACQUIRED),
             "retries": meter.create_counter(names.RETRIES),
@@ -134,7 +134,8 @@ class SdkTelemetry:
         context = trace.set_span_in_context(internal)
         now = start
         for index, attempt in enumerate(attempts):
-            self._instruments["wait"].record(attempt.pool_wait, server)
+            if attempt.pool_wait > 0:  # the SDK records a wait only when the request queued
+                self._instruments["wait"].record(attempt.pool_wait, server)
             self._instruments["acquired"].add(1, {**server, names.REUSED: attempt.reused})
             attributes: dict[str, Any] = {**request, **_outcome(attempt)}
             if index:

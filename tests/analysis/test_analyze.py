@@ -132,9 +132,11 @@ def test_pool_figures(known: dict[str, Any]) -> None:
     assert get["connections_acquired"] == 132
     assert get["new_connections"] == 60
     assert get["reuse_ratio"] == pytest.approx(72 / 132, abs=1e-4)
-    # 122 immediate acquisitions and 10 waits of 200 ms (bucket (0.1, 0.25], max 0.2):
-    # p95 = 0.1 + 0.1 * (0.95 * 132 - 122) / 10 = 134 ms.
-    assert get["pool_wait_ms"]["p95"] == pytest.approx(134.0)
+    # The SDK records only the 10 waits of 200 ms (min = max = 0.2); the other 122
+    # acquisitions waited 0. p95 rank 0.95 * 132 = 125.4 > 122: among the waits, all 200 ms.
+    assert get["pool_wait_ms"] == {"p50": 0.0, "p95": pytest.approx(200.0), "p99": 200.0}
+    assert (get["pool_queued"], get["pool_queued_share"]) == (10, round(10 / 132, 4))
+    assert get["pool_queued_wait_ms"] == pytest.approx({"p50": 200, "p95": 200, "p99": 200})
     assert get["open_connections_peak"] == {"active": 10.0, "idle": 7.0}
     assert analysis.limits.limit == 100
     assert analysis.limits.limit_per_host == 10
@@ -199,7 +201,7 @@ def test_delta_temporality_gives_the_same_counts(tmp_path: Path) -> None:
     assert (post["requests"], post["attempts"]) == (POST_CALLS, POST_ATTEMPTS)
     assert get["retries"] == {"throttled": 5}
     assert get["connections_acquired"] == 132
-    assert get["pool_wait_ms"]["p95"] == pytest.approx(134.0)
+    assert get["pool_wait_ms"]["p95"] == pytest.approx(200.0)
     assert get["retries_suppressed"] == {"budget": 3}
 
 
@@ -228,6 +230,68 @@ def test_new_connections_per_second_from_metric_timestamps(tmp_path: Path) -> No
     assert host.new_connections_per_s == 0.5  # 30 new connections in 60 s
     assert host.reuse_ratio == 0.75
     assert host.requests is None  # pool metrics alone say nothing about calls
+
+
+def _pool_wait_line(waits: list[int], *, acquired: int | None, attempts: int) -> dict[str, Any]:
+    """Waits per bucket of (-inf, 0.1], (0.1, 0.25], (0.25, inf) with no min/max, the
+    acquisitions (None: not in the data) and the attempts (with two read timeouts)."""
+    request = {**UPSTREAM, names.METHOD: "GET"}
+    metrics = [
+        histogram_metric(
+            names.POOL_WAIT, [histogram_point(UPSTREAM, [0.1, 0.25], waits, T0, T0 + SECOND)]
+        ),
+        histogram_metric(
+            names.ATTEMPT_DURATION,
+            [
+                histogram_point(
+                    {**request, names.STATUS: 200}, [1.0], [attempts - 2, 0], T0, T0 + SECOND
+                ),
+                histogram_point(
+                    {**request, names.ERROR_TYPE: "SocketTimeoutError"},
+                    [1.0],
+                    [2, 0],
+                    T0,
+                    T0 + SECOND,
+                ),
+            ],
+        ),
+    ]
+    if acquired is not None:
+        point = number_point({**UPSTREAM, names.REUSED: True}, acquired, T0, T0 + SECOND)
+        metrics.append(sum_metric(names.CONNECTIONS_ACQUIRED, [point]))
+    return metrics_request(metrics)
+
+
+def test_pool_wait_is_over_all_acquisitions(tmp_path: Path) -> None:
+    # 20 waits in (0.1, 0.25] recorded, of 200 acquisitions: 180 waited 0.
+    line = _pool_wait_line([0, 20, 0], acquired=200, attempts=200)
+    get = to_json(_analyze(write_lines(tmp_path / "m.jsonl", [line])))["upstreams"][0]
+    # p95 rank 190: the 10th of the 20 waits -> 0.1 + 0.15 * 10/20; p99 rank 198 -> 18th.
+    assert get["pool_wait_ms"] == pytest.approx({"p50": 0.0, "p95": 175.0, "p99": 235.0})
+    assert (get["pool_queued"], get["pool_queued_share"]) == (20, 0.1)
+    # Among the queued requests alone, p95 rank 19 of 20 -> 0.1 + 0.15 * 19/20.
+    assert get["pool_queued_wait_ms"]["p95"] == pytest.approx(242.5)
+    assert get["attempt_error_types"] == {"SocketTimeoutError": 2}
+
+
+def test_pool_wait_without_the_acquisition_counter_uses_the_attempts(tmp_path: Path) -> None:
+    # A collector that dropped resilient_http.connection.acquired: one acquisition per attempt.
+    line = _pool_wait_line([0, 20, 0], acquired=None, attempts=200)
+    get = to_json(_analyze(write_lines(tmp_path / "m.jsonl", [line])))["upstreams"][0]
+    assert get["pool_wait_ms"]["p95"] == pytest.approx(175.0)
+
+
+def test_no_recorded_wait_is_a_zero_wait(tmp_path: Path) -> None:
+    # Acquisitions known, no request ever queued: 0 (not unknown).
+    telemetry = SdkTelemetry(None, tmp_path / "metrics.jsonl")
+    for _ in range(30):
+        telemetry.call([Attempt(0.01)])
+    telemetry.flush_metrics()
+    telemetry.close()
+    get = to_json(_analyze(tmp_path))["upstreams"][0]
+    assert get["pool_wait_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    assert (get["pool_queued"], get["pool_queued_share"]) == (0, 0.0)
+    assert get["pool_queued_wait_ms"] is None
 
 
 def test_corrupt_lines_are_counted_and_the_rest_used(tmp_path: Path, known: dict[str, Any]) -> None:

@@ -1,25 +1,26 @@
 """The rules table: one test per rule (fires, with its value and evidence; stays quiet just below
-its threshold), healthy data gives no advice, and end-to-end scenarios on real SDK files."""
+its threshold), healthy data gives no advice. End-to-end scenarios on real SDK files, the
+throttled and pool rules' interplay among them, are ``test_rules_on_sdk_files.py``."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.rules import (
     POOL_WAIT_P95_HIGH_MS,
+    READ_TIMEOUT_TYPES,
     RULES,
     THROTTLED_SHARE_HIGH,
     Recommendation,
     evaluate_rules,
 )
 from resilient_http.analysis.settings import Settings
-from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
+from resilient_http.retry import RetryReason, classify_failure
 
 LIMITS = PoolLimits(limit=100, limit_per_host=10, active_total_peak=6)
 
@@ -36,13 +37,30 @@ def healthy(**changes: Any) -> UpstreamReport:
         latency_ms={"p50": 20, "p95": 40, "p99": 80},
         attempt_latency_ms={"p50": 20, "p95": 40, "p99": 80},
         pool_wait_ms={"p50": 0, "p95": 0.5, "p99": 2},
+        pool_queued=20,
+        pool_queued_share=0.02,
         reuse_ratio=0.98,
+        connections_acquired=1000,
+        new_connections=20,
+        throttled_attempts=0,
         throttled_share=0.0,
         error_rate=0.0,
+        attempt_error_types={},
         active_peak=6,
         idle_peak=4,
     )
     return replace(base, **changes)
+
+
+def throttling(attempts: float, throttled: float, **changes: Any) -> UpstreamReport:
+    """A healthy upstream whose ``throttled`` of ``attempts`` attempts were answered 429."""
+    return healthy(
+        attempts=attempts,
+        throttled_attempts=throttled,
+        throttled_share=throttled / attempts,
+        retries={"throttled": throttled},
+        **changes,
+    )
 
 
 def advice(
@@ -69,16 +87,31 @@ def test_pool_starved_per_host() -> None:
         "RESILIENT_HTTP_LIMIT_PER_HOST",
         "20",
     )
-    assert "120 ms" in rec.evidence
+    assert "pool wait p95 120 ms over all acquisitions (> 50 ms, 2 % of them queued)" in (
+        rec.evidence
+    )
     assert "10 of limit_per_host 10" in rec.evidence
-    assert rec.upstreams == ("api.test:8080",)
+    assert "no throttling (0 attempts answered 429/503)" in rec.evidence
+    assert (rec.current, rec.upstreams) == ("10", ("api.test:8080",))
     # Capped by the total limit.
     capped = advice(starved, PoolLimits(limit=15, limit_per_host=10, active_total_peak=10))
     assert capped["pool-starved-per-host"].value == "15"
-    # Quiet: wait at the threshold, or connections not at the limit, or a throttling upstream.
+    # Requests queue only at a full limit: a sampled gauge that never caught it full (it is
+    # read once per export interval) does not hide the queue, the evidence says so.
+    sampled = advice(replace(starved, active_peak=5))["pool-starved-per-host"]
+    assert "peak active connections 5 (sampled: the samples missed the moments" in (
+        sampled.evidence
+    )
+    # Quiet: wait at the threshold, or the total limit was the full one (seen full by its gauge).
     assert advice(replace(starved, pool_wait_ms={"p95": POOL_WAIT_P95_HIGH_MS})) == {}
-    assert advice(replace(starved, active_peak=5)) == {}
-    assert "pool-starved-per-host" not in advice(replace(starved, throttled_share=0.2))
+    total_full = PoolLimits(limit=20, limit_per_host=10, active_total_peak=20)
+    assert set(advice(replace(starved, active_peak=5), total_full)) == {"pool-starved-total"}
+    # A stray 503 (2 of 1000 attempts: below the throttling floor) does not stop it...
+    stray = throttling(1000, 2, pool_wait_ms={"p95": 120.0}, active_peak=10)
+    assert set(advice(stray)) == {"pool-starved-per-host"}
+    # ...but an upstream that throttles at all never gets a raised limit (see the interplay).
+    throttles = throttling(1000, 10, pool_wait_ms={"p95": 120.0}, active_peak=10)
+    assert set(advice(throttles)) == {"pool-backpressure"}
 
 
 def test_pool_starved_total() -> None:
@@ -91,8 +124,43 @@ def test_pool_starved_total() -> None:
         "20",
     )
     assert "10 of limit 10" in rec.evidence
-    quiet = PoolLimits(limit=10, limit_per_host=10, active_total_peak=8)
-    assert "pool-starved-total" not in advice(starved, quiet)
+    # The per-host limit cannot be tighter than the total: the total is the full one even when
+    # its sampled gauge did not catch it.
+    assert "pool-starved-total" in advice(starved, replace(limits, active_total_peak=8))
+    # Quiet: a tighter per-host limit and a total never seen full (the per-host rule speaks).
+    quiet = PoolLimits(limit=20, limit_per_host=10, active_total_peak=10)
+    assert set(advice(starved, quiet)) == {"pool-starved-per-host"}
+    throttles = throttling(1000, 30, pool_wait_ms={"p95": 90.0}, active_peak=10)
+    assert "pool-starved-total" not in advice(throttles, limits)
+
+
+def test_pool_backpressure() -> None:
+    # Calls queue at the per-host limit of an upstream that throttles, below the throttled
+    # rule's threshold: keep the limit, and say the upstream throttles.
+    queued = throttling(307, 7, pool_wait_ms={"p95": 916.0}, pool_queued_share=0.075)
+    limits = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    (rec,) = advice(replace(queued, active_peak=2), limits).values()
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
+        "pool-backpressure",
+        "RESILIENT_HTTP_LIMIT_PER_HOST",
+        "2",
+        "2",
+    )
+    assert "the upstream is throttling: 7 of 307 attempts (2.28 %) answered 429/503" in (
+        rec.evidence
+    )
+    assert "pool wait p95 916 ms" in rec.evidence
+    # The total limit, when that is the one in use.
+    total = PoolLimits(limit=10, limit_per_host=20, active_total_peak=10)
+    (rec,) = advice(replace(queued, active_peak=10), total).values()
+    assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT", "10")
+    # Quiet: no queueing, throttling below the floor (2 of 307 < 1 %... and < 3 attempts), or
+    # above the throttled rule's threshold (that rule speaks instead).
+    assert advice(replace(queued, pool_wait_ms={"p95": 0.0}, active_peak=2), limits) == {}
+    below_floor = throttling(307, 2, pool_wait_ms={"p95": 916.0}, active_peak=2)
+    assert set(advice(below_floor, limits)) == {"pool-starved-per-host"}
+    heavy = throttling(307, 40, pool_wait_ms={"p95": 916.0}, active_peak=2)
+    assert set(advice(heavy, limits)) == {"throttled"}
 
 
 def test_stale_keepalive() -> None:
@@ -118,15 +186,27 @@ def test_stale_keepalive() -> None:
 
 
 def test_throttled() -> None:
-    throttled = healthy(throttled_share=0.2, attempts=1200, retries={"throttled": 200})
+    throttled = throttling(1200, 240)
     (rec,) = advice(throttled).values()
-    assert (rec.rule, rec.variable, rec.value) == (
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
         "throttled",
         "RESILIENT_HTTP_LIMIT_PER_HOST",
         "5",
+        "10",
     )
-    assert "RESILIENT_HTTP_RETRY_AFTER_MAX" in rec.reason
+    assert "keep RESILIENT_HTTP_RETRY_AFTER_MAX at 30 s or more" in rec.reason
     assert "20 % of 1200 attempts" in rec.evidence
+    assert "queue" not in rec.evidence
+    # Calls queueing too: the evidence says it is the expected backpressure, nothing raises.
+    queued = advice(replace(throttled, pool_wait_ms={"p95": 300.0}, active_peak=10))
+    assert set(queued) == {"throttled"}
+    assert "requests also queue for a connection, pool wait p95 300 ms" in (
+        queued["throttled"].evidence
+    )
+    # Retry-After waits refused: the reason asks for the value the retry-after rule gives.
+    refused = advice(replace(throttled, suppressed={"retry_after_too_long": 5}))
+    assert "set RESILIENT_HTTP_RETRY_AFTER_MAX to 60 s or more" in refused["throttled"].reason
+    assert refused["retry-after-too-long"].value == "60"
     assert advice(replace(throttled, throttled_share=THROTTLED_SHARE_HIGH)) == {}
     assert advice(replace(throttled, requests=10)) == {}  # too few calls to judge
 
@@ -156,25 +236,64 @@ def test_retry_budget_exhausted() -> None:
 
 
 def test_timeouts() -> None:
-    slow = healthy(retries={"timeout": 30}, attempt_latency_ms={"p95": 900.0, "p99": 9000.0})
+    # 30 read timeouts of 1000 attempts: 12 retried, 18 returned (the budget ran out, say).
+    slow = healthy(
+        retries={"timeout": 12},
+        attempt_error_types={"SocketTimeoutError": 30},
+        attempt_latency_ms={"p95": 900.0, "p99": 9000.0},
+    )
     (rec,) = advice(slow).values()
     assert (rec.rule, rec.variable, rec.value) == ("timeouts", "RESILIENT_HTTP_TIMEOUT_READ", "20")
-    assert "30 timeout retries of 1000 attempts" in rec.evidence
-    assert "900/9000 ms" in rec.evidence
-    assert advice(replace(slow, retries={"timeout": 10})) == {}  # exactly 1 %: quiet
+    assert "30 of 1000 attempts ended in a read timeout (> 1 %), 12 timeout retries" in (
+        rec.evidence
+    )
+    assert "900/9000 ms, pool wait included (p95 0.5 ms)" in rec.evidence
+    assert advice(replace(slow, attempt_error_types={"SocketTimeoutError": 10})) == {}  # 1 %
+    # Pool-wait/connect timeouts and the call's deadline are not read timeouts.
+    other = {"ConnectionTimeoutError": 30.0, "TimeoutError": 30.0}
+    assert advice(replace(slow, retries={"timeout": 30}, attempt_error_types=other)) == {}
+    # Without attempt error types (call spans alone): the timeout retries.
+    assert "timeouts" in advice(replace(slow, retries={"timeout": 30}, attempt_error_types=None))
+
+
+def test_read_timeout_types_are_what_the_sdk_retries_as_sent_timeouts() -> None:
+    for name in READ_TIMEOUT_TYPES:
+        kind = classify_failure(getattr(aiohttp, name)())
+        assert kind is not None
+        assert (kind.reason, kind.request_sent) == (RetryReason.TIMEOUT, True)
+    # The pool wait / connect timeout is a timeout too, but not a read one.
+    connect = classify_failure(aiohttp.ConnectionTimeoutError())
+    assert connect is not None
+    assert not connect.request_sent
 
 
 def test_pool_overprovisioned() -> None:
-    idle = healthy(active_peak=3)
-    limits = PoolLimits(limit=100, limit_per_host=50, active_total_peak=3)
+    # 400 calls on 8 connections opened in all (at most 8 in use at once), limit 40, no queue.
+    idle = healthy(requests=400, attempts=400, new_connections=8, active_peak=8, window_s=2.0)
+    idle = replace(idle, pool_wait_ms={"p50": 0.0, "p95": 0.0, "p99": 0.0}, pool_queued_share=0)
+    limits = PoolLimits(limit=100, limit_per_host=40, active_total_peak=8)
     (rec,) = advice(idle, limits).values()
-    assert (rec.rule, rec.variable, rec.value) == (
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
         "pool-overprovisioned",
         "RESILIENT_HTTP_LIMIT_PER_HOST",
-        "10",
+        "16",
+        "40",
     )
-    assert advice(idle) == {}  # the default per-host limit (10) is never "too high"
-    assert advice(replace(idle, active_peak=13), limits) == {}
+    assert "the pool opened 8 connections in 400 calls over 2 s" in rec.evidence
+    assert "the sampled gauge peaked at 8), of limit_per_host 40" in rec.evidence
+    # Never below the SPEC default; 20 -> 10 halves the limit, so it is still said.
+    small = replace(idle, new_connections=3)
+    assert advice(small, replace(limits, limit_per_host=20))["pool-overprovisioned"].value == "10"
+    # Quiet: the default limit (10 -> 8 is noise), a suggestion that does not halve the limit
+    # (30 -> 16), too few calls, connections churning (the bound is then loose), any queueing,
+    # or a limit the SDK did not report.
+    assert advice(idle, replace(limits, limit_per_host=10)) == {}
+    assert advice(idle, replace(limits, limit_per_host=30)) == {}
+    assert advice(replace(idle, requests=199), limits) == {}
+    assert advice(replace(idle, new_connections=400, active_peak=3), limits) == {}
+    assert advice(replace(idle, pool_wait_ms={"p95": 2.0}), limits) == {}
+    assert advice(replace(idle, pool_wait_ms={}), limits) == {}
+    assert advice(idle, replace(limits, limit_per_host=None)) == {}
 
 
 def test_identical_advice_for_several_hosts_is_merged() -> None:
@@ -200,69 +319,13 @@ def test_bad_environment_values_fall_back_to_defaults() -> None:
     assert settings.from_environment == {"timeout_read"}
 
 
-# --- end to end: real SDK files -----------------------------------------------------------
-
-
-def _recorded(tmp_path: Path, record: Any) -> dict[str, Recommendation]:
-    telemetry = SdkTelemetry(tmp_path / "traces.jsonl", tmp_path / "metrics.jsonl")
-    telemetry.pool_limits(100, 10)
-    record(telemetry)
-    telemetry.flush_metrics()
-    telemetry.close()
-    return {r.rule: r for r in analyze_paths([tmp_path], Settings()).recommendations}
-
-
-def test_healthy_sdk_traffic_gets_no_advice(tmp_path: Path) -> None:
-    def record(t: SdkTelemetry) -> None:
-        for i in range(200):
-            t.call([Attempt(0.02 + 0.001 * (i % 7), reused=i % 50 != 0)])
-        t.open_connections(active=4, idle=4)
-
-    assert _recorded(tmp_path, record) == {}
-
-
-def test_stale_keepalive_sdk_traffic(tmp_path: Path) -> None:
-    def record(t: SdkTelemetry) -> None:
-        for i in range(100):
-            if i % 4 == 0:  # every fourth call hits a pooled connection the upstream closed
-                closed = Attempt(
-                    0.001,
-                    status=None,
-                    error_type="ServerDisconnectedError",
-                    retry="connection_closed",
-                )
-                t.call([closed, Attempt(0.01, reused=False)])  # retried on a new connection
-            else:
-                t.call([Attempt(0.01, reused=i % 4 == 1)])
-        # Reuse: 25 stale + 25 reused of 125 acquisitions = 0.4.
-
-    recommendations = _recorded(tmp_path, record)
-    assert set(recommendations) == {"stale-keepalive"}
-    assert recommendations["stale-keepalive"].value == "5"
-
-
-def test_throttled_and_starved_sdk_traffic(tmp_path: Path) -> None:
-    def record(t: SdkTelemetry) -> None:
-        for i in range(100):
-            if i % 5 == 0:
-                t.call([Attempt(0.01, status=429, retry="throttled", delay=1.0), Attempt(0.01)])
-            else:
-                t.call([Attempt(0.01, pool_wait=0.3 if i % 3 == 0 else 0.0)])
-        t.open_connections(active=10, idle=0)
-        t.suppressed("retry_after_too_long", 2)
-
-    recommendations = _recorded(tmp_path, record)
-    # Throttled (20 of 120 attempts) wins over the starved pool: no advice to add concurrency.
-    assert set(recommendations) == {"throttled", "retry-after-too-long"}
-    assert recommendations["throttled"].value == "5"
-
-
 @pytest.mark.parametrize("rule", [rule.name for rule in RULES])
 def test_rule_names_are_stable(rule: str) -> None:
     # Rule names appear in the --json output ("rule"): renaming one is a breaking change.
     assert rule in {
         "pool-starved-per-host",
         "pool-starved-total",
+        "pool-backpressure",
         "stale-keepalive",
         "throttled",
         "retry-after-too-long",

@@ -78,6 +78,26 @@ def test_zero_waits_are_a_point_mass() -> None:
     assert hist.quantile_ms(0.95) == pytest.approx(150.0)  # 0.1 + 0.1 * 5/10
 
 
+def test_unrecorded_zeros_are_the_same_point_mass() -> None:
+    # The SDK records a pool wait only when a request queued: 10 waits in (0.1, 0.25] and 90
+    # acquisitions that did not wait give the percentiles the 90 zeros would, had they been
+    # recorded.
+    waits = _explicit([0.1, 0.25], [0, 10, 0], None, 0.2)
+    recorded = _explicit([0.0, 0.1, 0.25], [90, 0, 10, 0], None, 0.2)
+    for step in range(101):
+        q = step / 100
+        assert waits.quantile(q, zeros=90) == pytest.approx(recorded.quantile(q)), q
+    assert waits.quantile_ms(0.95, zeros=90) == pytest.approx(150.0)
+    assert waits.quantile_ms(0.95) == pytest.approx(0.1e3 + 0.1e3 * 9.5 / 10)  # waits only
+    # The recorded min still clamps the waits: all ten took 200 ms.
+    exact = _explicit([0.1, 0.25], [0, 10, 0], 0.2, 0.2)
+    assert exact.quantile_ms(0.95, zeros=90) == pytest.approx(200.0)
+    assert exact.quantile_ms(0.9, zeros=90) == 0.0
+    # Zeros alone: 0; nothing at all: unknown.
+    assert BucketHistogram().quantile_ms(0.99, zeros=5) == 0.0
+    assert BucketHistogram().quantile_ms(0.99, zeros=0) is None
+
+
 def test_histograms_with_different_bounds_combine() -> None:
     a = _explicit([0.1], [10, 0], 0.0, 0.1)  # 10 values uniform in [0, 0.1]
     b = _explicit([0.05, 0.2], [0, 10, 0], 0.05, 0.2)  # 10 values uniform in [0.05, 0.2]

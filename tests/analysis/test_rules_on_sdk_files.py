@@ -1,0 +1,109 @@
+"""The rules on telemetry files written by the real OpenTelemetry SDK: healthy traffic gets no
+advice, each problem its own, and the throttled and pool-starvation rules never contradict each
+other (lowered for a throttling upstream, never raised back while it throttles; raised when the
+queue is not throttling's backpressure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from resilient_http.analysis.analyze import analyze_paths
+from resilient_http.analysis.rules import Recommendation
+from resilient_http.analysis.settings import Settings
+from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
+
+
+def _recorded(tmp_path: Path, record: Any, limit_per_host: int = 10) -> dict[str, Recommendation]:
+    telemetry = SdkTelemetry(tmp_path / "traces.jsonl", tmp_path / "metrics.jsonl")
+    telemetry.pool_limits(100, limit_per_host)
+    record(telemetry)
+    telemetry.flush_metrics()
+    telemetry.close()
+    return {r.rule: r for r in analyze_paths([tmp_path], Settings()).recommendations}
+
+
+def _rate_limited(t: SdkTelemetry, calls: int, *, throttled_every: int | None, active: int) -> None:
+    """``calls`` calls, a third of them queued 300 ms for a connection; every
+    ``throttled_every``-th answered 429 first (retried after its Retry-After)."""
+    for i in range(calls):
+        wait = 0.3 if i % 3 == 0 else 0.0
+        if throttled_every and i % throttled_every == 0:
+            refused = Attempt(0.02, status=429, retry="throttled", delay=0.1, pool_wait=wait)
+            t.call([refused, Attempt(0.02)])
+        else:
+            t.call([Attempt(0.02, pool_wait=wait)])
+    t.open_connections(active=active, idle=0)
+
+
+def test_healthy_sdk_traffic_gets_no_advice(tmp_path: Path) -> None:
+    def record(t: SdkTelemetry) -> None:
+        for i in range(200):
+            t.call([Attempt(0.02 + 0.001 * (i % 7), reused=i % 50 != 0)])
+        t.open_connections(active=4, idle=4)
+
+    assert _recorded(tmp_path, record) == {}
+
+
+def test_stale_keepalive_sdk_traffic(tmp_path: Path) -> None:
+    def record(t: SdkTelemetry) -> None:
+        for i in range(100):
+            if i % 4 == 0:  # every fourth call hits a pooled connection the upstream closed
+                closed = Attempt(
+                    0.001,
+                    status=None,
+                    error_type="ServerDisconnectedError",
+                    retry="connection_closed",
+                )
+                t.call([closed, Attempt(0.01, reused=False)])  # retried on a new connection
+            else:
+                t.call([Attempt(0.01, reused=i % 4 == 1)])
+        # Reuse: 25 stale + 25 reused of 125 acquisitions = 0.4.
+
+    recommendations = _recorded(tmp_path, record)
+    assert set(recommendations) == {"stale-keepalive"}
+    assert recommendations["stale-keepalive"].value == "5"
+
+
+def test_throttled_sdk_traffic_lowers_the_limit_even_while_calls_queue(tmp_path: Path) -> None:
+    # At 10 connections: 40 of 240 attempts throttled (16.7 %), and calls queue.
+    def record(t: SdkTelemetry) -> None:
+        _rate_limited(t, 200, throttled_every=5, active=10)
+        t.suppressed("retry_after_too_long", 2)
+
+    recommendations = _recorded(tmp_path, record)
+    # Lowered, never raised: the queue is the backpressure the throttled advice asks for.
+    assert set(recommendations) == {"throttled", "retry-after-too-long"}
+    throttled = recommendations["throttled"]
+    assert (throttled.value, throttled.current) == ("5", "10")
+    assert "requests also queue for a connection" in throttled.evidence
+    assert "set RESILIENT_HTTP_RETRY_AFTER_MAX to 60 s or more" in throttled.reason
+
+
+def test_lowered_limit_is_not_raised_back_while_the_upstream_throttles(tmp_path: Path) -> None:
+    # At 5 connections after the throttled advice: 5 of 205 attempts throttled (2.4 %, below
+    # the throttled rule's 5 %), and calls queue. The starvation rule would say 10 again.
+    def record(t: SdkTelemetry) -> None:
+        _rate_limited(t, 200, throttled_every=40, active=5)
+
+    recommendations = _recorded(tmp_path, record, limit_per_host=5)
+    assert set(recommendations) == {"pool-backpressure"}
+    kept = recommendations["pool-backpressure"]
+    assert (kept.variable, kept.value, kept.current) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "5", "5")
+    assert "the upstream is throttling: 5 of 205 attempts (2.44 %) answered 429/503" in (
+        kept.evidence
+    )
+    assert "5 of limit_per_host 5" in kept.evidence
+
+
+def test_queueing_without_throttling_raises_the_limit(tmp_path: Path) -> None:
+    # The same queueing with no throttling at all: the limit is what holds calls back.
+    def record(t: SdkTelemetry) -> None:
+        _rate_limited(t, 200, throttled_every=None, active=5)
+
+    recommendations = _recorded(tmp_path, record, limit_per_host=5)
+    assert set(recommendations) == {"pool-starved-per-host"}
+    raised = recommendations["pool-starved-per-host"]
+    assert (raised.value, raised.current) == ("10", "5")
+    # 67 of 200 acquisitions queued 300 ms: the p95 over all of them is in the 300 ms bucket.
+    assert "33.5 % of them queued" in raised.evidence
