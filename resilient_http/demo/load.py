@@ -27,6 +27,7 @@ from opentelemetry import metrics, trace
 
 import resilient_http as rh
 from resilient_http.analysis.stats import LatencySketch
+from resilient_http.retry import RetryReason, classify_failure
 from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
 
 __all__ = [
@@ -151,7 +152,10 @@ async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
     except aiohttp.ClientError as exc:
         # A failed call is part of what the demo shows (the SDK raises aiohttp's errors).
         result.errors[type(exc).__name__] += 1
-        if isinstance(exc, aiohttp.ClientConnectionError):
+        # Only calls that ended on a closed or reset connection consumed a dropped one;
+        # timeouts are ClientConnectionErrors too, but the upstream did not drop anything.
+        failure = classify_failure(exc)
+        if failure is not None and failure.reason is RetryReason.CONNECTION_CLOSED:
             result.connection_errors += 1
         status = 0
     except TimeoutError:
