@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.otlp_receiver import OTLPReceiver
 from tests.servers import RecordingServer
 
 
@@ -16,6 +17,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("RESILIENT_HTTP_", "OTEL_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OTLPReceiver]:
+    """A real OTLP/HTTP receiver on 127.0.0.1 (point OTEL_EXPORTER_OTLP_ENDPOINT at its url)."""
+    server = OTLPReceiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture

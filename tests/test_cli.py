@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import clean_environ
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RESILIENT_HTTP_", "OTEL_"))}
     return subprocess.run(
         [sys.executable, "-m", "resilient_http", *args],
-        env={**clean, **(env or {})},
+        env=clean_environ(**(env or {})),
         capture_output=True,
         text=True,
         timeout=60,

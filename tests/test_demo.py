@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +74,6 @@ def the_upstream(document: dict[str, Any]) -> dict[str, Any]:
 
 def recommendations(document: dict[str, Any]) -> dict[str, str]:
     return {r["variable"]: r["value"] for r in document["report"]["recommendations"]}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[OTLPReceiver]:
-    server = OTLPReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def test_report_figures_agree_with_the_upstreams_counters(tmp_path: Path) -> None:

@@ -11,12 +11,10 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from resilient_http.upstream import FaultPlan, FaultyUpstream, Script, down_url
@@ -25,16 +23,6 @@ from tests.otlp_receiver import OTLPReceiver, attributes_of
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "microservice.py"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[OTLPReceiver]:
-    server = OTLPReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def call_service(

@@ -22,20 +22,7 @@ from resilient_http.analysis.stats import BucketHistogram
 
 __all__ = ["MetricStore", "Stream"]
 
-_WANTED = frozenset(
-    {
-        names.ATTEMPT_DURATION,
-        names.OPEN_CONNECTIONS,
-        names.CONNECTION_DURATION,
-        names.ACTIVE_REQUESTS,
-        names.CALL_DURATION,
-        names.POOL_WAIT,
-        names.CONNECTIONS_ACQUIRED,
-        names.RETRIES,
-        names.RETRIES_SUPPRESSED,
-        names.POOL_LIMIT,
-    }
-)
+_WANTED = names.SDK_METRICS
 # http.client.* names are semantic conventions: other libraries (httpx, requests...) emit them
 # too, so those are only taken from the SDK's scope or the aiohttp instrumentation's.
 _SEMCONV_PREFIX = "http.client."

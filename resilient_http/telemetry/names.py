@@ -32,6 +32,7 @@ __all__ = [
     "RETRY_REASON",
     "RETRY_REASONS",
     "REUSED",
+    "SDK_METRICS",
     "SDK_SCOPE",
     "STATUS",
     "SUPPRESSION_REASON",
@@ -73,6 +74,21 @@ CONNECTIONS_ACQUIRED = "resilient_http.connection.acquired"
 RETRIES = "resilient_http.retries"
 RETRIES_SUPPRESSED = "resilient_http.retries.suppressed"
 POOL_LIMIT = "resilient_http.pool.limit"
+#: Every metric the SDK emits (instruments.py makes exactly these; a test pins the README table).
+SDK_METRICS = frozenset(
+    {
+        ATTEMPT_DURATION,
+        OPEN_CONNECTIONS,
+        CONNECTION_DURATION,
+        ACTIVE_REQUESTS,
+        CALL_DURATION,
+        POOL_WAIT,
+        CONNECTIONS_ACQUIRED,
+        RETRIES,
+        RETRIES_SUPPRESSED,
+        POOL_LIMIT,
+    }
+)
 
 # Retry reasons, in the order reports list them.
 RETRY_REASONS = ("connection_closed", "connect_error", "timeout", "throttled", "server_error")

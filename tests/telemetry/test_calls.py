@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 import resilient_http as rh
+from resilient_http.telemetry import names
 from resilient_http.telemetry.redact import redact_url
 from resilient_http.upstream import FaultPlan, FaultyUpstream, Script, down_url
 from tests.helpers import until
@@ -148,6 +149,7 @@ async def test_metrics_and_pool_gauges_agree_with_pool_stats(
     assert [(a["http.response.status_code"], p.count) for a, p in attempt_durations] == [(200, 3)]
     calls = after["resilient_http.request.duration"]
     assert sum(p.count for _, p in calls) == 3
+    assert set(after) <= names.SDK_METRICS  # nothing beyond the documented instruments
     for attributes, _ in attempt_durations + calls + waits:
         assert "url.full" not in attributes  # bounded cardinality: no URLs on metrics
         assert attributes["server.address"] == "127.0.0.1"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,31 +13,21 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 import resilient_http as rh
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.upstream import down_url
+from tests.helpers import clean_environ
 from tests.otlp_receiver import OTLPReceiver, attributes_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[OTLPReceiver]:
-    server = OTLPReceiver()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
 async def run_scenario(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """Run tests/telemetry/scenario.py with a clean environment plus ``env``; never blocks."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "RESILIENT_HTTP_"))}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tests.telemetry.scenario",
         *args,
         cwd=ROOT,
-        env={**clean, **env},
+        env=clean_environ(**env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
