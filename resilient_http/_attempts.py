@@ -46,8 +46,7 @@ __all__ = ["AttemptRunner", "RetryEvent", "RetryHooks", "RetryPlan", "Suppressio
 
 log: Final = logging.getLogger("resilient_http")
 # Bound once: these run on every request.
-_last_connection: Final = pool.LAST_CONNECTION.get
-_set_last_connection: Final = pool.LAST_CONNECTION.set
+_attempt_record: Final = pool.attempt_record
 _LOG_ONLY: Final = SessionTelemetry.logging_only()
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -244,7 +243,7 @@ class AttemptRunner:
         observed: CallTelemetry | None = None,
     ) -> aiohttp.ClientResponse:
         expires_at = self.clock() + deadline
-        _set_last_connection(None)
+        record = _attempt_record()
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         try:
             resp = await self._request(
@@ -253,7 +252,7 @@ class AttemptRunner:
         except Exception as exc:
             if observed is not None:
                 observed.end_attempt(None, exc)
-            acquired = _last_connection()
+            acquired = record.acquired
             upstream = acquired[0] if acquired else _upstream_of(absolute(url))
             if plan is not None:
                 self.budget.record_call(upstream)
@@ -268,7 +267,7 @@ class AttemptRunner:
             observed.end_attempt(resp, None)
         if plan is None:
             return resp
-        acquired = _last_connection()
+        acquired = record.acquired
         upstream = acquired[0] if acquired else _upstream_of(absolute(url))
         self.budget.record_call(upstream)
         if resp.status not in plan.policy.statuses:
@@ -333,7 +332,7 @@ class AttemptRunner:
         call.attempt += 1
         if not call.free_next:
             call.charged += 1
-        _set_last_connection(None)
+        record = _attempt_record()
         timeout = _trimmed(call.timeout, call.expires_at - self.clock())
         observed = call.observed
         kwargs = call.kwargs if observed is None else observed.begin_attempt(call.kwargs)
@@ -348,7 +347,7 @@ class AttemptRunner:
                 observed.end_attempt(None, exc)
             raise
         finally:
-            acquired = _last_connection()
+            acquired = record.acquired
             call.reused = acquired[1] if acquired else None
         if observed is not None:
             observed.end_attempt(resp, None)

@@ -24,6 +24,7 @@ one is missing the adapter degrades with one warning instead of crashing:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sys
@@ -43,11 +44,12 @@ from ._exceptions import ConfigWarning
 from .config import ClientConfig
 
 __all__ = [
-    "LAST_CONNECTION",
+    "AttemptRecord",
     "HostCounters",
     "HostPoolStats",
     "PoolObserver",
     "PoolStats",
+    "attempt_record",
     "cleanup_closed_needed",
     "create_connector",
     "disable_hidden_resend",
@@ -182,16 +184,47 @@ def fresh_connection() -> Iterator[None]:
         _FRESH.reset(token)
 
 
-def last_connection() -> tuple[str, bool] | None:
-    """The upstream ``host:port`` of the latest connection acquired in this context, and whether
-    it was reused from the pool (None: none acquired since ``reset_last_connection()``).
+class AttemptRecord:
+    """Where the connector notes the connection the current attempt got, for the attempt loop.
+
+    One per task, made on the task's first request and reused: setting a context variable per
+    attempt allocated a token and a new context each time, and the garbage collector's extra
+    passes over them were a visible share of a request. Ownership is by task id (not a
+    reference, which would make a task -> context -> record -> task cycle), so a task that
+    inherited its creator's record makes its own instead of sharing it.
     """
-    return _LAST_ACQUIRED.get()
+
+    __slots__ = ("acquired", "owner")
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        #: (``host:port``, reused from the pool) of the latest acquisition, or None
+        self.acquired: tuple[str, bool] | None = None
+
+
+def attempt_record() -> AttemptRecord:
+    """This task's record, emptied: a failure before any connection is acquired reads None."""
+    record = _RECORD.get()
+    owner = id(asyncio.current_task())
+    if record is None or record.owner != owner:
+        record = AttemptRecord(owner)
+        _RECORD.set(record)
+    else:
+        record.acquired = None
+    return record
+
+
+def last_connection() -> tuple[str, bool] | None:
+    """The upstream ``host:port`` of the latest connection acquired by this task's current
+    attempt, and whether it was reused from the pool (None: none since ``attempt_record()``).
+    """
+    record = _RECORD.get()
+    return record.acquired if record is not None else None
 
 
 def reset_last_connection() -> None:
     """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
-    _LAST_ACQUIRED.set(None)
+    attempt_record()
 
 
 def request_coroutine_function(
@@ -224,11 +257,9 @@ def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
 # --- the adapter -------------------------------------------------------------------------------
 
 _FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)
-_LAST_ACQUIRED: Final[ContextVar[tuple[str, bool] | None]] = ContextVar(
-    "resilient_http_last_connection", default=None
+_RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(
+    "resilient_http_attempt_record", default=None
 )
-#: What ``last_connection()`` reads, for the attempt loop's hot path (no function call).
-LAST_CONNECTION: Final = _LAST_ACQUIRED
 _REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
 
@@ -334,11 +365,15 @@ class _ObservedConnector(aiohttp.TCPConnector):
         host = getattr(proto, "rh_host", None)
         if host is not None:  # a pooled connection a request had before: the common case
             host.acquired_reused += 1
-            _LAST_ACQUIRED.set(host.reused_tag)
+            record = _RECORD.get()
+            if record is not None:
+                record.acquired = host.reused_tag
         else:
             host = self._counters(getattr(connection, "_key", None) or req.connection_key)
             host.acquired_new += 1
-            _LAST_ACQUIRED.set(host.new_tag)
+            record = _RECORD.get()
+            if record is not None:
+                record.acquired = host.new_tag
             if not isinstance(proto, _TrackedProtocol):
                 return connection  # degraded (no _factory): only acquisitions are counted
             proto.rh_host = host

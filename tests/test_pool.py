@@ -86,6 +86,7 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
     observer = RecordingObserver()
     connector = pool.create_connector(rh.ClientConfig(), observer)
     label = f"127.0.0.1:{recording_server.port}"
+    pool.reset_last_connection()  # this task records its acquisitions from here on
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(3):
             async with session.get(recording_server.url("/a")) as resp:
@@ -104,6 +105,7 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
 async def test_fresh_connection_skips_idle_ones(recording_server: RecordingServer) -> None:
     label = f"127.0.0.1:{recording_server.port}"
     connector = pool.create_connector(rh.ClientConfig())
+    pool.reset_last_connection()
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(recording_server.url()) as resp:
             await resp.read()
@@ -223,3 +225,22 @@ def test_missing_internals_degrade_with_one_warning(monkeypatch: pytest.MonkeyPa
     assert "ClientSession._request" in messages[0]
     assert "ClientSession._retry_connection" in messages[1]
     assert all(w.category is RuntimeWarning for w in caught)
+
+
+async def test_attempt_record_is_per_task(recording_server: RecordingServer) -> None:
+    """A task that inherited its creator's record makes its own: no two tasks share one."""
+    connector = pool.create_connector(rh.ClientConfig())
+    parent = pool.attempt_record()
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def child() -> tuple[str, bool] | None:
+            record = pool.attempt_record()
+            assert record is not parent
+            async with session.get(recording_server.url()) as resp:
+                await resp.read()
+            return pool.last_connection()
+
+        label = f"127.0.0.1:{recording_server.port}"
+        assert await asyncio.create_task(child()) == (label, False)
+        assert pool.last_connection() is None  # the parent's own record saw nothing
+        assert pool.attempt_record() is parent  # and is reused, not replaced
