@@ -1,4 +1,4 @@
-"""The connection pool: connector factory, ``PoolStats``, the one adapter over aiohttp internals.
+"""The connection pool: connector factory and the one adapter over aiohttp internals.
 
 aiohttp exposes no public view of its pool, no hook for "a connection was reused" that costs
 nothing when unused (trace configs cost ~15 % of throughput even with no handlers), no way to ask
@@ -24,16 +24,11 @@ one is missing the adapter degrades with one warning instead of crashing:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, cast
 
 import aiohttp
@@ -41,6 +36,20 @@ from aiohttp import connector as _aiohttp_connector
 from aiohttp.client_proto import ResponseHandler
 
 from ._exceptions import ConfigWarning
+from ._pool_state import (
+    AttemptRecord,
+    HostCounters,
+    HostPoolStats,
+    PoolStats,
+    attempt_record,
+    fresh_connection,
+    fresh_connection_wanted,
+    last_connection,
+    recorded_attempt,
+    reset_last_connection,
+    total_stats,
+    upstream_label,
+)
 from .config import ClientConfig
 
 __all__ = [
@@ -65,35 +74,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class HostPoolStats:
-    """Connection counts for one upstream ``host:port``."""
-
-    open: int
-    idle: int
-    active: int
-    waiting: int
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of the pool.
-
-    ``open`` = ``idle`` + ``active``; ``active`` connections are in use by a request, ``idle``
-    ones wait in the pool for reuse, ``waiting`` counts requests queued for a connection.
-    ``limit`` and ``limit_per_host`` are the configured bounds (0 = unlimited); ``per_host``
-    maps ``"host:port"`` to the same counts for that upstream.
-    """
-
-    limit: int
-    limit_per_host: int
-    open: int
-    idle: int
-    active: int
-    waiting: int
-    per_host: Mapping[str, HostPoolStats]
-
-
 class PoolObserver(Protocol):
     """Receives pool events on the event loop; the telemetry layer implements it.
 
@@ -106,11 +86,6 @@ class PoolObserver(Protocol):
 
     def connection_closed(self, host: HostCounters, lifetime: float) -> None:
         """A connection the pool had opened was closed after ``lifetime`` seconds."""
-
-
-def upstream_label(host: str, port: int | None) -> str:
-    """``"host:port"`` as used in ``PoolStats.per_host`` (IPv6 hosts in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def cleanup_closed_needed() -> bool:
@@ -174,59 +149,6 @@ def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
     return _stats_from_internals(connector)
 
 
-@contextlib.contextmanager
-def fresh_connection() -> Iterator[None]:
-    """Within this block, requests open a new connection instead of reusing an idle one."""
-    token = _FRESH.set(True)
-    try:
-        yield
-    finally:
-        _FRESH.reset(token)
-
-
-class AttemptRecord:
-    """Where the connector notes the connection the current attempt got, for the attempt loop.
-
-    One per task, made on the task's first request and reused: setting a context variable per
-    attempt allocated a token and a new context each time, and the garbage collector's extra
-    passes over them were a visible share of a request. Ownership is by task id (not a
-    reference, which would make a task -> context -> record -> task cycle), so a task that
-    inherited its creator's record makes its own instead of sharing it.
-    """
-
-    __slots__ = ("acquired", "owner")
-
-    def __init__(self, owner: int) -> None:
-        self.owner = owner
-        #: (``host:port``, reused from the pool) of the latest acquisition, or None
-        self.acquired: tuple[str, bool] | None = None
-
-
-def attempt_record() -> AttemptRecord:
-    """This task's record, emptied: a failure before any connection is acquired reads None."""
-    record = _RECORD.get()
-    owner = id(asyncio.current_task())
-    if record is None or record.owner != owner:
-        record = AttemptRecord(owner)
-        _RECORD.set(record)
-    else:
-        record.acquired = None
-    return record
-
-
-def last_connection() -> tuple[str, bool] | None:
-    """The upstream ``host:port`` of the latest connection acquired by this task's current
-    attempt, and whether it was reused from the pool (None: none since ``attempt_record()``).
-    """
-    record = _RECORD.get()
-    return record.acquired if record is not None else None
-
-
-def reset_last_connection() -> None:
-    """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
-    attempt_record()
-
-
 def request_coroutine_function(
     session: aiohttp.ClientSession,
 ) -> Callable[..., Awaitable[aiohttp.ClientResponse]]:
@@ -256,10 +178,6 @@ def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
 
 # --- the adapter -------------------------------------------------------------------------------
 
-_FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)
-_RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(
-    "resilient_http_attempt_record", default=None
-)
 _REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
 
@@ -272,38 +190,6 @@ def _warn_once(internal: str, consequence: str) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-
-
-class HostCounters:
-    """Plain ints per upstream, kept by the event loop and read by gauge callbacks on the
-    exporter's thread (reading an int is safe there; iterating aiohttp's structures is not).
-    """
-
-    __slots__ = (
-        "acquired_new",
-        "acquired_reused",
-        "active",
-        "host",
-        "label",
-        "new_tag",
-        "open",
-        "port",
-        "reused_tag",
-        "waiting",
-    )
-
-    def __init__(self, host: str, port: int | None) -> None:
-        self.host = host
-        self.port = port
-        self.label = upstream_label(host, port)
-        self.open = 0
-        self.active = 0
-        self.waiting = 0
-        self.acquired_new = 0
-        self.acquired_reused = 0
-        # what last_connection() reports, built once rather than on every acquisition
-        self.new_tag = (self.label, False)
-        self.reused_tag = (self.label, True)
 
 
 class _TrackedProtocol(ResponseHandler):
@@ -357,7 +243,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
 
     # aiohttp passes these by keyword: the names must stay as aiohttp spells them.
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        if _FRESH.get() and self._can_skip_idle:
+        if fresh_connection_wanted() and self._can_skip_idle:
             connection = await self._connect_fresh(req, traces, timeout)
         else:
             connection = await super().connect(req, traces, timeout)
@@ -365,13 +251,13 @@ class _ObservedConnector(aiohttp.TCPConnector):
         host = getattr(proto, "rh_host", None)
         if host is not None:  # a pooled connection a request had before: the common case
             host.acquired_reused += 1
-            record = _RECORD.get()
+            record = recorded_attempt()
             if record is not None:
                 record.acquired = host.reused_tag
         else:
             host = self._counters(getattr(connection, "_key", None) or req.connection_key)
             host.acquired_new += 1
-            record = _RECORD.get()
+            record = recorded_attempt()
             if record is not None:
                 record.acquired = host.new_tag
             if not isinstance(proto, _TrackedProtocol):
@@ -398,7 +284,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
                 del self._get
 
     async def _get_unless_fresh(self, key: Any, traces: Any) -> Any:
-        if _FRESH.get():
+        if fresh_connection_wanted():
             self._retire_longest_idle(key)
             return None
         return await aiohttp.TCPConnector._get(self, key, traces)
@@ -462,20 +348,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
             for label, host in list(self.hosts.items())
             if not closed and (host.open or host.active or host.waiting)
         }
-        return _total(self.limit, self.limit_per_host, per_host)
-
-
-def _total(limit: int, limit_per_host: int, per_host: dict[str, HostPoolStats]) -> PoolStats:
-    hosts = per_host.values()
-    return PoolStats(
-        limit=limit,
-        limit_per_host=limit_per_host,
-        open=sum(h.open for h in hosts),
-        idle=sum(h.idle for h in hosts),
-        active=sum(h.active for h in hosts),
-        waiting=sum(h.waiting for h in hosts),
-        per_host=MappingProxyType(per_host),
-    )
+        return total_stats(self.limit, self.limit_per_host, per_host)
 
 
 def _stats_from_internals(connector: aiohttp.BaseConnector) -> PoolStats:
@@ -499,7 +372,7 @@ def _stats_from_internals(connector: aiohttp.BaseConnector) -> PoolStats:
         label: HostPoolStats(open=idle + active, idle=idle, active=active, waiting=waiting)
         for label, (idle, active, waiting) in counts.items()
     }
-    stats = _total(connector.limit, connector.limit_per_host, per_host)
+    stats = total_stats(connector.limit, connector.limit_per_host, per_host)
     # Without a per-host limit aiohttp keeps no per-host record of active connections.
     active = 0 if connector.closed else len(getattr(connector, "_acquired", ()))
     if active != stats.active:
