@@ -217,9 +217,13 @@ class CallTelemetry:
             self._attempt_span = span
             context = trace.set_span_in_context(span)
         given = kwargs.get("headers")
-        headers: Any = CIMultiDict(given) if given else {}
+        # A CIMultiDict, because aiohttp converts any other mapping into one; kwargs is the
+        # call's own dict, so the next attempt starts from these headers and replaces the
+        # traceparent in them.
+        headers: CIMultiDict[str] = CIMultiDict(given) if given else CIMultiDict()
         propagate.inject(headers, context=context)
-        return {**kwargs, "headers": headers}
+        kwargs["headers"] = headers
+        return kwargs
 
     def end_attempt(
         self, response: aiohttp.ClientResponse | None, error: BaseException | None
