@@ -75,8 +75,13 @@ class RequestContextManager(Coroutine[Any, Any, aiohttp.ClientResponse]):
 class ResilientSession:
     """An asyncio HTTP client session with a tuned pool, for use in place of ``ClientSession``.
 
-    ``config`` defaults to ``ClientConfig.from_env()``. Other keyword arguments go to
-    ``aiohttp.ClientSession`` unchanged (headers, cookies, auth, raise_for_status, ...).
+    ``config`` defaults to ``ClientConfig.from_env()``. ``retry`` is the session's default retry
+    plan (a ``RetryPolicy``, ``False``, or an ``aiohttp_retry`` option; default
+    ``config.retry``). ``tracer_provider`` / ``meter_provider`` are the OpenTelemetry providers
+    to report to (default: the global ones as they are now; none set = no telemetry work).
+    Other keyword arguments go to ``aiohttp.ClientSession`` unchanged (headers, cookies, auth,
+    raise_for_status, ...); ``timeout=`` (an ``aiohttp.ClientTimeout``) replaces the per-attempt
+    timeouts built from ``config``.
     A ``connector`` given here is used as it is (``connector_owner`` as in aiohttp); otherwise
     the session builds and owns one from ``config``. Create it inside a coroutine, as aiohttp
     requires, and close it (``async with`` or ``await close()``).
