@@ -26,7 +26,7 @@ from yarl import URL
 from .._version import __version__
 from ..pool import HostCounters
 from . import names
-from .instruments import Instruments, instruments_for
+from .instruments import Instruments, instruments_for, is_api_proxy, server_attributes
 from .redact import redact_text, redact_url
 
 __all__ = ["CallTelemetry", "SessionTelemetry", "Target"]
@@ -85,13 +85,15 @@ class SessionTelemetry:
     def pool_waited(self, host: HostCounters, seconds: float) -> None:
         """Record a wait for a pooled connection."""
         if self.instruments is not None:
-            self.instruments.pool_wait.record(seconds, _server(host.host, host.port))
+            self.instruments.pool_wait.record(seconds, server_attributes(host.host, host.port))
         log.debug("pool wait upstream=%s seconds=%.6f", host.label, seconds)
 
     def connection_closed(self, host: HostCounters, lifetime: float) -> None:
         """Record the lifetime of a closed connection."""
         if self.instruments is not None:
-            self.instruments.connection_duration.record(lifetime, _server(host.host, host.port))
+            self.instruments.connection_duration.record(
+                lifetime, server_attributes(host.host, host.port)
+            )
         log.debug("connection closed upstream=%s lifetime=%.3f", host.label, lifetime)
 
 
@@ -116,7 +118,11 @@ class Target:
         found = self._requests.get(method)
         if found is None:
             known = method if method in _KNOWN_METHODS else "_OTHER"
-            found = {names.METHOD: known, "url.full": self.url, **_server(self.host, self.port)}
+            found = {
+                names.METHOD: known,
+                "url.full": self.url,
+                **server_attributes(self.host, self.port),
+            }
             if known == "_OTHER":
                 found["http.request.method_original"] = method
             self._requests[method] = found
@@ -149,7 +155,7 @@ class Target:
 
     def _base(self, method: str) -> dict[str, Any]:
         known = method if method in _KNOWN_METHODS else "_OTHER"
-        return {names.METHOD: known, **_server(self.host, self.port)}
+        return {names.METHOD: known, **server_attributes(self.host, self.port)}
 
 
 class CallTelemetry:
@@ -336,17 +342,10 @@ def _end_span(
     span.end()
 
 
-def _server(host: str, port: int | None) -> dict[str, Any]:
-    attributes: dict[str, Any] = {names.ADDRESS: host}
-    if port is not None:
-        attributes[names.PORT] = port
-    return attributes
-
-
 def _real_tracer(provider: trace.TracerProvider | None) -> trace.Tracer | None:
     """A tracer, or None when spans would go nowhere (so the attempt loop can skip them)."""
     provider = provider if provider is not None else trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+    if is_api_proxy(provider) or isinstance(provider, trace.NoOpTracerProvider):
         return None  # no provider configured when the session was made
     tracer = provider.get_tracer(names.SDK_SCOPE, __version__, schema_url=SCHEMA_URL)
     return None if isinstance(tracer, trace.NoOpTracer) else tracer
@@ -354,10 +353,7 @@ def _real_tracer(provider: trace.TracerProvider | None) -> trace.Tracer | None:
 
 def _real_instruments(provider: metrics.MeterProvider | None) -> Instruments | None:
     provider = provider if provider is not None else metrics.get_meter_provider()
-    # The API's global proxy before any provider is set: a private class, so matched by name.
-    if isinstance(provider, metrics.NoOpMeterProvider) or type(provider).__name__ == (
-        "_ProxyMeterProvider"
-    ):
+    if is_api_proxy(provider) or isinstance(provider, metrics.NoOpMeterProvider):
         return None
     meter = provider.get_meter(names.SDK_SCOPE, __version__, schema_url=SCHEMA_URL)
     return None if isinstance(meter, metrics.NoOpMeter) else instruments_for(meter)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from .. import pool
 from . import names
@@ -104,7 +105,7 @@ class PoolRegistry:
                     key = (h.host, h.port, state)
                     sums[key] = sums.get(key, 0) + value
         return [
-            Observation(value, {**_server(host, port), names.CONNECTION_STATE: state})
+            Observation(value, {**server_attributes(host, port), names.CONNECTION_STATE: state})
             for (host, port, state), value in sums.items()
         ]
 
@@ -114,7 +115,7 @@ class PoolRegistry:
         for entry in self._entries():
             for h in entry.counters():
                 sums[(h.host, h.port)] = sums.get((h.host, h.port), 0) + h.active + h.waiting
-        return [Observation(value, _server(*key)) for key, value in sums.items()]
+        return [Observation(value, server_attributes(*key)) for key, value in sums.items()]
 
     def observe_acquired(self, options: CallbackOptions) -> Iterable[Observation]:
         """``resilient_http.connection.acquired``: cumulative, by reused or newly opened."""
@@ -127,8 +128,12 @@ class PoolRegistry:
                 totals[1] += h.acquired_reused
         observations = []
         for (host, port), (new, reused) in sums.items():
-            observations.append(Observation(new, {**_server(host, port), names.REUSED: False}))
-            observations.append(Observation(reused, {**_server(host, port), names.REUSED: True}))
+            observations.append(
+                Observation(new, {**server_attributes(host, port), names.REUSED: False})
+            )
+            observations.append(
+                Observation(reused, {**server_attributes(host, port), names.REUSED: True})
+            )
         return observations
 
     def observe_limits(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -148,29 +153,26 @@ class Instruments:
     """Every instrument of the telemetry contract, on one meter."""
 
     def __init__(self, meter: Meter) -> None:
-        self.attempt_duration = meter.create_histogram(
+        def seconds(name: str, description: str, buckets: tuple[float, ...]) -> Histogram:
+            return meter.create_histogram(
+                name, unit="s", description=description, explicit_bucket_boundaries_advisory=buckets
+            )
+
+        self.attempt_duration = seconds(
             names.ATTEMPT_DURATION,
-            unit="s",
-            description="Duration of HTTP client requests (one per physical attempt).",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "Duration of HTTP client requests (one per physical attempt).",
+            DURATION_BUCKETS,
         )
-        self.call_duration = meter.create_histogram(
+        self.call_duration = seconds(
             names.CALL_DURATION,
-            unit="s",
-            description="Duration of logical calls, every attempt and retry wait included.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "Duration of logical calls, every attempt and retry wait included.",
+            DURATION_BUCKETS,
         )
-        self.pool_wait = meter.create_histogram(
-            names.POOL_WAIT,
-            unit="s",
-            description="Time a request was queued for a pooled connection.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        self.pool_wait = seconds(
+            names.POOL_WAIT, "Time a request was queued for a pooled connection.", DURATION_BUCKETS
         )
-        self.connection_duration = meter.create_histogram(
-            names.CONNECTION_DURATION,
-            unit="s",
-            description="Lifetime of closed pooled connections.",
-            explicit_bucket_boundaries_advisory=CONNECTION_BUCKETS,
+        self.connection_duration = seconds(
+            names.CONNECTION_DURATION, "Lifetime of closed pooled connections.", CONNECTION_BUCKETS
         )
         self.retries = meter.create_counter(
             names.RETRIES, unit="{retry}", description="Retries, by reason (free ones included)."
@@ -220,8 +222,20 @@ def instruments_for(meter: Meter) -> Instruments:
         return found
 
 
-def _server(host: str, port: int | None) -> dict[str, str | int]:
+def server_attributes(host: str, port: int | None) -> dict[str, str | int]:
+    """``server.address`` and, when known, ``server.port``: the upstream part of attributes."""
     attributes: dict[str, str | int] = {names.ADDRESS: host}
     if port is not None:
         attributes[names.PORT] = port
     return attributes
+
+
+def is_api_proxy(provider: object) -> bool:
+    """Whether ``provider`` is the API's global stand-in, handed out until one is set.
+
+    The meter's proxy class is private to the API, so it is matched by name.
+    """
+    return (
+        isinstance(provider, trace.ProxyTracerProvider)
+        or type(provider).__name__ == "_ProxyMeterProvider"
+    )

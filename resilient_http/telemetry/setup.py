@@ -49,6 +49,7 @@ from opentelemetry.sdk.trace.export import (
 from .._exceptions import ConfigError, ConfigWarning
 from ..config import TELEMETRY_FILE_VARIABLE
 from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
+from .instruments import is_api_proxy
 from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
 
 __all__ = ["TelemetryHandle", "configure_telemetry"]
@@ -178,7 +179,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     warn_every = interval_ms / 1000
 
     tracer_provider: TracerProvider | None = None
-    if _global_is_unset(trace.get_tracer_provider()):
+    if is_api_proxy(trace.get_tracer_provider()):
         tracer_provider = TracerProvider(resource=resource, sampler=sampler)
         for exporter in [_span_exporter(kind) for kind in trace_exporters]:
             tracer_provider.add_span_processor(
@@ -195,7 +196,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         )
 
     meter_provider: MeterProvider | None = None
-    if _global_is_unset(metrics.get_meter_provider()):
+    if is_api_proxy(metrics.get_meter_provider()):
         readers: list[MetricReader] = [
             PeriodicExportingMetricReader(
                 QuietMetricExporter(_metric_exporter(kind), warn_every),
@@ -324,11 +325,3 @@ def _import_grpc(module: str) -> Any:
             "OTEL_EXPORTER_OTLP_PROTOCOL='grpc' needs the gRPC exporter: "
             "pip install 'resilient_http[grpc]'"
         ) from None
-
-
-def _global_is_unset(provider: object) -> bool:
-    # The API hands out proxies until a provider is set; the meter's proxy class is private.
-    return (
-        isinstance(provider, trace.ProxyTracerProvider)
-        or type(provider).__name__ == "_ProxyMeterProvider"
-    )
