@@ -27,7 +27,6 @@ __all__ = [
     "fresh_connection_wanted",
     "last_connection",
     "recorded_attempt",
-    "reset_last_connection",
     "total_stats",
     "upstream_label",
 ]
@@ -141,15 +140,11 @@ def attempt_record() -> AttemptRecord:
 
 def last_connection() -> tuple[str, bool] | None:
     """The upstream ``host:port`` of the latest connection acquired by this task's current
-    attempt, and whether it was reused from the pool (None: none since ``attempt_record()``).
+    attempt, and whether it was reused from the pool; None when none was acquired since
+    ``attempt_record()`` emptied the record.
     """
     record = _RECORD.get()
     return record.acquired if record is not None else None
-
-
-def reset_last_connection() -> None:
-    """Forget the last acquisition, so that a failure before connecting reads as ``None``."""
-    attempt_record()
 
 
 _FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)

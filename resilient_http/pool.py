@@ -46,7 +46,6 @@ from ._pool_state import (
     fresh_connection_wanted,
     last_connection,
     recorded_attempt,
-    reset_last_connection,
     total_stats,
     upstream_label,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "observe_pool",
     "pool_stats",
     "request_coroutine_function",
-    "reset_last_connection",
     "upstream_label",
 ]
 

@@ -86,7 +86,7 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
     observer = RecordingObserver()
     connector = pool.create_connector(rh.ClientConfig(), observer)
     label = f"127.0.0.1:{recording_server.port}"
-    pool.reset_last_connection()  # this task records its acquisitions from here on
+    pool.attempt_record()  # this task records its acquisitions from here on
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(3):
             async with session.get(recording_server.url("/a")) as resp:
@@ -105,12 +105,12 @@ async def test_observer_sees_new_reused_and_closed(recording_server: RecordingSe
 async def test_fresh_connection_skips_idle_ones(recording_server: RecordingServer) -> None:
     label = f"127.0.0.1:{recording_server.port}"
     connector = pool.create_connector(rh.ClientConfig())
-    pool.reset_last_connection()
+    pool.attempt_record()
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(recording_server.url()) as resp:
             await resp.read()
         with pool.fresh_connection():
-            pool.reset_last_connection()
+            pool.attempt_record()
             assert pool.last_connection() is None
             async with session.get(recording_server.url()) as resp:
                 await resp.read()
