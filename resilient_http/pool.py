@@ -12,6 +12,10 @@ one is missing the adapter degrades with one warning instead of crashing:
   wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
   gauges can read from the exporter's thread without touching aiohttp's structures;
 - ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
+- ``ResponseHandler._reschedule_timeout`` (with ``_read_timeout``, ``_read_timeout_handle``,
+  ``_drop_timeout``, ``_on_read_timeout``) is overridden by that subclass so that a received
+  chunk moves the ``sock_read`` deadline instead of cancelling and scheduling a timer
+  (~5 % of a pooled request's cost, measured with the benchmarks' A/B runs);
 - ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
   ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
   connection that is likely dead too;
@@ -207,6 +211,53 @@ class _TrackedProtocol(ResponseHandler):
             self.rh_connector.protocol_closed(self)
 
 
+class _LazyReadTimerProtocol(_TrackedProtocol):
+    """``_TrackedProtocol`` with a cheaper ``sock_read`` timer and the same timeout.
+
+    aiohttp cancels its read timer and schedules a new one for every chunk received (at
+    least twice per response), and each cancelled handle stays in the event loop's heap until
+    swept. Here a chunk only moves the deadline; the one timer, when it comes due, re-arms
+    itself for the moved deadline if data arrived meanwhile, else times the read out exactly
+    as aiohttp does. Used only where aiohttp has the internals it relies on.
+    """
+
+    def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
+        super().__init__(loop, connector)
+        self.rh_read_deadline = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        deadline = self._loop.time() + timeout
+        self.rh_read_deadline = deadline
+        handle = self._read_timeout_handle
+        if handle is None or deadline < handle.when():  # none armed, or a shorter timeout
+            if handle is not None:
+                handle.cancel()
+            self._read_timeout_handle = self._loop.call_at(deadline, self._rh_read_timer_due)
+
+    def _rh_read_timer_due(self) -> None:
+        due = self._read_timeout_handle
+        if due is not None and self.rh_read_deadline > due.when():  # data came meanwhile
+            self._read_timeout_handle = self._loop.call_at(
+                self.rh_read_deadline, self._rh_read_timer_due
+            )
+            return
+        self._read_timeout_handle = None
+        self._on_read_timeout()
+
+
+def _protocol_class() -> type[_TrackedProtocol]:
+    """The lazy read timer where this aiohttp has what it overrides, else aiohttp's own."""
+    methods = ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
+    if all(callable(getattr(ResponseHandler, name, None)) for name in methods):
+        return _LazyReadTimerProtocol
+    _warn_once("ResponseHandler._reschedule_timeout", "sock_read timers cost aiohttp's price")
+    return _TrackedProtocol
+
+
 class _ObservedConnector(aiohttp.TCPConnector):
     """``TCPConnector`` that keeps per-upstream counters and can skip idle connections."""
 
@@ -224,7 +275,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         if hasattr(self, "_factory"):
             self._factory = cast(
                 "functools.partial[ResponseHandler]",
-                functools.partial(_TrackedProtocol, self._loop, self),
+                functools.partial(_protocol_class(), self._loop, self),
             )
         else:
             _warn_once("TCPConnector._factory", "connection closes are not observed")
