@@ -104,7 +104,7 @@ async def test_a_stall_times_out_no_earlier_than_sock_read_after_the_last_chunk(
 
 async def _protocol() -> tuple[pool._LazyReadTimerProtocol, aiohttp.TCPConnector]:
     connector = pool.create_connector(rh.ClientConfig())
-    proto = connector._factory()  # type: ignore[attr-defined]
+    proto = connector._factory()
     assert isinstance(proto, pool._LazyReadTimerProtocol)
     return proto, connector
 
