@@ -64,8 +64,12 @@ class RetryBudget:
 
     def record_call(self, upstream: str) -> None:
         """Count one logical call to ``upstream``."""
-        window, slot = self._window(upstream)
-        window.calls[slot] += 1
+        # Every call passes here: the same second as the last call needs no window update.
+        second = int(self._clock())
+        window = self._windows.get(upstream)
+        if window is None or window.second != second:
+            window = self._window(upstream)[0]
+        window.calls[second % WINDOW_SECONDS] += 1
 
     def budget_allows_retry(self, upstream: str) -> bool:
         """Whether ``upstream`` may get one more retry now; if so, the retry is charged."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -166,11 +166,8 @@ def total_stats(limit: int, limit_per_host: int, per_host: dict[str, HostPoolSta
     )
 
 
-def fresh_connection_wanted() -> bool:
-    """Whether the current request asked for a newly opened connection."""
-    return _FRESH.get()
-
-
-def recorded_attempt() -> AttemptRecord | None:
-    """This context's record, if the attempt loop made one (the connector writes into it)."""
-    return _RECORD.get()
+# The connector asks these on every acquisition: bound getters, not functions around them.
+fresh_connection_wanted: Final[Callable[[], bool]] = _FRESH.get
+"""Whether the current request asked for a newly opened connection."""
+recorded_attempt: Final[Callable[[], AttemptRecord | None]] = _RECORD.get
+"""This context's record, if the attempt loop made one (the connector writes into it)."""

@@ -146,6 +146,7 @@ class ResilientSession:
         )
         disable_hidden_resend(self._session)
         self._base_url = URL(base_url) if base_url is not None else None
+        self._deadline = self.config.timeout.total
         self._runner = AttemptRunner(
             self._session,
             RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second),
@@ -261,18 +262,25 @@ class ResilientSession:
         sent) and hand the call to the attempt loop; kept free of extra coroutine layers, as
         every request passes here.
         """
-        retry = kwargs.pop("retry", None)
-        plan = self._default_plan if retry is None else resolve_plan(retry, self._default_plan)
+        plan = self._default_plan
+        idempotent = None
+        seconds = self._deadline
+        template = self._attempt_timeout
+        if kwargs:  # else a plain call (the common case): the session's settings as they are
+            retry = kwargs.pop("retry", None)
+            if retry is not None:
+                plan = resolve_plan(retry, plan)
+            idempotent = kwargs.pop("idempotent", None)
+            if idempotent is not None and not isinstance(idempotent, bool):
+                raise ConfigError(f"idempotent={idempotent!r}: expected True, False or None")
+            deadline = kwargs.pop("deadline", None)
+            if deadline is not None:
+                seconds = _check_deadline(deadline)
+            template = kwargs.pop("timeout", None) or template
+            if not isinstance(template, aiohttp.ClientTimeout):
+                raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
         if plan is not None and plan.methods is not None and method not in plan.methods:
             plan = None
-        idempotent = kwargs.pop("idempotent", None)
-        if idempotent is not None and not isinstance(idempotent, bool):
-            raise ConfigError(f"idempotent={idempotent!r}: expected True, False or None")
-        deadline = kwargs.pop("deadline", None)
-        seconds = self.config.timeout.total if deadline is None else _check_deadline(deadline)
-        template = kwargs.pop("timeout", None) or self._attempt_timeout
-        if not isinstance(template, aiohttp.ClientTimeout):
-            raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
         return RequestContextManager(
             self._runner.send(
                 method, str_or_url, kwargs, plan, idempotent, seconds, template, self._absolute
