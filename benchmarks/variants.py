@@ -25,14 +25,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import tenacity
+import yarl
 from aiohttp_retry import ExponentialRetry, RetryClient
+from opentelemetry import propagate
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.trace import SpanKind, set_span_in_context
 
 import resilient_http as rh
 from resilient_http.pool import cleanup_closed_needed
@@ -276,6 +280,82 @@ def _telemetry_session(settings: ClientSettings, providers: Providers) -> rh.Res
         raise
 
 
+def _otel_floor(sampling_ratio: float) -> VariantFactory:
+    """The OpenTelemetry SDK's own price for the SDK's telemetry contract, on plain aiohttp.
+
+    Per call, only the OpenTelemetry calls the contract needs, with everything cacheable
+    cached: an INTERNAL span, a CLIENT span when sampled, a ``traceparent`` header, and the two
+    duration histograms (attempt and logical call) with the same four attributes the SDK
+    records. No retries, pool accounting or redaction: what no implementation of the contract
+    can avoid, so ``sdk_metrics_10pct`` / ``sdk_traces_100pct`` can be read against it.
+    """
+
+    @contextlib.asynccontextmanager
+    async def factory(settings: ClientSettings) -> AsyncIterator[Fetch]:
+        providers = make_providers(sampling_ratio)
+        tracer = providers.tracer_provider.get_tracer("benchmarks.floor")
+        meter = providers.meter_provider.get_meter("benchmarks.floor")
+        attempt_duration = meter.create_histogram("http.client.request.duration", unit="s")
+        call_duration = meter.create_histogram("resilient_http.request.duration", unit="s")
+        targets: dict[str, tuple[str, dict[str, Any]]] = {}
+        outcomes: dict[tuple[str, int], dict[str, Any]] = {}
+        perf_counter = time.perf_counter
+        try:
+            async with aiohttp.ClientSession(connector=settings.connector()) as session:
+
+                async def fetch(url: str) -> int:
+                    started = perf_counter()
+                    target = targets.get(url)
+                    if target is None:
+                        parsed = yarl.URL(url)
+                        host = parsed.host or ""
+                        attributes = {
+                            "http.request.method": "GET",
+                            "url.full": url,
+                            "server.address": host,
+                            "server.port": parsed.port,
+                        }
+                        target = targets[url] = (f"GET {host}", attributes)
+                    call = tracer.start_span(
+                        target[0], kind=SpanKind.INTERNAL, attributes=target[1]
+                    )
+                    context = set_span_in_context(call)
+                    attempt = None
+                    if call.is_recording():
+                        attempt = tracer.start_span(
+                            "GET", context=context, kind=SpanKind.CLIENT, attributes=target[1]
+                        )
+                        context = set_span_in_context(attempt)
+                    headers: dict[str, str] = {}
+                    propagate.inject(headers, context=context)
+                    async with session.get(url, headers=headers) as response:
+                        key = (url, response.status)
+                        outcome = outcomes.get(key)
+                        if outcome is None:
+                            outcome = outcomes[key] = {
+                                "http.request.method": "GET",
+                                "server.address": target[1]["server.address"],
+                                "server.port": target[1]["server.port"],
+                                "http.response.status_code": response.status,
+                            }
+                        ended = perf_counter() - started
+                        attempt_duration.record(ended, outcome)
+                        if attempt is not None:
+                            attempt.set_attribute("http.response.status_code", response.status)
+                            attempt.end()
+                        call_duration.record(ended, outcome)
+                        if call.is_recording():
+                            call.set_attribute("http.response.status_code", response.status)
+                        call.end()
+                        return await _read_status(response)
+
+                yield fetch
+        finally:
+            providers.shutdown()
+
+    return factory
+
+
 _ALL = (
     Variant("aiohttp_tuned", aiohttp_tuned, "plain ClientSession (baseline)"),
     Variant("aiohttp_retry", aiohttp_retry, "RetryClient, ExponentialRetry(attempts=3)"),
@@ -299,6 +379,18 @@ _ALL = (
         "sdk_plain_aiohttp_timeouts",
         sdk_plain_aiohttp_timeouts,
         "sdk_plain with aiohttp's default ClientTimeout",
+        extra=True,
+    ),
+    Variant(
+        "otel_floor_10pct",
+        _otel_floor(0.1),
+        "aiohttp + only the OTel SDK calls of the telemetry contract, 10% sampling",
+        extra=True,
+    ),
+    Variant(
+        "otel_floor_100pct",
+        _otel_floor(1.0),
+        "aiohttp + only the OTel SDK calls of the telemetry contract, 100% sampling",
         extra=True,
     ),
 )
