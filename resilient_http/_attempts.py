@@ -83,6 +83,8 @@ class AttemptRunner:
             before_sleep=lambda state: decisions.before_retry(call_of(state), state),
             retry_error_callback=last_outcome,
         )
+        # The first attempt's timeout is the same for every call with the same settings: the
+        # last one built is kept with the template and deadline it was built from.
         self._first_timeouts: tuple[Any, float, aiohttp.ClientTimeout] = (None, 0.0, _NO_TIMEOUT)
 
     def send(
@@ -144,10 +146,11 @@ class AttemptRunner:
         expires_at = self.clock() + deadline
         record = _attempt_record()
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
+        cached = self._first_timeouts
+        if cached[0] is not timeout or cached[1] != deadline:
+            cached = self._first_timeouts = (timeout, deadline, _trimmed(timeout, deadline))
         try:
-            resp = await self._request(
-                method, url, timeout=self._first_timeout(timeout, deadline), **attempt_kwargs
-            )
+            resp = await self._request(method, url, timeout=cached[2], **attempt_kwargs)
         except Exception as exc:
             if observed is not None:
                 observed.end_attempt(None, exc)
@@ -175,15 +178,6 @@ class AttemptRunner:
         call.reused, call.first_outcome = acquired[1] if acquired else None, resp
         call.observed = observed
         return await self._retry(call)
-
-    def _first_timeout(
-        self, template: aiohttp.ClientTimeout, deadline: float
-    ) -> aiohttp.ClientTimeout:
-        """The first attempt's timeout: the same for every call with the same settings."""
-        cached = self._first_timeouts
-        if cached[0] is not template or cached[1] != deadline:
-            cached = self._first_timeouts = (template, deadline, _trimmed(template, deadline))
-        return cached[2]
 
     async def _retry(self, call: Call) -> aiohttp.ClientResponse:
         # tenacity's own loop (what AsyncRetrying.__call__ does), over the synchronous
