@@ -102,6 +102,20 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
     assert any(goal["goal"].startswith("sdk_plain >= 0.93x") for goal in goals)
 
 
+def test_a_telemetry_goal_is_shown_next_to_its_opentelemetry_floor() -> None:
+    document = run_bench(
+        *TINY, "--scenario", "healthy", "--variants", "sdk_metrics_10pct,otel_floor_10pct"
+    )
+    healthy = document["scenarios"]["healthy"]["variants"]
+    assert_measured(healthy["otel_floor_10pct"])
+    goal = next(g for g in document["goals"] if g["goal"].startswith("sdk_metrics_10pct"))
+    assert goal["status"] in ("met", "missed")
+    floor = healthy["otel_floor_10pct"]["ratio_median"]
+    assert goal["value"].endswith(f"(OpenTelemetry floor, otel_floor_10pct: {floor:.2f}x)")
+    plain = next(g for g in document["goals"] if g["goal"].startswith("sdk_plain"))
+    assert plain["status"] == "not run"  # no floor and no number for a variant that did not run
+
+
 def test_httpx_variant_runs_when_the_bench_extra_is_installed() -> None:
     for module in ("httpx", "sniffio"):
         if importlib.util.find_spec(module) is None:
