@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -12,7 +13,9 @@ class RecordingServer:
     """An aiohttp server on 127.0.0.1 that counts connections and in-flight requests.
 
     Requests to ``/held`` wait until ``release()``; ``/held-body`` sends its headers and part of
-    its body, then waits likewise; ``/close`` answers with ``Connection: close``.
+    its body, then waits likewise; ``/close`` answers with ``Connection: close``;
+    ``/trickle?chunks=N&gap=S&stall=0|1`` sends N one-byte chunks S seconds apart (noting when
+    it sent the last in ``last_chunk_at``), then with ``stall=1`` waits like ``/held``.
     Every request's peer (client host and port) identifies the TCP connection it arrived on.
     """
 
@@ -20,12 +23,14 @@ class RecordingServer:
         self.peers: list[tuple[str, int]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.last_chunk_at = 0.0
         self._gate = asyncio.Event()
         self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_route("*", "/held", self._held)
         app.router.add_route("*", "/close", self._close_after)
         app.router.add_route("*", "/held-body", self._held_body)
+        app.router.add_get("/trickle", self._trickle)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         self._runner = web.AppRunner(app, access_log=None)
         self.port = 0
@@ -102,4 +107,19 @@ class RecordingServer:
             await response.write(b"67890")
         finally:
             await self._record(request, -1)
+        return response
+
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        chunks = int(request.query["chunks"])
+        gap = float(request.query["gap"])
+        stall = request.query.get("stall") == "1"
+        response = web.StreamResponse(headers={"Content-Length": str(chunks + int(stall))})
+        await response.prepare(request)
+        for _ in range(chunks):
+            await response.write(b"x")
+            self.last_chunk_at = time.monotonic()
+            await asyncio.sleep(gap)  # the pacing a read timeout is tested against
+        if stall:
+            await self._gate.wait()
+            await response.write(b"x")
         return response

@@ -10,64 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 
 import resilient_http as rh
 from resilient_http import pool
-
-
-class TrickleServer:
-    """Sends ``chunks`` body chunks ``gap`` seconds apart, then stalls if asked to."""
-
-    def __init__(self) -> None:
-        self.last_chunk_at = 0.0
-        self._stop = asyncio.Event()
-        app = web.Application()
-        app.router.add_get("/trickle", self._trickle)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port = 0
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def close(self) -> None:
-        self._stop.set()
-        await self._runner.cleanup()
-
-    def url(self, chunks: int, gap: float, stall: bool = False) -> str:
-        return f"http://127.0.0.1:{self.port}/trickle?chunks={chunks}&gap={gap}&stall={int(stall)}"
-
-    async def _trickle(self, request: web.Request) -> web.StreamResponse:
-        chunks = int(request.query["chunks"])
-        gap = float(request.query["gap"])
-        stall = request.query["stall"] == "1"
-        response = web.StreamResponse(headers={"Content-Length": str(chunks + int(stall))})
-        await response.prepare(request)
-        for _ in range(chunks):
-            await response.write(b"x")
-            self.last_chunk_at = time.monotonic()
-            await asyncio.sleep(gap)  # the pacing under test, not a wait for readiness
-        if stall:
-            await self._stop.wait()
-        return response
-
-
-@pytest.fixture
-async def trickle() -> AsyncIterator[TrickleServer]:
-    server = TrickleServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
+from tests.servers import RecordingServer
 
 
 def _config(read: float) -> rh.ClientConfig:
@@ -76,30 +26,30 @@ def _config(read: float) -> rh.ClientConfig:
 
 
 async def test_a_body_slower_than_sock_read_in_total_but_not_per_gap_is_read(
-    trickle: TrickleServer,
+    recording_server: RecordingServer,
 ) -> None:
     # 8 gaps of 0.05 s = 0.4 s in total, longer than the 0.25 s read timeout: a timer that
     # was not moved by each chunk would fire mid-body.
     async with (
         rh.ResilientSession(config=_config(read=0.25)) as client,
-        client.get(trickle.url(chunks=8, gap=0.05)) as resp,
+        client.get(recording_server.url("/trickle?chunks=8&gap=0.05")) as resp,
     ):
         assert await resp.read() == b"x" * 8
 
 
 async def test_a_stall_times_out_no_earlier_than_sock_read_after_the_last_chunk(
-    trickle: TrickleServer,
+    recording_server: RecordingServer,
 ) -> None:
     read = 0.2
     async with (
         rh.ResilientSession(config=_config(read=read)) as client,
-        client.get(trickle.url(chunks=3, gap=0.05, stall=True)) as resp,
+        client.get(recording_server.url("/trickle?chunks=3&gap=0.05&stall=1")) as resp,
     ):
         with pytest.raises(aiohttp.SocketTimeoutError):
             await resp.read()
         timed_out_at = time.monotonic()
-    assert timed_out_at - trickle.last_chunk_at >= read
-    assert timed_out_at - trickle.last_chunk_at < read + 5.0  # generous safety net only
+    assert timed_out_at - recording_server.last_chunk_at >= read
+    assert timed_out_at - recording_server.last_chunk_at < read + 5.0  # generous safety net only
 
 
 async def _protocol() -> tuple[pool._LazyReadTimerProtocol, aiohttp.TCPConnector]:
@@ -109,13 +59,19 @@ async def _protocol() -> tuple[pool._LazyReadTimerProtocol, aiohttp.TCPConnector
     return proto, connector
 
 
+def _arm(proto: pool._LazyReadTimerProtocol, timeout: float = 10.0) -> asyncio.TimerHandle:
+    """Start the read timer as aiohttp does once a request is sent; the handle it armed."""
+    proto._read_timeout = timeout
+    proto.start_timeout()
+    armed = proto._read_timeout_handle
+    assert armed is not None
+    return armed
+
+
 async def test_a_chunk_moves_the_deadline_without_a_new_timer_handle() -> None:
     proto, connector = await _protocol()
     try:
-        proto._read_timeout = 10.0
-        proto.start_timeout()
-        armed = proto._read_timeout_handle
-        assert armed is not None
+        armed = _arm(proto)
         proto.data_received(b"")  # no data: nothing moves
         proto._reschedule_timeout()  # what data_received does for each chunk
         assert proto._read_timeout_handle is armed
@@ -151,18 +107,12 @@ async def test_a_chunk_moves_the_deadline_without_a_new_timer_handle() -> None:
 async def test_dropping_or_zeroing_the_timeout_cancels_the_timer() -> None:
     proto, connector = await _protocol()
     try:
-        proto._read_timeout = 10.0
-        proto.start_timeout()
-        armed = proto._read_timeout_handle
-        assert armed is not None
+        armed = _arm(proto)
         proto._read_timeout = None
         proto._reschedule_timeout()
         assert proto._read_timeout_handle is None
         assert armed.cancelled()
-        proto._read_timeout = 10.0
-        proto.start_timeout()
-        again = proto._read_timeout_handle
-        assert again is not None
+        again = _arm(proto)
         proto._drop_timeout()
         assert proto._read_timeout_handle is None
         assert again.cancelled()
