@@ -46,6 +46,14 @@ and one that does not retry fails on about 5 % of calls. Reported: success rate 
 logical call), throughput and its ratio, attempts per call (server-side requests / client
 calls), connections opened.
 
+Diagnostic extras, shown in the tables and judging nothing: ``aiohttp_tuned_same_timeouts``
+and ``sdk_plain_aiohttp_timeouts`` price the SDK's per-attempt timeouts from both sides;
+``otel_floor_10pct`` and ``otel_floor_100pct`` are plain aiohttp making only the OpenTelemetry
+SDK calls the telemetry contract needs (an INTERNAL span, a CLIENT span when sampled, the
+``traceparent`` header, the two duration histograms with the SDK's attributes), with everything
+cacheable cached: the price of the contract on this OpenTelemetry SDK, below which no
+implementation of it can go. The telemetry goals are printed next to their floor.
+
 A variant that cannot run (an extra not installed, an SDK feature not landed) is reported as
 unavailable with its reason; no number is ever made up for it.
 """
