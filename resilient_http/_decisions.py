@@ -31,6 +31,7 @@ from .retry import (
     is_idempotent,
     parse_retry_after,
 )
+from .telemetry.calls import NO_TRACE_IDS
 from .telemetry.redact import redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -236,7 +237,14 @@ class RetryDecisions:
             self.runner.hooks.on_suppressed(
                 SuppressionEvent(call.method, call.upstream, suppression)
             )
-        log.debug("retry suppressed: %s %s (%s)", call.method, call.upstream, suppression.value)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "retry suppressed: %s %s (%s) %s",
+                call.method,
+                call.upstream,
+                suppression.value,
+                _log_ids(call),
+            )
         return True
 
     def before_retry(self, call: Call, state: tenacity.RetryCallState) -> None:
@@ -267,14 +275,16 @@ class RetryDecisions:
                 call.stale,
             )
             self.runner.hooks.on_retry(event)
-        log.debug(
-            "retry: %s %s attempt %d %s, waiting %.3f s",
-            call.method,
-            redact_url(call.url),
-            call.attempt,
-            reason.value,
-            delay,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "retry: %s %s attempt %d %s, waiting %.3f s %s",
+                call.method,
+                redact_url(call.url),
+                call.attempt,
+                reason.value,
+                delay,
+                _log_ids(call),
+            )
 
     def note(self, call: Call, state: tenacity.RetryCallState, decision: str) -> None:
         # Kept raw: notes are written only if the call ends in an exception, most succeed.
@@ -282,6 +292,11 @@ class RetryDecisions:
         assert outcome is not None
         result = outcome.exception() if outcome.failed else outcome.result().status
         call.history.append((call.attempt, result, decision))
+
+
+def _log_ids(call: Call) -> str:
+    """The call's trace and span ids for a DEBUG line (its INTERNAL span, parent of attempts)."""
+    return call.observed.log_ids() if call.observed is not None else NO_TRACE_IDS
 
 
 def classify(exc: BaseException, plan: RetryPlan) -> FailureKind | None:

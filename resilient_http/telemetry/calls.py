@@ -37,6 +37,8 @@ _KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 _URL_CACHE_SIZE: Final = 1024
+NO_TRACE_IDS: Final = "trace_id=- span_id=-"
+"""What DEBUG lines show for the ids of a call that is not traced."""
 
 
 class SessionTelemetry:
@@ -290,22 +292,27 @@ class CallTelemetry:
                 ended[names.ATTEMPTS] = self.attempts
             _end_span(self._span, ended, response, error)
 
+    def log_ids(self, span: trace.Span | None = None) -> str:
+        """``trace_id=... span_id=...`` of ``span`` (default: the call's), for DEBUG lines, so
+        that a log line can be found in the trace it belongs to; ``-`` without tracing."""
+        span = span or self._span
+        context = span.get_span_context() if span is not None else None
+        if context is None or not context.is_valid:
+            return NO_TRACE_IDS
+        return f"trace_id={context.trace_id:032x} span_id={context.span_id:016x}"
+
     def _log_attempt(
         self, attributes: dict[str, Any], duration: float, span: trace.Span | None
     ) -> None:
-        span = span or self._span
-        context = span.get_span_context() if span is not None else None
         outcome = attributes.get(names.STATUS) or attributes.get(names.ERROR_TYPE)
         log.debug(
-            "attempt method=%s url=%s attempt=%d outcome=%s duration_ms=%.3f "
-            "trace_id=%s span_id=%s",
+            "attempt method=%s url=%s attempt=%d outcome=%s duration_ms=%.3f %s",
             self._method,
             self.target.url,
             self.attempts,
             outcome,
             duration * 1000,
-            f"{context.trace_id:032x}" if context else "-",
-            f"{context.span_id:016x}" if context else "-",
+            self.log_ids(span),
         )
 
 

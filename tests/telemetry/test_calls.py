@@ -293,3 +293,39 @@ async def test_planted_secrets_are_never_exported(
     assert "token=REDACTED" in exported
     for secret in secrets:
         assert secret not in exported
+
+
+async def test_retry_debug_lines_carry_the_calls_trace_ids(
+    providers: Providers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="resilient_http")
+    plan = FaultPlan(scripts=(Script(("close",), path="/flaky"), Script(("close",), path="/pay")))
+    async with FaultyUpstream(plan) as upstream, session(providers) as client:
+        client._runner.sleep = _no_sleep
+        async with client.get(f"{upstream.url}/flaky") as resp:
+            assert resp.status == 200
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.post(f"{upstream.url}/pay", data=b"x")
+    get_call, post_call = sorted(
+        by_kind(providers.spans(), SpanKind.INTERNAL), key=lambda s: s.start_time or 0
+    )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retry")]
+    assert len(lines) == 2
+    for line, span in zip(lines, (get_call, post_call), strict=True):
+        ids = f"trace_id={span.context.trace_id:032x} span_id={span.context.span_id:016x}"
+        assert line.endswith(ids), line
+    assert lines[0].startswith("retry: GET")
+    assert lines[1].startswith("retry suppressed: POST")
+
+
+async def test_retry_debug_lines_without_tracing_say_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="resilient_http")
+    plan = FaultPlan(scripts=(Script(("close",), path="/flaky"),))
+    async with FaultyUpstream(plan) as upstream, rh.ResilientSession() as client:
+        client._runner.sleep = _no_sleep
+        async with client.get(f"{upstream.url}/flaky") as resp:
+            assert resp.status == 200
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retry")]
+    assert line.endswith("trace_id=- span_id=-")
