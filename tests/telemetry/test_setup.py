@@ -102,6 +102,35 @@ async def test_collector_down_costs_a_warning_not_a_request(tmp_path: Path) -> N
     assert float(flushed[0].split()[2]) < 10  # shutdown is bounded even with the collector down
 
 
+async def test_collector_down_keeps_memory_bounded() -> None:
+    """Telemetry that cannot be exported is dropped, not kept: the client's heap stays flat.
+
+    A call makes two spans of about 0.8 KiB each; anything kept per call (spans, failed
+    batches, per-call state of the SDK) would add 1.6 MiB or more between the 1,000th and the
+    2,000th call. What may differ is what the 128-span queue holds at each reading (~0.3 MiB).
+    """
+    code, out, err = await run_scenario(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": down_url(),
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "128",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+        "--calls",
+        "2000",
+        "--memory",
+        "--shutdown-timeout",
+        "3",
+    )
+    assert code == 0, err
+    assert "calls 2000" in out
+    (heap,) = [line.split()[1:] for line in out.splitlines() if line.startswith("heap_kb")]
+    at_half, at_end = (int(kb) for kb in heap)
+    assert at_half > 0  # tracemalloc ran
+    assert at_end - at_half < 1024, heap
+
+
 async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Path) -> None:
     telemetry_file = tmp_path / "telemetry.jsonl"
     code, out, err = await run_scenario(
