@@ -5,9 +5,9 @@ only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES
 ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
 ``OTEL_METRIC_EXPORT_INTERVAL``, and checks the OTLP exporters' own ``_TIMEOUT`` and
-``_COMPRESSION`` so that a typo is a ``ConfigError`` rather than a silent default; the exporters
-read endpoint, headers and the rest themselves. ``RESILIENT_HTTP_TELEMETRY_FILE`` adds OTLP JSON
-lines for ``resilient-http analyze``.
+``_COMPRESSION`` and the span batching ``OTEL_BSP_*`` so that a typo is a ``ConfigError`` rather
+than a silent default; the exporters read endpoint, headers and the rest themselves.
+``RESILIENT_HTTP_TELEMETRY_FILE`` adds OTLP JSON lines for ``resilient-http analyze``.
 
 Exporting runs on the SDK's worker threads (batching span processor, periodic metric reader), so
 it never blocks the event loop; the span queue is bounded, so a collector that is down costs
@@ -56,6 +56,9 @@ __all__ = ["TelemetryHandle", "configure_telemetry"]
 
 log: Final = logging.getLogger("resilient_http")
 _DEFAULT_INTERVAL_MS: Final = 60_000
+# The batching span processor's defaults (opentelemetry-sdk), for checking the two together.
+_BSP_DEFAULT_QUEUE: Final = 2048
+_BSP_DEFAULT_BATCH: Final = 512
 _SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler] | sampling.Sampler]] = {
     "always_on": sampling.ALWAYS_ON,
     "always_off": sampling.ALWAYS_OFF,
@@ -175,6 +178,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
     ):
         _choice(name, ("none", "gzip", "deflate"), "none")
+    _check_span_batching()
     resource = Resource.create()
     warn_every = interval_ms / 1000
 
@@ -263,6 +267,30 @@ def _positive_number(name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}={text!r}: expected a number > 0")
     return value
+
+
+def _positive_integer(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(f"{name}={text!r}: expected a whole number > 0")
+    return int(text)
+
+
+def _check_span_batching() -> None:
+    """The ``OTEL_BSP_*`` variables the SDK's batching span processor reads itself: for a typo
+    it logs a traceback and falls back to its default, and for a batch larger than the queue it
+    raises a ``ValueError`` naming neither variable."""
+    _positive_integer("OTEL_BSP_SCHEDULE_DELAY")
+    _positive_integer("OTEL_BSP_EXPORT_TIMEOUT")
+    queue = _positive_integer("OTEL_BSP_MAX_QUEUE_SIZE") or _BSP_DEFAULT_QUEUE
+    batch = _positive_integer("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or _BSP_DEFAULT_BATCH
+    if batch > queue:
+        raise ConfigError(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is larger than "
+            f"OTEL_BSP_MAX_QUEUE_SIZE={queue}: a batch must fit in the queue"
+        )
 
 
 def _sampler() -> sampling.Sampler:

@@ -159,6 +159,14 @@ async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Pa
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "expected one of none, gzip, deflate"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "-5", "expected a number > 0"),
         ("OTEL_SDK_DISABLED", "maybe", "expected 'true' or 'false'"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "1.5", r"OTEL_BSP_MAX_QUEUE_SIZE='1\.5': expected a whole"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "0", "OTEL_BSP_SCHEDULE_DELAY='0': expected a whole number"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "-1", "OTEL_BSP_EXPORT_TIMEOUT='-1': expected a whole"),
+        (
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "100",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is larger than OTEL_BSP_MAX_QUEUE_SIZE=100",
+        ),
     ],
 )
 def test_bad_values_are_config_errors_before_anything_is_installed(
