@@ -106,14 +106,23 @@ class Target:
     building them afresh for every span and measurement was a visible share of a request.
     """
 
-    __slots__ = ("_outcomes", "_requests", "host", "port", "url")
+    __slots__ = ("_names", "_outcomes", "_requests", "host", "port", "url")
 
     def __init__(self, url: str, host: str, port: int | None) -> None:
         self.url = url
         self.host = host
         self.port = port
+        self._names: dict[str, str] = {}
         self._requests: dict[str, dict[str, Any]] = {}
         self._outcomes: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def call_span_name(self, method: str) -> str:
+        """The INTERNAL span's name, ``{METHOD} {server.address}`` (``HTTP`` for other methods)."""
+        found = self._names.get(method)
+        if found is None:
+            known = method if method in _KNOWN_METHODS else "HTTP"
+            found = self._names[method] = f"{known} {self.host}"
+        return found
 
     def request_attributes(self, method: str) -> dict[str, Any]:
         """``http.request.method``, ``url.full``, ``server.address``, ``server.port``."""
@@ -196,9 +205,8 @@ class CallTelemetry:
             self._context = None
             self._recording = False
             return
-        name = method if method in _KNOWN_METHODS else "HTTP"
         self._span = tracer.start_span(
-            f"{name} {self.target.host}",
+            self.target.call_span_name(method),
             kind=SpanKind.INTERNAL,
             attributes=self.target.request_attributes(method),
         )
@@ -287,10 +295,12 @@ class CallTelemetry:
         if instruments is not None:
             instruments.call_duration.record(time.perf_counter() - self._started, attributes)
         if self._span is not None:
-            ended = _outcome_only(attributes)
             if self._recording:
+                ended = _outcome_only(attributes)
                 ended[names.ATTEMPTS] = self.attempts
-            _end_span(self._span, ended, response, error)
+                _end_span(self._span, ended, response, error)
+            else:  # most calls, when sampling: nothing to set on a span that records nothing
+                self._span.end()
 
     def log_ids(self, span: trace.Span | None = None) -> str:
         """``trace_id=... span_id=...`` of ``span`` (default: the call's), for DEBUG lines, so

@@ -329,3 +329,22 @@ async def test_retry_debug_lines_without_tracing_say_so(
             assert resp.status == 200
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retry")]
     assert line.endswith("trace_id=- span_id=-")
+
+
+async def test_a_method_outside_http_is_named_as_semconv_says(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    async with session(providers) as client:
+        for _ in range(2):  # the second call takes the cached name and attributes
+            async with client.request("PURGE", recording_server.url("/x")) as resp:
+                assert resp.status == 200
+    internal = by_kind(providers.spans(), SpanKind.INTERNAL)
+    attempts = by_kind(providers.spans(), SpanKind.CLIENT)
+    assert [s.name for s in internal] == ["HTTP 127.0.0.1"] * 2
+    assert [s.name for s in attempts] == ["HTTP"] * 2
+    for span in internal + attempts:
+        attributes = dict(span.attributes or {})
+        assert attributes["http.request.method"] == "_OTHER"
+        assert attributes["http.request.method_original"] == "PURGE"
+    durations = providers.metrics()["http.client.request.duration"]
+    assert [(a["http.request.method"], p.count) for a, p in durations] == [("_OTHER", 2)]
