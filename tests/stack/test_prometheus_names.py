@@ -1,0 +1,167 @@
+"""Prometheus names: the collector's OTLP -> Prometheus name translation (the translator's
+own examples and the names this stack relies on), the PromQL name extraction, and the Grafana
+dashboard querying only metrics and labels the stack produces.
+
+A dashboard query on a name the stack does not produce shows an empty panel rather than an
+error, so the names are checked here instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from tests import prometheus_names as pn
+from tests import stack_checks as sc
+from tests.stack.conftest import GRAFANA_DIR, Config
+
+DASHBOARD_PATH = GRAFANA_DIR / "dashboards" / "resilient-http.json"
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> Config:
+    data: Config = json.loads(DASHBOARD_PATH.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def datasource_uids() -> dict[str, str]:
+    provisioned = sc.load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yaml")
+    return {str(ds["type"]): str(ds["uid"]) for ds in provisioned["datasources"]}
+
+
+# ---------------------------------------------------------------- (g) metric names
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "kind", "expected"),
+    [
+        # Examples of github.com/prometheus/otlptranslator (metric_namer.go docs and tests).
+        ("http.server.request.duration", "s", "histogram", "http_server_request_duration_seconds"),
+        ("requests.count", "1", "counter", "requests_count_total"),
+        ("memory.usage", "By", "gauge", "memory_usage_bytes"),
+        ("cpu.utilization", "1", "gauge", "cpu_utilization_ratio"),
+        ("network.io", "By/s", "gauge", "network_io_bytes_per_second"),
+        ("queue.size", "{item}", "updowncounter", "queue_size"),
+        ("already_seconds", "s", "histogram", "already_seconds"),
+        ("jobs.total.done", "", "counter", "jobs_done_total"),
+        ("up.down", "1", "updowncounter", "up_down"),
+        ("2xx", "", "gauge", "_2xx"),
+        # The names this stack relies on.
+        ("http.client.request.duration", "s", "histogram", "http_client_request_duration_seconds"),
+        (
+            "http.client.open_connections",
+            "{connection}",
+            "updowncounter",
+            "http_client_open_connections",
+        ),
+        ("resilient_http.retries", "{retry}", "counter", "resilient_http_retries_total"),
+        ("resilient_http.pool.limit", "{connection}", "gauge", "resilient_http_pool_limit"),
+        ("traces.span.metrics.calls", "", "counter", "traces_span_metrics_calls_total"),
+        ("traces.span.metrics.duration", "s", "histogram", "traces_span_metrics_duration_seconds"),
+        (
+            "traces.span.metrics.duration",
+            "ms",
+            "histogram",
+            "traces_span_metrics_duration_milliseconds",
+        ),
+    ],
+)
+def test_prometheus_metric_name(name: str, unit: str, kind: pn.Kind, expected: str) -> None:
+    assert pn.prometheus_metric_name(name, unit, kind) == expected
+
+
+def test_prometheus_metric_name_with_namespace() -> None:
+    assert pn.prometheus_metric_name("a.b", "s", "counter", "ns") == "ns_a_b_seconds_total"
+
+
+def test_prometheus_label_name() -> None:
+    assert pn.prometheus_label_name("http.connection.state") == "http_connection_state"
+    assert pn.prometheus_label_name("resilient_http.retry.reason") == "resilient_http_retry_reason"
+    assert pn.prometheus_label_name("2xx") == "key_2xx"
+
+
+def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None:
+    names = pn.expected_prometheus_names(collector)
+    assert {
+        "http_client_request_duration_seconds_bucket",
+        "http_client_request_duration_seconds_count",
+        "http_client_open_connections",
+        "http_client_connection_duration_seconds_sum",
+        "http_client_active_requests",
+        "resilient_http_request_duration_seconds_bucket",
+        "resilient_http_pool_wait_duration_seconds_bucket",
+        "resilient_http_connection_acquired_total",
+        "resilient_http_retries_total",
+        "resilient_http_retries_suppressed_total",
+        "resilient_http_pool_limit",
+        "traces_span_metrics_calls_total",
+        "traces_span_metrics_duration_seconds_bucket",
+    } <= names
+    assert "traces_span_metrics_duration_milliseconds_bucket" not in names
+    assert len(names) == 3 * 4 + 6 + 1 + 3  # 4 SDK histograms, 6 other SDK, spanmetrics 1 + 3
+
+
+@pytest.mark.parametrize(
+    ("expr", "metrics", "labels"),
+    [
+        (
+            'histogram_quantile(0.95, sum by (le, server_address) (rate(a_bucket{job=~"$s"}'
+            "[$__rate_interval])))",
+            {"a_bucket"},
+            {"le", "server_address", "job"},
+        ),
+        (
+            'sum(rate(x_total{r="1"}[5m])) by (r) / ignoring(r) group_left sum(y) offset 1h',
+            {"x_total", "y"},
+            {"r"},
+        ),
+        ('max_over_time(g{a="}{",b!~"x"}[1m:30s]) > 0.5 and on (c) h', {"g", "h"}, {"a", "b", "c"}),
+    ],
+)
+def test_promql_extraction(expr: str, metrics: set[str], labels: set[str]) -> None:
+    assert pn.promql_metric_names(expr) == metrics
+    assert pn.promql_label_names(expr) == labels
+
+
+def test_dashboard_queries_only_metrics_the_stack_produces(
+    collector: Config, dashboard: Config, datasource_uids: dict[str, str]
+) -> None:
+    names = pn.expected_prometheus_names(collector)
+    labels = pn.expected_prometheus_labels(collector)
+    assert pn.dashboard_problems(dashboard, names, labels, datasource_uids) == []
+
+
+def test_dashboard_covers_the_pool_and_retry_questions(dashboard: Config) -> None:
+    exprs = " ".join(
+        t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t
+    )
+    for needle in (
+        "http_client_open_connections",  # pool size and state
+        "resilient_http_pool_wait_duration_seconds_bucket",  # pool wait p95
+        'resilient_http_connection_reused="true"',  # reuse ratio
+        "resilient_http_retries_total",  # retries by reason
+        "resilient_http_retries_suppressed_total",  # suppressed retries
+        'http_response_status_code=~"429|503"',  # throttled share
+        "histogram_quantile(0.99, sum by (le, server_address)",  # p99 per upstream
+    ):
+        assert needle in exprs
+
+
+# ---------------------------------------------------------------- (h) the checks can fail
+
+
+def test_detects_a_dashboard_metric_the_stack_does_not_produce(
+    collector: Config, dashboard: Config, datasource_uids: dict[str, str]
+) -> None:
+    broken = copy.deepcopy(dashboard)
+    target = next(p for p in broken["panels"] if p.get("targets"))["targets"][0]
+    target["expr"] = 'sum by (server_adress) (rate(resilient_http_retries{job="x"}[5m]))'
+    names = pn.expected_prometheus_names(collector)
+    labels = pn.expected_prometheus_labels(collector)
+    problems = pn.dashboard_problems(broken, names, labels, datasource_uids)
+    assert len(problems) == 2
+    assert "metric 'resilient_http_retries' is not produced by the stack" in problems[0]
+    assert "label 'server_adress' is not produced by the stack" in problems[1]

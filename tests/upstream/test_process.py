@@ -1,0 +1,126 @@
+"""Fault plans on the command line, and the upstream as a separate process: the plan survives
+`plan_to_args`/`parse_plan_args`, invalid plans are refused, `UpstreamProcess` reports its
+statistics, and `python -m resilient_http.upstream` prints its port and exits cleanly on a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+import pytest
+
+from resilient_http.upstream import (
+    FaultPlan,
+    Latency,
+    RateLimit,
+    RetryAfter,
+    Script,
+    SlowBody,
+    Throttle,
+    UpstreamProcess,
+    UpstreamStats,
+    parse_plan_args,
+    plan_to_args,
+)
+from tests.upstream.conftest import get_status
+
+# -- plans and the subprocess ----------------------------------------------------------------------
+
+
+def test_plan_survives_the_command_line() -> None:
+    plan = FaultPlan(
+        seed=5,
+        latency=Latency.lognormal(0.01, 0.7),
+        stale_after=(1, 3),
+        stale_mode="reset",
+        idle_timeout=2.5,
+        reset_probability=0.01,
+        reset_mid_body_probability=0.02,
+        hang_probability=0.001,
+        throttle=Throttle(status=429, probability=0.1, first=2, every=10, repeat=False),
+        scripts=(Script((503, "reset", 200), path="/a", per_client=True), Script(("hang",))),
+        rate_limit=RateLimit(rate=50, burst=5, retry_after="http-date"),
+        slow_body=SlowBody(chunks=2, delay=0.01, probability=0.5),
+        client_id_header="X-Tenant",
+        echo=False,
+    )
+    assert parse_plan_args(plan_to_args(plan))[3] == plan
+    assert parse_plan_args([])[3] == FaultPlan()
+
+
+def test_throttle_repeat_text_form() -> None:
+    throttle = Throttle.parse("probability=0.05,retry_after=none,repeat=false")
+    assert throttle == Throttle(probability=0.05, retry_after=RetryAfter("none"), repeat=False)
+    assert str(throttle).endswith(",repeat=false")
+    assert Throttle.parse(str(throttle)) == throttle
+    assert Throttle.parse("repeat=TRUE") == Throttle.parse("") == Throttle()
+    with pytest.raises(ValueError, match="repeat must be true or false"):
+        Throttle.parse("repeat=no")
+    with pytest.raises(SystemExit) as exited:
+        parse_plan_args(["--throttle", "first=1,repeat=maybe"])
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"reset_probability": 1.5},
+        {"stale_after": 0},
+        {"stale_after": (3, 1)},
+        {"idle_timeout": 0},
+        {"stale_mode": "explode"},
+        {"client_id_header": ""},
+    ],
+)
+def test_plan_validation(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+        FaultPlan().replace(**changes)
+
+
+async def test_subprocess_serves_and_reports_stats() -> None:
+    async with asyncio.timeout(60):
+        process = UpstreamProcess(FaultPlan(stale_after=1))
+        async with process, aiohttp.ClientSession() as client:
+            for _ in range(3):
+                assert await get_status(client, process.make_url("/p")) == 200
+            stats = await process.stats(log=True)
+            assert isinstance(stats, UpstreamStats)
+            assert (stats.requests, stats.responses, stats.stale_closes) == (5, 3, 2)
+            assert stats.requests_by_route == {"GET /p": 5}
+            assert len(stats.request_log) == 5
+            await process.reset_stats()
+            assert (await process.stats()).requests == 0
+        assert process.returncode == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_cli_prints_the_port_and_exits_cleanly(signum: signal.Signals) -> None:
+    async with asyncio.timeout(60):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "resilient_http.upstream",
+            "--port",
+            "0",
+            "--throttle",
+            "first=1",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        line = (await child.stdout.readline()).decode()
+        match = re.fullmatch(r"listening 127\.0\.0\.1:(\d+)\n", line)
+        assert match, line
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{match[1]}/"
+            assert [await get_status(client, url) for _ in range(2)] == [503, 200]
+            async with client.get(url + "__stats__") as resp:
+                assert json.loads(await resp.read())["responses_by_status"] == {"503": 1, "200": 1}
+        child.send_signal(signum)
+        out, _ = await child.communicate()
+        assert (child.returncode, out) == (0, b"")
