@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest stack-up stack-down demo-stack clean bench
+.PHONY: install demo test lint pytest promtool stack-up stack-down demo-stack clean bench
 
 # Reinstall when the project's metadata changes; pip alone decides what is missing.
 $(STAMP): pyproject.toml
@@ -23,8 +23,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) promtool
 	$(BIN)/python -m pytest
+
+# promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml.
+# Installed where apt-get can run (as root); elsewhere, or offline, that one test skips and says why.
+# The package's service is not started in containers (policy-rc.d); nothing here needs it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends prometheus >/dev/null; } \
+	      || echo "promtool: apt-get could not install prometheus; its test will skip"; \
+	  else \
+	    echo "promtool: not installed (needs root and apt-get); its test will skip"; \
+	  fi; }
 
 test: lint pytest
 

@@ -180,7 +180,10 @@ def test_grafana_data_sources_point_at_the_services(compose: Config) -> None:
 def test_promtool_accepts_the_prometheus_config() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not on PATH (it ships with Prometheus); not installed by tests")
+        pytest.skip(
+            "promtool is not on PATH: `make promtool` installs Debian's prometheus package "
+            "(as root, with apt-get)"
+        )
     result = subprocess.run(
         [promtool, "check", "config", str(PROMETHEUS_CONFIG_PATH)],
         capture_output=True,
