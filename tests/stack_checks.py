@@ -11,7 +11,8 @@ are split by concern:
 - `tests/prometheus_names.py`: the Prometheus names the collector produces and the ones the
   Grafana dashboard queries.
 
-Schema validation of docker-compose.yml is left to check-jsonschema (see tests/stack/test_compose.py).
+Schema validation of docker-compose.yml is left to check-jsonschema (see
+tests/stack/test_compose.py).
 """
 
 from __future__ import annotations

@@ -153,16 +153,7 @@ class SpanAggregator:
                 if scope_name not in names.ATTEMPT_SCOPES:
                     self.other_spans += len(spans)
                     continue
-                is_sdk = scope_name == names.SDK_SCOPE
-                for span in spans:
-                    kind = span.get("kind")
-                    kind = _KINDS.get(kind, kind) if type(kind) is str else kind
-                    if kind == _CLIENT:
-                        self._add_attempt(span)
-                    elif kind == _INTERNAL and is_sdk:
-                        self._add_call(span)
-                    else:
-                        self.other_spans += 1
+                self._add_spans(spans, scope_name == names.SDK_SCOPE)
 
     def merge(self, other: SpanAggregator) -> None:
         """Add the statistics of another part of the input (read by another process)."""
@@ -196,107 +187,98 @@ class SpanAggregator:
             self.sampled_spans += 1
         return weight
 
-    def _add_call(self, span: dict[str, Any]) -> None:
-        attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
-        get = attributes.get
-        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
-        # The row is cached by the raw values (see _new_row): three dict lookups per span.
-        raw_key = (
-            address.get("stringValue", _ODD) if address else None,
-            port.get("intValue", _ODD) if port else None,
-            method.get("stringValue", _ODD) if method else None,
-        )
-        stats = self._call_rows.get(raw_key)
-        if stats is None:
-            stats = self._new_row(
-                self.calls, self._call_rows, raw_key, (address, port, method), CallStats
+    def _add_spans(self, spans: Any, is_sdk: bool) -> None:
+        # One loop for both kinds, with the kind-specific steps as branches: a method call per
+        # span costs as much as the branches, and the shared steps are written once. The order
+        # of the updates is part of the result: a span that turns out malformed halfway leaves
+        # what it had already counted (see analyze._MALFORMED).
+        call_rows, attempt_rows = self._call_rows, self._attempt_rows
+        rows: dict[tuple[Any, Any, Any], Any]
+        stats: Any  # a CallStats when is_call, else an AttemptStats
+        for span in spans:
+            kind = span.get("kind")
+            kind = _KINDS.get(kind, kind) if type(kind) is str else kind
+            if kind == _CLIENT:
+                is_call, rows = False, attempt_rows
+            elif kind == _INTERNAL and is_sdk:
+                is_call, rows = True, call_rows
+            else:
+                self.other_spans += 1
+                continue
+            # A plain loop: in Python 3.11 a comprehension is a function call of its own.
+            attributes = {}
+            for kv in span.get("attributes") or ():
+                attributes[kv["key"]] = kv["value"]
+            get = attributes.get
+            address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
+            # The row is cached by the raw values (see _new_row): three dict lookups per span.
+            raw_key = (
+                address.get("stringValue", _ODD) if address else None,
+                port.get("intValue", _ODD) if port else None,
+                method.get("stringValue", _ODD) if method else None,
             )
+            stats = rows.get(raw_key)
             if stats is None:
-                return
-        trace_state = span.get("traceState")
-        weight = self._weight(trace_state) if trace_state else 1.0
-        start = int(span.get("startTimeUnixNano", 0))
-        end = int(span.get("endTimeUnixNano", 0))
-        stats.count += weight
-        stats.spans += 1
-        seconds = (end - start) / 1e9
-        stats.latency.add(seconds if seconds > 0.0 else 0.0, weight)
-        value = get(_ATTEMPTS)
-        raw = value.get("intValue") if value else None
-        stats.attempts += ((int(raw) if raw is not None else _int(value)) or 1) * weight
-        value = get(_STATUS)
-        raw = value.get("intValue") if value else None
-        status = int(raw) if raw is not None else (_int(value) if value else None)
-        value = get(_ERROR_TYPE)
-        error_type = _text(value) if value else None
-        if error_type is not None or (status is not None and status >= 500):
-            stats.errors += weight
-            _bump(stats.error_types, error_type or str(status), weight)
-        if status in _THROTTLE_STATUSES:
-            stats.throttled_final += weight
-        events = span.get("events")
-        if events:
-            chain = []
-            for event in events:
-                if event.get("name") == _RETRY_EVENT:
-                    reason = "unknown"
-                    for kv in event.get("attributes") or ():
-                        if kv["key"] == _RETRY_REASON:
-                            reason = _text(kv["value"]) or reason
-                    _bump(stats.retries, reason, weight)
-                    chain.append(reason)
-            chain.append(_outcome(status, error_type))
-            _bump(stats.chains, " > ".join(chain), weight)
-        else:
-            # Calls without retries: counted by outcome, named only when reported (hot path).
-            outcome = error_type or status
-            stats.plain_outcomes[outcome] = stats.plain_outcomes.get(outcome, 0.0) + weight
-        if start and (not stats.first_start or start < stats.first_start):
-            stats.first_start = start
-        if end > stats.last_end:
-            stats.last_end = end
-
-    def _add_attempt(self, span: dict[str, Any]) -> None:
-        attributes = {kv["key"]: kv["value"] for kv in span.get("attributes") or ()}
-        get = attributes.get
-        address, port, method = get(_ADDRESS), get(_PORT), get(_METHOD)
-        # The row is cached by the raw values (see _new_row): three dict lookups per span.
-        raw_key = (
-            address.get("stringValue", _ODD) if address else None,
-            port.get("intValue", _ODD) if port else None,
-            method.get("stringValue", _ODD) if method else None,
-        )
-        stats = self._attempt_rows.get(raw_key)
-        if stats is None:
-            stats = self._new_row(
-                self.attempts, self._attempt_rows, raw_key, (address, port, method), AttemptStats
-            )
-            if stats is None:
-                return
-        trace_state = span.get("traceState")
-        weight = self._weight(trace_state) if trace_state else 1.0
-        start = int(span.get("startTimeUnixNano", 0))
-        end = int(span.get("endTimeUnixNano", 0))
-        stats.count += weight
-        stats.spans += 1
-        seconds = (end - start) / 1e9
-        stats.latency.add(seconds if seconds > 0.0 else 0.0, weight)
-        if _RESEND_COUNT not in attributes or not _int(attributes[_RESEND_COUNT]):
-            stats.first_attempts += weight
-        value = get(_STATUS)
-        raw = value.get("intValue") if value else None
-        status = int(raw) if raw is not None else (_int(value) if value else None)
-        value = get(_ERROR_TYPE)
-        error_type = _text(value) if value else None
-        if error_type is not None or (status is not None and status >= 500):
-            stats.errors += weight
-            _bump(stats.error_types, error_type or str(status), weight)
-        if status in _THROTTLE_STATUSES:
-            stats.throttled += weight
-        if start and (not stats.first_start or start < stats.first_start):
-            stats.first_start = start
-        if end > stats.last_end:
-            stats.last_end = end
+                stats = self._new_row(
+                    self.calls if is_call else self.attempts,
+                    rows,
+                    raw_key,
+                    (address, port, method),
+                    CallStats if is_call else AttemptStats,
+                )
+                if stats is None:
+                    continue
+            trace_state = span.get("traceState")
+            weight = self._weight(trace_state) if trace_state else 1.0
+            start = int(span.get("startTimeUnixNano", 0))
+            end = int(span.get("endTimeUnixNano", 0))
+            stats.count += weight
+            stats.spans += 1
+            seconds = (end - start) / 1e9
+            stats.latency.add(seconds if seconds > 0.0 else 0.0, weight)
+            if is_call:
+                value = get(_ATTEMPTS)
+                raw = value.get("intValue") if value else None
+                attempts = (_INTS.get(raw) or _parse_int(raw)) if raw is not None else _int(value)
+                stats.attempts += (attempts or 1) * weight
+            else:
+                value = get(_RESEND_COUNT)
+                if not value or not _int(value):
+                    stats.first_attempts += weight
+            value = get(_STATUS)
+            raw = value.get("intValue") if value else None
+            status = (_INTS.get(raw) or _parse_int(raw)) if raw is not None else _int(value)
+            value = get(_ERROR_TYPE)
+            error_type = _text(value) if value else None
+            if error_type is not None or (status is not None and status >= 500):
+                stats.errors += weight
+                _bump(stats.error_types, error_type or str(status), weight)
+            if is_call:
+                if status in _THROTTLE_STATUSES:
+                    stats.throttled_final += weight
+                events = span.get("events")
+                if events:
+                    chain = []
+                    for event in events:
+                        if event.get("name") == _RETRY_EVENT:
+                            reason = "unknown"
+                            for kv in event.get("attributes") or ():
+                                if kv["key"] == _RETRY_REASON:
+                                    reason = _text(kv["value"]) or reason
+                            _bump(stats.retries, reason, weight)
+                            chain.append(reason)
+                    chain.append(_outcome(status, error_type))
+                    _bump(stats.chains, " > ".join(chain), weight)
+                else:
+                    # Calls without retries: counted by outcome, named only when reported.
+                    outcome = error_type or status
+                    stats.plain_outcomes[outcome] = stats.plain_outcomes.get(outcome, 0.0) + weight
+            elif status in _THROTTLE_STATUSES:
+                stats.throttled += weight
+            if start and (not stats.first_start or start < stats.first_start):
+                stats.first_start = start
+            if end > stats.last_end:
+                stats.last_end = end
 
     def _new_row(
         self,
@@ -352,6 +334,21 @@ def _outcome(status: int | None, error_type: str | None) -> str:
     if error_type is not None:
         return error_type
     return "?" if status is None else str(status)
+
+
+# int() of an intValue, by its raw JSON value: status codes and attempt counts repeat, and a
+# lookup costs a fraction of parsing a string. Looked up as ``_INTS.get(raw) or _parse_int(raw)``
+# (a cached 0 is parsed again). Values int() cannot read raise as before, unhashable ones raise
+# TypeError as int() would; 1 and True, or 2 and 2.0, share an entry and an int() result.
+_INTS: dict[Any, int] = {}
+_INTS_LIMIT = 1024
+
+
+def _parse_int(raw: Any) -> int:
+    if len(_INTS) >= _INTS_LIMIT:
+        _INTS.clear()  # distinct values are a handful; this only bounds odd input
+    value = _INTS[raw] = int(raw)
+    return value
 
 
 def _text(value: dict[str, Any] | None) -> str | None:

@@ -10,9 +10,11 @@ answers percentiles by linear interpolation inside buckets, the way Prometheus'
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import DenseStore
 
 __all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch"]
 
@@ -20,33 +22,118 @@ __all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch"]
 SKETCH_RELATIVE_ACCURACY = 0.01
 
 _INF = math.inf
+_log = math.log
+_ceil = math.ceil
+# Values a LatencySketch buffers: enough to make the per-batch setup negligible, few enough
+# that thousands of upstreams' buffers stay smaller than their sketches.
+_BATCH = 64
+
+
+class _BatchDDSketch(DDSketch):
+    """``DDSketch`` with ``add_all``: many values at once, the state held in local variables.
+
+    The library's ``add`` makes five Python calls and a dozen attribute updates per value,
+    which cost more than all of a span's other statistics. ``add_all`` ends in exactly the
+    state that ``add`` called on each pair in turn would leave (same keys, bins, and counts and
+    sums accumulated in the same order), for what ``DDSketch`` builds: a logarithmic mapping
+    without offset and dense stores. Anything else (zero, negative or tiny values, a key outside
+    the store's current range, another mapping or store in a future ddsketch) goes through
+    the library's ``add``.
+    """
+
+    def __init__(self, relative_accuracy: float) -> None:
+        super().__init__(relative_accuracy)
+        mapping, store = self._mapping, self._store
+        inline = (
+            type(mapping) is LogarithmicMapping
+            and mapping._offset == 0.0
+            and type(store) is DenseStore
+        )
+        # Values above this take the inlined path: positive values the mapping tells from 0
+        # (none at all when the mapping or store is not the expected one).
+        self._inline_above: float = mapping.min_possible if inline else _INF
+        # 1/log2(gamma): log(value, 2) * multiplier is the mapping's _log_gamma.
+        self._multiplier: float = mapping._multiplier
+
+    def add_all(self, pairs: Iterable[tuple[float, float]]) -> None:
+        """``add(value, weight)`` for each pair, in order."""
+        rest = iter(pairs)
+        while (odd := self._add_inlined(rest)) is not None:
+            self.add(*odd)  # may grow the store, or raise
+
+    def _add_inlined(self, pairs: Iterator[tuple[float, float]]) -> tuple[float, float] | None:
+        """Add pairs until one needs the library's ``add``: that one is returned, not added."""
+        above, multiplier, store = self._inline_above, self._multiplier, self._store
+        bins, offset, low_key, high_key = store.bins, store.offset, store.min_key, store.max_key
+        stored, count, total, low, high = store.count, self._count, self._sum, self._min, self._max
+        try:
+            for value, weight in pairs:
+                if value > above and weight > 0.0:
+                    key = _ceil(_log(value, 2) * multiplier)
+                    # Empty, the store's bounds are infinities that no key is between.
+                    if low_key <= key <= high_key:
+                        bins[key - offset] += weight
+                        stored += weight
+                        count += weight
+                        total += value * weight
+                        if value < low:
+                            low = value
+                        if value > high:
+                            high = value
+                        continue
+                return value, weight
+            return None
+        finally:
+            store.count, self._count, self._sum = stored, count, total
+            self._min, self._max = low, high
 
 
 class LatencySketch:
     """Quantile sketch of durations in seconds, weighted (a sampled span stands for 1/p calls).
 
-    ``add(seconds, weight=1.0)`` is DDSketch's own method, bound once: this is called for every
-    span, and a wrapper would cost as much as the sketch update. Callers clamp negative
-    durations (clock steps) to 0.
+    ``add`` is called for every span: values are buffered and go into the sketch a batch at a
+    time (``_BatchDDSketch.add_all``), which is several times faster per value than DDSketch's
+    own ``add``; every read takes the buffer in first, so the result is the same. Callers clamp
+    negative durations (clock steps) to 0.
     """
 
-    __slots__ = ("_sketch", "add")
+    __slots__ = ("_pending", "_sketch")
 
     def __init__(self) -> None:
-        self._sketch = DDSketch(SKETCH_RELATIVE_ACCURACY)
-        self.add: Callable[[float, float], None] = self._sketch.add
+        self._sketch = _BatchDDSketch(SKETCH_RELATIVE_ACCURACY)
+        self._pending: list[tuple[float, float]] = []
+
+    def add(self, seconds: float, weight: float = 1.0) -> None:
+        """Add one duration standing for ``weight`` calls."""
+        if not weight > 0.0 or seconds - seconds:  # a weight DDSketch refuses, inf or nan:
+            self._flush()  # DDSketch's own add, now, so that it raises (or counts) in turn
+            self._sketch.add(seconds, weight)
+            return
+        pending = self._pending
+        pending.append((seconds, weight))
+        if len(pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._sketch.add_all(self._pending)
+            self._pending.clear()
 
     @property
     def count(self) -> float:
         """Total weight added."""
+        self._flush()
         return float(self._sketch.count)
 
     def merge(self, other: LatencySketch) -> None:
         """Add all of ``other`` into this sketch (exact: same mapping)."""
+        self._flush()
+        other._flush()
         self._sketch.merge(other._sketch)
 
     def quantile_ms(self, quantile: float) -> float | None:
         """The ``quantile`` (0..1) in milliseconds, None when empty."""
+        self._flush()
         value = self._sketch.get_quantile_value(quantile)
         return None if value is None else float(value) * 1000.0
 
