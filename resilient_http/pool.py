@@ -12,10 +12,10 @@ one is missing the adapter degrades with one warning instead of crashing:
   wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
   gauges can read from the exporter's thread without touching aiohttp's structures;
 - ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
-- ``ResponseHandler._reschedule_timeout`` (with ``_read_timeout``, ``_read_timeout_handle``,
-  ``_drop_timeout``, ``_on_read_timeout``) is overridden by that subclass so that a received
-  chunk moves the ``sock_read`` deadline instead of cancelling and scheduling a timer
-  (~5 % of a pooled request's cost, measured with the benchmarks' A/B runs);
+- ``ResponseHandler._reschedule_timeout`` and ``_drop_timeout`` (with ``_read_timeout``,
+  ``_read_timeout_handle``, ``_on_read_timeout``) are overridden by that subclass so that
+  ``sock_read`` deadlines share one timer per time slot (``_read_deadlines.py``) instead of a
+  timer per response, cancelled and replaced for every chunk received;
 - ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
   ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
   connection that is likely dead too;
@@ -53,6 +53,7 @@ from ._pool_state import (
     total_stats,
     upstream_label,
 )
+from ._read_deadlines import ReadDeadlines, Slot
 from .config import ClientConfig
 
 __all__ = [
@@ -211,49 +212,46 @@ class _TrackedProtocol(ResponseHandler):
             self.rh_connector.protocol_closed(self)
 
 
-class _LazyReadTimerProtocol(_TrackedProtocol):
-    """``_TrackedProtocol`` with a cheaper ``sock_read`` timer and the same timeout.
+class _SharedReadTimerProtocol(_TrackedProtocol):
+    """``_TrackedProtocol`` whose ``sock_read`` timeouts share the connector's slot timers.
 
-    aiohttp cancels its read timer and schedules a new one for every chunk received (at
-    least twice per response), and each cancelled handle stays in the event loop's heap until
-    swept. Here a chunk only moves the deadline; the one timer, when it comes due, re-arms
-    itself for the moved deadline if data arrived meanwhile, else times the read out exactly
-    as aiohttp does. Used only where aiohttp has the internals it relies on.
+    aiohttp arms a timer per response and replaces it for every chunk received; here the
+    response joins its deadline's slot in ``ReadDeadlines`` and a chunk only moves the
+    deadline (see ``_read_deadlines.py`` for the precision). Used only where aiohttp has the
+    internals it overrides.
     """
 
     def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
         super().__init__(loop, connector)
         self.rh_read_deadline = 0.0
+        self.rh_read_slot: Slot | None = None
+        self.rh_read_deadlines = connector.read_deadlines
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
-        if not timeout:
+        if timeout:
+            self.rh_read_deadlines.watch(self, timeout)
+        else:
             self._drop_timeout()
-            return
-        deadline = self._loop.time() + timeout
-        self.rh_read_deadline = deadline
-        handle = self._read_timeout_handle
-        if handle is None or deadline < handle.when():  # none armed, or a shorter timeout
-            if handle is not None:
-                handle.cancel()
-            self._read_timeout_handle = self._loop.call_at(deadline, self._rh_read_timer_due)
 
-    def _rh_read_timer_due(self) -> None:
-        due = self._read_timeout_handle
-        if due is not None and self.rh_read_deadline > due.when():  # data came meanwhile
-            self._read_timeout_handle = self._loop.call_at(
-                self.rh_read_deadline, self._rh_read_timer_due
-            )
-            return
-        self._read_timeout_handle = None
+    def _drop_timeout(self) -> None:
+        if self.rh_read_slot is not None:
+            self.rh_read_deadlines.unwatch(self)
+        if self._read_timeout_handle is not None:  # never armed by us; aiohttp's own, if any
+            super()._drop_timeout()
+
+    def rh_read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    def rh_read_timed_out(self) -> None:
         self._on_read_timeout()
 
 
 def _protocol_class() -> type[_TrackedProtocol]:
-    """The lazy read timer where this aiohttp has what it overrides, else aiohttp's own."""
+    """Shared read timers where this aiohttp has what they override, else aiohttp's own."""
     methods = ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
     if all(callable(getattr(ResponseHandler, name, None)) for name in methods):
-        return _LazyReadTimerProtocol
+        return _SharedReadTimerProtocol
     _warn_once("ResponseHandler._reschedule_timeout", "sock_read timers cost aiohttp's price")
     return _TrackedProtocol
 
@@ -268,6 +266,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self._host_by_key: dict[Any, HostCounters] = {}
         self._fresh_pending = 0
         self._can_skip_idle = True
+        self.read_deadlines = ReadDeadlines(self._loop)
         for internal in _REQUIRED_INTERNALS:
             if not hasattr(self, internal):
                 _warn_once(f"TCPConnector.{internal}", "pool statistics may be incomplete")

@@ -1,8 +1,8 @@
-"""The pool's lazy ``sock_read`` timer: same timeout as aiohttp's, one timer handle per response.
+"""The pool's shared ``sock_read`` timers: reads time out as aiohttp's would, within a slot.
 
-Real aiohttp servers send the body in timed chunks; the protocol's own timer logic is also
-driven directly, with the event loop's handles inspected, so the "no new timer per chunk"
-claim is checked without timing.
+Real aiohttp servers send a body in timed chunks, end to end. The slot bookkeeping
+(``ReadDeadlines``) is driven with an injected clock and timer queue, so which timers exist
+and when each read times out are checked without timing anything.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +19,7 @@ from aiohttp.client_proto import ResponseHandler
 
 import resilient_http as rh
 from resilient_http import pool
+from resilient_http._read_deadlines import ReadDeadlines, Slot, slot_width
 from tests.servers import RecordingServer
 
 
@@ -52,70 +55,161 @@ async def test_a_stall_times_out_no_earlier_than_sock_read_after_the_last_chunk(
     assert timed_out_at - recording_server.last_chunk_at < read + 5.0  # generous safety net only
 
 
-async def _protocol() -> tuple[pool._LazyReadTimerProtocol, aiohttp.TCPConnector]:
+class FakeLoop:
+    """The two things ``ReadDeadlines`` asks of the event loop, with time moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Callable[..., object], tuple[Any, ...]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> None:
+        self.timers.append((when, callback, args))
+
+    def run_until(self, now: float) -> None:
+        """Move the clock to ``now``, running every timer due by then, in time order."""
+        while due := sorted((t for t in self.timers if t[0] <= now), key=lambda t: t[0]):
+            when, callback, args = due[0]
+            self.timers.remove(due[0])
+            self.now = when
+            callback(*args)
+        self.now = now
+
+
+class FakeReader:
+    def __init__(self, timeout: float | None = 10.0) -> None:
+        self.timeout = timeout
+        self.rh_read_deadline = 0.0
+        self.rh_read_slot: Slot | None = None
+        self.timed_out_at: list[float] = []
+        self.loop: FakeLoop | None = None
+
+    def rh_read_timeout(self) -> float | None:
+        return self.timeout
+
+    def rh_read_timed_out(self) -> None:
+        assert self.loop is not None
+        self.timed_out_at.append(self.loop.now)
+
+
+def _deadlines() -> tuple[FakeLoop, ReadDeadlines]:
+    loop = FakeLoop()
+    return loop, ReadDeadlines(loop)  # type: ignore[arg-type]
+
+
+def _reader(loop: FakeLoop, timeout: float | None = 10.0) -> FakeReader:
+    reader = FakeReader(timeout)
+    reader.loop = loop
+    return reader
+
+
+@pytest.mark.parametrize(
+    ("timeout", "width"), [(10.0, 1.0), (30.0, 2.0), (0.25, 0.03125), (0.05, 2.0**-8)]
+)
+def test_a_slot_is_an_eighth_of_the_timeout_rounded_down_to_a_power_of_two(
+    timeout: float, width: float
+) -> None:
+    assert slot_width(timeout) == width
+
+
+def test_reads_started_within_one_slot_share_one_timer() -> None:
+    loop, deadlines = _deadlines()
+    readers = [_reader(loop) for _ in range(100)]
+    for index, reader in enumerate(readers):
+        loop.now = 0.001 + index * 0.009  # 100 responses within 0.9 s: deadlines 10.001..10.9
+        deadlines.watch(reader, 10.0)
+    assert [when for when, _, _ in loop.timers] == [11.0]  # one timer, at the slot's end
+
+
+def test_a_chunk_moves_the_deadline_without_timer_work() -> None:
+    loop, deadlines = _deadlines()
+    reader = _reader(loop)
+    deadlines.watch(reader, 10.0)
+    for chunk_at in (3.0, 6.0, 9.0):
+        loop.run_until(chunk_at)
+        deadlines.watch(reader, 10.0)  # what a chunk received does
+    assert reader.rh_read_deadline == 19.0
+    assert len(loop.timers) == 1  # still the first slot's timer
+    loop.run_until(10.0)  # due: the moved deadline is filed again, not timed out
+    assert reader.timed_out_at == []
+    assert [when for when, _, _ in loop.timers] == [19.0]
+
+
+@pytest.mark.parametrize("started", [0.0, 0.3, 0.999, 5.5])
+def test_a_stalled_read_times_out_within_one_slot_after_its_deadline(started: float) -> None:
+    loop, deadlines = _deadlines()
+    reader = _reader(loop)
+    loop.now = started
+    deadlines.watch(reader, 10.0)
+    loop.run_until(started + 30.0)
+    (timed_out,) = reader.timed_out_at
+    assert started + 10.0 <= timed_out <= started + 10.0 + slot_width(10.0)
+
+
+def test_a_shorter_timeout_moves_the_read_to_an_earlier_slot() -> None:
+    loop, deadlines = _deadlines()
+    reader = _reader(loop)
+    deadlines.watch(reader, 10.0)
+    reader.timeout = 0.25
+    deadlines.watch(reader, 0.25)
+    loop.run_until(1.0)
+    assert reader.timed_out_at == [0.25]  # 0.25 is a slot end (slots of 1/32 s)
+    loop.run_until(20.0)
+    assert reader.timed_out_at == [0.25]  # the 10 s slot found it gone
+
+
+def test_an_unwatched_read_never_times_out() -> None:
+    loop, deadlines = _deadlines()
+    done, reader = _reader(loop), _reader(loop)
+    deadlines.watch(done, 10.0)
+    deadlines.watch(reader, 10.0)
+    deadlines.unwatch(done)
+    deadlines.unwatch(done)  # twice is harmless
+    assert done.rh_read_slot is None
+    loop.run_until(20.0)
+    assert done.timed_out_at == []
+    assert reader.timed_out_at == [10.0]
+
+
+def test_a_read_whose_timeout_was_removed_is_not_filed_again() -> None:
+    loop, deadlines = _deadlines()
+    reader = _reader(loop)
+    deadlines.watch(reader, 10.0)
+    loop.run_until(5.0)
+    deadlines.watch(reader, 10.0)
+    reader.timeout = None
+    loop.run_until(30.0)
+    assert reader.timed_out_at == []
+    assert loop.timers == []
+
+
+async def _protocol() -> tuple[pool._SharedReadTimerProtocol, aiohttp.TCPConnector]:
     connector = pool.create_connector(rh.ClientConfig())
     proto = connector._factory()
-    assert isinstance(proto, pool._LazyReadTimerProtocol)
+    assert isinstance(proto, pool._SharedReadTimerProtocol)
     return proto, connector
 
 
-def _arm(proto: pool._LazyReadTimerProtocol, timeout: float = 10.0) -> asyncio.TimerHandle:
-    """Start the read timer as aiohttp does once a request is sent; the handle it armed."""
-    proto._read_timeout = timeout
-    proto.start_timeout()
-    armed = proto._read_timeout_handle
-    assert armed is not None
-    return armed
-
-
-async def test_a_chunk_moves_the_deadline_without_a_new_timer_handle() -> None:
+async def test_the_protocol_files_its_reads_in_the_connectors_slots() -> None:
     proto, connector = await _protocol()
     try:
-        armed = _arm(proto)
-        proto.data_received(b"")  # no data: nothing moves
-        proto._reschedule_timeout()  # what data_received does for each chunk
-        assert proto._read_timeout_handle is armed
-        assert proto.rh_read_deadline >= armed.when()  # moved (the clock never goes back)
-        assert not armed.cancelled()
-
-        # Coming due after data arrived: re-armed for the moved deadline, no timeout.
-        proto._rh_read_timer_due()
-        rearmed = proto._read_timeout_handle
-        assert rearmed is not None
-        assert rearmed is not armed
-        assert rearmed.when() == proto.rh_read_deadline
-        assert proto.exception() is None
-
-        # A shorter timeout cannot wait for the longer timer: it replaces it.
-        proto._read_timeout = 1.0
-        proto._reschedule_timeout()
-        shorter = proto._read_timeout_handle
-        assert shorter is not None
-        assert shorter is not rearmed
-        assert rearmed.cancelled()
-        assert shorter.when() == proto.rh_read_deadline
-
-        # Coming due with no data since: the read times out as aiohttp's would.
-        proto._rh_read_timer_due()
-        assert proto._read_timeout_handle is None
-        assert isinstance(proto.exception(), aiohttp.SocketTimeoutError)
-    finally:
-        proto._drop_timeout()
-        await connector.close()
-
-
-async def test_dropping_or_zeroing_the_timeout_cancels_the_timer() -> None:
-    proto, connector = await _protocol()
-    try:
-        armed = _arm(proto)
+        proto._read_timeout = 10.0
+        proto.start_timeout()  # what aiohttp does once the request is sent
+        slot = proto.rh_read_slot
+        assert slot is not None
+        assert slot[0] == 1.0
+        assert proto._read_timeout_handle is None  # no timer of its own
+        proto._reschedule_timeout()  # what aiohttp does for each chunk received
+        assert proto.rh_read_slot == slot
+        proto._drop_timeout()  # response complete
+        assert proto.rh_read_slot is None
         proto._read_timeout = None
-        proto._reschedule_timeout()
-        assert proto._read_timeout_handle is None
-        assert armed.cancelled()
-        again = _arm(proto)
-        proto._drop_timeout()
-        assert proto._read_timeout_handle is None
-        assert again.cancelled()
+        proto.start_timeout()
+        assert proto.rh_read_slot is None
+        proto.rh_read_timed_out()
+        assert isinstance(proto.exception(), aiohttp.SocketTimeoutError)
     finally:
         await connector.close()
 
