@@ -53,29 +53,25 @@ class RetryBudget:
         self._clock = clock
         self._windows: dict[str, _Window] = {}
 
-    def _window(self, upstream: str) -> tuple[_Window, int]:
-        second = int(self._clock())
+    def _window(self, upstream: str, second: int) -> _Window:
         window = self._windows.get(upstream)
         if window is None:
             window = self._windows[upstream] = _Window(second)
-        else:
+        elif window.second != second:  # every call passes here: most are in the same second
             window.advance(second)
-        return window, second % WINDOW_SECONDS
+        return window
 
     def record_call(self, upstream: str) -> None:
         """Count one logical call to ``upstream``."""
-        # Every call passes here: the same second as the last call needs no window update.
         second = int(self._clock())
-        window = self._windows.get(upstream)
-        if window is None or window.second != second:
-            window = self._window(upstream)[0]
-        window.calls[second % WINDOW_SECONDS] += 1
+        self._window(upstream, second).calls[second % WINDOW_SECONDS] += 1
 
     def budget_allows_retry(self, upstream: str) -> bool:
         """Whether ``upstream`` may get one more retry now; if so, the retry is charged."""
-        window, slot = self._window(upstream)
+        second = int(self._clock())
+        window = self._window(upstream, second)
         allowed = self.ratio * sum(window.calls) + self.min_per_second * WINDOW_SECONDS
         if sum(window.retries) + 1 > allowed:
             return False
-        window.retries[slot] += 1
+        window.retries[second % WINDOW_SECONDS] += 1
         return True
