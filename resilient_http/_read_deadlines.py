@@ -59,10 +59,7 @@ class ReadDeadlines:
         """Time ``reader``'s read out ``timeout`` seconds from now unless it moves its deadline."""
         deadline = self._loop.time() + timeout
         reader.rh_read_deadline = deadline
-        width = self._widths.get(timeout)
-        if width is None:
-            width = self._widths[timeout] = slot_width(timeout)
-        slot = (width, math.ceil(deadline / width))
+        slot = self._slot(deadline, timeout)
         current = reader.rh_read_slot
         if current is not None:
             if current[0] * current[1] <= slot[0] * slot[1]:
@@ -78,6 +75,13 @@ class ReadDeadlines:
             members = self._slots.get(slot)
             if members is not None:
                 members.discard(reader)
+
+    def _slot(self, deadline: float, timeout: float) -> Slot:
+        """The slot a ``deadline`` set by ``timeout`` falls in (the first ending at or after it)."""
+        width = self._widths.get(timeout)
+        if width is None:
+            width = self._widths[timeout] = slot_width(timeout)
+        return width, math.ceil(deadline / width)
 
     def _file(self, reader: Reader, slot: Slot) -> None:
         members = self._slots.get(slot)
@@ -99,5 +103,4 @@ class ReadDeadlines:
                 continue
             timeout = reader.rh_read_timeout()
             if timeout:  # data came since it was filed: file it by its moved deadline
-                width = self._widths.get(timeout) or slot_width(timeout)
-                self._file(reader, (width, math.ceil(reader.rh_read_deadline / width)))
+                self._file(reader, self._slot(reader.rh_read_deadline, timeout))
