@@ -120,8 +120,7 @@ class Target:
         """The INTERNAL span's name, ``{METHOD} {server.address}`` (``HTTP`` for other methods)."""
         found = self._names.get(method)
         if found is None:
-            known = method if method in _KNOWN_METHODS else "HTTP"
-            found = self._names[method] = f"{known} {self.host}"
+            found = self._names[method] = f"{_span_method(method)} {self.host}"
         return found
 
     def request_attributes(self, method: str) -> dict[str, Any]:
@@ -224,11 +223,13 @@ class CallTelemetry:
             attributes = self.target.request_attributes(self._method)
             if self.attempts > 1:
                 attributes = {**attributes, names.RESEND_COUNT: self.attempts - 1}
-            name = self._method if self._method in _KNOWN_METHODS else "HTTP"
             tracer = self.session.tracer
             assert tracer is not None
             span = tracer.start_span(
-                name, context=context, kind=SpanKind.CLIENT, attributes=attributes
+                _span_method(self._method),
+                context=context,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
             )
             self._attempt_span = span
             context = trace.set_span_in_context(span)
@@ -324,6 +325,11 @@ class CallTelemetry:
             duration * 1000,
             self.log_ids(span),
         )
+
+
+def _span_method(method: str) -> str:
+    """A method as span names show it: semconv's methods as they are, others as ``HTTP``."""
+    return method if method in _KNOWN_METHODS else "HTTP"
 
 
 _ERROR_STATUS: Final = Status(StatusCode.ERROR)
