@@ -22,6 +22,7 @@ import tenacity
 from yarl import URL
 
 from . import pool, testing
+from ._attempt_timeouts import AttemptTimeouts, total_seconds, untimed
 from ._budget import RetryBudget
 from ._decisions import (
     Call,
@@ -83,9 +84,15 @@ class AttemptRunner:
             before_sleep=lambda state: decisions.before_retry(call_of(state), state),
             retry_error_callback=last_outcome,
         )
-        # The first attempt's timeout is the same for every call with the same settings: the
-        # last one built is kept with the template and deadline it was built from.
-        self._first_timeouts: tuple[Any, float, aiohttp.ClientTimeout] = (None, 0.0, _NO_TIMEOUT)
+        self._timeouts = AttemptTimeouts(asyncio.get_running_loop())
+        # The first attempt's timeouts are the same for every call with the same settings: the
+        # last ones worked out are kept with the template and deadline they came from.
+        self._first_timeouts: tuple[Any, float, aiohttp.ClientTimeout, float] = (
+            None,
+            0.0,
+            _NO_TIMEOUT,
+            0.0,
+        )
 
     def send(
         self,
@@ -148,10 +155,19 @@ class AttemptRunner:
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         cached = self._first_timeouts
         if cached[0] is not timeout or cached[1] != deadline:
-            cached = self._first_timeouts = (timeout, deadline, _trimmed(timeout, deadline))
+            cached = self._first_timeouts = (
+                timeout,
+                deadline,
+                untimed(timeout),
+                total_seconds(timeout, deadline),
+            )
+        expiry = self._timeouts.start(cached[3])
         try:
             resp = await self._request(method, url, timeout=cached[2], **attempt_kwargs)
-        except Exception as exc:
+        except BaseException as raised:
+            exc = self._timeouts.failed(expiry, raised)
+            if not isinstance(exc, Exception):
+                raise  # cancelled from elsewhere
             if observed is not None:
                 observed.end_attempt(None, exc)
             acquired = record.acquired
@@ -160,11 +176,14 @@ class AttemptRunner:
                 self.budget.record_call(upstream)
             if plan is None or classify(exc, plan) is None:
                 add_note(exc, f"attempt 1: {method} {redact_url(url)} -> {describe(exc)}")
-                raise
+                if exc is raised:
+                    raise
+                raise exc from raised
             call = Call(method, url, kwargs, plan, idempotent, expires_at, timeout, upstream)
             call.reused, call.first_outcome = acquired[1] if acquired else None, exc
             call.observed = observed
             return await self._retry(call)
+        self._timeouts.returned(expiry, resp)
         if observed is not None:
             observed.end_attempt(resp, None)
         if plan is None:
@@ -220,22 +239,27 @@ class AttemptRunner:
         if not call.free_next:
             call.charged += 1
         record = _attempt_record()
-        timeout = _trimmed(call.timeout, call.expires_at - self.clock())
+        timeout = untimed(call.timeout)
         observed = call.observed
         kwargs = call.kwargs if observed is None else observed.begin_attempt(call.kwargs)
+        expiry = self._timeouts.start(total_seconds(call.timeout, call.expires_at - self.clock()))
         try:
             if call.free_next:
                 with pool.fresh_connection():
                     resp = await self._request(call.method, call.url, timeout=timeout, **kwargs)
             else:
                 resp = await self._request(call.method, call.url, timeout=timeout, **kwargs)
-        except Exception as exc:
-            if observed is not None:
+        except BaseException as raised:
+            exc = self._timeouts.failed(expiry, raised)
+            if observed is not None and isinstance(exc, Exception):
                 observed.end_attempt(None, exc)
-            raise
+            if exc is raised:
+                raise
+            raise exc from raised
         finally:
             acquired = record.acquired
             call.reused = acquired[1] if acquired else None
+        self._timeouts.returned(expiry, resp)
         if observed is not None:
             observed.end_attempt(resp, None)
         return resp
@@ -251,16 +275,3 @@ def _upstream_of(url: Any) -> str:
 
 
 _NO_TIMEOUT: Final = aiohttp.ClientTimeout()
-_CEIL_OFF: Final = float("inf")  # exact deadlines: aiohttp would round timeouts >= 5 s up
-
-
-def _trimmed(template: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
-    """``template`` with ``total`` cut to the time left before the deadline."""
-    total = left if template.total is None else min(template.total, left)
-    return aiohttp.ClientTimeout(
-        total=max(total, 0.001),
-        connect=template.connect,
-        sock_read=template.sock_read,
-        sock_connect=template.sock_connect,
-        ceil_threshold=_CEIL_OFF,
-    )

@@ -14,7 +14,7 @@ one is missing the adapter degrades with one warning instead of crashing:
 - ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
 - ``ResponseHandler._reschedule_timeout`` and ``_drop_timeout`` (with ``_read_timeout``,
   ``_read_timeout_handle``, ``_on_read_timeout``) are overridden by that subclass so that
-  ``sock_read`` deadlines share one timer per time slot (``_read_deadlines.py``) instead of a
+  ``sock_read`` deadlines share one timer per time slot (``_deadlines.py``) instead of a
   timer per response, cancelled and replaced for every chunk received;
 - ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
   ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import connector as _aiohttp_connector
 from aiohttp.client_proto import ResponseHandler
 
+from ._deadlines import Slot, SlotDeadlines
 from ._exceptions import ConfigWarning
 from ._pool_state import (
     AttemptRecord,
@@ -53,7 +54,6 @@ from ._pool_state import (
     total_stats,
     upstream_label,
 )
-from ._read_deadlines import ReadDeadlines, Slot
 from .config import ClientConfig
 
 __all__ = [
@@ -216,34 +216,34 @@ class _SharedReadTimerProtocol(_TrackedProtocol):
     """``_TrackedProtocol`` whose ``sock_read`` timeouts share the connector's slot timers.
 
     aiohttp arms a timer per response and replaces it for every chunk received; here the
-    response joins its deadline's slot in ``ReadDeadlines`` and a chunk only moves the
-    deadline (see ``_read_deadlines.py`` for the precision). Used only where aiohttp has the
+    response joins its deadline's slot in ``SlotDeadlines`` and a chunk only moves the
+    deadline (see ``_deadlines.py`` for the precision). Used only where aiohttp has the
     internals it overrides.
     """
 
     def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
         super().__init__(loop, connector)
-        self.rh_read_deadline = 0.0
-        self.rh_read_slot: Slot | None = None
-        self.rh_read_deadlines = connector.read_deadlines
+        self.rh_deadline = 0.0
+        self.rh_slot: Slot | None = None
+        self.rh_read_timers = connector.read_deadlines
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
         if timeout:
-            self.rh_read_deadlines.watch(self, timeout)
+            self.rh_read_timers.watch(self, timeout)
         else:
             self._drop_timeout()
 
     def _drop_timeout(self) -> None:
-        if self.rh_read_slot is not None:
-            self.rh_read_deadlines.unwatch(self)
+        if self.rh_slot is not None:
+            self.rh_read_timers.unwatch(self)
         if self._read_timeout_handle is not None:  # never armed by us; aiohttp's own, if any
             super()._drop_timeout()
 
-    def rh_read_timeout(self) -> float | None:
+    def rh_timeout(self) -> float | None:
         return self._read_timeout
 
-    def rh_read_timed_out(self) -> None:
+    def rh_timed_out(self) -> None:
         self._on_read_timeout()
 
 
@@ -266,7 +266,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self._host_by_key: dict[Any, HostCounters] = {}
         self._fresh_pending = 0
         self._can_skip_idle = True
-        self.read_deadlines = ReadDeadlines(self._loop)
+        self.read_deadlines = SlotDeadlines(self._loop)
         for internal in _REQUIRED_INTERNALS:
             if not hasattr(self, internal):
                 _warn_once(f"TCPConnector.{internal}", "pool statistics may be incomplete")

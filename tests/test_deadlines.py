@@ -1,8 +1,10 @@
-"""The pool's shared ``sock_read`` timers: reads time out as aiohttp's would, within a slot.
+"""Slot timers (``SlotDeadlines``) and the pool's shared ``sock_read`` timers built on them:
+reads time out as aiohttp's would, within a slot.
 
-Real aiohttp servers send a body in timed chunks, end to end. The slot bookkeeping
-(``ReadDeadlines``) is driven with an injected clock and timer queue, so which timers exist
-and when each read times out are checked without timing anything.
+Real aiohttp servers send a body in timed chunks, end to end. The slot bookkeeping is driven
+with an injected clock and timer queue, so which timers exist and when each deadline passes
+are checked without timing anything. The attempts' total timeouts, the other user of slots,
+are tested in ``test_attempt_timeouts.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiohttp.client_proto import ResponseHandler
 
 import resilient_http as rh
 from resilient_http import pool
-from resilient_http._read_deadlines import ReadDeadlines, Slot, slot_width
+from resilient_http._deadlines import Slot, SlotDeadlines, slot_width
 from tests.servers import RecordingServer
 
 
@@ -56,7 +58,7 @@ async def test_a_stall_times_out_no_earlier_than_sock_read_after_the_last_chunk(
 
 
 class FakeLoop:
-    """The two things ``ReadDeadlines`` asks of the event loop, with time moved by the test."""
+    """The two things ``SlotDeadlines`` asks of the event loop, with time moved by the test."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -81,22 +83,22 @@ class FakeLoop:
 class FakeReader:
     def __init__(self, timeout: float | None = 10.0) -> None:
         self.timeout = timeout
-        self.rh_read_deadline = 0.0
-        self.rh_read_slot: Slot | None = None
+        self.rh_deadline = 0.0
+        self.rh_slot: Slot | None = None
         self.timed_out_at: list[float] = []
         self.loop: FakeLoop | None = None
 
-    def rh_read_timeout(self) -> float | None:
+    def rh_timeout(self) -> float | None:
         return self.timeout
 
-    def rh_read_timed_out(self) -> None:
+    def rh_timed_out(self) -> None:
         assert self.loop is not None
         self.timed_out_at.append(self.loop.now)
 
 
-def _deadlines() -> tuple[FakeLoop, ReadDeadlines]:
+def _deadlines() -> tuple[FakeLoop, SlotDeadlines]:
     loop = FakeLoop()
-    return loop, ReadDeadlines(loop)  # type: ignore[arg-type]
+    return loop, SlotDeadlines(loop)  # type: ignore[arg-type]
 
 
 def _reader(loop: FakeLoop, timeout: float | None = 10.0) -> FakeReader:
@@ -112,6 +114,34 @@ def test_a_slot_is_an_eighth_of_the_timeout_rounded_down_to_a_power_of_two(
     timeout: float, width: float
 ) -> None:
     assert slot_width(timeout) == width
+
+
+@pytest.mark.parametrize(
+    ("timeout", "width"), [(30.0, 0.25), (1.0, 2.0**-6), (0.05, 2.0**-11), (0.001, 2.0**-16)]
+)
+def test_finer_slots_when_asked_for(timeout: float, width: float) -> None:
+    assert slot_width(timeout, 64) == width
+
+
+@pytest.mark.parametrize("started", [0.0, 0.1, 7.77])
+def test_a_deadline_is_met_within_its_slot_width_at_the_precision_asked_for(
+    started: float,
+) -> None:
+    loop = FakeLoop()
+    deadlines = SlotDeadlines(loop, 64)  # type: ignore[arg-type]
+    timed = _reader(loop, 30.0)
+    loop.now = started
+    deadlines.watch(timed, 30.0)
+    loop.run_until(started + 60.0)
+    (timed_out,) = timed.timed_out_at
+    assert started + 30.0 <= timed_out <= started + 30.0 + 0.25
+
+
+def test_many_distinct_timeouts_do_not_grow_the_width_memo_without_bound() -> None:
+    loop, deadlines = _deadlines()
+    for step in range(5000):  # retries' totals are cut to the time left: all different
+        deadlines.watch(_reader(loop, 10.0), 10.0 - step * 0.001)
+    assert len(deadlines._widths) <= 1025
 
 
 def test_reads_started_within_one_slot_share_one_timer() -> None:
@@ -130,7 +160,7 @@ def test_a_chunk_moves_the_deadline_without_timer_work() -> None:
     for chunk_at in (3.0, 6.0, 9.0):
         loop.run_until(chunk_at)
         deadlines.watch(reader, 10.0)  # what a chunk received does
-    assert reader.rh_read_deadline == 19.0
+    assert reader.rh_deadline == 19.0
     assert len(loop.timers) == 1  # still the first slot's timer
     loop.run_until(10.0)  # due: the moved deadline is filed again, not timed out
     assert reader.timed_out_at == []
@@ -167,7 +197,7 @@ def test_an_unwatched_read_never_times_out() -> None:
     deadlines.watch(reader, 10.0)
     deadlines.unwatch(done)
     deadlines.unwatch(done)  # twice is harmless
-    assert done.rh_read_slot is None
+    assert done.rh_slot is None
     loop.run_until(20.0)
     assert done.timed_out_at == []
     assert reader.timed_out_at == [10.0]
@@ -197,18 +227,18 @@ async def test_the_protocol_files_its_reads_in_the_connectors_slots() -> None:
     try:
         proto._read_timeout = 10.0
         proto.start_timeout()  # what aiohttp does once the request is sent
-        slot = proto.rh_read_slot
+        slot = proto.rh_slot
         assert slot is not None
         assert slot[0] == 1.0
         assert proto._read_timeout_handle is None  # no timer of its own
         proto._reschedule_timeout()  # what aiohttp does for each chunk received
-        assert proto.rh_read_slot == slot
+        assert proto.rh_slot == slot
         proto._drop_timeout()  # response complete
-        assert proto.rh_read_slot is None
+        assert proto.rh_slot is None
         proto._read_timeout = None
         proto.start_timeout()
-        assert proto.rh_read_slot is None
-        proto.rh_read_timed_out()
+        assert proto.rh_slot is None
+        proto.rh_timed_out()
         assert isinstance(proto.exception(), aiohttp.SocketTimeoutError)
     finally:
         await connector.close()
