@@ -165,18 +165,21 @@ def _read_task(task: _Task) -> _Part:
         for request in iter_json_lines(path, counts, start, end):
             if type(request) is not dict:  # valid JSON, but not an OTLP request object
                 counts.corrupt_lines += 1
-                continue
-            try:
-                if "resourceSpans" in request:
-                    counts.trace_lines += 1
-                    spans.add_request(request)
-                elif "resourceMetrics" in request:
-                    counts.metric_lines += 1
-                    store.add_request(request)
-                else:
-                    counts.other_lines += 1
-            except _MALFORMED:
-                counts.corrupt_lines += 1
+            else:
+                try:
+                    if "resourceSpans" in request:
+                        counts.trace_lines += 1
+                        spans.add_request(request)
+                    elif "resourceMetrics" in request:
+                        counts.metric_lines += 1
+                        store.add_request(request)
+                    else:
+                        counts.other_lines += 1
+                except _MALFORMED:
+                    counts.corrupt_lines += 1
+            # Drop the line before the loop asks for the next one: the reader then decodes it
+            # into the memory this one held (see iter_json_lines), not into fresh memory.
+            del request
     spans.drop_caches()  # lookup caches: not needed by the merge, and not worth pickling
     return part
 

@@ -5,16 +5,19 @@ delta, one process or several."""
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import NoTelemetryError, analyze_paths
 from resilient_http.analysis.report import Analysis, to_json
 from resilient_http.analysis.settings import Settings
+from resilient_http.analysis.synthetic import write_synthetic_file
 from tests.analysis.otlp_lines import (
     SECOND,
     T0,
@@ -362,3 +365,37 @@ def test_retries_without_a_method_count_for_the_host(tmp_path: Path) -> None:
     assert (row.method, row.requests, row.retries) == ("GET", 10, {})
     (host,) = analysis.hosts
     assert (host.requests, host.attempts, host.retries) == (10, 14, {"timeout": 4})
+
+
+class _Probe:
+    """Rides in a decoded line: alive exactly as long as the line's decoded value."""
+
+
+def test_one_decoded_line_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reading is faster when a line's tree is freed before the next line is decoded (the new
+    # tree reuses its memory): neither the reader nor the analysis loop may hold on to it.
+    path = tmp_path / "t.jsonl"
+    write_synthetic_file(path, spans=2_000, seed=1, batch_size=500)
+    with path.open("ab") as out:
+        out.write(b"[1]\n" + path.read_bytes().splitlines()[0] + b"\n")  # not a dict, then one
+    loads = orjson.loads
+    probes: list[weakref.ref[_Probe]] = []
+    alive_at_decode: list[int] = []
+
+    def probed_loads(line: bytes) -> Any:
+        alive_at_decode.append(sum(probe() is not None for probe in probes))
+        value = loads(line)
+        probe = _Probe()
+        probes.append(weakref.ref(probe))
+        if isinstance(value, dict):
+            value["probe"] = probe
+        else:
+            value.append(probe)
+        return value
+
+    monkeypatch.setattr(orjson, "loads", probed_loads)
+    analysis = analyze_paths([path], jobs=1)
+
+    assert alive_at_decode == [0] * 6
+    assert analysis.spans == 2_500
+    assert analysis.counts.corrupt_lines == 1
