@@ -54,7 +54,7 @@ class Expiry:
 
     def __init__(self, deadlines: SlotDeadlines, task: asyncio.Task[object], total: float) -> None:
         self.deadlines = deadlines
-        self.task = task
+        self.task: asyncio.Task[object] | None = task
         self.cancelling = task.cancelling()  # a cancellation already pending is not ours
         self.total = total
         self.fired = False  # the task was cancelled by this deadline
@@ -67,11 +67,11 @@ class Expiry:
 
     def rh_timed_out(self) -> None:
         response = self.response
-        if response is None:
+        if response is not None:
+            _fail_body(response)
+        elif self.task is not None:
             self.fired = True
             self.task.cancel()
-        else:
-            _fail_body(response)
 
     def __call__(self) -> None:
         self.deadlines.unwatch(self)
@@ -103,9 +103,11 @@ class AttemptTimeouts:
         when the deadline cancelled it, as ``asyncio.timeout()`` decides)."""
         self._deadlines.unwatch(expiry)
         # uncancel() first, whatever was raised: the cancellation was ours to take back
+        task = expiry.task
         if (
             expiry.fired
-            and expiry.task.uncancel() <= expiry.cancelling
+            and task is not None
+            and task.uncancel() <= expiry.cancelling
             and isinstance(raised, asyncio.CancelledError)
         ):
             timeout = TimeoutError()
@@ -116,7 +118,7 @@ class AttemptTimeouts:
     def returned(self, expiry: Expiry, response: aiohttp.ClientResponse) -> None:
         """The attempt returned ``response``: its deadline bounds the body until released."""
         connection = response.connection
-        if expiry.fired:  # the cancellation came too late to stop the request: undo it
+        if expiry.fired and expiry.task is not None:  # cancelled too late to stop the request
             expiry.task.uncancel()
             expiry.fired = False
             if connection is not None:
@@ -125,6 +127,7 @@ class AttemptTimeouts:
             self._deadlines.unwatch(expiry)
             return
         expiry.response = response
+        expiry.task = None  # not cancelled from now on: a finished task is not kept alive
         connection.add_callback(expiry)
 
 
