@@ -12,7 +12,7 @@ import email.utils
 import http
 from dataclasses import dataclass
 
-__all__ = ["HttpParseError", "Request", "RequestParser", "response_head"]
+__all__ = ["HttpParseError", "Request", "RequestParser", "http_url", "response_head"]
 
 MAX_HEAD_BYTES = 64 * 1024
 """Request line plus headers; beyond this the request is refused with 431."""
@@ -21,6 +21,14 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_CHUNK_LINE = 4096
 
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+def http_url(host: str, port: int, path: str | None = None) -> str:
+    """`http://HOST:PORT` (IPv6 hosts in brackets), then `path` if given (a leading `/` added)."""
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if path is None:
+        return base
+    return base + (path if path.startswith("/") else "/" + path)
 
 
 class HttpParseError(Exception):

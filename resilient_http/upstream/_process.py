@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from ._cli import plan_to_args
+from ._http import http_url
 from ._plan import FaultPlan
 from ._stats import UpstreamStats
 
@@ -31,7 +32,7 @@ def unused_port(host: str = "127.0.0.1") -> int:
 
 def down_url(path: str = "/", host: str = "127.0.0.1") -> str:
     """A URL on `unused_port()`: the connect-refused upstream."""
-    return f"http://{host}:{unused_port(host)}{path if path.startswith('/') else '/' + path}"
+    return http_url(host, unused_port(host), path)
 
 
 class UpstreamProcess:
@@ -106,12 +107,11 @@ class UpstreamProcess:
     @property
     def url(self) -> str:
         """`http://HOST:PORT` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def make_url(self, path: str = "/") -> str:
         """An absolute URL for `path` on this upstream."""
-        return self.url + (path if path.startswith("/") else "/" + path)
+        return http_url(self.host, self.port, path)
 
     async def stats(self, *, log: bool = False) -> UpstreamStats:
         """The child's counters (`GET /__stats__`); `log=True` includes the request log."""

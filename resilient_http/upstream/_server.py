@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from ._connection import UpstreamConnection
 from ._faults import FaultEngine
-from ._http import response_head
+from ._http import http_url, response_head
 from ._plan import FaultPlan
 from ._stats import Counters, UpstreamStats
 
@@ -125,12 +125,11 @@ class FaultyUpstream:
     @property
     def url(self) -> str:
         """`http://HOST:PORT` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def make_url(self, path: str = "/") -> str:
         """An absolute URL for `path` on this upstream."""
-        return self.url + (path if path.startswith("/") else "/" + path)
+        return http_url(self.host, self.port, path)
 
     # -- plan and counters -----------------------------------------------------------------------
 
