@@ -151,7 +151,6 @@ class AttemptRunner:
         observed: CallTelemetry | None = None,
     ) -> aiohttp.ClientResponse:
         expires_at = self.clock() + deadline
-        record = _attempt_record()
         attempt_kwargs = kwargs if observed is None else observed.begin_attempt(kwargs)
         cached = self._first_timeouts
         if cached[0] is not timeout or cached[1] != deadline:
@@ -162,6 +161,7 @@ class AttemptRunner:
                 total_seconds(timeout, deadline),
             )
         expiry = self._timeouts.start(cached[3])
+        record = _attempt_record(expiry.task)
         try:
             resp = await self._request(method, url, timeout=cached[2], **attempt_kwargs)
         except BaseException as raised:
@@ -170,19 +170,21 @@ class AttemptRunner:
                 raise  # cancelled from elsewhere
             if observed is not None:
                 observed.end_attempt(None, exc)
-            acquired = record.acquired
-            upstream = acquired[0] if acquired else _upstream_of(absolute(url))
             if plan is not None:
+                acquired = record.acquired
+                upstream = acquired[0] if acquired else _upstream_of(absolute(url))
                 self.budget.record_call(upstream)
-            if plan is None or classify(exc, plan) is None:
-                add_note(exc, f"attempt 1: {method} {redact_url(url)} -> {describe(exc)}")
-                if exc is raised:
-                    raise
-                raise exc from raised
-            call = Call(method, url, kwargs, plan, idempotent, expires_at, timeout, upstream)
-            call.reused, call.first_outcome = acquired[1] if acquired else None, exc
-            call.observed = observed
-            return await self._retry(call)
+                if classify(exc, plan) is not None:
+                    call = Call(
+                        method, url, kwargs, plan, idempotent, expires_at, timeout, upstream
+                    )
+                    call.reused, call.first_outcome = acquired[1] if acquired else None, exc
+                    call.observed = observed
+                    return await self._retry(call)
+            add_note(exc, f"attempt 1: {method} {redact_url(url)} -> {describe(exc)}")
+            if exc is raised:
+                raise
+            raise exc from raised  # the TimeoutError the deadline made of a cancellation
         self._timeouts.returned(expiry, resp)
         if observed is not None:
             observed.end_attempt(resp, None)
@@ -238,11 +240,11 @@ class AttemptRunner:
         call.attempt += 1
         if not call.free_next:
             call.charged += 1
-        record = _attempt_record()
         timeout = untimed(call.timeout)
         observed = call.observed
         kwargs = call.kwargs if observed is None else observed.begin_attempt(call.kwargs)
         expiry = self._timeouts.start(total_seconds(call.timeout, call.expires_at - self.clock()))
+        record = _attempt_record(expiry.task)
         try:
             if call.free_next:
                 with pool.fresh_connection():
@@ -255,7 +257,7 @@ class AttemptRunner:
                 observed.end_attempt(None, exc)
             if exc is raised:
                 raise
-            raise exc from raised
+            raise exc from raised  # the TimeoutError the deadline made of a cancellation
         finally:
             acquired = record.acquired
             call.reused = acquired[1] if acquired else None

@@ -126,10 +126,13 @@ class AttemptRecord:
         self.acquired: tuple[str, bool] | None = None
 
 
-def attempt_record() -> AttemptRecord:
-    """This task's record, emptied: a failure before any connection is acquired reads None."""
+def attempt_record(task: asyncio.Task[object] | None = None) -> AttemptRecord:
+    """This task's record, emptied: a failure before any connection is acquired reads None.
+
+    ``task`` is the current task, when the caller has it already (default: looked up).
+    """
     record = _RECORD.get()
-    owner = id(asyncio.current_task())
+    owner = id(task if task is not None else asyncio.current_task())
     if record is None or record.owner != owner:
         record = AttemptRecord(owner)
         _RECORD.set(record)
