@@ -15,7 +15,7 @@ from typing import Protocol
 
 from ._version import __version__
 
-__all__ = ["main"]
+__all__ = ["main", "positive_int"]
 
 # subcommand -> (module implementing it, one-line help)
 _SUBCOMMANDS = {
@@ -55,3 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `resilient-http config | head`: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type for the subcommands' counts: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.reader import InputError
 from resilient_http.analysis.report import render_text, to_json
+from resilient_http.cli import positive_int
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="reading processes (default: one per CPU for inputs over 8 MB)",
     )
@@ -69,16 +70,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{PROG}: error: cannot write {html_path}: {exc.strerror}", file=sys.stderr)
                 return 1
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from resilient_http.cli import positive_int
 from resilient_http.demo.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 __all__ = ["add_arguments", "run"]
@@ -26,11 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"what the upstream does wrong (default: {DEFAULT_SCENARIO})",
     )
     parser.add_argument(
-        "--requests", type=_positive_int, metavar="N", help="calls to make (default: per scenario)"
+        "--requests", type=positive_int, metavar="N", help="calls to make (default: per scenario)"
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         metavar="C",
         help="calls in flight at once (default: per scenario)",
     )
@@ -64,13 +65,3 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return run_demo(args)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
