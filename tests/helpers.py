@@ -1,10 +1,12 @@
-"""Small waiting helpers for tests: wait on conditions, never on the clock."""
+"""Small helpers for tests: wait on conditions (never on the clock), run child processes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 # A generous safety net: conditions normally hold within a few loop iterations.
 SAFETY_NET_SECONDS = 10.0
@@ -22,3 +24,19 @@ async def until(condition: Callable[[], bool]) -> None:
         # Pool counters have no event to wait on: give the loop a turn until they settle.
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0)
+
+
+async def run_python(*args: str, cwd: Path, env: Mapping[str, str]) -> tuple[int, str, str]:
+    """``python ARGS`` in a child process with exactly ``env``: (status, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=cwd,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):  # a safety net only
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

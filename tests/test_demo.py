@@ -7,10 +7,8 @@ direction an operator expects.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.report import to_json
 from resilient_http.cli import main
 from resilient_http.demo.scenarios import SCENARIOS
+from tests.helpers import run_python
 from tests.otlp_receiver import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +33,7 @@ async def run_demo(
 
     The autouse fixture has already removed RESILIENT_HTTP_* and OTEL_* from os.environ.
     """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
+    return await run_python(
         "-W",
         "error",
         "-m",
@@ -44,13 +42,7 @@ async def run_demo(
         *args,
         cwd=cwd,
         env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(60):  # a safety net only
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def run_json(*args: str, telemetry_file: Path) -> dict[str, Any]:

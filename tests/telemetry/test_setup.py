@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 import resilient_http as rh
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.upstream import down_url
-from tests.helpers import clean_environ
+from tests.helpers import clean_environ, run_python
 from tests.otlp_receiver import OTLPReceiver, attributes_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,20 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def run_scenario(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """Run tests/telemetry/scenario.py with a clean environment plus ``env``; never blocks."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.telemetry.scenario",
-        *args,
-        cwd=ROOT,
-        env=clean_environ(**env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_python(
+        "-m", "tests.telemetry.scenario", *args, cwd=ROOT, env=clean_environ(**env)
     )
-    async with asyncio.timeout(60):  # a safety net only
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_retried_get_reaches_the_receiver_as_one_trace(
