@@ -66,12 +66,14 @@ class RetryBudget:
         second = int(self._clock())
         self._window(upstream, second).calls[second % WINDOW_SECONDS] += 1
 
-    def budget_allows_retry(self, upstream: str) -> bool:
-        """Whether ``upstream`` may get one more retry now; if so, the retry is charged."""
+    def allows_retry(self, upstream: str) -> bool:
+        """Whether ``upstream`` may get one more retry now (nothing is charged)."""
         second = int(self._clock())
         window = self._window(upstream, second)
         allowed = self.ratio * sum(window.calls) + self.min_per_second * WINDOW_SECONDS
-        if sum(window.retries) + 1 > allowed:
-            return False
-        window.retries[second % WINDOW_SECONDS] += 1
-        return True
+        return sum(window.retries) + 1 <= allowed
+
+    def charge_retry(self, upstream: str) -> None:
+        """Count one retry to ``upstream`` (after ``allows_retry`` said yes)."""
+        second = int(self._clock())
+        self._window(upstream, second).retries[second % WINDOW_SECONDS] += 1

@@ -1,18 +1,15 @@
 """Pool state shared by the pool adapter and the attempt loop, with no aiohttp in it.
 
 ``PoolStats`` snapshots, the plain per-upstream ``HostCounters`` the connector keeps (read by
-gauges on the exporter's thread), and the two pieces of per-task state that tell the
-connector what an attempt needs (``fresh_connection``) and the attempt loop what the
-connector did (``AttemptRecord``). ``pool.py`` builds on these; it is the only module that
-touches aiohttp's internals.
+gauges on the exporter's thread), and the ``AttemptRecord`` that tells the connector what an
+attempt needs (a fresh connection) and the attempt stage what the connector did. ``pool.py``
+builds on these; it is the only module that touches aiohttp's internals.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -22,11 +19,9 @@ __all__ = [
     "HostCounters",
     "HostPoolStats",
     "PoolStats",
-    "attempt_record",
-    "fresh_connection",
-    "fresh_connection_wanted",
-    "last_connection",
-    "recorded_attempt",
+    "begin_attempt",
+    "current_attempt",
+    "end_attempt",
     "total_stats",
     "upstream_label",
 ]
@@ -77,10 +72,8 @@ class HostCounters:
         "active",
         "host",
         "label",
-        "new_tag",
         "open",
         "port",
-        "reused_tag",
         "waiting",
     )
 
@@ -93,67 +86,37 @@ class HostCounters:
         self.waiting = 0
         self.acquired_new = 0
         self.acquired_reused = 0
-        # what last_connection() reports, built once rather than on every acquisition
-        self.new_tag = (self.label, False)
-        self.reused_tag = (self.label, True)
-
-
-@contextlib.contextmanager
-def fresh_connection() -> Iterator[None]:
-    """Within this block, requests open a new connection instead of reusing an idle one."""
-    token = _FRESH.set(True)
-    try:
-        yield
-    finally:
-        _FRESH.reset(token)
 
 
 class AttemptRecord:
-    """Where the connector notes the connection the current attempt got, for the attempt loop.
+    """What the attempt stage asks of the connector for one attempt, and what the connector
+    did: the one channel between them, through a context variable of the attempt's task."""
 
-    One per task, made on the task's first request and reused: setting a context variable per
-    attempt allocated a token and a new context each time, and the garbage collector's extra
-    passes over them were a visible share of a request. Ownership is by task id (not a
-    reference, which would make a task -> context -> record -> task cycle), so a task that
-    inherited its creator's record makes its own instead of sharing it.
-    """
+    __slots__ = ("acquired", "fresh")
 
-    __slots__ = ("acquired", "owner")
-
-    def __init__(self, owner: int) -> None:
-        self.owner = owner
-        #: (``host:port``, reused from the pool) of the latest acquisition, or None
-        self.acquired: tuple[str, bool] | None = None
+    def __init__(self, fresh: bool) -> None:
+        #: the attempt wants a newly opened connection, not an idle pooled one
+        self.fresh = fresh
+        #: (``host:port``, reused from the pool: None if unknown) of the connection acquired
+        self.acquired: tuple[str, bool | None] | None = None
 
 
-def attempt_record(task: asyncio.Task[object] | None = None) -> AttemptRecord:
-    """This task's record, emptied: a failure before any connection is acquired reads None.
-
-    ``task`` is the current task, when the caller has it already (default: looked up).
-    """
-    record = _RECORD.get()
-    owner = id(task if task is not None else asyncio.current_task())
-    if record is None or record.owner != owner:
-        record = AttemptRecord(owner)
-        _RECORD.set(record)
-    else:
-        record.acquired = None
-    return record
+def begin_attempt(fresh: bool) -> tuple[AttemptRecord, Token[AttemptRecord | None]]:
+    """Start recording an attempt in the current task; pass the token to ``end_attempt``."""
+    record = AttemptRecord(fresh)
+    return record, _RECORD.set(record)
 
 
-def last_connection() -> tuple[str, bool] | None:
-    """The upstream ``host:port`` of the latest connection acquired by this task's current
-    attempt, and whether it was reused from the pool; None when none was acquired since
-    ``attempt_record()`` emptied the record.
-    """
-    record = _RECORD.get()
-    return record.acquired if record is not None else None
+def end_attempt(token: Token[AttemptRecord | None]) -> None:
+    """Stop recording the attempt ``begin_attempt`` started."""
+    _RECORD.reset(token)
 
 
-_FRESH: Final[ContextVar[bool]] = ContextVar("resilient_http_fresh_connection", default=False)
 _RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(
     "resilient_http_attempt_record", default=None
 )
+current_attempt: Final[Callable[[], AttemptRecord | None]] = _RECORD.get
+"""The record of the attempt the current task is making, if the attempt stage made one."""
 
 
 def total_stats(limit: int, limit_per_host: int, per_host: dict[str, HostPoolStats]) -> PoolStats:
@@ -167,10 +130,3 @@ def total_stats(limit: int, limit_per_host: int, per_host: dict[str, HostPoolSta
         waiting=sum(h.waiting for h in hosts),
         per_host=MappingProxyType(per_host),
     )
-
-
-# The connector asks these on every acquisition: bound getters, not functions around them.
-fresh_connection_wanted: Final[Callable[[], bool]] = _FRESH.get
-"""Whether the current request asked for a newly opened connection."""
-recorded_attempt: Final[Callable[[], AttemptRecord | None]] = _RECORD.get
-"""This context's record, if the attempt loop made one (the connector writes into it)."""

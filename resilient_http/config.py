@@ -30,6 +30,7 @@ from ._exceptions import ConfigError, ConfigWarning
 __all__ = [
     "ENV_PREFIX",
     "TELEMETRY_FILE_VARIABLE",
+    "THROTTLING_STATUSES",
     "CleanupClosed",
     "ClientConfig",
     "RetryPolicy",
@@ -44,6 +45,9 @@ TELEMETRY_FILE_VARIABLE: Final = "RESILIENT_HTTP_TELEMETRY_FILE"
 
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+#: The statuses that mean "slow down" (retry reason ``throttled``); other retried ones are
+#: ``server_error``. Defined once: retries, telemetry, analysis and the upstream all use it.
+THROTTLING_STATUSES: Final = frozenset({429, 503})
 _DEFAULT_LIMIT_PER_HOST: Final = 10
 
 

@@ -1,34 +1,47 @@
-"""The connection pool: connector factory and the one adapter over aiohttp internals.
+"""The connection pool: connector factory, pool statistics, and the one adapter over aiohttp.
 
-aiohttp exposes no public view of its pool, no hook for "a connection was reused" that costs
-nothing when unused (trace configs cost ~15 % of throughput even with no handlers), no way to ask
-for a newly opened connection, and it silently resends idempotent requests once when a reused
-connection turns out dead. Every use of aiohttp internals needed for those lives in this module
-and nowhere else; ``tests/test_pool.py`` exercises each against the installed aiohttp, and where
-one is missing the adapter degrades with one warning instead of crashing:
+aiohttp has no public view of its pool, no way to ask for a newly opened connection, and it
+silently resends idempotent requests once when a reused connection turns out dead. The
+behaviours of shared/SPEC.md that need more than aiohttp's public API use these internals, all
+here and nowhere else. Each is checked for its shape (signature, type) before use, pinned by
+``tests/test_pool_adapter.py`` on every aiohttp minor the dependency range admits, and where one
+is missing or changed the adapter warns once (``RuntimeWarning``) and keeps working without the
+behaviour it bought:
 
-- ``TCPConnector.connect`` / ``_release_acquired`` / ``_wait_for_available_connection`` (and
-  ``Connection._key``, the key aiohttp already computed) are
-  wrapped by a subclass to keep plain per-upstream counters (active, open, waiting) that pool
-  gauges can read from the exporter's thread without touching aiohttp's structures;
-- ``TCPConnector._factory`` builds our protocol subclass, so closes are seen where they happen;
-- ``ResponseHandler._reschedule_timeout`` and ``_drop_timeout`` (with ``_read_timeout``,
-  ``_read_timeout_handle``, ``_on_read_timeout``) are overridden by that subclass so that
-  ``sock_read`` deadlines share one timer per time slot (``_deadlines.py``) instead of a
-  timer per response, cancelled and replaced for every chunk received;
-- ``TCPConnector._get`` (take an idle connection) is skipped by requests inside
-  ``fresh_connection()``: the retry of a stale pooled connection must not take another idle
-  connection that is likely dead too;
-- ``ClientSession._request`` is awaited directly (without ``request()``'s wrapper object);
-- ``ClientSession._retry_connection`` is switched off (as aiohttp's own test client does) so
-  that every physical attempt is one the SDK sees, counts and can budget;
-- ``pool_stats()`` of a connector the application built itself reads ``_conns``, ``_acquired``,
-  ``_acquired_per_host`` and ``_waiters`` on the event loop thread.
+======================================================  ==========================================
+internal                                                what it buys (and what is lost without it)
+======================================================  ==========================================
+``ClientSession._retry_connection`` (bool), set False   every physical attempt is one the SDK
+                                                        sees, counts and budgets (else aiohttp
+                                                        may resend a request unseen)
+``BaseConnector._get(key, traces)``, wrapped            the free retry of a stale connection goes
+                                                        out on a newly opened connection, not on
+                                                        the next idle one (likely dead too)
+``BaseConnector._release_acquired(key, proto)``,        ``PoolStats.active`` / ``idle`` and the
+wrapped                                                 ``active`` / ``idle`` gauges
+``BaseConnector._wait_for_available_connection(key,     ``PoolStats.waiting`` and
+traces)``, wrapped                                      ``resilient_http.pool.wait.duration``
+``BaseConnector._factory`` (a ``functools.partial`` of  connection closes are seen where they
+``client_proto.ResponseHandler``), replaced by a        happen: ``open`` counts, reuse detection
+subclass's factory                                      (stale retries), and
+                                                        ``http.client.connection.duration``
+``_conns``, ``_acquired``, ``_acquired_per_host``,      ``pool_stats()`` of a connector the
+``_waiters`` (read, event loop thread only)             application built itself
+``aiohttp.connector.NEEDS_CLEANUP_CLOSED`` (bool)       ``ENABLE_CLEANUP_CLOSED=auto`` follows
+                                                        aiohttp's own judgement of the Python
+======================================================  ==========================================
+
+Public aiohttp API is used for the rest: ``BaseConnector.connect`` (overridden),
+``ClientRequest.connection_key``, ``Connection.protocol`` and ``Connection.close()``.
+Wrapping an instance's method (rather than overriding it in the subclass) means that a changed
+internal is simply left alone: aiohttp keeps calling its own code, and only the SDK's extra is
+lost.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import time
 import warnings
@@ -39,40 +52,28 @@ import aiohttp
 from aiohttp import connector as _aiohttp_connector
 from aiohttp.client_proto import ResponseHandler
 
-from ._deadlines import Slot, SlotDeadlines
 from ._exceptions import ConfigWarning
 from ._pool_state import (
-    AttemptRecord,
     HostCounters,
     HostPoolStats,
     PoolStats,
-    attempt_record,
-    fresh_connection,
-    fresh_connection_wanted,
-    last_connection,
-    recorded_attempt,
+    current_attempt,
     total_stats,
     upstream_label,
 )
 from .config import ClientConfig
 
 __all__ = [
-    "AttemptRecord",
     "HostCounters",
     "HostPoolStats",
     "PoolObserver",
     "PoolStats",
-    "attempt_record",
     "cleanup_closed_needed",
     "create_connector",
     "disable_hidden_resend",
-    "fresh_connection",
-    "host_counters",
-    "last_connection",
     "live_host_counters",
     "observe_pool",
     "pool_stats",
-    "request_coroutine_function",
     "upstream_label",
 ]
 
@@ -96,7 +97,11 @@ def cleanup_closed_needed() -> bool:
     needed = getattr(_aiohttp_connector, "NEEDS_CLEANUP_CLOSED", None)
     if isinstance(needed, bool):
         return needed
-    # aiohttp releases before 3.10.6 had no such flag; this is the condition they fixed.
+    _warn_once(
+        "aiohttp.connector.NEEDS_CLEANUP_CLOSED",
+        "ENABLE_CLEANUP_CLOSED=auto follows the SDK's own list of affected Pythons",
+    )
+    # The condition aiohttp 3.10.6 to 3.14 use, for a release that dropped the flag.
     version = sys.version_info
     return (3, 13, 0) <= version < (3, 13, 1) or version < (3, 12, 8)
 
@@ -127,13 +132,9 @@ def create_connector(
     )
 
 
-def host_counters(connector: aiohttp.BaseConnector) -> list[HostCounters]:
-    """The counters of a connector built by ``create_connector`` (else none); any thread."""
-    return list(live_host_counters(connector).values())
-
-
 def live_host_counters(connector: aiohttp.BaseConnector) -> Mapping[str, HostCounters]:
-    """The live mapping behind ``host_counters``; it outlives the connector if kept."""
+    """The per-upstream counters of a connector built by ``create_connector`` (else none);
+    read from any thread. The mapping is live and outlives the connector if kept."""
     if isinstance(connector, _ObservedConnector):
         return connector.hosts
     return {}
@@ -152,36 +153,17 @@ def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
     return _stats_from_internals(connector)
 
 
-def request_coroutine_function(
-    session: aiohttp.ClientSession,
-) -> Callable[..., Awaitable[aiohttp.ClientResponse]]:
-    """``session.request`` without its context-manager wrapper, for the attempt loop.
-
-    ``ClientSession.request`` wraps the ``_request`` coroutine in an object whose ``__await__``
-    every suspension of the request passes through; the attempt loop awaits at once and
-    releases responses itself, so it calls the coroutine directly (~2 us per request).
-    """
-    direct = cast(
-        "Callable[..., Awaitable[aiohttp.ClientResponse]] | None",
-        getattr(session, "_request", None),
-    )
-    if direct is None:
-        _warn_once("ClientSession._request", "requests pay for aiohttp's wrapper")
-        return cast("Callable[..., Awaitable[aiohttp.ClientResponse]]", session.request)
-    return direct
-
-
 def disable_hidden_resend(session: aiohttp.ClientSession) -> None:
-    """Stop aiohttp from silently resending on a dead reused connection: the SDK retries instead."""
-    if hasattr(session, "_retry_connection"):
+    """Stop aiohttp from silently resending on a dead reused connection: the SDK retries
+    instead, as an attempt it sees, counts and budgets."""
+    if isinstance(getattr(session, "_retry_connection", None), bool):
         session._retry_connection = False
     else:
         _warn_once("ClientSession._retry_connection", "attempts may be resent without telemetry")
 
 
-# --- the adapter -------------------------------------------------------------------------------
+# --- shapes of the internals -------------------------------------------------------------------
 
-_REQUIRED_INTERNALS: Final = ("_get", "_release_acquired", "_wait_for_available_connection")
 _warned: set[str] = set()
 
 
@@ -189,10 +171,53 @@ def _warn_once(internal: str, consequence: str) -> None:
     if internal not in _warned:
         _warned.add(internal)
         warnings.warn(
-            f"aiohttp {aiohttp.__version__} has no {internal}: {consequence}",
+            f"aiohttp {aiohttp.__version__}: {internal} is missing or changed; {consequence}",
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+@functools.cache
+def method_has_shape(owner: type, name: str, parameters: tuple[str, ...], is_async: bool) -> bool:
+    """Whether ``owner.name`` is a function with exactly these parameters (after ``self``)."""
+    function = inspect.getattr_static(owner, name, None)
+    if not inspect.isfunction(function):
+        return False
+    if inspect.iscoroutinefunction(function) != is_async:
+        return False
+    try:
+        names = tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names == ("self", *parameters)
+
+
+#: (name, parameters after self, is a coroutine function, what is lost without it)
+WRAPPED_METHODS: Final = (
+    ("_get", ("key", "traces"), True, "a stale connection's retry may reuse another idle one"),
+    ("_release_acquired", ("key", "proto"), False, "active and idle connections are not counted"),
+    (
+        "_wait_for_available_connection",
+        ("key", "traces"),
+        True,
+        "requests queued for a connection are not counted or timed",
+    ),
+)
+
+
+def _factory_has_shape(connector: aiohttp.BaseConnector) -> bool:
+    factory = getattr(connector, "_factory", None)
+    return (
+        isinstance(factory, functools.partial)
+        and factory.func is ResponseHandler
+        and not factory.args
+        and set(factory.keywords) == {"loop"}
+        and method_has_shape(ResponseHandler, "__init__", ("loop",), False)
+        and method_has_shape(ResponseHandler, "connection_lost", ("exc",), False)
+    )
+
+
+# --- the adapter -------------------------------------------------------------------------------
 
 
 class _TrackedProtocol(ResponseHandler):
@@ -203,57 +228,12 @@ class _TrackedProtocol(ResponseHandler):
         self.rh_connector = connector
         self.rh_host: HostCounters | None = None  # set when a request first receives it
         self.rh_opened_at = 0.0
-        self.rh_active = False  # held by a request (counted in rh_host.active)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
             super().connection_lost(exc)
         finally:
             self.rh_connector.protocol_closed(self)
-
-
-class _SharedReadTimerProtocol(_TrackedProtocol):
-    """``_TrackedProtocol`` whose ``sock_read`` timeouts share the connector's slot timers.
-
-    aiohttp arms a timer per response and replaces it for every chunk received; here the
-    response joins its deadline's slot in ``SlotDeadlines`` and a chunk only moves the
-    deadline (see ``_deadlines.py`` for the precision). Used only where aiohttp has the
-    internals it overrides.
-    """
-
-    def __init__(self, loop: Any, connector: _ObservedConnector) -> None:
-        super().__init__(loop, connector)
-        self.rh_deadline = 0.0
-        self.rh_slot: Slot | None = None
-        self.rh_read_timers = connector.read_deadlines
-
-    def _reschedule_timeout(self) -> None:
-        timeout = self._read_timeout
-        if timeout:
-            self.rh_read_timers.watch(self, timeout)
-        else:
-            self._drop_timeout()
-
-    def _drop_timeout(self) -> None:
-        if self.rh_slot is not None:
-            self.rh_read_timers.unwatch(self)
-        if self._read_timeout_handle is not None:  # never armed by us; aiohttp's own, if any
-            super()._drop_timeout()
-
-    def rh_timeout(self) -> float | None:
-        return self._read_timeout
-
-    def rh_timed_out(self) -> None:
-        self._on_read_timeout()
-
-
-def _protocol_class() -> type[_TrackedProtocol]:
-    """Shared read timers where this aiohttp has what they override, else aiohttp's own."""
-    methods = ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
-    if all(callable(getattr(ResponseHandler, name, None)) for name in methods):
-        return _SharedReadTimerProtocol
-    _warn_once("ResponseHandler._reschedule_timeout", "sock_read timers cost aiohttp's price")
-    return _TrackedProtocol
 
 
 class _ObservedConnector(aiohttp.TCPConnector):
@@ -264,20 +244,24 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self.observer = observer
         self.hosts: dict[str, HostCounters] = {}
         self._host_by_key: dict[Any, HostCounters] = {}
-        self._fresh_pending = 0
-        self._can_skip_idle = True
-        self.read_deadlines = SlotDeadlines(self._loop)
-        for internal in _REQUIRED_INTERNALS:
-            if not hasattr(self, internal):
-                _warn_once(f"TCPConnector.{internal}", "pool statistics may be incomplete")
-                self._can_skip_idle = False
-        if hasattr(self, "_factory"):
+        self._active: dict[Any, HostCounters] = {}  # protocol -> its upstream, while in use
+        self._counts_active = False
+        for name, parameters, is_async, lost in WRAPPED_METHODS:
+            if method_has_shape(aiohttp.BaseConnector, name, parameters, is_async):
+                setattr(self, name, getattr(self, f"_rh_wrap{name}")(getattr(self, name)))
+                self._counts_active |= name == "_release_acquired"
+            else:
+                _warn_once(f"BaseConnector.{name}", lost)
+        self._tracks_protocols = _factory_has_shape(self)
+        if self._tracks_protocols:
             self._factory = cast(
                 "functools.partial[ResponseHandler]",
-                functools.partial(_protocol_class(), self._loop, self),
+                functools.partial(_TrackedProtocol, self._loop, self),
             )
         else:
-            _warn_once("TCPConnector._factory", "connection closes are not observed")
+            _warn_once(
+                "BaseConnector._factory", "open connections, reuse and closes are not observed"
+            )
 
     def _counters(self, key: Any) -> HostCounters:
         host = self._host_by_key.get(key)
@@ -291,95 +275,77 @@ class _ObservedConnector(aiohttp.TCPConnector):
 
     # aiohttp passes these by keyword: the names must stay as aiohttp spells them.
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        if fresh_connection_wanted() and self._can_skip_idle:
-            connection = await self._connect_fresh(req, traces, timeout)
-        else:
-            connection = await super().connect(req, traces, timeout)
+        connection = await super().connect(req, traces, timeout)
         proto = connection.protocol
-        host = getattr(proto, "rh_host", None)
-        if host is not None:  # a pooled connection a request had before: the common case
+        host = self._counters(req.connection_key)
+        reused: bool | None = None
+        if isinstance(proto, _TrackedProtocol):
+            reused = proto.rh_host is not None
+            if not reused:
+                proto.rh_host = host
+                proto.rh_opened_at = time.monotonic()
+                host.open += 1
+        if reused:
             host.acquired_reused += 1
-            record = recorded_attempt()
-            if record is not None:
-                record.acquired = host.reused_tag
         else:
-            host = self._counters(getattr(connection, "_key", None) or req.connection_key)
             host.acquired_new += 1
-            record = recorded_attempt()
-            if record is not None:
-                record.acquired = host.new_tag
-            if not isinstance(proto, _TrackedProtocol):
-                return connection  # degraded (no _factory): only acquisitions are counted
-            proto.rh_host = host
-            proto.rh_opened_at = time.monotonic()
-            host.open += 1
-        host.active += 1
-        proto.rh_active = True
+        if self._counts_active:
+            self._active[proto] = host
+            host.active += 1
+        record = current_attempt()
+        if record is not None:
+            record.acquired = (host.label, reused)
         return connection
 
-    async def _connect_fresh(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
-        # aiohttp hands out the longest-idle connection first and has no "open a new one" call.
-        # While a fresh connection is being opened, an instance attribute shadows ``_get`` so
-        # that this request (and only it: the flag is in its context) skips the idle ones;
-        # the other requests keep them, and no request pays for the shadow otherwise.
-        self._fresh_pending += 1
-        self._get = self._get_unless_fresh  # type: ignore[method-assign]
-        try:
-            return await super().connect(req, traces, timeout)
-        finally:
-            self._fresh_pending -= 1
-            if not self._fresh_pending:
-                del self._get
+    def _rh_wrap_get(
+        self, original: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        async def _get(key: Any, traces: Any) -> Any:
+            connection = await original(key, traces)
+            record = current_attempt()
+            if connection is not None and record is not None and record.fresh:
+                # aiohttp hands out the longest-idle connection first and has no "open a new
+                # one" call: retire the one it chose (likely dead too), so that connect() opens
+                # a new connection in its place and the pool never grows past its limits.
+                connection.close()
+                return None
+            return connection
 
-    async def _get_unless_fresh(self, key: Any, traces: Any) -> Any:
-        if fresh_connection_wanted():
-            self._retire_longest_idle(key)
-            return None
-        return await aiohttp.TCPConnector._get(self, key, traces)
+        return _get
 
-    def _retire_longest_idle(self, key: Any) -> None:
-        """Close the idle connection aiohttp would have handed out next (likely dead too).
+    def _rh_wrap_release_acquired(
+        self, original: Callable[[Any, Any], None]
+    ) -> Callable[[Any, Any], None]:
+        def _release_acquired(key: Any, proto: Any) -> None:
+            host = self._active.pop(proto, None)
+            if host is not None:
+                host.active -= 1
+            original(key, proto)
 
-        The new connection replaces it: skipping idle connections without closing one would
-        let the pool grow past its limits, since aiohttp counts only connections in use and
-        hands idle ones out without checking them.
-        """
-        idle = self._conns.get(key)
-        if not idle:
-            return
-        proto, _ = idle.popleft()
-        if not idle:
-            del self._conns[key]
-        transport = proto.transport
-        proto.close()
-        if key.is_ssl and not self._cleanup_closed_disabled:
-            self._cleanup_closed_transports.append(transport)
+        return _release_acquired
 
-    def _release_acquired(self, key: Any, proto: ResponseHandler) -> None:
-        if getattr(proto, "rh_active", False):
-            tracked = cast(_TrackedProtocol, proto)
-            tracked.rh_active = False
-            cast(HostCounters, tracked.rh_host).active -= 1
-        super()._release_acquired(key, proto)
+    def _rh_wrap_wait_for_available_connection(
+        self, original: Callable[[Any, Any], Awaitable[None]]
+    ) -> Callable[[Any, Any], Awaitable[None]]:
+        async def _wait_for_available_connection(key: Any, traces: Any) -> None:
+            host = self._counters(key)
+            host.waiting += 1
+            started = time.monotonic()
+            try:
+                await original(key, traces)
+            finally:
+                host.waiting -= 1
+                if self.observer is not None:
+                    self.observer.pool_waited(host, time.monotonic() - started)
 
-    async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
-        host = self._counters(key)
-        host.waiting += 1
-        started = time.monotonic()
-        try:
-            await super()._wait_for_available_connection(key, traces)
-        finally:
-            host.waiting -= 1
-            if self.observer is not None:
-                self.observer.pool_waited(host, time.monotonic() - started)
+        return _wait_for_available_connection
 
     def protocol_closed(self, proto: _TrackedProtocol) -> None:
         host = proto.rh_host
         if host is None:  # closed before any request received it: never counted as open
             return
         host.open -= 1
-        if proto.rh_active:  # closed while in use; aiohttp releases it later
-            proto.rh_active = False
+        if self._active.pop(proto, None) is not None:  # closed while in use
             host.active -= 1
         if self.observer is not None:
             self.observer.connection_closed(host, time.monotonic() - proto.rh_opened_at)
@@ -399,8 +365,37 @@ class _ObservedConnector(aiohttp.TCPConnector):
         return total_stats(self.limit, self.limit_per_host, per_host)
 
 
+# --- connectors the application built ----------------------------------------------------------
+
+
+def internals_have_shape(connector: aiohttp.BaseConnector) -> bool:
+    """Whether the pool structures ``pool_stats`` reads are what it expects."""
+    conns = getattr(connector, "_conns", None)
+    acquired = getattr(connector, "_acquired", None)
+    per_host = getattr(connector, "_acquired_per_host", None)
+    waiters = getattr(connector, "_waiters", None)
+    if not (
+        isinstance(conns, dict)
+        and isinstance(acquired, set)
+        and isinstance(per_host, dict)
+        and isinstance(waiters, dict)
+    ):
+        return False
+    return all(
+        hasattr(key, "host") and hasattr(key, "port") for key in (*conns, *per_host, *waiters)
+    ) and all(
+        isinstance(entry, tuple) and len(entry) == 2 for idle in conns.values() for entry in idle
+    )
+
+
 def _stats_from_internals(connector: aiohttp.BaseConnector) -> PoolStats:
     """Counts read from aiohttp's own structures, for connectors the application built."""
+    limit, limit_per_host = connector.limit, connector.limit_per_host
+    if connector.closed:
+        return total_stats(limit, limit_per_host, {})
+    if not internals_have_shape(connector):
+        _warn_once("BaseConnector._conns/_acquired/_waiters", "pool_stats() reports no counts")
+        return total_stats(limit, limit_per_host, {})
     counts: dict[str, list[int]] = {}
 
     def add(key: Any, idle: int = 0, active: int = 0, waiting: int = 0) -> None:
@@ -409,20 +404,20 @@ def _stats_from_internals(connector: aiohttp.BaseConnector) -> PoolStats:
         row[1] += active
         row[2] += waiting
 
-    if not connector.closed:
-        for key, idle in getattr(connector, "_conns", {}).items():
-            add(key, idle=sum(1 for proto, _ in idle if proto.is_connected()))
-        for key, acquired in getattr(connector, "_acquired_per_host", {}).items():
-            add(key, active=len(acquired))
-        for key, waiters in getattr(connector, "_waiters", {}).items():
-            add(key, waiting=len(waiters))
+    internals: Any = connector
+    for key, idle in internals._conns.items():
+        add(key, idle=sum(1 for proto, _ in idle if proto.is_connected()))
+    for key, acquired in internals._acquired_per_host.items():
+        add(key, active=len(acquired))
+    for key, waiters in internals._waiters.items():
+        add(key, waiting=len(waiters))
     per_host = {
         label: HostPoolStats(open=idle + active, idle=idle, active=active, waiting=waiting)
         for label, (idle, active, waiting) in counts.items()
     }
-    stats = total_stats(connector.limit, connector.limit_per_host, per_host)
+    stats = total_stats(limit, limit_per_host, per_host)
     # Without a per-host limit aiohttp keeps no per-host record of active connections.
-    active = 0 if connector.closed else len(getattr(connector, "_acquired", ()))
+    active = len(internals._acquired)
     if active != stats.active:
         stats = PoolStats(
             limit=stats.limit,

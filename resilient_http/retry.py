@@ -1,10 +1,13 @@
-"""What is retried, and how long to wait: failure classification, method and body safety,
-``Retry-After`` parsing and full-jitter backoff.
+"""What is retried, and how long to wait: the pure parts of retrying.
 
-Pure functions and small value types; the attempt loop that uses them (on tenacity) lives in
-``_attempts.py`` and the retry budget in ``_budget.py``. aiohttp's exceptions are translated
-here, at one border, by ``classify_failure``; ``tests/test_retry.py`` fails when aiohttp grows
-a ``ClientError`` subclass this table does not decide.
+Failure classification (aiohttp's exceptions are translated here, at one border, by
+``classify_failure``; ``tests/test_retry.py`` fails when aiohttp grows a ``ClientError``
+subclass this table does not decide), method and body safety, ``Retry-After`` parsing,
+full-jitter backoff, the ``RetryPlan`` a call runs under (with the ``aiohttp_retry`` mapping)
+and ``Tried``, the frozen record of one classified attempt that retry strategies read.
+
+Nothing here sends a request or sleeps: the loop in ``_retrying.py`` drives aiohttp, and the
+strategies in ``_strategies.py`` decide from these facts.
 """
 
 from __future__ import annotations
@@ -15,32 +18,40 @@ import enum
 import errno
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import aiohttp
 from aiohttp import payload as aiohttp_payload
 
+from ._exceptions import ConfigError
+from .config import THROTTLING_STATUSES, RetryPolicy
+from .telemetry.redact import redact_text
+
 __all__ = [
     "IDEMPOTENT_METHODS",
     "FailureKind",
+    "RetryPlan",
     "RetryReason",
     "SuppressionReason",
+    "Tried",
     "body_is_replayable",
     "classify_failure",
     "classify_status",
+    "describe",
     "full_jitter_backoff",
     "is_idempotent",
     "parse_retry_after",
+    "resolve_plan",
 ]
 
 #: RFC 9110 section 9.2.2; POST and PATCH are resent only when proven safe.
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
-_THROTTLING_STATUSES: Final = frozenset({429, 503})
 #: Retry-After values beyond this are absurd; parsing stops there instead of overflowing.
 _RETRY_AFTER_CEILING: Final = 10.0**9
+_SERVER_ERRORS: Final = frozenset(range(500, 600))
 
 
 class RetryReason(enum.StrEnum):
@@ -131,7 +142,7 @@ def classify_status(status: int, statuses: frozenset[int] | Any) -> RetryReason 
     """``throttled`` for 429/503, ``server_error`` for other statuses in ``statuses``."""
     if status not in statuses:
         return None
-    return RetryReason.THROTTLED if status in _THROTTLING_STATUSES else RetryReason.SERVER_ERROR
+    return RetryReason.THROTTLED if status in THROTTLING_STATUSES else RetryReason.SERVER_ERROR
 
 
 def is_idempotent(method: str, headers: Any = None, idempotent: bool | None = None) -> bool:
@@ -197,6 +208,149 @@ def full_jitter_backoff(
 
 
 _RNG: Final = random.Random()
+
+
+# --- the plan a call runs under ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """A ``RetryPolicy`` plus what an ``aiohttp_retry`` option adds to it."""
+
+    policy: RetryPolicy
+    #: seconds to wait after charged attempt N (aiohttp_retry's own waits); None = full jitter
+    backoff: Callable[[int], float] | None = None
+    extra_exceptions: tuple[type[BaseException], ...] = ()
+    #: methods that may be retried at all (aiohttp_retry's ``methods``); None = every method
+    methods: frozenset[str] | None = None
+
+    def covers(self, method: str) -> bool:
+        """Whether calls with ``method`` are retried under this plan at all."""
+        return self.methods is None or method in self.methods
+
+    def classify(self, exc: BaseException) -> FailureKind | None:
+        """The retryable failure ``exc`` is under this plan (its extra exception types included)."""
+        kind = classify_failure(exc, frozenset(self.policy.statuses))
+        if kind is None and self.extra_exceptions and isinstance(exc, self.extra_exceptions):
+            kind = FailureKind(RetryReason.SERVER_ERROR, request_sent=True)
+        return kind
+
+
+def resolve_plan(retry: object, default: RetryPlan | None) -> RetryPlan | None:
+    """The plan for ``retry=``: a ``RetryPolicy``, ``False`` (None: no retries at all, not even
+    free stale ones), ``None`` (``default``) or an ``aiohttp_retry.RetryOptionsBase``.
+
+    aiohttp_retry options keep their own meaning (attempts, statuses plus
+    ``retry_all_server_errors``, exceptions, methods, and their waits as they compute them);
+    the SDK's method-safety rules and ``Retry-After`` cap still apply on top.
+    """
+    if retry is None:
+        return default
+    if retry is False:
+        return None
+    if isinstance(retry, RetryPolicy):
+        return RetryPlan(retry)
+    if isinstance(retry, RetryPlan):
+        return retry
+    options_type = _aiohttp_retry_options_type()
+    if options_type is not None and isinstance(retry, options_type):
+        return _plan_from_aiohttp_retry(retry)
+    raise ConfigError(
+        f"retry={retry!r}: expected a RetryPolicy, False, None or an aiohttp_retry RetryOptionsBase"
+    )
+
+
+def _aiohttp_retry_options_type() -> type | None:
+    try:
+        from aiohttp_retry import RetryOptionsBase
+    except ImportError:  # an optional compatibility: the SDK works without it
+        return None
+    options_type: type = RetryOptionsBase
+    return options_type
+
+
+def _plan_from_aiohttp_retry(options: Any) -> RetryPlan:
+    name = type(options).__name__
+    if getattr(options, "evaluate_response_callback", None) is not None:
+        raise ConfigError(
+            f"retry={name}(evaluate_response_callback=...): resilient_http has no equivalent; "
+            f"use statuses= or raise_for_status instead"
+        )
+    statuses = set(options.statuses)
+    if options.retry_all_server_errors:
+        statuses |= _SERVER_ERRORS
+    try:
+        policy = RetryPolicy(max_attempts=max(int(options.attempts), 1), statuses=statuses)
+    except ConfigError as error:
+        raise ConfigError(f"retry={name}(...): {error}") from None
+    return RetryPlan(
+        policy,
+        backoff=options.get_timeout,
+        extra_exceptions=tuple(options.exceptions),
+        methods=frozenset(m.upper() for m in options.methods),
+    )
+
+
+# --- one classified attempt ----------------------------------------------------------------------
+
+
+class Tried(NamedTuple):
+    """One physical attempt as the retry strategies see it: frozen facts, no live objects
+    beyond the outcome itself (a response's status, or the exception)."""
+
+    number: int
+    """Physical attempt number, from 1."""
+    charged: int
+    """Attempts counted against ``max_attempts`` so far, this one included."""
+    outcome: BaseException | int
+    """The exception raised, or the response's status code."""
+    kind: FailureKind | None
+    """What kind of retryable failure it was; None = not retryable (or a success)."""
+    stale: bool
+    """A reused pooled connection that turned out closed: the pool's fault, retried for free."""
+    retry_after: float | None
+    """Seconds the upstream asked to wait (``Retry-After`` of a throttled answer), if any."""
+
+    @property
+    def error_type(self) -> str:
+        """``error.type`` as semconv spells it: the exception class name or the status code."""
+        outcome = self.outcome
+        return str(outcome) if isinstance(outcome, int) else type(outcome).__name__
+
+
+def classify_attempt(
+    plan: RetryPlan,
+    number: int,
+    charged: int,
+    outcome: BaseException | aiohttp.ClientResponse,
+    reused: bool | None,
+    now: float,
+) -> Tried:
+    """Classify one attempt's ``outcome`` under ``plan``; ``now`` is the Unix time, for dates."""
+    if isinstance(outcome, BaseException):
+        kind = plan.classify(outcome)
+        headers = getattr(outcome, "headers", None)  # raise_for_status keeps the headers
+        recorded: BaseException | int = outcome
+    else:
+        reason = classify_status(outcome.status, plan.policy.statuses)
+        kind = FailureKind(reason, request_sent=True) if reason else None
+        headers = outcome.headers
+        recorded = outcome.status
+    retry_after = None
+    if kind is not None and kind.reason is RetryReason.THROTTLED and headers is not None:
+        retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    stale = kind is not None and kind.reason is RetryReason.CONNECTION_CLOSED and bool(reused)
+    return Tried(number, charged, recorded, kind, stale, retry_after)
+
+
+def describe(outcome: BaseException | int | None) -> str:
+    """An outcome for a note or a log line (exception messages redacted by the caller)."""
+    if outcome is None:
+        return "no error"
+    if isinstance(outcome, int):
+        return str(outcome)
+    text = redact_text(str(outcome))
+    return f"{type(outcome).__name__}: {text}" if text else type(outcome).__name__
 
 
 def _has_header(headers: Any, name: str) -> bool:

@@ -1,12 +1,14 @@
 """``ResilientSession``: a drop-in for ``aiohttp.ClientSession`` that owns a tuned, observed pool.
 
-It owns one ``aiohttp.ClientSession`` and its connector, and runs the lifecycle of a logical call:
-the deadline, then the attempts. Pool mechanics live in ``pool.py``, settings in ``config.py``.
+It owns one ``aiohttp.ClientSession`` and its connector, checks the SDK's own arguments of each
+call, and hands the call to the session's pipeline (``_pipeline.py``: deadline, retries, attempts).
+Pool mechanics live in ``pool.py``, settings in ``config.py``.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -15,12 +17,15 @@ import aiohttp
 from opentelemetry import metrics, trace
 from yarl import URL
 
-from ._attempts import AttemptRunner, RetryPlan
+from ._attempt import AttemptStage
 from ._budget import RetryBudget
 from ._exceptions import ConfigError
-from ._retry_options import resolve_plan
+from ._listeners import SessionListeners
+from ._pipeline import Pipeline, build_pipeline
+from ._retrying import RetryLoop
 from .config import ClientConfig, RetryPolicy
 from .pool import PoolStats, create_connector, disable_hidden_resend, observe_pool, pool_stats
+from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
 
 __all__ = ["RequestContextManager", "ResilientSession"]
@@ -147,19 +152,27 @@ class ResilientSession:
         disable_hidden_resend(self._session)
         self._base_url = URL(base_url) if base_url is not None else None
         self._deadline = self.config.timeout.total
-        self._runner = AttemptRunner(
-            self._session,
-            RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second),
-        )
         self._stop_reporting_pool: Callable[[], object] | None = None
         telemetry = SessionTelemetry(tracer_provider, meter_provider)
-        if telemetry.exports:
-            self._runner.telemetry = telemetry
+        listeners = SessionListeners(telemetry)
+        if listeners.exports:
             observe_pool(connector, telemetry)
             if telemetry.instruments is not None:
                 self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
         if telemetry.tracer is not None:
             _drop_contrib_instrumentation(self._session)
+        clock = time.monotonic
+        budget = RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second)
+        self._pipeline = Pipeline(
+            build_pipeline(
+                call_strategies=(),
+                retries=RetryLoop(budget, clock=clock),
+                attempt_strategies=(),
+                send_attempt=AttemptStage(self._session, clock).send,
+            ),
+            listeners,
+            clock,
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -215,8 +228,9 @@ class ResilientSession:
         - ``deadline``: seconds for the whole logical call, every attempt and wait included
           (default: ``TIMEOUT_TOTAL``); expiry raises ``asyncio.TimeoutError``.
 
-        A per-call ``timeout=`` (``aiohttp.ClientTimeout``) replaces the per-attempt settings;
-        its ``total`` is trimmed to the time left before the deadline.
+        A per-call ``timeout=`` (an ``aiohttp.ClientTimeout``, or a number: the total, as aiohttp
+        reads it) replaces the per-attempt settings; its ``total`` is trimmed to the time left
+        before the deadline.
         """
         if retry is not None:
             kwargs["retry"] = retry
@@ -276,14 +290,21 @@ class ResilientSession:
             deadline = kwargs.pop("deadline", None)
             if deadline is not None:
                 seconds = _check_deadline(deadline)
-            template = kwargs.pop("timeout", None) or template
-            if not isinstance(template, aiohttp.ClientTimeout):
-                raise ConfigError(f"timeout={template!r}: expected an aiohttp.ClientTimeout")
-        if plan is not None and plan.methods is not None and method not in plan.methods:
+            given = kwargs.pop("timeout", None)
+            if given is not None:
+                template = _attempt_template(given)
+        if plan is not None and not plan.covers(method):
             plan = None
         return RequestContextManager(
-            self._runner.send(
-                method, str_or_url, kwargs, plan, idempotent, seconds, template, self._absolute
+            self._pipeline.send(
+                method,
+                str_or_url,
+                self._absolute(str_or_url),
+                kwargs,
+                plan,
+                idempotent,
+                seconds,
+                template,
             )
         )
 
@@ -302,6 +323,23 @@ def _drop_contrib_instrumentation(session: aiohttp.ClientSession) -> None:
         from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 
         AioHttpClientInstrumentor.uninstrument_session(session)
+
+
+def _attempt_template(timeout: object) -> aiohttp.ClientTimeout:
+    """A per-call ``timeout=``: a ``ClientTimeout``, or a number meaning the total (as aiohttp
+    reads it)."""
+    if isinstance(timeout, aiohttp.ClientTimeout):
+        return timeout
+    if (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and math.isfinite(timeout)
+        and timeout > 0
+    ):
+        return aiohttp.ClientTimeout(total=float(timeout))
+    raise ConfigError(
+        f"timeout={timeout!r}: expected an aiohttp.ClientTimeout or a number of seconds > 0"
+    )
 
 
 def _check_deadline(deadline: object) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 import resilient_http as rh
 from resilient_http import pool
+from resilient_http._pool_state import begin_attempt, end_attempt
 from tests.helpers import until
 from tests.servers import RecordingServer
 
@@ -27,7 +28,8 @@ class RecordingObserver:
 
 
 def acquisitions(connector: aiohttp.BaseConnector) -> list[tuple[str, int, int]]:
-    return [(h.label, h.acquired_new, h.acquired_reused) for h in pool.host_counters(connector)]
+    hosts = pool.live_host_counters(connector).values()
+    return [(h.label, h.acquired_new, h.acquired_reused) for h in hosts]
 
 
 async def test_connector_is_built_from_config() -> None:
@@ -75,49 +77,49 @@ def test_upstream_label(host: str, port: int, label: str) -> None:
     assert pool.upstream_label(host, port) == label
 
 
-async def test_hidden_resend_is_disabled() -> None:
-    async with aiohttp.ClientSession() as session:
-        assert session._retry_connection is True
-        pool.disable_hidden_resend(session)
-        assert session._retry_connection is False
-
-
 async def test_observer_sees_new_reused_and_closed(recording_server: RecordingServer) -> None:
     observer = RecordingObserver()
     connector = pool.create_connector(rh.ClientConfig(), observer)
     label = f"127.0.0.1:{recording_server.port}"
-    pool.attempt_record()  # this task records its acquisitions from here on
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(3):
-            async with session.get(recording_server.url("/a")) as resp:
+    with rh.testing.record() as recorder:
+        async with rh.ResilientSession(connector=connector) as client:
+            for _ in range(3):
+                async with client.get(recording_server.url("/a")) as resp:
+                    await resp.read()
+            assert acquisitions(connector) == [(label, 1, 2)]
+            async with client.get(recording_server.url("/close")) as resp:
                 await resp.read()
-        assert acquisitions(connector) == [(label, 1, 2)]
-        assert pool.last_connection() == (label, True)
-        async with session.get(recording_server.url("/close")) as resp:
-            await resp.read()
-        await until(lambda: len(observer.closed) == 1)
-        assert observer.closed[0][0] == label
-        assert observer.closed[0][1] >= 0
-        assert pool.pool_stats(connector).open == 0
+            await until(lambda: len(observer.closed) == 1)
+            assert observer.closed[0][0] == label
+            assert observer.closed[0][1] > 0
+            assert pool.pool_stats(connector).open == 0
+    assert [(a.upstream, a.reused) for a in recorder.attempts] == [
+        (label, False),
+        (label, True),
+        (label, True),
+        (label, True),
+    ]
     assert recording_server.connections == 1
 
 
 async def test_fresh_connection_skips_idle_ones(recording_server: RecordingServer) -> None:
-    label = f"127.0.0.1:{recording_server.port}"
+    """The adapter's side of a stale connection's free retry (``AttemptRecord.fresh``)."""
     connector = pool.create_connector(rh.ClientConfig())
-    pool.attempt_record()
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(recording_server.url()) as resp:
-            await resp.read()
-        with pool.fresh_connection():
-            pool.attempt_record()
-            assert pool.last_connection() is None
-            async with session.get(recording_server.url()) as resp:
-                await resp.read()
-            assert pool.last_connection() == (label, False)
-        async with session.get(recording_server.url()) as resp:
-            await resp.read()
-        assert pool.last_connection() == (label, True)
+
+        async def get(fresh: bool) -> tuple[str, bool | None] | None:
+            record, token = begin_attempt(fresh)
+            try:
+                async with session.get(recording_server.url()) as resp:
+                    await resp.read()
+            finally:
+                end_attempt(token)
+            return record.acquired
+
+        label = f"127.0.0.1:{recording_server.port}"
+        assert await get(fresh=False) == (label, False)
+        assert await get(fresh=True) == (label, False)  # not the idle connection: a new one
+        assert await get(fresh=False) == (label, True)
         stats = pool.pool_stats(connector)
         # the new connection replaced the idle one, which was closed: the pool did not grow
         assert (stats.open, stats.idle, stats.active) == (1, 1, 0)
@@ -196,51 +198,3 @@ async def test_pool_wait_is_reported(recording_server: RecordingServer) -> None:
     assert len(observer.waits) == 1
     assert observer.waits[0][1] >= 0
     assert acquisitions(connector) == [(f"127.0.0.1:{recording_server.port}", 1, 1)]
-
-
-class _SessionWithoutInternals:
-    """Stands in for an aiohttp release that lacks the private attributes the adapter uses."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def request(self, method: str, url: str) -> str:
-        self.calls.append(method)
-        return "response"
-
-
-def test_missing_internals_degrade_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool, "_warned", set())
-    session = _SessionWithoutInternals()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for _ in range(2):
-            pool.disable_hidden_resend(session)  # type: ignore[arg-type]
-            request = pool.request_coroutine_function(session)  # type: ignore[arg-type]
-    outcome: object = request("GET", "http://x/")
-    assert outcome == "response"  # falls back to the public call
-    assert session.calls == ["GET"]
-    messages = sorted(str(w.message) for w in caught)
-    assert len(messages) == 2  # once per missing internal, not once per use
-    assert "ClientSession._request" in messages[0]
-    assert "ClientSession._retry_connection" in messages[1]
-    assert all(w.category is RuntimeWarning for w in caught)
-
-
-async def test_attempt_record_is_per_task(recording_server: RecordingServer) -> None:
-    """A task that inherited its creator's record makes its own: no two tasks share one."""
-    connector = pool.create_connector(rh.ClientConfig())
-    parent = pool.attempt_record()
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def child() -> tuple[str, bool] | None:
-            record = pool.attempt_record()
-            assert record is not parent
-            async with session.get(recording_server.url()) as resp:
-                await resp.read()
-            return pool.last_connection()
-
-        label = f"127.0.0.1:{recording_server.port}"
-        assert await asyncio.create_task(child()) == (label, False)
-        assert pool.last_connection() is None  # the parent's own record saw nothing
-        assert pool.attempt_record() is parent  # and is reused, not replaced

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import io
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -96,8 +97,12 @@ NEVER_RETRIED: set[type[BaseException]] = {
     aiohttp.NonHttpUrlClientError,
     aiohttp.NonHttpUrlRedirectClientError,
     aiohttp.RedirectClientError,
-    aiohttp.client_exceptions.UploadAbortedError,
-}
+} | (
+    # aiohttp 3.14 added it; older minors of the supported range do not have it
+    {aiohttp.client_exceptions.UploadAbortedError}
+    if hasattr(aiohttp.client_exceptions, "UploadAbortedError")
+    else set()
+)
 
 
 def test_every_aiohttp_client_error_is_decided() -> None:
@@ -271,23 +276,37 @@ class FakeClock:
         return self.now
 
 
+def charging(budget: RetryBudget) -> Callable[[str], bool]:
+    """``allows_retry`` then, when allowed, ``charge_retry``: what the retry loop does."""
+
+    def allow(upstream: str) -> bool:
+        allowed = budget.allows_retry(upstream)
+        if allowed:
+            budget.charge_retry(upstream)
+        return allowed
+
+    return allow
+
+
 def test_budget_allows_ratio_of_calls_plus_floor() -> None:
     clock = FakeClock()
     budget = RetryBudget(ratio=0.2, min_per_second=0.5, clock=clock)  # floor: 5 per window
+    allow = charging(budget)
     for _ in range(50):
         budget.record_call("a:80")
-    allowed = sum(budget.budget_allows_retry("a:80") for _ in range(100))
+    allowed = sum(allow("a:80") for _ in range(100))
     assert allowed == 15  # 0.2 * 50 + 0.5 * 10
-    assert budget.budget_allows_retry("b:80")  # per upstream
+    assert allow("b:80")  # per upstream
 
 
 def test_budget_window_slides_and_recovers() -> None:
     clock = FakeClock()
     budget = RetryBudget(ratio=0.0, min_per_second=0.3, clock=clock)  # 3 per window
-    assert [budget.budget_allows_retry("a:80") for _ in range(4)] == [True, True, True, False]
+    allow = charging(budget)
+    assert [allow("a:80") for _ in range(4)] == [True, True, True, False]
     clock.now += 5
-    assert not budget.budget_allows_retry("a:80")
+    assert not allow("a:80")
     clock.now += 5  # the retries of second 1000 left the window
-    assert [budget.budget_allows_retry("a:80") for _ in range(4)] == [True, True, True, False]
+    assert [allow("a:80") for _ in range(4)] == [True, True, True, False]
     clock.now += 1000
-    assert budget.budget_allows_retry("a:80")
+    assert allow("a:80")

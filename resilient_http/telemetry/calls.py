@@ -1,8 +1,8 @@
-"""Spans, metrics and debug lines for logical calls and their attempts.
+"""Spans and metrics for logical calls and their attempts.
 
 ``SessionTelemetry`` is made once per ``ResilientSession`` from the injected providers (else
-the global ones); it is None-like (``enabled`` False) when neither tracing, metrics nor DEBUG
-logging is on, and the attempt loop then skips it entirely. ``CallTelemetry`` follows one
+the global ones); when both are no-ops (``exports`` False) the session starts no
+``CallTelemetry`` at all. ``CallTelemetry``, a ``CallObserver`` of the event channel, follows one
 logical call: an INTERNAL span ``{METHOD} {server.address}`` and, per physical attempt, a CLIENT
 span shaped like the one ``opentelemetry-instrumentation-aiohttp-client`` makes in stable
 semconv mode, with W3C trace context injected into that attempt's headers. Non-sampled spans
@@ -17,21 +17,22 @@ import logging
 import time
 from typing import Any, Final
 
-import aiohttp
 from multidict import CIMultiDict
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
+from .._events import AttemptEvent, RetryEvent, SuppressionEvent
 from .._version import __version__
 from ..pool import HostCounters
 from . import names
 from .instruments import Instruments, instruments_for, is_api_proxy, server_attributes
 from .redact import redact_text, redact_url
 
-__all__ = ["CallTelemetry", "SessionTelemetry", "Target"]
+__all__ = ["NO_TRACE_IDS", "CallTelemetry", "SessionTelemetry", "Target"]
 
 log: Final = logging.getLogger("resilient_http")
+
 SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.21.0"
 _KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
@@ -52,15 +53,6 @@ class SessionTelemetry:
         self.tracer = _real_tracer(tracer_provider)
         self.instruments = _real_instruments(meter_provider)
         self._urls: dict[str, Target] = {}
-
-    @classmethod
-    def logging_only(cls) -> SessionTelemetry:
-        """Telemetry that exports nothing, for DEBUG lines when no provider is configured."""
-        telemetry = cls.__new__(cls)
-        telemetry.tracer = None
-        telemetry.instruments = None
-        telemetry._urls = {}
-        return telemetry
 
     @property
     def exports(self) -> bool:
@@ -139,17 +131,17 @@ class Target:
         return found
 
     def outcome_attributes(
-        self, method: str, response: aiohttp.ClientResponse | None, error: BaseException | None
+        self, method: str, status: int | None, error: BaseException | None
     ) -> dict[str, Any]:
         """Metric (and span end) attributes of an outcome: status code or ``error.type``."""
-        if response is not None:
-            key = (method, response.status)
+        if status is not None:
+            key = (method, status)
             found = self._outcomes.get(key)
             if found is None:
                 found = self._base(method)
-                found[names.STATUS] = response.status
-                if response.status >= 400:
-                    found[names.ERROR_TYPE] = str(response.status)
+                found[names.STATUS] = status
+                if status >= 400:
+                    found[names.ERROR_TYPE] = str(status)
                 self._outcomes[key] = found
             return found
         attributes = self._base(method)
@@ -169,15 +161,15 @@ class Target:
 
 
 class CallTelemetry:
-    """One logical call: its INTERNAL span, its attempts' CLIENT spans and its metrics.
+    """One logical call's spans and metrics: a ``CallObserver`` (``_events.py``).
 
-    An unsampled call gets no CLIENT spans: its attempts carry the INTERNAL span's (unsampled)
-    context downstream, which is all a non-recorded trace needs.
+    An INTERNAL span for the call and, per attempt, a CLIENT span. An unsampled call gets no
+    CLIENT spans: its attempts carry the INTERNAL span's (unsampled) context downstream, which
+    is all a non-recorded trace needs.
     """
 
     __slots__ = (
         "_attempt_span",
-        "_attempt_started",
         "_context",
         "_last_outcome",
         "_method",
@@ -194,9 +186,8 @@ class CallTelemetry:
         self.target = session.target(url)
         self._method = method
         self._started = time.perf_counter()
-        self._attempt_started = 0.0
         self._attempt_span: trace.Span | None = None
-        self._last_outcome: tuple[object, dict[str, Any]] | None = None
+        self._last_outcome: tuple[int | BaseException | None, dict[str, Any]] | None = None
         self.attempts = 0
         tracer = session.tracer
         if tracer is None:
@@ -212,17 +203,16 @@ class CallTelemetry:
         self._recording = self._span.is_recording()
         self._context = trace.set_span_in_context(self._span)
 
-    def begin_attempt(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Start an attempt; returns the request's keyword arguments with trace context added."""
-        self.attempts += 1
-        self._attempt_started = time.perf_counter()
+    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Start the attempt's CLIENT span; returns ``kwargs`` with trace context added."""
+        self.attempts = number
         context = self._context
         if context is None:
             return kwargs
         if self._recording:
             attributes = self.target.request_attributes(self._method)
-            if self.attempts > 1:
-                attributes = {**attributes, names.RESEND_COUNT: self.attempts - 1}
+            if number > 1:
+                attributes = {**attributes, names.RESEND_COUNT: number - 1}
             tracer = self.session.tracer
             assert tracer is not None
             span = tracer.start_span(
@@ -242,56 +232,56 @@ class CallTelemetry:
         kwargs["headers"] = headers
         return kwargs
 
-    def end_attempt(
-        self, response: aiohttp.ClientResponse | None, error: BaseException | None
-    ) -> None:
-        """Finish the current attempt with its response (headers received) or its failure."""
-        duration = time.perf_counter() - self._attempt_started
-        attributes = self.target.outcome_attributes(self._method, response, error)
-        self._last_outcome = (response if response is not None else error, attributes)
+    def attempt_ended(self, event: AttemptEvent) -> None:
+        """Record the attempt's duration and end its span with its outcome."""
+        attributes = self.target.outcome_attributes(self._method, event.status, event.error)
+        self._last_outcome = (event.status if event.error is None else event.error, attributes)
         instruments = self.session.instruments
         if instruments is not None:
-            instruments.attempt_duration.record(duration, attributes)
+            instruments.attempt_duration.record(event.duration, attributes)
         span = self._attempt_span
         if span is not None:
             self._attempt_span = None
-            _end_span(span, _outcome_only(attributes), response, error)
-        if log.isEnabledFor(logging.DEBUG):
-            self._log_attempt(attributes, duration, span)
+            _end_span(span, _outcome_only(attributes), event.status, event.error)
 
-    def retry(self, reason: str, delay: float, error_type: str) -> None:
-        """A retry follows the current attempt after ``delay`` seconds."""
+    def retried(self, event: RetryEvent) -> None:
+        """Count the retry and add it to the call's span as an event."""
         instruments = self.session.instruments
         if instruments is not None:
-            attributes = self.target.counter_attributes(self._method, names.RETRY_REASON, reason)
+            attributes = self.target.counter_attributes(
+                self._method, names.RETRY_REASON, event.reason
+            )
             instruments.retries.add(1, attributes)
         if self._span is not None and self._recording:
             self._span.add_event(
                 names.RETRY_EVENT,
                 {
-                    names.RETRY_REASON: reason,
-                    names.RETRY_DELAY: float(delay),
-                    names.ERROR_TYPE: error_type,
+                    names.RETRY_REASON: event.reason,
+                    names.RETRY_DELAY: float(event.delay),
+                    names.ERROR_TYPE: event.error_type,
                 },
             )
 
-    def suppressed(self, reason: str) -> None:
-        """A retryable failure was not retried, for ``reason``."""
+    def suppressed(self, event: SuppressionEvent) -> None:
+        """Count a retryable failure that was not retried."""
         instruments = self.session.instruments
         if instruments is not None:
             key = names.SUPPRESSION_REASON
-            instruments.suppressed.add(1, self.target.counter_attributes(self._method, key, reason))
+            instruments.suppressed.add(
+                1, self.target.counter_attributes(self._method, key, event.reason)
+            )
 
-    def finish(self, response: aiohttp.ClientResponse | None, error: BaseException | None) -> None:
+    def finished(self, status: int | None, error: BaseException | None) -> None:
         """End the logical call: its duration, and its span with the final outcome."""
         if self._attempt_span is not None:  # cancelled mid-attempt: the attempt ends here too
-            self.end_attempt(None, error)
+            span, self._attempt_span = self._attempt_span, None
+            _end_span(span, {}, None, error)
         last = self._last_outcome
-        outcome = response if response is not None else error
-        if last is not None and last[0] is outcome:
+        outcome = status if error is None else error
+        if last is not None and last[0] == outcome:
             attributes = last[1]  # the last attempt's outcome is the call's: same attributes
         else:
-            attributes = self.target.outcome_attributes(self._method, response, error)
+            attributes = self.target.outcome_attributes(self._method, status, error)
         instruments = self.session.instruments
         if instruments is not None:
             instruments.call_duration.record(time.perf_counter() - self._started, attributes)
@@ -299,32 +289,18 @@ class CallTelemetry:
             if self._recording:
                 ended = _outcome_only(attributes)
                 ended[names.ATTEMPTS] = self.attempts
-                _end_span(self._span, ended, response, error)
+                _end_span(self._span, ended, status, error)
             else:  # most calls, when sampling: nothing to set on a span that records nothing
                 self._span.end()
 
-    def log_ids(self, span: trace.Span | None = None) -> str:
-        """``trace_id=... span_id=...`` of ``span`` (default: the call's), for DEBUG lines, so
-        that a log line can be found in the trace it belongs to; ``-`` without tracing."""
-        span = span or self._span
+    def log_ids(self) -> str:
+        """``trace_id=... span_id=...`` of the call's span, for DEBUG lines, so that a log line
+        can be found in the trace it belongs to; ``-`` without tracing."""
+        span = self._span
         context = span.get_span_context() if span is not None else None
         if context is None or not context.is_valid:
             return NO_TRACE_IDS
         return f"trace_id={context.trace_id:032x} span_id={context.span_id:016x}"
-
-    def _log_attempt(
-        self, attributes: dict[str, Any], duration: float, span: trace.Span | None
-    ) -> None:
-        outcome = attributes.get(names.STATUS) or attributes.get(names.ERROR_TYPE)
-        log.debug(
-            "attempt method=%s url=%s attempt=%d outcome=%s duration_ms=%.3f %s",
-            self._method,
-            self.target.url,
-            self.attempts,
-            outcome,
-            duration * 1000,
-            self.log_ids(span),
-        )
 
 
 def _span_method(method: str) -> str:
@@ -344,15 +320,12 @@ def _outcome_only(attributes: dict[str, Any]) -> dict[str, Any]:
 def _end_span(
     span: trace.Span,
     attributes: dict[str, Any],
-    response: aiohttp.ClientResponse | None,
+    status: int | None,
     error: BaseException | None,
 ) -> None:
     if span.is_recording():
         span.set_attributes(attributes)
-        if response is not None:
-            if response.status >= 400:  # otherwise the status stays UNSET, as semconv says
-                span.set_status(_ERROR_STATUS)
-        elif error is not None:
+        if error is not None:
             span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
             # Not span.record_exception: aiohttp puts the full URL, secrets included, in messages.
             span.add_event(
@@ -362,6 +335,8 @@ def _end_span(
                     "exception.message": redact_text(str(error)),
                 },
             )
+        elif status is not None and status >= 400:  # else the status stays UNSET (semconv)
+            span.set_status(_ERROR_STATUS)
     span.end()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,13 @@ from resilient_http.upstream import FaultPlan, FaultyUpstream, Script, down_url
 from tests.helpers import until
 from tests.servers import RecordingServer
 from tests.telemetry.conftest import Providers, values_by
+
+
+@pytest.fixture(autouse=True)
+def _no_waits() -> Iterator[None]:
+    """Testing mode: retries happen, their waits are 0."""
+    with rh.testing.set_testing(True):
+        yield
 
 
 def session(providers: Providers, **kwargs: Any) -> rh.ResilientSession:
@@ -82,10 +90,12 @@ async def test_retries_are_attempt_spans_with_resend_count_and_events(
     providers: Providers,
 ) -> None:
     plan = FaultPlan(scripts=(Script(("close", "close"), path="/flaky"),))
-    async with FaultyUpstream(plan) as upstream, session(providers) as client:
-        client._runner.sleep = _no_sleep
-        async with client.get(f"{upstream.url}/flaky") as resp:
-            assert resp.status == 200
+    async with (
+        FaultyUpstream(plan) as upstream,
+        session(providers) as client,
+        client.get(f"{upstream.url}/flaky") as resp,
+    ):
+        assert resp.status == 200
     spans = providers.spans()
     (internal,) = by_kind(spans, SpanKind.INTERNAL)
     attempts = sorted(by_kind(spans, SpanKind.CLIENT), key=lambda s: s.start_time or 0)
@@ -109,10 +119,6 @@ async def test_retries_are_attempt_spans_with_resend_count_and_events(
     assert [(a["resilient_http.retry.reason"], p.value) for a, p in retries] == [
         ("connection_closed", 2)
     ]
-
-
-async def _no_sleep(seconds: float) -> None:
-    return None
 
 
 async def test_metrics_and_pool_gauges_agree_with_pool_stats(
@@ -179,13 +185,14 @@ async def test_suppressed_retries_are_counted(providers: Providers) -> None:
     assert internal.status.status_code is StatusCode.ERROR
 
 
-async def test_no_providers_means_no_telemetry_work() -> None:
-    async with rh.ResilientSession() as client:
-        assert client._runner.telemetry is None
+async def test_no_providers_means_no_telemetry_work(recording_server: RecordingServer) -> None:
+    async with rh.ResilientSession() as client, client.get(recording_server.url()) as resp:
+        assert resp.status == 200
+        assert "traceparent" not in resp.request_info.headers  # no tracer asked for a context
 
 
 async def test_disabled_sdk_providers_mean_no_telemetry_work(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, recording_server: RecordingServer
 ) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     from opentelemetry.sdk.metrics import MeterProvider
@@ -193,10 +200,14 @@ async def test_disabled_sdk_providers_mean_no_telemetry_work(
 
     tracer_provider, meter_provider = TracerProvider(), MeterProvider()
     try:
-        async with rh.ResilientSession(
-            tracer_provider=tracer_provider, meter_provider=meter_provider
-        ) as client:
-            assert client._runner.telemetry is None
+        async with (
+            rh.ResilientSession(
+                tracer_provider=tracer_provider, meter_provider=meter_provider
+            ) as client,
+            client.get(recording_server.url()) as resp,
+        ):
+            assert resp.status == 200
+            assert "traceparent" not in resp.request_info.headers
     finally:
         tracer_provider.shutdown()
         meter_provider.shutdown()
@@ -279,7 +290,6 @@ async def test_planted_secrets_are_never_exported(
     url = down_url(f"/x?token={secrets[0]}&page=1")
     notes: list[str] = []
     async with session(providers) as client:
-        client._runner.sleep = _no_sleep
         with pytest.raises(aiohttp.ClientConnectorError) as caught:
             await client.get(url.replace("http://", f"http://me:{secrets[1]}@"))
         notes += caught.value.__notes__
@@ -301,7 +311,6 @@ async def test_retry_debug_lines_carry_the_calls_trace_ids(
     caplog.set_level(logging.DEBUG, logger="resilient_http")
     plan = FaultPlan(scripts=(Script(("close",), path="/flaky"), Script(("close",), path="/pay")))
     async with FaultyUpstream(plan) as upstream, session(providers) as client:
-        client._runner.sleep = _no_sleep
         async with client.get(f"{upstream.url}/flaky") as resp:
             assert resp.status == 200
         with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -323,10 +332,12 @@ async def test_retry_debug_lines_without_tracing_say_so(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="resilient_http")
     plan = FaultPlan(scripts=(Script(("close",), path="/flaky"),))
-    async with FaultyUpstream(plan) as upstream, rh.ResilientSession() as client:
-        client._runner.sleep = _no_sleep
-        async with client.get(f"{upstream.url}/flaky") as resp:
-            assert resp.status == 200
+    async with (
+        FaultyUpstream(plan) as upstream,
+        rh.ResilientSession() as client,
+        client.get(f"{upstream.url}/flaky") as resp,
+    ):
+        assert resp.status == 200
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retry")]
     assert line.endswith("trace_id=- span_id=-")
 

@@ -1,0 +1,117 @@
+"""The innermost stages: pool and attempt timeout. One physical attempt through aiohttp.
+
+Each attempt is one public ``ClientSession.request`` call (so aiohttp's trace signals and its
+client middlewares see every attempt), with aiohttp's own ``ClientTimeout``: the template's
+``connect`` and ``sock_read`` as they are, and ``total`` cut to the time left before the call's
+deadline, so the deadline also bounds reading the final response's body (aiohttp keeps the total
+timer running until the body is read). Timeouts fire when aiohttp says they do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+from yarl import URL
+
+from ._events import AttemptEvent
+from ._pipeline import AttemptOutcome, AttemptSpec, Call
+from ._pool_state import begin_attempt, end_attempt, upstream_label
+
+__all__ = ["AttemptStage", "attempt_timeout", "upstream_of"]
+
+#: An attempt made with the deadline already (nearly) past still gets this long, so that it
+#: fails as aiohttp's own timeout does rather than with an error of ours.
+_SHORTEST: Final = 0.001
+_UPSTREAM_CACHE_SIZE: Final = 1024
+
+
+def attempt_timeout(template: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
+    """``template`` with its ``total`` cut to the ``left`` seconds before the deadline."""
+    left = max(left, _SHORTEST)
+    total = template.total
+    if total is not None and 0 < total <= left:
+        return template
+    return aiohttp.ClientTimeout(
+        total=left,
+        connect=template.connect,
+        sock_read=template.sock_read,
+        sock_connect=template.sock_connect,
+        ceil_threshold=template.ceil_threshold,
+    )
+
+
+class AttemptStage:
+    """Sends physical attempts through one ``aiohttp.ClientSession``."""
+
+    __slots__ = ("_clock", "_session", "_upstreams")
+
+    def __init__(
+        self, session: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._session = session
+        self._clock = clock
+        self._upstreams: dict[str, str] = {}
+
+    async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
+        """Make the attempt; a failure is returned as a value (cancellation propagates)."""
+        observer = call.observer
+        kwargs = call.kwargs
+        started = 0.0
+        if observer is not None:
+            kwargs = observer.attempt_started(attempt.number, kwargs)
+            started = time.perf_counter()
+        timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
+        record, token = begin_attempt(attempt.fresh)
+        try:
+            received = await self._session.request(call.method, call.url, timeout=timeout, **kwargs)
+        except Exception as error:
+            outcome = AttemptOutcome(None, error, *self._acquired(record.acquired, call))
+        else:
+            outcome = AttemptOutcome(received, None, *self._acquired(record.acquired, call))
+        finally:
+            end_attempt(token)
+        if observer is not None:
+            response = outcome.response
+            observer.attempt_ended(
+                AttemptEvent(
+                    method=call.method,
+                    upstream=outcome.upstream,
+                    number=attempt.number,
+                    status=response.status if response is not None else None,
+                    error=outcome.error,
+                    reused=outcome.reused,
+                    fresh=attempt.fresh,
+                    duration=time.perf_counter() - started,
+                )
+            )
+        return outcome
+
+    def _acquired(
+        self, acquired: tuple[str, bool | None] | None, call: Call
+    ) -> tuple[str, bool | None]:
+        if acquired is not None:
+            return acquired
+        return self.upstream_of(call.target), None
+
+    def upstream_of(self, url: Any) -> str:
+        """``host:port`` of an absolute URL, for failures before any connection was acquired."""
+        key = str(url)
+        found = self._upstreams.get(key)
+        if found is None:
+            found = upstream_of(url)
+            if len(self._upstreams) >= _UPSTREAM_CACHE_SIZE:
+                self._upstreams.clear()
+            self._upstreams[key] = found
+        return found
+
+
+def upstream_of(url: Any) -> str:
+    """``host:port`` of ``url`` (``unknown:0`` when it has none)."""
+    try:
+        parsed = url if isinstance(url, URL) else URL(str(url))
+    except (ValueError, TypeError):
+        return "unknown:0"
+    return upstream_label(parsed.host or "unknown", parsed.port)

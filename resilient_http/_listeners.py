@@ -1,0 +1,55 @@
+"""Who listens to a session's calls: the observer each call reports its events to.
+
+Telemetry (when the session's providers export anything), the DEBUG log (while the
+``resilient_http`` logger is enabled for DEBUG) and the recorders of ``rh.testing.record()``
+active in the calling context. A call nobody listens to gets no observer, and so reports
+nothing and pays for nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import testing
+from ._events import CallObserver, observe_all
+from .telemetry.calls import NO_TRACE_IDS, SessionTelemetry
+from .telemetry.debug_log import CallLog, log
+
+__all__ = ["SessionListeners"]
+
+
+class SessionListeners:
+    """The ``Listeners`` of one session (``_pipeline.py``)."""
+
+    __slots__ = ("_telemetry",)
+
+    def __init__(self, telemetry: SessionTelemetry | None) -> None:
+        self._telemetry = telemetry if telemetry is not None and telemetry.exports else None
+
+    @property
+    def exports(self) -> bool:
+        """Whether the session's calls produce spans or metrics."""
+        return self._telemetry is not None
+
+    def start_call(self, method: str, target: Any) -> CallObserver | None:
+        """The observer of a call about to start, or None when nobody listens."""
+        telemetry = self._telemetry
+        recorders = testing.active_recorders()
+        logging_on = log.isEnabledFor(logging.DEBUG)
+        if telemetry is None and not recorders and not logging_on:
+            return None
+        observers: list[CallObserver] = []
+        ids = _no_ids
+        if telemetry is not None:
+            call = telemetry.start_call(method, target)
+            observers.append(call)
+            ids = call.log_ids
+        if logging_on:
+            observers.append(CallLog(method, target, ids))
+        observers.extend(recorders)
+        return observe_all(observers)
+
+
+def _no_ids() -> str:
+    return NO_TRACE_IDS

@@ -1,0 +1,237 @@
+"""The retry stage: the one loop that turns a logical call into attempts.
+
+Every attempt, the first included, takes the same path: it is sent through the stages below
+(``AttemptHandler``), its outcome is classified (``retry.classify_attempt``) and appended to the
+call's history, and the composed tenacity strategies of ``_strategies.py`` decide from those
+frozen facts: the wait, then whether to stop. The loop alone acts on a decision: it charges the
+budget, releases the failed response, reports the retry or the suppression through the call's
+observer, sleeps, and asks for the next attempt (on a new connection after a stale one).
+
+A response whose status is not retried ends the call at once, before any retry machinery is
+built, so the common successful call pays for one status check. A call that ends in an
+exception gets one PEP 678 note per physical attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import aiohttp
+import tenacity
+
+from . import testing
+from ._budget import RetryBudget
+from ._events import RetryEvent, SuppressionEvent
+from ._pipeline import FIRST_ATTEMPT, AttemptHandler, AttemptOutcome, AttemptSpec, Call
+from ._strategies import (
+    FACTS,
+    RetryFacts,
+    StopReason,
+    stop_after_charged,
+    stop_body_not_replayable,
+    stop_budget,
+    stop_past_deadline,
+    stop_retry_after_too_long,
+    stop_unsafe,
+    wait_backoff,
+    wait_retry_after,
+    wait_stale,
+)
+from .retry import RetryPlan, Tried, body_is_replayable, classify_attempt, describe, is_idempotent
+from .telemetry.redact import redact_url
+
+__all__ = ["RetryLoop", "Sleep"]
+
+Sleep = Callable[[float], Awaitable[None]]
+_NOT_RETRYABLE: Final = "not retryable"
+
+
+class RetryLoop:
+    """The retry stage of one session: its budget, its strategies, its clocks.
+
+    ``clock`` is the pipeline's (monotonic) clock, ``wall_clock`` the Unix time that
+    ``Retry-After`` dates are read against; ``sleep`` and ``rng`` are injected for tests.
+    """
+
+    def __init__(
+        self,
+        budget: RetryBudget,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.budget = budget
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self.wait = wait_stale() | wait_retry_after() | wait_backoff(rng or random.Random())
+        self.stop = (
+            stop_after_charged()
+            | stop_unsafe()
+            | stop_body_not_replayable()
+            | stop_retry_after_too_long()
+            | stop_past_deadline(clock)
+            | stop_budget(budget)
+        )
+        # The object tenacity's RetryCallState belongs to; the loop below is ours, so that
+        # every attempt (the first included) runs without tenacity's per-call set-up.
+        self._retrying = tenacity.AsyncRetrying(stop=self.stop, wait=self.wait, sleep=sleep)
+        self._send: AttemptHandler | None = None
+
+    def bind(self, send: AttemptHandler) -> Callable[[Call], Awaitable[aiohttp.ClientResponse]]:
+        """The call handler that sends attempts through ``send``."""
+        self._send = send
+        return self.run
+
+    async def run(self, call: Call) -> aiohttp.ClientResponse:
+        """Make the call's attempts; its response, or its last failure with notes."""
+        send = self._send
+        assert send is not None, "bind() first"
+        plan = call.plan
+        if plan is None:  # retry=False: one attempt, no free retry either
+            return _ended(call, await send(call, FIRST_ATTEMPT), (), ())
+        attempt = FIRST_ATTEMPT
+        history: tuple[Tried, ...] = ()
+        decisions: tuple[str, ...] = ()
+        facts: RetryFacts | None = None
+        state: tenacity.RetryCallState | None = None
+        while True:
+            outcome = await send(call, attempt)
+            if attempt.number == 1:
+                self.budget.record_call(outcome.upstream)
+            response = outcome.response
+            if response is not None and response.status not in plan.policy.statuses:
+                return response  # success, or a status that is not retried
+            tried = classify_attempt(
+                plan,
+                attempt.number,
+                attempt.charged,
+                response if response is not None else _error(outcome),
+                outcome.reused,
+                self._wall_clock(),
+            )
+            history += (tried,)
+            if tried.kind is None:
+                return _ended(call, outcome, (*decisions, _NOT_RETRYABLE), history)
+            if facts is None:
+                facts = _facts(call, plan, outcome.upstream, history)
+            else:
+                facts = facts._replace(history=history)
+            state = self._state(state, facts, outcome)
+            wait = self.wait(state)
+            state.upcoming_sleep = wait
+            stop = self.stop.why(state)
+            if stop is not None:
+                self._report_stop(call, facts, stop)
+                return _ended(call, outcome, (*decisions, stop.why), history)
+            decisions += (_retry_decision(tried, wait),)
+            self._report_retry(call, facts, wait)
+            if response is not None:  # the failed attempt's connection goes back first
+                response.release()
+            await self._sleep(0.0 if testing.is_testing() else wait)
+            attempt = AttemptSpec(
+                attempt.number + 1,
+                attempt.charged if tried.stale else attempt.charged + 1,
+                fresh=tried.stale,
+            )
+
+    def _state(
+        self,
+        state: tenacity.RetryCallState | None,
+        facts: RetryFacts,
+        outcome: AttemptOutcome,
+    ) -> tenacity.RetryCallState:
+        """tenacity's per-call state, carrying the facts and the last outcome."""
+        if state is None:
+            state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
+        else:
+            state.prepare_for_next_attempt()
+        state.attempt_number = facts.last.number
+        state.kwargs[FACTS] = facts
+        if outcome.error is not None:
+            error = outcome.error
+            state.set_exception((type(error), error, error.__traceback__))
+        else:
+            state.set_result(outcome.response)
+        return state
+
+    def _report_retry(self, call: Call, facts: RetryFacts, wait: float) -> None:
+        last = facts.last
+        if not last.stale:
+            self.budget.charge_retry(facts.upstream)
+        if call.observer is not None:
+            assert last.kind is not None
+            call.observer.retried(
+                RetryEvent(
+                    method=call.method,
+                    upstream=facts.upstream,
+                    attempt=last.number,
+                    reason=last.kind.reason.value,
+                    delay=wait,
+                    error_type=last.error_type,
+                    free=last.stale,
+                )
+            )
+
+    def _report_stop(self, call: Call, facts: RetryFacts, stop: StopReason) -> None:
+        if stop.suppression is not None and call.observer is not None:
+            call.observer.suppressed(
+                SuppressionEvent(
+                    method=call.method,
+                    upstream=facts.upstream,
+                    attempt=facts.last.number,
+                    reason=stop.suppression.value,
+                )
+            )
+
+
+def _facts(call: Call, plan: RetryPlan, upstream: str, history: tuple[Tried, ...]) -> RetryFacts:
+    return RetryFacts(
+        method=call.method,
+        upstream=upstream,
+        plan=plan,
+        is_idempotent=is_idempotent(call.method, call.kwargs.get("headers"), call.idempotent),
+        body_is_replayable=body_is_replayable(call.kwargs),
+        expires_at=call.expires_at,
+        history=history,
+    )
+
+
+def _retry_decision(tried: Tried, wait: float) -> str:
+    assert tried.kind is not None
+    reason = tried.kind.reason.value
+    if tried.stale:
+        return f"retried at once on a new connection ({reason}: stale pooled connection)"
+    source = "Retry-After" if tried.retry_after is not None else "backoff"
+    return f"retrying in {wait:.3f} s ({reason}, {source})"
+
+
+def _error(outcome: AttemptOutcome) -> Exception:
+    assert outcome.error is not None
+    return outcome.error
+
+
+def _ended(
+    call: Call,
+    outcome: AttemptOutcome,
+    decisions: tuple[str, ...],
+    history: tuple[Tried, ...],
+) -> aiohttp.ClientResponse:
+    """The call's result: the last response, or its exception with one note per attempt."""
+    if outcome.response is not None:
+        return outcome.response
+    error = _error(outcome)
+    url = redact_url(call.target)
+    if not history:  # no retry plan: the one attempt, as it went
+        error.add_note(f"attempt 1: {call.method} {url} -> {describe(error)}")
+        raise error
+    for tried, decision in zip(history, decisions, strict=True):
+        error.add_note(
+            f"attempt {tried.number}: {call.method} {url} -> {describe(tried.outcome)}; {decision}"
+        )
+    raise error
