@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest promtool stack-up stack-down demo-stack clean bench
+.PHONY: install demo test lint pytest matrix promtool stack-up stack-down demo-stack clean bench
 
 # Reinstall when the project's metadata changes; pip alone decides what is missing.
 $(STAMP): pyproject.toml
@@ -40,7 +40,15 @@ promtool:
 	    echo "promtool: not installed (needs root and apt-get); its test will skip"; \
 	  fi; }
 
-test: lint pytest
+# The suite on every other aiohttp minor of pyproject's range (noxfile.py): `pytest` covers the
+# minor installed in .venv; nox keeps one venv per minor in .nox/ and reinstalls only when
+# pyproject.toml changes.
+matrix: $(STAMP) promtool
+	sessions="$$($(BIN)/python noxfile.py)" && \
+	  if [ -n "$$sessions" ]; then $(BIN)/nox -s $$sessions -- -q -p no:cacheprovider; \
+	  else echo "matrix: .venv's aiohttp is the only minor"; fi
+
+test: lint pytest matrix
 
 # Benchmarks (issue 8, < 2 minutes): the bench extra (httpx, sniffio) is installed on first use.
 # Scale up or choose with BENCH_ARGS, e.g. make bench BENCH_ARGS='--full' or '--json'.
@@ -68,4 +76,4 @@ demo-stack: $(STAMP)
 	$(BIN)/resilient-http analyze otel-collector/data/
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache
