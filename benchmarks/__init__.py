@@ -31,7 +31,7 @@ while the client is at ~100 %).
 Isolation: all variants run in this one process, by measurement. Five rounds of six variants
 both ways (N=10000, C=64) gave these spreads (max - min of the per-round ratios), in-process vs
 a fresh process per run: sdk_plain 0.02 vs 0.21, aiohttp_retry 0.17 vs 0.26, tenacity_wrapper
-0.11 vs 0.13, otel_contrib 0.07 vs 0.10, aiohttp_tuned_same_timeouts 0.05 vs 0.05. In fresh
+0.11 vs 0.13, otel_contrib 0.07 vs 0.10, aiohttp_same_timeouts 0.05 vs 0.05. In fresh
 processes the baseline's CPU per request was bimodal (75 or 85-91 us, from one process to the
 next: memory layout and hash seeds), which moves every ratio of its round; in one process it
 was 73-75 us after the first round. Fresh processes also cost ~15 s more per default run.
@@ -46,15 +46,17 @@ and one that does not retry fails on about 5 % of calls. Reported: success rate 
 logical call), throughput and its ratio, attempts per call (server-side requests / client
 calls), connections opened.
 
-Diagnostic extras, shown in the tables and judging nothing: ``aiohttp_tuned_same_timeouts``
-and ``sdk_plain_aiohttp_timeouts`` price the SDK's per-attempt timeouts from both sides;
-``otel_floor_10pct`` and ``otel_floor_100pct`` are plain aiohttp making only the OpenTelemetry
-SDK calls the telemetry contract needs (an INTERNAL span, a CLIENT span when sampled, the
-``traceparent`` header, the two duration histograms with the SDK's attributes), with everything
-cacheable cached: the price of the contract on this OpenTelemetry SDK (its CPU per request minus
-``aiohttp_tuned``'s), which no implementation of it can avoid. The floor runs on aiohttp's own
-timers; a client that avoids those (as the SDK does) may sit slightly above it. The telemetry
-goals are printed next to their floor.
+``aiohttp_same_timeouts`` is the baseline with the SDK's default per-attempt timeouts
+(``ClientTimeout(total=30, connect=5, sock_read=10)``): the like-for-like reference of the
+``sdk_plain`` goal and of the scaling table. Diagnostic extras, shown in the tables and judging
+nothing: ``sdk_plain_aiohttp_timeouts`` (the SDK with aiohttp's default timeouts) prices the
+timeouts from the other side; ``otel_floor_10pct`` and ``otel_floor_100pct`` are plain aiohttp
+making only the OpenTelemetry SDK calls the telemetry contract needs (an INTERNAL span, a
+CLIENT span when sampled, the ``traceparent`` header, the two duration histograms with the
+SDK's attributes), with everything cacheable cached: the price of the contract on this
+OpenTelemetry SDK (its CPU per request minus ``aiohttp_tuned``'s), which no implementation of
+it can avoid. The floor runs on aiohttp's own timers; a client that avoids those (as the SDK
+does) may sit slightly above it. The telemetry goals are printed next to their floor.
 
 A variant that cannot run (an extra not installed, an SDK feature not landed) is reported as
 unavailable with its reason; no number is ever made up for it.

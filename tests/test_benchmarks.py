@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from benchmarks import variants
+from benchmarks.otel import Providers, make_providers
 from benchmarks.variants import ClientSettings, VariantUnavailable
+from resilient_http.upstream import FaultPlan, FaultyUpstream
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_STATUSES = {"met", "missed", "unavailable", "not run"}
@@ -166,3 +168,29 @@ async def test_other_type_errors_of_the_sdk_variant_propagate(
     with pytest.raises(TypeError, match="unsupported operand"):
         async with variants.VARIANTS["sdk_traces_100pct"].factory(ClientSettings()):
             pass
+
+
+async def test_otel_contrib_records_its_metrics_and_samples_a_tenth_of_traces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # sdk_metrics_10pct's goal is relative to otel_contrib: it must pay for metrics on every
+    # request and for 10 % sampled spans, as the SDK variant does.
+    made: list[Providers] = []
+
+    def recording_providers(sampling_ratio: float) -> Providers:
+        providers = make_providers(sampling_ratio)
+        made.append(providers)
+        return providers
+
+    monkeypatch.setattr(variants, "make_providers", recording_providers)
+    calls = 1000
+    async with FaultyUpstream(FaultPlan(echo=False)) as upstream:
+        url = upstream.make_url("/")
+        async with variants.VARIANTS["otel_contrib"].factory(ClientSettings()) as fetch:
+            statuses = [await fetch(url) for _ in range(calls)]
+    assert statuses == [200] * calls
+    (providers,) = made
+    assert "TraceIdRatioBased{0.1}" in providers.tracer_provider.sampler.get_description()
+    assert providers.metric_exporter.histogram_counts["http.client.duration"] == calls
+    # Random trace ids: about 100 sampled traces (binomial, sd ~9.5); the bounds are > 5 sd out.
+    assert 45 <= providers.span_exporter.spans <= 160
