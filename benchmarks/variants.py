@@ -1,17 +1,19 @@
 """The clients being compared: a registry from variant name to an async factory.
 
 Each factory is an async context manager that builds one client and yields a ``Fetch``: GET a
-URL, read the whole body, return the status (or raise what the client raises). The load driver
-calls nothing else, so every variant does the same work per request.
+URL, read the body (whole, or streamed in 64 KiB chunks where ``ClientSettings.read_chunk_bytes``
+says so), return the status (or raise what the client raises). The load driver calls nothing
+else, so every variant does the same work per request.
 
 Connector settings are the same everywhere (``ClientSettings``): ``limit=100`` total (the
 SPEC's default), ``limit_per_host`` = the benchmark's concurrency (64 by default; the SPEC's
 default of 10 would make every variant wait for the pool and measure the pool instead of the
 client), ``keepalive_timeout=15`` and ``ttl_dns_cache=300`` (SPEC defaults), and closed-connection
 cleanup exactly where the SDK turns it on. The SDK reads them through ``ClientConfig``; the peers
-get the equivalent arguments. ``httpx`` has no per-host limit: it gets ``max_connections`` and
-``max_keepalive_connections`` = ``limit`` (its default of 20 kept-alive connections would close
-connections above 20 after every request at c=64).
+get the equivalent arguments. The scaling table (``benchmarks.scaling``) changes the limits
+per row, for every variant alike. ``httpx`` has no per-host limit: it gets ``max_connections``
+and ``max_keepalive_connections`` = ``limit`` (its default of 20 kept-alive connections would
+close connections above 20 after every request at c=64).
 
 Timeouts: the peers keep their libraries' defaults (what their users run). Two variants price
 the SDK's timeouts from both sides: ``aiohttp_same_timeouts`` is the baseline with the SDK's
@@ -79,6 +81,10 @@ class ClientSettings:
     timeout_total: float = 30.0
     timeout_connect: float = 5.0
     timeout_read: float = 10.0
+    read_chunk_bytes: int | None = None
+    """None: read each body whole (``response.read()``); a size: stream it in chunks of at most
+    that many bytes and drop them, as a client of large bodies does (the scaling table's 1 MB
+    rows; every variant honours it, so all do the same work per request)."""
 
     def sdk_config(self) -> rh.ClientConfig:
         """The same settings as the SDK's ``ClientConfig`` (retries at their defaults)."""
@@ -135,17 +141,24 @@ class Variant:
     """True for diagnostic variants that are not part of issue 8's list."""
 
 
-async def _read_status(response: aiohttp.ClientResponse) -> int:
-    await response.read()
+async def _read_status(response: aiohttp.ClientResponse, chunk_bytes: int | None) -> int:
+    """Read the body (whole, or streamed in chunks: ``ClientSettings.read_chunk_bytes``)."""
+    if chunk_bytes is None:
+        await response.read()
+    else:
+        async for _chunk in response.content.iter_chunked(chunk_bytes):
+            pass
     return response.status
 
 
-def _aiohttp_fetch(session: Any) -> Fetch:
+def _aiohttp_fetch(session: Any, settings: ClientSettings) -> Fetch:
     # `session` is an aiohttp.ClientSession, a RetryClient or a ResilientSession: all three
     # give `get(url)` as an async context manager that releases the connection on exit.
+    chunk_bytes = settings.read_chunk_bytes
+
     async def fetch(url: str) -> int:
         async with session.get(url) as response:
-            return await _read_status(response)
+            return await _read_status(response, chunk_bytes)
 
     return fetch
 
@@ -154,7 +167,7 @@ def _aiohttp_fetch(session: Any) -> Fetch:
 async def aiohttp_tuned(settings: ClientSettings) -> AsyncIterator[Fetch]:
     """The baseline: a plain ``ClientSession`` on the shared connector settings."""
     async with aiohttp.ClientSession(connector=settings.connector()) as session:
-        yield _aiohttp_fetch(session)
+        yield _aiohttp_fetch(session, settings)
 
 
 @contextlib.asynccontextmanager
@@ -163,7 +176,7 @@ async def aiohttp_same_timeouts(settings: ClientSettings) -> AsyncIterator[Fetch
     connect=5, sock_read=10)``: plain aiohttp doing the timing work the SDK does."""
     connector = settings.connector()
     async with aiohttp.ClientSession(connector=connector, timeout=settings.sdk_timeout()) as s:
-        yield _aiohttp_fetch(s)
+        yield _aiohttp_fetch(s, settings)
 
 
 @contextlib.asynccontextmanager
@@ -172,7 +185,7 @@ async def aiohttp_retry(settings: ClientSettings) -> AsyncIterator[Fetch]:
     session = aiohttp.ClientSession(connector=settings.connector())
     client = RetryClient(client_session=session, retry_options=ExponentialRetry(attempts=3))
     try:
-        yield _aiohttp_fetch(client)
+        yield _aiohttp_fetch(client, settings)
     finally:
         await client.close()
 
@@ -191,6 +204,7 @@ async def tenacity_wrapper(settings: ClientSettings) -> AsyncIterator[Fetch]:
     errors and the SDK's retry statuses. The decorator form, because one ``AsyncRetrying``
     shared by concurrent calls would share its per-call state; the decorator copies itself
     per call, which is the cost being measured."""
+    chunk_bytes = settings.read_chunk_bytes
     async with aiohttp.ClientSession(connector=settings.connector()) as session:
 
         @tenacity.retry(
@@ -204,7 +218,7 @@ async def tenacity_wrapper(settings: ClientSettings) -> AsyncIterator[Fetch]:
         )
         async def fetch(url: str) -> int:
             async with session.get(url) as response:
-                return await _read_status(response)
+                return await _read_status(response, chunk_bytes)
 
         yield fetch
 
@@ -224,7 +238,7 @@ async def otel_contrib(settings: ClientSettings) -> AsyncIterator[Fetch]:
         async with aiohttp.ClientSession(
             connector=settings.connector(), trace_configs=[trace_config]
         ) as session:
-            yield _aiohttp_fetch(session)
+            yield _aiohttp_fetch(session, settings)
     finally:
         providers.shutdown()
 
@@ -241,15 +255,23 @@ async def httpx_client(settings: ClientSettings) -> AsyncIterator[Fetch]:
         # Without sniffio, httpcore imports a module on every lock acquisition: an artefact of
         # a missing package, not httpx's cost.
         raise VariantUnavailable("sniffio not installed (pip install -e '.[bench]')")
+    # limit=0 is "unlimited" for aiohttp and the SDK; httpx spells that None.
+    limit = settings.limit or None
     limits = httpx.Limits(
-        max_connections=settings.limit,
-        max_keepalive_connections=settings.limit,
+        max_connections=limit,
+        max_keepalive_connections=limit,
         keepalive_expiry=settings.keepalive_timeout,
     )
+    chunk_bytes = settings.read_chunk_bytes
     async with httpx.AsyncClient(limits=limits) as client:
 
         async def fetch(url: str) -> int:
-            response = await client.get(url)  # reads the whole body (not streamed)
+            if chunk_bytes is None:
+                response = await client.get(url)  # reads the whole body
+            else:
+                async with client.stream("GET", url) as response:
+                    async for _chunk in response.aiter_bytes(chunk_bytes):
+                        pass
             status: int = response.status_code
             return status
 
@@ -260,7 +282,7 @@ async def httpx_client(settings: ClientSettings) -> AsyncIterator[Fetch]:
 async def sdk_plain(settings: ClientSettings) -> AsyncIterator[Fetch]:
     """``ResilientSession``: retries on (defaults), no telemetry providers."""
     async with rh.ResilientSession(config=settings.sdk_config()) as client:
-        yield _aiohttp_fetch(client)
+        yield _aiohttp_fetch(client, settings)
 
 
 @contextlib.asynccontextmanager
@@ -269,7 +291,7 @@ async def sdk_plain_aiohttp_timeouts(settings: ClientSettings) -> AsyncIterator[
     SPEC's ``timeout=`` override): the SDK minus its connect/sock_read timer handles."""
     timeout = aiohttp.ClientTimeout()
     async with rh.ResilientSession(config=settings.sdk_config(), timeout=timeout) as client:
-        yield _aiohttp_fetch(client)
+        yield _aiohttp_fetch(client, settings)
 
 
 def _sdk_with_telemetry(sampling_ratio: float) -> VariantFactory:
@@ -278,7 +300,7 @@ def _sdk_with_telemetry(sampling_ratio: float) -> VariantFactory:
         providers = make_providers(sampling_ratio)
         try:
             async with _telemetry_session(settings, providers) as client:
-                yield _aiohttp_fetch(client)
+                yield _aiohttp_fetch(client, settings)
         finally:
             providers.shutdown()
 
@@ -320,6 +342,7 @@ def _otel_floor(sampling_ratio: float) -> VariantFactory:
         targets: dict[str, tuple[str, dict[str, Any]]] = {}
         outcomes: dict[tuple[str, int], dict[str, Any]] = {}
         perf_counter = time.perf_counter
+        chunk_bytes = settings.read_chunk_bytes
         try:
             async with aiohttp.ClientSession(connector=settings.connector()) as session:
 
@@ -367,7 +390,7 @@ def _otel_floor(sampling_ratio: float) -> VariantFactory:
                         if call.is_recording():
                             call.set_attribute("http.response.status_code", response.status)
                         call.end()
-                        return await _read_status(response)
+                        return await _read_status(response, chunk_bytes)
 
                 yield fetch
         finally:
