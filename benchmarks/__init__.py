@@ -28,6 +28,14 @@ providers are shut down, so no export thread outlives its run). The server's CPU
 shows whether the client is the bottleneck (it is when the server stays well below one core
 while the client is at ~100 %).
 
+Goals (``benchmarks.report``), each the median over rounds of a per-round throughput ratio
+between two variants of the same run: ``sdk_plain`` >= 0.95x ``aiohttp_same_timeouts`` and >=
+1.00x ``aiohttp_retry``, ``sdk_metrics_10pct`` >= 1.25x ``otel_contrib`` (contrib
+instrumentation, metrics on, 10 % of traces), ``sdk_traces_100pct`` >= 0.45x ``aiohttp_tuned``
+(healthy), and ``sdk_plain`` >= 0.85x ``aiohttp_tuned`` under stale connections. Besides: every
+SDK variant completes every call under faults where plain aiohttp fails some, and the analysis
+goals (spans/s, memory).
+
 Isolation: all variants run in this one process, by measurement. Five rounds of six variants
 both ways (N=10000, C=64) gave these spreads (max - min of the per-round ratios), in-process vs
 a fresh process per run: sdk_plain 0.02 vs 0.21, aiohttp_retry 0.17 vs 0.26, tenacity_wrapper
@@ -37,7 +45,7 @@ next: memory layout and hash seeds), which moves every ratio of its round; in on
 was 73-75 us after the first round. Fresh processes also cost ~15 s more per default run.
 ``--isolation subprocess`` keeps the other mode available.
 
-Fault scenarios (same variants, one upstream each, 2000 GETs, 1 round): ``stale`` (the server
+Fault scenarios (same variants, one upstream each, 3 rounds of 1000 GETs): ``stale`` (the server
 closes keep-alive connections after 1-3 requests, unannounced) and ``throttle`` (5 % of calls
 meet a 503 without Retry-After, at random, then succeed: the upstream's ``repeat=false`` lets a
 throttled request's retry through, and every call GETs its own target, ``/?run=R&call=N``, so

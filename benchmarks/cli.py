@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=["all"],
         help=f"comma list of {', '.join(SCENARIOS)}, or 'faults' / 'all' (default all)",
     )
-    add("--fault-requests", type=int, default=2_000, help="GETs per fault run (default 2000)")
-    add("--fault-rounds", type=int, default=1, help="rounds per fault scenario (default 1)")
+    add("--fault-requests", type=int, default=1_000, help="GETs per fault run (default 1000)")
+    add(
+        "--fault-rounds",
+        type=int,
+        default=3,
+        help="rounds per fault scenario (default 3: the stale goal is a median of rounds)",
+    )
     add(
         "--analyze-spans",
         type=lambda text: [int(item) for item in _csv(text)],
@@ -101,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--full",
         action="store_true",
-        help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 3 fault rounds, 1M spans",
+        help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 5 fault rounds, 1M spans",
     )
     add("--json", action="store_true", help="print the results as JSON instead of the table")
     add("--quiet", action="store_true", help="no progress lines on stderr")
@@ -114,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.full:
         args.requests, args.rounds = max(args.requests, 30_000), max(args.rounds, 7)
-        args.fault_requests, args.fault_rounds = max(args.fault_requests, 10_000), 3
+        args.fault_requests = max(args.fault_requests, 10_000)
+        args.fault_rounds = max(args.fault_rounds, 5)
         args.analyze_1m = True
     scenarios = _expand_scenarios(parser, args.scenario)
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -122,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     if args.requests < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--requests, --concurrency and --rounds must be >= 1")
+    if args.fault_requests < 1 or args.fault_rounds < 1:
+        parser.error("--fault-requests and --fault-rounds must be >= 1")
     sizes = sorted(set(args.analyze_spans) | ({100_000, 1_000_000} if args.analyze_1m else set()))
 
     def progress(message: str) -> None:
