@@ -42,7 +42,8 @@ promtool:
 
 test: lint pytest
 
-# Benchmarks (issue 8, < 2 minutes): the bench extra (httpx, sniffio) is installed on first use.
+# Benchmarks (issue 8; about 3 minutes, 4 on a busy machine): the bench extra (httpx, sniffio)
+# is installed on first use.
 # Scale up or choose with BENCH_ARGS, e.g. make bench BENCH_ARGS='--full' or '--json'.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

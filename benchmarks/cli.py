@@ -1,8 +1,8 @@
 """``python -m benchmarks`` (``make bench``): flags, the order of the work, the output.
 
-Defaults fit the 2-minute budget on the 2-core machine; ``--full`` scales up (more requests,
-more rounds, the 1M-span analysis). Progress goes to stderr; the report (text, or ``--json``)
-to stdout.
+Defaults fit a budget of a few minutes on the 2-core machine (about 3 when it is quiet);
+``--full`` scales up (more requests, more rounds, a larger scaling table, the 1M-span
+analysis). Progress goes to stderr; the report (text, or ``--json``) to stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +21,15 @@ from typing import Any
 from .analyze_bench import AnalyzeResult, run_analyze_bench
 from .report import evaluate_goals, goals_to_dicts, machine_info, render_text
 from .runner import RunPlan, ScenarioResult, run_scenario
+from .scaling import (
+    BODY_SIZES,
+    CONCURRENCIES,
+    FAULT_FLAGS,
+    HOST_COUNTS,
+    ScalingResult,
+    build_rows,
+    run_scaling,
+)
 from .variants import BASELINE, VARIANTS, ClientSettings
 
 __all__ = ["main"]
@@ -29,8 +38,9 @@ THROTTLE_PROBABILITY = 0.05
 
 # The fault scenarios: the upstream's own flags (python -m resilient_http.upstream --help).
 FAULT_SCENARIOS = {
-    # Keep-alive connections die after 1-3 requests, unannounced: the stale-pool failure.
-    "stale": ["--stale-after", "1-3"],
+    # Keep-alive connections die after 1-3 requests, unannounced: the stale-pool failure (the
+    # scaling table's stale rows use the same flags).
+    "stale": list(FAULT_FLAGS["stale"]),
     # 5 % of calls meet a 503 without Retry-After, at random, once: repeat=false lets the retry
     # of a throttled request (same method, target and client) through. Every call has its own
     # target (PER_CALL_TARGETS), so "the retry" is exactly that call's next attempt.
@@ -43,7 +53,7 @@ FAULT_SCENARIOS = {
 # throttle-once by target, and one shared URL would hand a call's pass to whichever call of
 # the 64 in flight came next.
 PER_CALL_TARGETS = frozenset({"throttle"})
-SCENARIOS = ("healthy", *FAULT_SCENARIOS, "analyze")
+SCENARIOS = ("healthy", *FAULT_SCENARIOS, "scaling", "analyze")
 _ALIASES = {"faults": tuple(FAULT_SCENARIOS), "all": SCENARIOS}
 
 
@@ -51,8 +61,26 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _int_csv(text: str) -> list[int]:
+    try:
+        values = [int(item) for item in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1: {text!r}")
+    return values
+
+
+def _faults(text: str) -> list[str]:
+    names = _csv(text)
+    unknown = [name for name in names if name not in FAULT_FLAGS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(FAULT_FLAGS)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; every default is the 2-minute run."""
+    """The command line; every default is the default run (``make bench``)."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Overhead of resilience and telemetry versus raw aiohttp and its peers "
@@ -90,6 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds per fault scenario (default 3: the stale goal is a median of rounds)",
     )
     add(
+        "--scaling-concurrency",
+        type=_int_csv,
+        default=list(CONCURRENCIES),
+        help="scaling table: calls in flight per row (default 1,64,512)",
+    )
+    add(
+        "--scaling-hosts",
+        type=_int_csv,
+        default=list(HOST_COUNTS),
+        help="scaling table: upstream hosts (ports) per row (default 1,50)",
+    )
+    add(
+        "--scaling-bodies",
+        type=_int_csv,
+        default=list(BODY_SIZES),
+        help="scaling table: response body bytes (default 100,1048576)",
+    )
+    add(
+        "--scaling-faults",
+        type=_faults,
+        default=list(FAULT_FLAGS),
+        help=f"scaling table: comma list of {', '.join(FAULT_FLAGS)} (default both)",
+    )
+    add("--scaling-rounds", type=int, default=3, help="scaling table: rounds per row (default 3)")
+    add(
+        "--scaling-scale",
+        type=float,
+        default=1.0,
+        help="scaling table: multiply every row's request count (default 1; see "
+        "benchmarks/scaling.py for the counts)",
+    )
+    add(
         "--analyze-spans",
         type=lambda text: [int(item) for item in _csv(text)],
         default=[10_000, 100_000],
@@ -106,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--full",
         action="store_true",
-        help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 5 fault rounds, 1M spans",
+        help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 5 fault rounds, scaling "
+        "rows x3 requests and 5 rounds, 1M spans",
     )
     add("--json", action="store_true", help="print the results as JSON instead of the table")
     add("--quiet", action="store_true", help="no progress lines on stderr")
@@ -121,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.requests, args.rounds = max(args.requests, 30_000), max(args.rounds, 7)
         args.fault_requests = max(args.fault_requests, 10_000)
         args.fault_rounds = max(args.fault_rounds, 5)
+        args.scaling_scale = max(args.scaling_scale, 3.0)
+        args.scaling_rounds = max(args.scaling_rounds, 5)
         args.analyze_1m = True
     scenarios = _expand_scenarios(parser, args.scenario)
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -128,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     if args.requests < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--requests, --concurrency and --rounds must be >= 1")
-    if args.fault_requests < 1 or args.fault_rounds < 1:
-        parser.error("--fault-requests and --fault-rounds must be >= 1")
+    if args.fault_requests < 1 or args.fault_rounds < 1 or args.scaling_rounds < 1:
+        parser.error("--fault-requests, --fault-rounds and --scaling-rounds must be >= 1")
+    if args.scaling_scale <= 0:
+        parser.error("--scaling-scale must be > 0")
     sizes = sorted(set(args.analyze_spans) | ({100_000, 1_000_000} if args.analyze_1m else set()))
 
     def progress(message: str) -> None:
@@ -138,25 +203,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     machine = machine_info()
-    results = asyncio.run(_run_http(args, scenarios, progress))
+    results, scaling = asyncio.run(_run_http(args, scenarios, progress))
     analyze: list[AnalyzeResult] = []
     if "analyze" in scenarios and sizes:
         analyze = run_analyze_bench(sizes, (None, 1), progress)
     elapsed = time.perf_counter() - started
-    goals = evaluate_goals(results, analyze)
+    goals = evaluate_goals(results, analyze, scaling, scaling_run="scaling" in scenarios)
     if args.json:
         document: dict[str, Any] = {
             "machine": machine,
             # The same for every variant (see benchmarks/variants.py): limit_per_host = C.
             "client_settings": asdict(ClientSettings(limit_per_host=args.concurrency)),
             "scenarios": {name: result.to_dict() for name, result in results.items()},
+            "scaling": [result.to_dict() for result in scaling],
             "analyze": [result.to_dict() for result in analyze],
             "goals": goals_to_dicts(goals),
             "elapsed_s": elapsed,
         }
         print(json.dumps(_finite(document), indent=2, allow_nan=False))
     else:
-        print(render_text(machine, results, analyze, goals, elapsed))
+        print(render_text(machine, results, analyze, goals, elapsed, scaling))
     return 0
 
 
@@ -198,7 +264,7 @@ def _expand_scenarios(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
 
 async def _run_http(
     args: argparse.Namespace, scenarios: Sequence[str], progress: Callable[[str], None]
-) -> dict[str, ScenarioResult]:
+) -> tuple[dict[str, ScenarioResult], list[ScalingResult]]:
     results: dict[str, ScenarioResult] = {}
     main_plan = RunPlan(
         requests=args.requests,
@@ -224,4 +290,14 @@ async def _run_http(
             note = _throttle_note(args.fault_requests) if name == "throttle" else ""
             plan = dataclasses.replace(fault_plan, per_call_targets=name in PER_CALL_TARGETS)
             results[name] = await run_scenario(name, flags, args.variants, plan, progress, note)
-    return results
+    scaling: list[ScalingResult] = []
+    if "scaling" in scenarios:
+        rows = build_rows(
+            args.scaling_concurrency,
+            args.scaling_hosts,
+            args.scaling_bodies,
+            args.scaling_faults,
+            args.scaling_scale,
+        )
+        scaling = await run_scaling(rows, args.scaling_rounds, args.isolation, progress)
+    return results, scaling

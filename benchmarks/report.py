@@ -1,8 +1,8 @@
 """Results into words: the machine, the goals (met or missed), the text tables, the JSON.
 
-Nothing here measures; it reads ``ScenarioResult`` and ``AnalyzeResult`` objects. A variant
-that could not run is shown as unavailable with its reason, and a goal that depends on it says
-so: no number is ever filled in for a run that did not happen.
+Nothing here measures; it reads ``ScenarioResult``, ``ScalingResult`` and ``AnalyzeResult``
+objects. A variant that could not run is shown as unavailable with its reason, and a goal that
+depends on it says so: no number is ever filled in for a run that did not happen.
 
 Every throughput goal is a ratio between two variants of the same run: per round (both ran in
 it, under the same machine noise), then the median over rounds. Never an absolute rate, which
@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from .analyze_bench import AnalyzeResult
 from .runner import ScenarioResult, VariantResult, paired_ratios
+from .scaling import REFERENCE, SCALING_GOAL, SDK, ScalingResult, format_bytes
 from .variants import BASELINE
 
 __all__ = ["RATIO_GOALS", "Goal", "RatioGoal", "evaluate_goals", "machine_info", "render_text"]
@@ -52,7 +53,7 @@ class RatioGoal:
         )
 
 
-# The throughput goals.
+# The throughput goals (the scaling table's per-row goal is separate: benchmarks.scaling).
 RATIO_GOALS = (
     # Like for like: plain aiohttp doing the SDK's default timing work, and a retrying peer.
     RatioGoal("sdk_plain", 0.95, "aiohttp_same_timeouts"),
@@ -92,7 +93,8 @@ class Goal:
     status: GoalStatus
     value: str
     ratio: float | None = None
-    """The median ratio a throughput goal judges (None for the other goals)."""
+    """The median ratio a throughput goal judges (the scaling goal: its lowest row's; None for
+    the other goals)."""
     target: float | None = None
     """The ratio it must reach."""
 
@@ -151,10 +153,16 @@ def _revision() -> str | None:
 
 
 def evaluate_goals(
-    scenarios: dict[str, ScenarioResult], analyze: Sequence[AnalyzeResult]
+    scenarios: dict[str, ScenarioResult],
+    analyze: Sequence[AnalyzeResult],
+    scaling: Sequence[ScalingResult] = (),
+    *,
+    scaling_run: bool = False,
 ) -> list[Goal]:
-    """Every goal, each met, missed, unavailable or not run."""
+    """Every goal, each met, missed, unavailable or not run (``scaling_run``: the scaling
+    table was asked for, so an empty one is "unavailable" rather than "not run")."""
     goals = [_ratio_goal(goal, scenarios.get(goal.scenario)) for goal in RATIO_GOALS]
+    goals.append(_scaling_goal(scaling, scaling_run))
     for scenario in ("stale", "throttle"):
         goals.append(_fault_goal(scenario, scenarios.get(scenario)))
     goals.extend(_analyze_goals(analyze))
@@ -187,6 +195,28 @@ def _ratio_goal(goal: RatioGoal, scenario: ScenarioResult | None) -> Goal:
             value += f" (OpenTelemetry floor, {goal.floor}: {floor_ratio:.2f}x)"
     status: GoalStatus = "met" if ratio >= target else "missed"
     return Goal(text, status, value, ratio=ratio, target=target)
+
+
+def _scaling_goal(scaling: Sequence[ScalingResult], scaling_run: bool) -> Goal:
+    text = f"scaling: every row {SDK} >= {SCALING_GOAL:.2f}x {REFERENCE} (median per row)"
+    if not scaling:
+        return Goal(text, "unavailable" if scaling_run else "not run", "-", target=SCALING_GOAL)
+    measured = [result for result in scaling if result.status != "unavailable"]
+    missed = [result for result in measured if result.status == "missed"]
+    worst = min((result.sdk.ratio for result in measured), default=None)
+    value = f"{len(measured) - len(missed)}/{len(scaling)} rows met"
+    if worst is not None:
+        value += f", lowest {worst:.2f}x"
+    if missed:
+        value += "; missed: " + ", ".join(
+            f"{result.row.label} {result.sdk.ratio:.2f}x" for result in missed
+        )
+    if len(measured) < len(scaling):
+        value += f"; {len(scaling) - len(measured)} unavailable"
+    status: GoalStatus = "unavailable" if len(measured) < len(scaling) else "met"
+    if missed:
+        status = "missed"
+    return Goal(text, status, value, ratio=worst, target=SCALING_GOAL)
 
 
 def _fault_goal(scenario: str, result: ScenarioResult | None) -> Goal:
@@ -267,11 +297,14 @@ def render_text(
     analyze: Sequence[AnalyzeResult],
     goals: Sequence[Goal],
     elapsed_s: float,
+    scaling: Sequence[ScalingResult] = (),
 ) -> str:
     """The whole report as plain text."""
     lines = [_machine_line(machine)]
     for scenario in scenarios.values():
         lines += ["", *_scenario_table(scenario)]
+    if scaling:
+        lines += ["", *_scaling_table(scaling)]
     if analyze:
         lines += ["", *_analyze_table(analyze)]
     lines += ["", "Goals:"]
@@ -333,6 +366,52 @@ def _scenario_table(scenario: ScenarioResult) -> list[str]:
             "ratio is the steadier figure"
         )
     return [head, *note, *_columns(header, rows)]
+
+
+def _scaling_table(scaling: Sequence[ScalingResult]) -> list[str]:
+    rounds = max(result.rounds for result in scaling)
+    head = (
+        f"scaling: {SDK} / {REFERENCE}, throughput per round then the median; bodies streamed "
+        f"in 64 KiB chunks; limit=0, limit_per_host = ceil(C / hosts); {rounds} round(s); "
+        f"goal >= {SCALING_GOAL:.2f}x on every row"
+    )
+    header = (
+        "C", "hosts", "body", "fault", "N", "ratio", "per-round", "cpu ratio", "sdk req/s",
+        "ref req/s", "sdk CPU us", "ref CPU us", "srv CPU", "sdk ok", "ref ok", "goal",
+    )  # fmt: skip
+    rows: list[tuple[str, ...]] = []
+    for result in scaling:
+        row = result.row
+        conditions = (
+            str(row.concurrency),
+            str(row.hosts),
+            format_bytes(row.body_bytes),
+            row.fault,
+            str(row.requests),
+        )
+        sdk, ref = result.sdk, result.variants[REFERENCE]
+        if result.status == "unavailable":
+            reason = sdk.unavailable or ref.unavailable or "no runs"
+            rows.append((" ".join(conditions), f"unavailable: {reason}"))
+            continue
+        sdk_data, ref_data = sdk.to_dict(), ref.to_dict()
+        rows.append(
+            (
+                *conditions,
+                f"{sdk.ratio:.2f}x",
+                " ".join(f"{ratio:.2f}" for ratio in sdk.ratios),
+                f"{sdk.cpu_ratio:.2f}x",
+                f"{sdk_data['requests_per_s']:,.0f}",
+                f"{ref_data['requests_per_s']:,.0f}",
+                f"{sdk_data['cpu_us_per_request']:.0f}",
+                f"{ref_data['cpu_us_per_request']:.0f}",
+                f"{sdk_data['server_cpu_share']:.0%}",
+                f"{sdk_data['success_rate']:.2%}",
+                f"{ref_data['success_rate']:.2%}",
+                result.status,
+            )
+        )
+    return [head, *_columns(header, rows)]
 
 
 def _analyze_table(analyze: Sequence[AnalyzeResult]) -> list[str]:

@@ -27,6 +27,11 @@ from resilient_http.upstream import FaultPlan, FaultyUpstream
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_STATUSES = {"met", "missed", "unavailable", "not run"}
 TINY = ("--requests", "200", "--rounds", "1", "--warmup", "20", "--concurrency", "8")
+# One tiny scaling row: 4 calls in flight over 2 upstream hosts, 100-byte bodies.
+TINY_SCALING = (
+    *("--scaling-concurrency", "4", "--scaling-hosts", "2", "--scaling-bodies", "100"),
+    *("--scaling-faults", "none", "--scaling-scale", "0.05", "--scaling-rounds", "1"),
+)
 # The goals the report must list, in its words (the targets).
 GOAL_TEXTS = [
     "sdk_plain >= 0.95x aiohttp_same_timeouts (healthy, median of per-round ratios)",
@@ -34,6 +39,7 @@ GOAL_TEXTS = [
     "sdk_metrics_10pct >= 1.25x otel_contrib (healthy, median of per-round ratios)",
     "sdk_traces_100pct >= 0.45x aiohttp_tuned (healthy, median of per-round ratios)",
     "sdk_plain >= 0.85x aiohttp_tuned (stale, median of per-round ratios)",
+    "scaling: every row sdk_plain >= 0.90x aiohttp_same_timeouts (median per row)",
 ]
 
 
@@ -87,6 +93,7 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
     measured = ("aiohttp_tuned", "aiohttp_same_timeouts", "aiohttp_retry", "sdk_plain")
     document = run_bench(
         *TINY,
+        *TINY_SCALING,
         "--variants",
         ",".join(measured),
         "--fault-requests",
@@ -122,6 +129,11 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
     assert throttle["variants"]["sdk_plain"]["success_rate"] == 1.0
     assert throttle["variants"]["aiohttp_tuned"]["attempts_per_request"] == 1.0
 
+    (row,) = document["scaling"]
+    conditions = (row["concurrency"], row["hosts"], row["body_bytes"], row["fault"])
+    assert conditions == (4, 2, 100, "none")
+    assert row["status"] in ("met", "missed")
+
     analyze = document["analyze"]
     assert {(row["spans"], row["jobs"]) for row in analyze} == {(2000, "default"), (2000, "1")}
     for row in analyze:
@@ -131,12 +143,58 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
 
     goals = goals_by_text(document)
     assert list(goals)[: len(GOAL_TEXTS)] == GOAL_TEXTS
-    for text in (GOAL_TEXTS[0], GOAL_TEXTS[1], GOAL_TEXTS[4]):
+    for text in (GOAL_TEXTS[0], GOAL_TEXTS[1], GOAL_TEXTS[4], GOAL_TEXTS[5]):
         assert_judged(goals[text])
     # Telemetry variants did not run: no number for their goals.
     assert goals[GOAL_TEXTS[2]]["status"] == "not run"
     assert goals[GOAL_TEXTS[3]]["status"] == "not run"
     assert len(goals) >= 10
+
+
+def test_tiny_scaling_table_has_every_row_with_both_clients_measured() -> None:
+    document = run_bench(
+        "--scenario",
+        "scaling",
+        *("--scaling-concurrency", "1,8", "--scaling-hosts", "1,3"),
+        *("--scaling-bodies", "100,65536", "--scaling-faults", "none,stale"),
+        *("--scaling-scale", "0.05", "--scaling-rounds", "2"),
+    )
+    assert document["scenarios"] == {}
+    rows = document["scaling"]
+    conditions = {(r["concurrency"], r["hosts"], r["body_bytes"], r["fault"]) for r in rows}
+    assert conditions == {
+        (c, hosts, body, fault)
+        for c in (1, 8)
+        for hosts in (1, 3)
+        for body in (100, 65536)
+        for fault in ("none", "stale")
+    }
+    for row in rows:
+        assert row["goal"] == "sdk_plain >= 0.90x aiohttp_same_timeouts"
+        assert row["status"] in ("met", "missed"), row
+        assert row["rounds"] == 2
+        assert row["requests"] >= 1
+        assert row["ratio_median"] > 0
+        assert row["cpu_ratio_median"] > 0
+        assert len(row["ratios"]) == 2
+        c, hosts = row["concurrency"], row["hosts"]
+        assert row["limit_per_host"] == (-(-c // hosts) if c >= hosts else c)
+        assert set(row["variants"]) == {"aiohttp_same_timeouts", "sdk_plain"}
+        assert row["variants"]["aiohttp_same_timeouts"]["ratio_median"] == 1.0
+        for variant in row["variants"].values():
+            assert_measured(variant)
+            for run in variant["runs"]:
+                # Every host got calls: each opened at least one connection.
+                assert run["connections_opened"] >= hosts
+                if row["fault"] == "stale" and run["requests"] >= 3 * hosts:
+                    assert run["stale_closes"] > 0
+        if row["fault"] == "none":
+            for variant in row["variants"].values():
+                assert variant["success_rate"] == 1.0
+    goal = goals_by_text(document)[GOAL_TEXTS[5]]
+    assert_judged(goal)
+    met = sum(row["status"] == "met" for row in rows)
+    assert goal["value"].startswith(f"{met}/16 rows met, lowest")
 
 
 def test_a_telemetry_goal_is_shown_next_to_its_opentelemetry_floor() -> None:
@@ -280,3 +338,4 @@ def test_a_goal_is_the_median_of_per_round_ratios_between_its_two_variants() -> 
     assert goal.ratio == pytest.approx(0.96)
     assert goal.value.startswith("0.96x (rounds 0.50 1.00 0.96; by CPU 0.96x)")
     assert goals[GOAL_TEXTS[1]].status == "not run"  # aiohttp_retry did not run
+    assert goals[GOAL_TEXTS[5]].status == "not run"  # nor did the scaling table
