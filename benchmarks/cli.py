@@ -54,6 +54,8 @@ FAULT_SCENARIOS = {
 # the 64 in flight came next.
 PER_CALL_TARGETS = frozenset({"throttle"})
 SCENARIOS = ("healthy", *FAULT_SCENARIOS, "scaling", "analyze")
+# The run sizes the time caps are given for; a larger run gets a proportionally longer cap.
+DEFAULT_REQUESTS, DEFAULT_FAULT_REQUESTS = 6_000, 1_000
 _ALIASES = {"faults": tuple(FAULT_SCENARIOS), "all": SCENARIOS}
 
 
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(issue 8). Prints a table and the goals, or --json.",
     )
     add = parser.add_argument
-    add("--requests", type=int, default=6_000, help="GETs per run (default 6000)")
+    add("--requests", type=int, default=DEFAULT_REQUESTS, help="GETs per run (default 6000)")
     add("--concurrency", type=int, default=64, help="calls in flight (default 64)")
     add("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     add("--warmup", type=int, default=1_000, help="warm-up GETs per variant (default 1000)")
@@ -95,8 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-cap",
         type=float,
         default=4.0,
-        help="seconds after which a run stops starting calls (default 4; only the pathological "
-        "httpx pool reaches it, and the table marks capped runs)",
+        help="seconds after which a run of up to 6000 calls stops starting calls, longer in "
+        "proportion for larger runs (default 4; only the pathological httpx pool reaches it, "
+        "and the table marks capped runs)",
+    )
+    add(
+        "--fault-time-cap",
+        type=float,
+        default=2.0,
+        help="the same for a fault run of up to 1000 calls (default 2: a call under faults "
+        "costs up to twice a healthy one)",
     )
     add(
         "--variants",
@@ -110,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["all"],
         help=f"comma list of {', '.join(SCENARIOS)}, or 'faults' / 'all' (default all)",
     )
-    add("--fault-requests", type=int, default=1_000, help="GETs per fault run (default 1000)")
+    add(
+        "--fault-requests",
+        type=int,
+        default=DEFAULT_FAULT_REQUESTS,
+        help="GETs per fault run (default 1000)",
+    )
     add(
         "--fault-rounds",
         type=int,
@@ -250,6 +265,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _time_cap(cap_s: float, requests: int, default_requests: int) -> float:
+    """A run's time cap: ``cap_s`` up to the default size, proportionally longer above it (a
+    fixed cap would cut --full's 30000-call runs of the slower normal variants short)."""
+    return cap_s * max(1.0, requests / default_requests)
+
+
 def _expand_scenarios(parser: argparse.ArgumentParser, names: Sequence[str]) -> list[str]:
     chosen: list[str] = []
     for name in names:
@@ -271,7 +292,7 @@ async def _run_http(
         concurrency=args.concurrency,
         rounds=args.rounds,
         warmup=args.warmup,
-        time_cap_s=args.time_cap,
+        time_cap_s=_time_cap(args.time_cap, args.requests, DEFAULT_REQUESTS),
         isolation=args.isolation,
     )
     if "healthy" in scenarios:
@@ -282,7 +303,7 @@ async def _run_http(
         rounds=args.fault_rounds,
         # Code paths are warm after the healthy scenario; a short warm-up still opens the pool.
         warmup=min(args.warmup, 200),
-        time_cap_s=args.time_cap,
+        time_cap_s=_time_cap(args.fault_time_cap, args.fault_requests, DEFAULT_FAULT_REQUESTS),
         isolation=args.isolation,
     )
     for name, flags in FAULT_SCENARIOS.items():

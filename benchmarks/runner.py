@@ -150,6 +150,7 @@ class ScenarioResult:
             "concurrency": plan.concurrency,
             "rounds": plan.rounds,
             "warmup": plan.warmup,
+            "time_cap_s": plan.time_cap_s,
             "isolation": plan.isolation,
             "variants": {name: result.to_dict() for name, result in self.variants.items()},
         }
