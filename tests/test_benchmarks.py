@@ -229,9 +229,17 @@ def test_httpx_variant_runs_when_the_bench_extra_is_installed() -> None:
     assert_measured(variants["httpx"])
 
 
-def test_bad_flags_exit_2_with_a_message() -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--variants", "nope"), "unknown variant"),
+        (("--scaling-faults", "nope"), "expected a comma list of none, stale"),
+        (("--scaling-concurrency", "0"), "expected integers >= 1"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(flags: tuple[str, ...], message: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--variants", "nope"],
+        [sys.executable, "-m", "benchmarks", *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -239,7 +247,7 @@ def test_bad_flags_exit_2_with_a_message() -> None:
         check=False,
     )
     assert completed.returncode == 2
-    assert "unknown variant" in completed.stderr
+    assert message in completed.stderr
 
 
 class _SessionWithoutTelemetryArguments:
