@@ -373,7 +373,8 @@ def _scaling_table(scaling: Sequence[ScalingResult]) -> list[str]:
     head = (
         f"scaling: {SDK} / {REFERENCE}, throughput per round then the median; bodies streamed "
         f"in 64 KiB chunks; limit=0, limit_per_host = ceil(C / hosts); {rounds} round(s); "
-        f"goal >= {SCALING_GOAL:.2f}x on every row"
+        f"goal >= {SCALING_GOAL:.2f}x on every row; srv CPU: the upstream's share of a core "
+        f"during {SDK}'s runs"
     )
     header = (
         "C", "hosts", "body", "fault", "N", "ratio", "per-round", "cpu ratio", "sdk req/s",
