@@ -1,6 +1,7 @@
 """``python -m benchmarks`` (``make bench``): flags, the order of the work, the output.
 
-Defaults fit a budget of a few minutes on the 2-core machine (about 3 when it is quiet);
+Defaults fit a budget of a few minutes on the 2-core machine (261 s measured while another
+engineer's tests ran; the scaling table is about 75 s of it);
 ``--full`` scales up (more requests, more rounds, a larger scaling table, the 1M-span
 analysis). Progress goes to stderr; the report (text, or ``--json``) to stdout.
 """
