@@ -12,6 +12,12 @@ per-call latency, statuses and exception types.
 With ``per_call_targets`` every call GETs its own target, ``URL?run=TOKEN&call=N`` (TOKEN new
 per run), so the upstream can tell a call's retry from the next call: the throttle scenario's
 ``repeat=false`` throttles a call once and lets its retry through.
+
+Several URLs (one per upstream host:port, the scaling table's 50-host rows) share the load so
+that no host gets more than ``ceil(C / hosts)`` calls in flight, which is the per-host limit
+those rows give the clients: with C >= hosts each worker keeps to one host (worker i to host
+i mod hosts); with fewer workers than hosts the calls go round the hosts in turn, so every
+host's connections are used.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import gc
 import secrets
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .variants import ClientSettings, Variant
@@ -69,16 +76,17 @@ class RunResult:
 async def run_load(
     variant: Variant,
     settings: ClientSettings,
-    url: str,
+    urls: Sequence[str],
     requests: int,
     concurrency: int,
     time_cap_s: float,
     *,
     per_call_targets: bool = False,
 ) -> RunResult:
-    """Build the variant's client, send ``requests`` GETs to ``url`` with ``concurrency`` in
+    """Build the variant's client, send ``requests`` GETs to ``urls`` with ``concurrency`` in
     flight, close the client. Only the sending is timed; building and closing are not.
-    ``per_call_targets`` gives each call its own query string (see the module docstring).
+    ``per_call_targets`` gives each call its own query string, and several URLs share the
+    calls (see the module docstring for both).
 
     ``time_cap_s`` bounds a pathological client (the run stops starting calls after it and
     reports ``capped``): it is a safety net for the 2-minute budget, not a way to measure less.
@@ -92,13 +100,17 @@ async def run_load(
     perf_counter = time.perf_counter
     # A fresh token per run: a pass the upstream still owes a call of an earlier run (one
     # whose client did not retry) must not exempt the same call number of this run.
-    call_url = f"{url}?run={secrets.token_hex(4)}&call=" if per_call_targets else None
+    token = secrets.token_hex(4)
+    prefixes = [f"{url}?run={token}&call=" if per_call_targets else url for url in urls]
+    hosts = len(prefixes)
+    pinned = concurrency >= hosts
 
     async with variant.factory(settings) as fetch:
         deadline = perf_counter() + time_cap_s
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
             nonlocal sent
+            own = prefixes[index % hosts]
             while sent < requests:
                 sent += 1
                 started = perf_counter()
@@ -106,7 +118,8 @@ async def run_load(
                     sent -= 1
                     result.capped = True
                     return
-                target = url if call_url is None else f"{call_url}{sent}"
+                prefix = own if pinned else prefixes[sent % hosts]
+                target = f"{prefix}{sent}" if per_call_targets else prefix
                 try:
                     statuses[await fetch(target)] += 1
                 except Exception as exc:  # every failure is a data point, not a crash
@@ -116,7 +129,7 @@ async def run_load(
         # Each run starts from the same heap state: garbage of earlier runs is not charged here.
         gc.collect()
         cpu_before, wall_before = time.process_time(), perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(index) for index in range(concurrency)))
         result.wall_s = perf_counter() - wall_before
         result.cpu_s = time.process_time() - cpu_before
     result.requests = len(latencies)

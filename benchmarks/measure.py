@@ -71,18 +71,19 @@ async def warm_up(
     settings: ClientSettings,
     server: UpstreamServer,
     requests: int,
+    concurrency: int,
     time_cap_s: float,
     *,
+    path: str = "/",
     per_call_targets: bool = False,
 ) -> None:
     """An untimed run: imports, code paths and allocator pools are warm before timing."""
-    url = server.url("/")
     await run_load(
         variant,
         settings,
-        url,
+        server.urls(path),
         requests,
-        settings.limit_per_host,
+        concurrency,
         time_cap_s,
         per_call_targets=per_call_targets,
     )
@@ -93,21 +94,23 @@ async def measure_run(
     settings: ClientSettings,
     server: UpstreamServer,
     requests: int,
+    concurrency: int,
     time_cap_s: float,
     *,
+    path: str = "/",
     per_call_targets: bool = False,
 ) -> Measurement:
-    """One timed run of ``variant`` against ``server``; raises ``VariantUnavailable``.
-
-    ``per_call_targets``: every call GETs its own target (``benchmarks.load``)."""
+    """One timed run of ``variant`` against ``server`` (every host of it, at ``path``); raises
+    ``VariantUnavailable``. ``per_call_targets``: every call GETs its own target
+    (``benchmarks.load``)."""
     server.reset()
     server_cpu_before = server.cpu_seconds()
     run = await run_load(
         variant,
         settings,
-        server.url("/"),
+        server.urls(path),
         requests,
-        settings.limit_per_host,
+        concurrency,
         time_cap_s,
         per_call_targets=per_call_targets,
     )

@@ -52,11 +52,12 @@ async def _profile(
     name: str, settings: ClientSettings, server: UpstreamServer, requests: int
 ) -> cProfile.Profile:
     variant = VARIANTS[name]
-    url = server.url("/")
-    await run_load(variant, settings, url, min(requests, 2_000), settings.limit_per_host, 60.0)
+    urls = server.urls("/")
+    concurrency = settings.limit_per_host
+    await run_load(variant, settings, urls, min(requests, 2_000), concurrency, 60.0)
     profile = cProfile.Profile()
     profile.enable()
-    await run_load(variant, settings, url, requests, settings.limit_per_host, 600.0)
+    await run_load(variant, settings, urls, requests, concurrency, 600.0)
     profile.disable()
     return profile
 

@@ -4,7 +4,10 @@ Per scenario one upstream process is started (healthy, or with its fault flags);
 every variant once, in an order rotated by one place per round so that no variant always runs
 right after the same neighbour or at the same point of a round. A variant's ratio is computed
 per round against the baseline's run of the same round (both saw the same machine noise), and
-the median over rounds is reported.
+the median over rounds is reported. ``run_rounds`` is the same on an upstream the caller owns
+and with another baseline: the scaling table runs several rows on one upstream, each against
+``aiohttp_same_timeouts``. ``paired_ratios`` compares any two variants of a scenario the same
+way, round by round (the goals between two peers).
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .measure import Measurement, measure_run, warm_up
 from .server import UpstreamServer
 from .variants import BASELINE, VARIANTS, ClientSettings, VariantUnavailable
 
-__all__ = ["Isolation", "RunPlan", "ScenarioResult", "VariantResult", "run_scenario"]
+__all__ = [
+    "Isolation",
+    "RunPlan",
+    "ScenarioResult",
+    "VariantResult",
+    "paired_ratios",
+    "run_rounds",
+    "run_scenario",
+]
 
 Isolation = Literal["process", "subprocess"]
 
@@ -38,10 +49,16 @@ class RunPlan:
     isolation: Isolation = "process"
     per_call_targets: bool = False
     """Every call GETs its own target, so the upstream can key "this call's retry"."""
+    path: str = "/"
+    """The path every call GETs, on every host (``/bytes/N`` for an N-byte body)."""
+    client: ClientSettings | None = None
+    """The clients' settings; None: the defaults with ``limit_per_host`` = concurrency."""
 
     @property
     def settings(self) -> ClientSettings:
-        """The shared client settings (``limit_per_host`` = concurrency)."""
+        """The shared client settings (by default ``limit_per_host`` = concurrency)."""
+        if self.client is not None:
+            return self.client
         return ClientSettings(limit_per_host=self.concurrency)
 
 
@@ -133,6 +150,7 @@ class ScenarioResult:
             "concurrency": plan.concurrency,
             "rounds": plan.rounds,
             "warmup": plan.warmup,
+            "time_cap_s": plan.time_cap_s,
             "isolation": plan.isolation,
             "variants": {name: result.to_dict() for name, result in self.variants.items()},
         }
@@ -150,41 +168,75 @@ async def run_scenario(
     note: str = "",
 ) -> ScenarioResult:
     """Start the scenario's upstream, warm up, run ``plan.rounds`` interleaved rounds."""
-    names = [BASELINE, *(n for n in variant_names if n != BASELINE)]
-    results = {n: VariantResult(n) for n in names}
     with UpstreamServer(fault_args) as server:
-        if plan.isolation == "process":
-            for variant_name in names:
-                try:
-                    variant = VARIANTS[variant_name]
-                    await warm_up(
-                        variant,
-                        plan.settings,
-                        server,
-                        plan.warmup,
-                        plan.time_cap_s,
-                        per_call_targets=plan.per_call_targets,
-                    )
-                except VariantUnavailable as exc:
-                    results[variant_name].unavailable = str(exc)
-        for round_index in range(plan.rounds):
-            shift = round_index % len(names)
-            for variant_name in names[shift:] + names[:shift]:
-                result = results[variant_name]
-                if result.unavailable is not None:
-                    continue
-                progress(f"{name}: round {round_index + 1}/{plan.rounds}, {variant_name}")
-                measured = await _run_once(variant_name, server, plan)
-                if isinstance(measured, str):
-                    result.unavailable = measured
-                else:
-                    result.runs.append(measured)
-            _add_ratios(results, round_index)
+        results = await run_rounds(server, variant_names, plan, progress, name)
     return ScenarioResult(name, list(fault_args), plan, results, note)
 
 
-def _add_ratios(results: dict[str, VariantResult], round_index: int) -> None:
-    baseline = results[BASELINE]
+async def run_rounds(
+    server: UpstreamServer,
+    variant_names: Sequence[str],
+    plan: RunPlan,
+    progress: Progress,
+    label: str,
+    baseline: str = BASELINE,
+) -> dict[str, VariantResult]:
+    """On a running upstream: warm up, then ``plan.rounds`` interleaved rounds of the variants
+    (``baseline`` first in the first round, always run), each with its per-round ratios to
+    ``baseline``."""
+    names = [baseline, *(n for n in variant_names if n != baseline)]
+    results = {n: VariantResult(n) for n in names}
+    if plan.isolation == "process" and plan.warmup:
+        for variant_name in names:
+            try:
+                await warm_up(
+                    VARIANTS[variant_name],
+                    plan.settings,
+                    server,
+                    plan.warmup,
+                    plan.concurrency,
+                    plan.time_cap_s,
+                    path=plan.path,
+                    per_call_targets=plan.per_call_targets,
+                )
+            except VariantUnavailable as exc:
+                results[variant_name].unavailable = str(exc)
+    for round_index in range(plan.rounds):
+        shift = round_index % len(names)
+        for variant_name in names[shift:] + names[:shift]:
+            result = results[variant_name]
+            if result.unavailable is not None:
+                continue
+            progress(f"{label}: round {round_index + 1}/{plan.rounds}, {variant_name}")
+            measured = await _run_once(variant_name, server, plan)
+            if isinstance(measured, str):
+                result.unavailable = measured
+            else:
+                result.runs.append(measured)
+        _add_ratios(results, round_index, baseline)
+    return results
+
+
+def paired_ratios(
+    result: VariantResult, reference: VariantResult
+) -> tuple[list[float], list[float]]:
+    """Per-round throughput ratios of ``result`` to ``reference`` (runs of the same round, as
+    the baseline ratios are), and the same by CPU per request (reference's / result's).
+
+    A variant's runs are its rounds in order (one that becomes unavailable stops running), so
+    run i of both is round i of both."""
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    for run, ref in zip(result.runs, reference.runs, strict=False):
+        if ref.requests_per_s > 0:
+            ratios.append(run.requests_per_s / ref.requests_per_s)
+        if run.cpu_us_per_request > 0:
+            cpu_ratios.append(ref.cpu_us_per_request / run.cpu_us_per_request)
+    return ratios, cpu_ratios
+
+
+def _add_ratios(results: dict[str, VariantResult], round_index: int, baseline_name: str) -> None:
+    baseline = results[baseline_name]
     if len(baseline.runs) <= round_index:
         return
     base = baseline.runs[round_index]
@@ -208,7 +260,9 @@ async def _run_once(variant_name: str, server: UpstreamServer, plan: RunPlan) ->
                 plan.settings,
                 server,
                 plan.requests,
+                plan.concurrency,
                 plan.time_cap_s,
+                path=plan.path,
                 per_call_targets=plan.per_call_targets,
             )
         except VariantUnavailable as exc:
@@ -218,10 +272,12 @@ async def _run_once(variant_name: str, server: UpstreamServer, plan: RunPlan) ->
         sys.executable,
         "-m",
         "benchmarks.worker",
-        *("--variant", variant_name, "--host", server.host, "--port", str(server.port)),
+        *("--variant", variant_name, "--host", server.host),
+        *("--ports", ",".join(str(port) for port in server.ports)),
         *("--pid", str(server.pid), "--requests", str(plan.requests)),
         *("--warmup", str(plan.warmup), "--concurrency", str(plan.concurrency)),
-        *("--time-cap", str(plan.time_cap_s)),
+        *("--time-cap", str(plan.time_cap_s), "--path", plan.path),
+        *("--settings", json.dumps(asdict(plan.settings))),
         *(["--per-call-targets"] if plan.per_call_targets else []),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: ASYNC221

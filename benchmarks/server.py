@@ -7,6 +7,10 @@ that (a server near 100 % of a core would mean the numbers measure the server in
 
 Control requests go through ``urllib`` between runs, never during a timed run, and the upstream
 leaves them out of its counters.
+
+With ``hosts`` > 1 (the scaling table's many-host rows) the child is ``python -m
+benchmarks.multi_upstream``: that many upstreams on as many ports of one process, whose
+counters this class adds up (and whose single CPU clock it reads).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -27,6 +32,8 @@ _LISTENING = "listening "
 # Clock ticks per second of the utime/stime fields in /proc/PID/stat.
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _CONTROL_TIMEOUT = 10.0
+# `python -m benchmarks.multi_upstream` must find this package: run it from the checkout.
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +51,26 @@ class UpstreamServer:
 
     ``fault_args`` are the upstream's own flags (``--stale-after 1-3``, ``--throttle ...``);
     ``--no-echo`` is always passed, so a 200 is one pre-built body and the server does little.
+    ``hosts`` upstreams listen on as many ports of 127.0.0.1 (one child process either way).
     """
 
-    def __init__(self, fault_args: Sequence[str] = (), *, seed: int = 1) -> None:
+    def __init__(self, fault_args: Sequence[str] = (), *, seed: int = 1, hosts: int = 1) -> None:
         self.fault_args = list(fault_args)
         self._seed = seed
+        self._hosts = hosts
         self._process: subprocess.Popen[str] | None = None
         self._pid: int | None = None
         self.host = "127.0.0.1"
-        self.port = 0
+        self.ports: list[int] = []
 
     def __enter__(self) -> Self:
+        module = ["resilient_http.upstream", "--port", "0"]
+        if self._hosts > 1:
+            module = ["benchmarks.multi_upstream", "--hosts", str(self._hosts)]
         command = [
             sys.executable,
             "-m",
-            "resilient_http.upstream",
-            "--port",
-            "0",
+            *module,
             "--no-echo",
             "--seed",
             str(self._seed),
@@ -69,14 +79,18 @@ class UpstreamServer:
             "1",
             *self.fault_args,
         ]
-        self._process = process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self._process = process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, text=True, cwd=_ROOT
+        )
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.startswith(_LISTENING):
             self.close()
             raise RuntimeError(f"upstream did not start ({command}): {line!r}")
-        self.host, _, port = line.removeprefix(_LISTENING).strip().rpartition(":")
-        self.port = int(port)
+        # One line: "listening HOST:PORT" (or several HOST:PORT, space-separated).
+        addresses = [item.rpartition(":") for item in line.removeprefix(_LISTENING).split()]
+        self.host = addresses[0][0]
+        self.ports = [int(port) for _, _, port in addresses]
         return self
 
     def __exit__(
@@ -100,11 +114,11 @@ class UpstreamServer:
             process.communicate()
 
     @classmethod
-    def attach(cls, host: str, port: int, pid: int) -> UpstreamServer:
+    def attach(cls, host: str, ports: Sequence[int], pid: int) -> UpstreamServer:
         """A handle on a server that another process started (the subprocess workers use it to
         read the server's CPU and counters around their own runs); it never stops the server."""
-        server = cls()
-        server.host, server.port, server._pid = host, port, pid
+        server = cls(hosts=len(ports))
+        server.host, server.ports, server._pid = host, list(ports), pid
         return server
 
     @property
@@ -115,9 +129,18 @@ class UpstreamServer:
         assert self._pid is not None, "not started"
         return self._pid
 
-    def url(self, path: str = "/") -> str:
-        """An absolute URL on this upstream."""
-        return f"http://{self.host}:{self.port}{path}"
+    @property
+    def port(self) -> int:
+        """The first (with one host, the only) port."""
+        return self.ports[0]
+
+    def url(self, path: str = "/", port: int | None = None) -> str:
+        """An absolute URL on this upstream (on its first port unless ``port`` says which)."""
+        return f"http://{self.host}:{self.port if port is None else port}{path}"
+
+    def urls(self, path: str = "/") -> list[str]:
+        """The URL of ``path`` on every host (port), in port order."""
+        return [self.url(path, port) for port in self.ports]
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server has used so far (``/proc/PID/stat``)."""
@@ -129,21 +152,25 @@ class UpstreamServer:
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def reset(self) -> None:
-        """Zero the server's counters (``POST /__reset__``)."""
-        self._control("POST", "/__reset__")
+        """Zero the server's counters (``POST /__reset__`` on every port)."""
+        for port in self.ports:
+            self._control("POST", "/__reset__", port)
 
     def counters(self) -> ServerCounters:
-        """The server's counters since the last reset (``GET /__stats__``)."""
-        stats: dict[str, Any] = json.loads(self._control("GET", "/__stats__"))
-        return ServerCounters(
-            requests=int(stats["requests"]),
-            connections_opened=int(stats["connections_opened"]),
-            stale_closes=int(stats["stale_closes"]),
-            responses_by_status={str(k): int(v) for k, v in stats["responses_by_status"].items()},
-        )
+        """The server's counters since the last reset (``GET /__stats__``), summed over ports."""
+        requests = connections = stale = 0
+        by_status: dict[str, int] = {}
+        for port in self.ports:
+            stats: dict[str, Any] = json.loads(self._control("GET", "/__stats__", port))
+            requests += int(stats["requests"])
+            connections += int(stats["connections_opened"])
+            stale += int(stats["stale_closes"])
+            for status, count in stats["responses_by_status"].items():
+                by_status[str(status)] = by_status.get(str(status), 0) + int(count)
+        return ServerCounters(requests, connections, stale, by_status)
 
-    def _control(self, method: str, path: str) -> bytes:
-        request = urllib.request.Request(self.url(path), method=method, data=b"")
+    def _control(self, method: str, path: str, port: int) -> bytes:
+        request = urllib.request.Request(self.url(path, port), method=method, data=b"")
         with urllib.request.urlopen(request, timeout=_CONTROL_TIMEOUT) as response:
             body: bytes = response.read()
             return body
