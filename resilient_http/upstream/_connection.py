@@ -13,15 +13,49 @@ import contextlib
 import json
 import socket
 import struct
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, cast
 
-from ._faults import RESPOND_OK, Action
+from ._faults import RESPOND_OK, Action, FaultEngine
 from ._http import HttpParseError, Request, RequestParser, response_head
+from ._plan import FaultPlan
+from ._stats import Counters, UpstreamStats
 
-if TYPE_CHECKING:
-    from ._server import FaultyUpstream
+__all__ = ["CONTROL_PATHS", "ConnectionHost", "UpstreamConnection"]
 
-__all__ = ["CONTROL_PATHS", "UpstreamConnection"]
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (``FaultyUpstream``): named here
+    so that this module does not import the server's."""
+
+    counters: Counters
+    engine: FaultEngine
+    sleep: Callable[[float], Awaitable[Any]]
+    client_header: str
+    fixed_body: bytes
+    prebuilt_ok: bytes | None
+
+    @property
+    def plan(self) -> FaultPlan:
+        """The plan in force."""
+        ...
+
+    def stats(self) -> UpstreamStats:
+        """A frozen snapshot of the counters."""
+        ...
+
+    def reset_stats(self) -> None:
+        """Zero the counters."""
+        ...
+
+    def _connection_made(self, connection: UpstreamConnection) -> None: ...
+
+    def _connection_lost(self, connection: UpstreamConnection) -> None: ...
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None: ...
+
+    def _notify(self) -> None: ...
+
 
 STATS_PATH, RESET_PATH = "/__stats__", "/__reset__"
 CONTROL_PATHS = frozenset({STATS_PATH, RESET_PATH})
@@ -34,7 +68,7 @@ _SHAPED_ROUTES = ("/status/", "/bytes/")
 class UpstreamConnection(asyncio.Protocol):
     """The server side of one TCP connection."""
 
-    def __init__(self, server: FaultyUpstream) -> None:
+    def __init__(self, server: ConnectionHost) -> None:
         self._server = server
         self._parser = RequestParser()
         self._transport: asyncio.Transport | None = None
