@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .load import run_load
+from .scaling import FAULT_FLAGS
 from .server import UpstreamServer
 from .variants import VARIANTS, ClientSettings
 
@@ -36,9 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="folder for VARIANT.prof files")
+    parser.add_argument(
+        "--fault",
+        choices=sorted(FAULT_FLAGS),
+        help="run the upstream with this fault (as the benchmark's fault scenarios and rows)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = ClientSettings(limit_per_host=args.concurrency)
-    with UpstreamServer() as server:
+    with UpstreamServer(FAULT_FLAGS[args.fault] if args.fault else ()) as server:
         for name in args.variants:
             profile = asyncio.run(_profile(name, settings, server, args.requests))
             if args.save is not None:

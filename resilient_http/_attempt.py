@@ -25,6 +25,10 @@ __all__ = ["AttemptStage", "attempt_timeout", "upstream_of"]
 #: An attempt made with the deadline already (nearly) past still gets this long, so that it
 #: fails as aiohttp's own timeout does rather than with an error of ours.
 _SHORTEST: Final = 0.001
+#: A template whose total is within this of the time left is used as it is (no new timeout
+#: object per call when the total equals the deadline, the default): an attempt may then end
+#: this much past the deadline. aiohttp itself rounds totals of 5 s and more up to the second.
+_TOLERANCE: Final = 0.001
 _UPSTREAM_CACHE_SIZE: Final = 1024
 
 
@@ -32,7 +36,7 @@ def attempt_timeout(template: aiohttp.ClientTimeout, left: float) -> aiohttp.Cli
     """``template`` with its ``total`` cut to the ``left`` seconds before the deadline."""
     left = max(left, _SHORTEST)
     total = template.total
-    if total is not None and 0 < total <= left:
+    if total is not None and 0 < total <= left + _TOLERANCE:
         return template
     return aiohttp.ClientTimeout(
         total=left,
@@ -65,14 +69,18 @@ class AttemptStage:
             started = time.perf_counter()
         timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
         record, token = begin_attempt(attempt.fresh)
+        received: aiohttp.ClientResponse | None = None
+        failure: Exception | None = None
         try:
             received = await self._session.request(call.method, call.url, timeout=timeout, **kwargs)
         except Exception as error:
-            outcome = AttemptOutcome(None, error, *self._acquired(record.acquired, call))
-        else:
-            outcome = AttemptOutcome(received, None, *self._acquired(record.acquired, call))
+            failure = error
         finally:
             end_attempt(token)
+        acquired = record.acquired
+        if acquired is None:  # failed before a connection was acquired
+            acquired = (self.upstream_of(call.target), None)
+        outcome = AttemptOutcome(received, failure, *acquired)
         if observer is not None:
             response = outcome.response
             observer.attempt_ended(
@@ -88,13 +96,6 @@ class AttemptStage:
                 )
             )
         return outcome
-
-    def _acquired(
-        self, acquired: tuple[str, bool | None] | None, call: Call
-    ) -> tuple[str, bool | None]:
-        if acquired is not None:
-            return acquired
-        return self.upstream_of(call.target), None
 
     def upstream_of(self, url: Any) -> str:
         """``host:port`` of an absolute URL, for failures before any connection was acquired."""

@@ -94,10 +94,10 @@ class RetryLoop:
         assert send is not None, "bind() first"
         plan = call.plan
         if plan is None:  # retry=False: one attempt, no free retry either
-            return _ended(call, await send(call, FIRST_ATTEMPT), (), ())
+            return _ended(call, await send(call, FIRST_ATTEMPT), (), (), "")
         attempt = FIRST_ATTEMPT
         history: tuple[Tried, ...] = ()
-        decisions: tuple[str, ...] = ()
+        waits: tuple[float, ...] = ()  # the wait after each retried attempt, for the notes
         facts: RetryFacts | None = None
         state: tenacity.RetryCallState | None = None
         while True:
@@ -117,23 +117,24 @@ class RetryLoop:
             )
             history += (tried,)
             if tried.kind is None:
-                return _ended(call, outcome, (*decisions, _NOT_RETRYABLE), history)
+                return _ended(call, outcome, history, waits, _NOT_RETRYABLE)
             if facts is None:
                 facts = _facts(call, plan, outcome.upstream, history)
             else:
                 facts = facts._replace(history=history)
-            state = self._state(state, facts, outcome)
+            state = self._state(state, facts)
             wait = self.wait(state)
             state.upcoming_sleep = wait
             stop = self.stop.why(state)
             if stop is not None:
                 self._report_stop(call, facts, stop)
-                return _ended(call, outcome, (*decisions, stop.why), history)
-            decisions += (_retry_decision(tried, wait),)
+                return _ended(call, outcome, history, waits, stop.why)
+            waits += (wait,)
             self._report_retry(call, facts, wait)
             if response is not None:  # the failed attempt's connection goes back first
                 response.release()
-            await self._sleep(0.0 if testing.is_testing() else wait)
+            if wait > 0:  # a stale connection's retry goes at once, without a loop turn
+                await self._sleep(0.0 if testing.is_testing() else wait)
             attempt = AttemptSpec(
                 attempt.number + 1,
                 attempt.charged if tried.stale else attempt.charged + 1,
@@ -141,23 +142,15 @@ class RetryLoop:
             )
 
     def _state(
-        self,
-        state: tenacity.RetryCallState | None,
-        facts: RetryFacts,
-        outcome: AttemptOutcome,
+        self, state: tenacity.RetryCallState | None, facts: RetryFacts
     ) -> tenacity.RetryCallState:
-        """tenacity's per-call state, carrying the facts and the last outcome."""
+        """tenacity's per-call state, carrying the facts. Its ``outcome`` is left unset: the
+        strategies read the classified history instead (and tenacity's outcome is a
+        ``concurrent.futures.Future``, a lock and a condition per decision)."""
         if state is None:
             state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
-        else:
-            state.prepare_for_next_attempt()
         state.attempt_number = facts.last.number
         state.kwargs[FACTS] = facts
-        if outcome.error is not None:
-            error = outcome.error
-            state.set_exception((type(error), error, error.__traceback__))
-        else:
-            state.set_result(outcome.response)
         return state
 
     def _report_retry(self, call: Call, facts: RetryFacts, wait: float) -> None:
@@ -203,6 +196,7 @@ def _facts(call: Call, plan: RetryPlan, upstream: str, history: tuple[Tried, ...
 
 
 def _retry_decision(tried: Tried, wait: float) -> str:
+    """What a note says of a retried attempt."""
     assert tried.kind is not None
     reason = tried.kind.reason.value
     if tried.stale:
@@ -219,10 +213,12 @@ def _error(outcome: AttemptOutcome) -> Exception:
 def _ended(
     call: Call,
     outcome: AttemptOutcome,
-    decisions: tuple[str, ...],
     history: tuple[Tried, ...],
+    waits: tuple[float, ...],
+    last_decision: str,
 ) -> aiohttp.ClientResponse:
-    """The call's result: the last response, or its exception with one note per attempt."""
+    """The call's result: the last response, or its exception with one note per attempt
+    (written only now: most calls that retried still succeed)."""
     if outcome.response is not None:
         return outcome.response
     error = _error(outcome)
@@ -230,6 +226,8 @@ def _ended(
     if not history:  # no retry plan: the one attempt, as it went
         error.add_note(f"attempt 1: {call.method} {url} -> {describe(error)}")
         raise error
+    decisions = [_retry_decision(t, w) for t, w in zip(history, waits, strict=False)]
+    decisions.append(last_decision)
     for tried, decision in zip(history, decisions, strict=True):
         error.add_note(
             f"attempt {tried.number}: {call.method} {url} -> {describe(tried.outcome)}; {decision}"

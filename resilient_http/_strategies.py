@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import tenacity
 
@@ -98,7 +98,7 @@ class Wait(tenacity.wait.wait_base):
         return 0.0 if found is None else found
 
     def __or__(self, other: Wait) -> Wait:
-        return _FirstWait(self, other)
+        return _FirstWait(*_members(self), *_members(other))
 
 
 class _FirstWait(Wait):
@@ -169,7 +169,7 @@ class Stop(tenacity.stop.stop_base):
         return self.why(retry_state) is not None
 
     def __or__(self, other: tenacity.stop.stop_base) -> _AnyStop:
-        return _AnyStop(self, other)
+        return _AnyStop(*_members(self), *_members(other))
 
 
 class _AnyStop(tenacity.stop.stop_any, Stop):
@@ -190,6 +190,15 @@ class _AnyStop(tenacity.stop.stop_any, Stop):
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.why(retry_state) is not None
+
+
+def _members(strategy: Any) -> tuple[Any, ...]:
+    """A composed strategy's members (``a | b | c`` is one flat list, not nested pairs)."""
+    if isinstance(strategy, _FirstWait):
+        return strategy.waits
+    if isinstance(strategy, _AnyStop):
+        return strategy.members
+    return (strategy,)
 
 
 def _suppressed(reason: SuppressionReason) -> StopReason:

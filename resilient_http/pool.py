@@ -32,7 +32,8 @@ subclass's factory                                      (stale retries), and
 ======================================================  ==========================================
 
 Public aiohttp API is used for the rest: ``BaseConnector.connect`` (overridden),
-``ClientRequest.connection_key``, ``Connection.protocol`` and ``Connection.close()``.
+``ClientRequest.host`` / ``.port``, ``Connection.protocol`` and ``Connection.close()``; the
+``ConnectionKey`` aiohttp hands to the wrapped methods is read by its ``host`` and ``port``.
 Wrapping an instance's method (rather than overriding it in the subclass) means that a changed
 internal is simply left alone: aiohttp keeps calling its own code, and only the SDK's extra is
 lost.
@@ -243,7 +244,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         super().__init__(**kwargs)
         self.observer = observer
         self.hosts: dict[str, HostCounters] = {}
-        self._host_by_key: dict[Any, HostCounters] = {}
+        self._host_by_key: dict[tuple[str, int | None], HostCounters] = {}
         self._active: dict[Any, HostCounters] = {}  # protocol -> its upstream, while in use
         self._counts_active = False
         for name, parameters, is_async, lost in WRAPPED_METHODS:
@@ -263,21 +264,19 @@ class _ObservedConnector(aiohttp.TCPConnector):
                 "BaseConnector._factory", "open connections, reuse and closes are not observed"
             )
 
-    def _counters(self, key: Any) -> HostCounters:
+    def _counters(self, hostname: str, port: int | None) -> HostCounters:
+        key = (hostname, port)
         host = self._host_by_key.get(key)
         if host is None:
-            label = upstream_label(key.host, key.port)
-            host = self.hosts.get(label)
-            if host is None:
-                host = self.hosts[label] = HostCounters(key.host, key.port)
-            self._host_by_key[key] = host
+            host = self._host_by_key[key] = HostCounters(hostname, port)
+            self.hosts[host.label] = host
         return host
 
     # aiohttp passes these by keyword: the names must stay as aiohttp spells them.
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
         connection = await super().connect(req, traces, timeout)
         proto = connection.protocol
-        host = self._counters(req.connection_key)
+        host = self._counters(req.host, req.port)
         reused: bool | None = None
         if isinstance(proto, _TrackedProtocol):
             reused = proto.rh_host is not None
@@ -300,18 +299,22 @@ class _ObservedConnector(aiohttp.TCPConnector):
     def _rh_wrap_get(
         self, original: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
-        async def _get(key: Any, traces: Any) -> Any:
-            connection = await original(key, traces)
+        def _get(key: Any, traces: Any) -> Awaitable[Any]:
             record = current_attempt()
-            if connection is not None and record is not None and record.fresh:
-                # aiohttp hands out the longest-idle connection first and has no "open a new
-                # one" call: retire the one it chose (likely dead too), so that connect() opens
-                # a new connection in its place and the pool never grows past its limits.
-                connection.close()
-                return None
-            return connection
+            if record is None or not record.fresh:
+                return original(key, traces)  # aiohttp awaits it: no frame of ours in between
+            return self._get_fresh(original(key, traces))
 
         return _get
+
+    async def _get_fresh(self, getting: Awaitable[Any]) -> None:
+        """What ``_get`` gives a request that wants a newly opened connection: nothing."""
+        connection = await getting
+        if connection is not None:
+            # aiohttp hands out the longest-idle connection first and has no "open a new one"
+            # call: retire the one it chose (likely dead too), so that connect() opens a new
+            # connection in its place and the pool never grows past its limits.
+            connection.close()
 
     def _rh_wrap_release_acquired(
         self, original: Callable[[Any, Any], None]
@@ -328,7 +331,7 @@ class _ObservedConnector(aiohttp.TCPConnector):
         self, original: Callable[[Any, Any], Awaitable[None]]
     ) -> Callable[[Any, Any], Awaitable[None]]:
         async def _wait_for_available_connection(key: Any, traces: Any) -> None:
-            host = self._counters(key)
+            host = self._counters(key.host, key.port)
             host.waiting += 1
             started = time.monotonic()
             try:

@@ -19,6 +19,7 @@ import errno
 import math
 import random
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -116,7 +117,7 @@ _EXCEPTION_TABLE: Final[tuple[tuple[type[BaseException], FailureKind | None], ..
 
 
 def classify_failure(
-    exc: BaseException, statuses: frozenset[int] | None = None
+    exc: BaseException, statuses: AbstractSet[int] | None = None
 ) -> FailureKind | None:
     """The retryable failure ``exc`` is, or None when it must not be retried.
 
@@ -138,7 +139,7 @@ def classify_failure(
     return None
 
 
-def classify_status(status: int, statuses: frozenset[int] | Any) -> RetryReason | None:
+def classify_status(status: int, statuses: AbstractSet[int]) -> RetryReason | None:
     """``throttled`` for 429/503, ``server_error`` for other statuses in ``statuses``."""
     if status not in statuses:
         return None
@@ -230,7 +231,7 @@ class RetryPlan:
 
     def classify(self, exc: BaseException) -> FailureKind | None:
         """The retryable failure ``exc`` is under this plan (its extra exception types included)."""
-        kind = classify_failure(exc, frozenset(self.policy.statuses))
+        kind = classify_failure(exc, self.policy.statuses)  # a frozenset: RetryPolicy made it
         if kind is None and self.extra_exceptions and isinstance(exc, self.extra_exceptions):
             kind = FailureKind(RetryReason.SERVER_ERROR, request_sent=True)
         return kind
