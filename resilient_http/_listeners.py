@@ -32,6 +32,14 @@ class SessionListeners:
         """Whether the session's calls produce spans or metrics."""
         return self._telemetry is not None
 
+    def may_listen(self) -> bool:
+        """Whether a call started now might have a listener (False: certainly none)."""
+        return (
+            self._telemetry is not None
+            or bool(testing.active_recorders())
+            or log.isEnabledFor(logging.DEBUG)
+        )
+
     def start_call(self, method: str, target: Any) -> CallObserver | None:
         """The observer of a call about to start, or None when nobody listens."""
         telemetry = self._telemetry

@@ -5,8 +5,9 @@ Outermost first (shared/SPEC.md, "Resilience strategies beyond retries")::
     deadline -> circuit breaker -> retries (budget) -> hedging -> concurrency limiter
              -> pool -> attempt timeout
 
-- **deadline**: ``Pipeline.send`` fixes the call's ``expires_at`` and starts its observer;
-  every stage below reads the deadline from the frozen ``Call``.
+- **deadline**: ``Pipeline.send`` fixes the call's ``expires_at`` (from the moment the caller
+  makes the call) and starts its observer; every stage below reads the deadline from the
+  frozen ``Call``.
 - **call strategies** (the circuit breaker) see whole calls: ``CallHandler`` in, ``CallHandler``
   out; they return the response or raise.
 - **retries** (``_retrying.RetryLoop``) turn one call into attempts.
@@ -24,7 +25,7 @@ the handler it was bound to, and all report through the call's observer (``_even
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import aiohttp
@@ -94,7 +95,7 @@ class AttemptOutcome(NamedTuple):
     """Whether the connection came from the pool; None = no connection was acquired."""
 
 
-CallHandler = Callable[[Call], Awaitable[aiohttp.ClientResponse]]
+CallHandler = Callable[[Call], Coroutine[Any, Any, aiohttp.ClientResponse]]
 AttemptHandler = Callable[[Call, AttemptSpec], Awaitable[AttemptOutcome]]
 
 
@@ -124,6 +125,10 @@ class RetryStage(Protocol):
 
 class Listeners(Protocol):
     """Makes the observer of each call (telemetry, DEBUG log, test recorders)."""
+
+    def may_listen(self) -> bool:
+        """Whether a call started now might have a listener (cheap; False means none)."""
+        ...
 
     def start_call(self, method: str, target: Any) -> CallObserver | None:
         """The observer of a call about to start, or None when nobody listens."""
@@ -162,7 +167,7 @@ class Pipeline:
         self._listeners = listeners
         self._clock = clock
 
-    async def send(
+    def send(
         self,
         method: str,
         url: Any,
@@ -171,14 +176,24 @@ class Pipeline:
         plan: RetryPlan | None,
         idempotent: bool | None,
         deadline: float,
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (a per-attempt template)
-    ) -> aiohttp.ClientResponse:
-        """Run one logical call: its deadline starts now."""
-        observer = self._listeners.start_call(method, target)
+        timeout: aiohttp.ClientTimeout,
+    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        """One logical call, as a coroutine; its deadline counts from now (the call to
+        ``client.get()`` and the like), as the caller sees it."""
         expires_at = self._clock() + deadline
-        call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, observer)
+        if not self._listeners.may_listen():
+            call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
+            return self._proceed(call)  # nothing to report: no coroutine of ours around it
+        return self._observed(
+            Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
+        )
+
+    async def _observed(self, call: Call) -> aiohttp.ClientResponse:
+        # Started here, not in send(): a coroutine that is never awaited leaves no open span.
+        observer = self._listeners.start_call(call.method, call.target)
         if observer is None:
             return await self._proceed(call)
+        call = call._replace(observer=observer)
         try:
             response = await self._proceed(call)
         except BaseException as error:

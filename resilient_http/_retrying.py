@@ -26,7 +26,14 @@ import tenacity
 from . import testing
 from ._budget import RetryBudget
 from ._events import RetryEvent, SuppressionEvent
-from ._pipeline import FIRST_ATTEMPT, AttemptHandler, AttemptOutcome, AttemptSpec, Call
+from ._pipeline import (
+    FIRST_ATTEMPT,
+    AttemptHandler,
+    AttemptOutcome,
+    AttemptSpec,
+    Call,
+    CallHandler,
+)
 from ._strategies import (
     FACTS,
     RetryFacts,
@@ -83,7 +90,7 @@ class RetryLoop:
         self._retrying = tenacity.AsyncRetrying(stop=self.stop, wait=self.wait, sleep=sleep)
         self._send: AttemptHandler | None = None
 
-    def bind(self, send: AttemptHandler) -> Callable[[Call], Awaitable[aiohttp.ClientResponse]]:
+    def bind(self, send: AttemptHandler) -> CallHandler:
         """The call handler that sends attempts through ``send``."""
         self._send = send
         return self.run
