@@ -46,3 +46,40 @@ def test_version_and_typed_marker() -> None:
 def test_exception_tree() -> None:
     assert issubclass(rh.ConfigError, ValueError)
     assert issubclass(rh.ConfigWarning, UserWarning)
+
+
+def test_testing_surface_is_pinned() -> None:
+    assert set(rh.testing.__all__) == {
+        "AttemptEvent",
+        "Event",
+        "Recorder",
+        "RetryEvent",
+        "SuppressionEvent",
+        "TestingHandle",
+        "active_recorders",
+        "is_testing",
+        "record",
+        "set_testing",
+        "testing_attempts",
+    }
+    for name in rh.testing.__all__:
+        assert getattr(rh.testing, name).__doc__, name
+
+
+async def test_recorder_sees_only_the_calls_made_inside_it() -> None:
+    from resilient_http.upstream import FaultPlan, FaultyUpstream
+
+    async with FaultyUpstream(FaultPlan()) as upstream, rh.ResilientSession() as client:
+        async with client.get(f"{upstream.url}/before") as resp:
+            await resp.read()
+        with rh.testing.record() as outer:
+            with rh.testing.record() as inner:
+                async with client.get(f"{upstream.url}/inside") as resp:
+                    await resp.read()
+            async with client.get(f"{upstream.url}/outer-only") as resp:
+                await resp.read()
+        async with client.get(f"{upstream.url}/after") as resp:
+            await resp.read()
+    assert [(a.number, a.status) for a in inner.attempts] == [(1, 200)]
+    assert [(a.number, a.status) for a in outer.attempts] == [(1, 200), (1, 200)]
+    assert outer.retries == outer.suppressions == []
