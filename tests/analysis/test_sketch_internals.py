@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from ddsketch.store import DenseStore
 from resilient_http import _dependency_internals
 from resilient_http.analysis import stats
 from resilient_http.analysis.stats import SKETCH_RELATIVE_ACCURACY, LatencySketch
+from tests.helpers import one_runtime_warning
 
 
 @pytest.fixture(autouse=True)
@@ -209,13 +209,8 @@ def test_a_changed_internal_turns_the_batch_path_off_with_one_warning(
     change(monkeypatch)
     values = [1.0, *durations(seed=2)]  # 1 s first: key 0
     reference = DDSketch(SKETCH_RELATIVE_ACCURACY)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with one_runtime_warning(internal, "the batch path of LatencySketch is off"):
         sketches = [LatencySketch(), LatencySketch()]
-    messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
-    assert len(messages) == 1, messages
-    assert internal in messages[0]
-    assert "batch path of LatencySketch is off" in messages[0]
     for value in values:
         reference.add(value, 1.5)
         for sketch in sketches:
