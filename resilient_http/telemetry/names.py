@@ -37,7 +37,6 @@ __all__ = [
     "STATUS",
     "SUPPRESSION_REASON",
     "SUPPRESSION_REASONS",
-    "THROTTLE_STATUSES",
 ]
 
 # Instrumentation scopes. CLIENT attempt spans may come from the contrib aiohttp instrumentation.
@@ -99,6 +98,3 @@ SUPPRESSION_REASONS = (
     "not_idempotent",
     "body_not_replayable",
 )
-
-# 429 and 503 are "throttled" (SPEC, Retry semantics).
-THROTTLE_STATUSES = frozenset({429, 503})
