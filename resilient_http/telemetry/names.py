@@ -30,13 +30,11 @@ __all__ = [
     "RETRY_DELAY",
     "RETRY_EVENT",
     "RETRY_REASON",
-    "RETRY_REASONS",
     "REUSED",
     "SDK_METRICS",
     "SDK_SCOPE",
     "STATUS",
     "SUPPRESSION_REASON",
-    "SUPPRESSION_REASONS",
 ]
 
 # Instrumentation scopes. CLIENT attempt spans may come from the contrib aiohttp instrumentation.
@@ -87,14 +85,4 @@ SDK_METRICS = frozenset(
         RETRIES_SUPPRESSED,
         POOL_LIMIT,
     }
-)
-
-# Retry reasons, in the order reports list them.
-RETRY_REASONS = ("connection_closed", "connect_error", "timeout", "throttled", "server_error")
-SUPPRESSION_REASONS = (
-    "budget",
-    "deadline",
-    "retry_after_too_long",
-    "not_idempotent",
-    "body_not_replayable",
 )
