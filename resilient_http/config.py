@@ -46,7 +46,7 @@ TELEMETRY_FILE_VARIABLE: Final = "RESILIENT_HTTP_TELEMETRY_FILE"
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 #: The statuses that mean "slow down" (retry reason ``throttled``); other retried ones are
-#: ``server_error``. Defined once: retries, telemetry, analysis and the upstream all use it.
+#: ``server_error``. Defined once: retries, the analysis, the demo's checks and the upstream use it.
 THROTTLING_STATUSES: Final = frozenset({429, 503})
 _DEFAULT_LIMIT_PER_HOST: Final = 10
 

@@ -1,11 +1,14 @@
-"""Small helpers for tests: wait on conditions (never on the clock), run child processes."""
+"""Small helpers for tests: wait on conditions (never on the clock), run child processes, expect
+a dependency-internals warning."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 # A generous safety net: conditions normally hold within a few loop iterations.
@@ -16,6 +19,18 @@ def clean_environ(**extra: str) -> dict[str, str]:
     """This process's environment without RESILIENT_HTTP_* and OTEL_* variables, plus ``extra``."""
     kept = {k: v for k, v in os.environ.items() if not k.startswith(("RESILIENT_HTTP_", "OTEL_"))}
     return {**kept, **extra}
+
+
+@contextlib.contextmanager
+def one_runtime_warning(*parts: str) -> Iterator[None]:
+    """Expect exactly one ``RuntimeWarning`` inside the block, its message holding ``parts``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert len(messages) == 1, messages
+    for part in parts:
+        assert part in messages[0], (part, messages[0])
 
 
 async def until(condition: Callable[[], bool]) -> None:

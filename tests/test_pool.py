@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import warnings
 
 import aiohttp
@@ -191,10 +192,18 @@ async def test_pool_wait_is_reported(recording_server: RecordingServer) -> None:
     observer = RecordingObserver()
     connector = pool.create_connector(rh.ClientConfig(limit=1), observer)
     async with aiohttp.ClientSession(connector=connector) as session:
+        before = time.monotonic()
         tasks = await _hold_requests(recording_server, session, 2)
         await until(lambda: pool.pool_stats(connector).waiting == 1)
+        # The second request queues from before `held_from` until after `held_until`: the first
+        # one keeps the only connection until the server answers it, after release().
+        held_from = time.monotonic()
+        await asyncio.sleep(0.02)  # so that a reported wait of 0 (or too short) fails
+        held_until = time.monotonic()
         recording_server.release()
         await asyncio.gather(*tasks)
-    assert len(observer.waits) == 1
-    assert observer.waits[0][1] >= 0
+        after = time.monotonic()
+    ((label, waited),) = observer.waits
+    assert label == f"127.0.0.1:{recording_server.port}"
+    assert held_until - held_from <= waited <= after - before  # the pool's clock is monotonic too
     assert acquisitions(connector) == [(f"127.0.0.1:{recording_server.port}", 1, 1)]

@@ -24,6 +24,7 @@ from resilient_http.analysis.grouping import HostKey, MetricView
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.spans import AttemptStats, CallStats, SpanAggregator, UpstreamKey
 from resilient_http.analysis.stats import BucketHistogram, LatencySketch
+from resilient_http.config import THROTTLING_STATUSES
 
 __all__ = ["PoolLimits", "UpstreamReport", "build_pool_limits", "build_upstreams"]
 
@@ -188,15 +189,13 @@ def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: MetricView) -
         report.requests = sum(_count(s) for s in calls)
         report.errors = sum(_count(s) for s in calls if _is_error(s.attributes))
         report.throttled_attempts = report.retries.get("throttled", 0.0) + sum(
-            _count(s) for s in calls if s.attributes.get(names.STATUS) in names.THROTTLE_STATUSES
+            _count(s) for s in calls if s.attributes.get(names.STATUS) in THROTTLING_STATUSES
         )
     if any((h[0], h[1]) == host for h in view.attempts):
         report.attempts = sum(_count(s) for s in attempts)
         if report.throttled_attempts is None:
             report.throttled_attempts = sum(
-                _count(s)
-                for s in attempts
-                if s.attributes.get(names.STATUS) in names.THROTTLE_STATUSES
+                _count(s) for s in attempts if s.attributes.get(names.STATUS) in THROTTLING_STATUSES
             )
     # One of the two duration histograms is enough: attempts = logical calls + retries.
     if report.requests is None and report.attempts is not None:

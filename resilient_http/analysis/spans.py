@@ -17,6 +17,7 @@ from typing import Any
 
 from resilient_http.analysis import names
 from resilient_http.analysis.stats import LatencySketch
+from resilient_http.config import THROTTLING_STATUSES
 
 __all__ = ["AttemptStats", "CallStats", "SpanAggregator", "UpstreamKey", "adjusted_count"]
 
@@ -46,7 +47,6 @@ _ATTEMPTS = names.ATTEMPTS
 _RESEND_COUNT = names.RESEND_COUNT
 _RETRY_EVENT = names.RETRY_EVENT
 _RETRY_REASON = names.RETRY_REASON
-_THROTTLE_STATUSES = names.THROTTLE_STATUSES
 _KINDS = {"SPAN_KIND_INTERNAL": _INTERNAL, "SPAN_KIND_CLIENT": _CLIENT}
 
 
@@ -254,7 +254,7 @@ class SpanAggregator:
                 stats.errors += weight
                 _bump(stats.error_types, error_type or str(status), weight)
             if is_call:
-                if status in _THROTTLE_STATUSES:
+                if status in THROTTLING_STATUSES:
                     stats.throttled_final += weight
                 events = span.get("events")
                 if events:
@@ -273,7 +273,7 @@ class SpanAggregator:
                     # Calls without retries: counted by outcome, named only when reported.
                     outcome = error_type or status
                     stats.plain_outcomes[outcome] = stats.plain_outcomes.get(outcome, 0.0) + weight
-            elif status in _THROTTLE_STATUSES:
+            elif status in THROTTLING_STATUSES:
                 stats.throttled += weight
             if start and (not stats.first_start or start < stats.first_start):
                 stats.first_start = start

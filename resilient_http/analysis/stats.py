@@ -5,16 +5,48 @@ log of the value range, not with the number of values, and sketches from many fi
 merge exactly). ``BucketHistogram`` holds OTLP histogram buckets (explicit or exponential) and
 answers percentiles by linear interpolation inside buckets, the way Prometheus'
 ``histogram_quantile`` does, tightened by the recorded min and max where the data has them.
+
+ddsketch's ``add`` costs more per value than all of a span's other statistics, so
+``_BatchDDSketch.add_all`` (the analysis' throughput) does its work on ddsketch's own state.
+These are the names it uses beyond the public ``DDSketch.add``, ``KeyMapping.key`` and
+``KeyMapping.min_possible``. Their shape is checked once per process on a new ``DDSketch``
+(``batch_path_fits``) and pinned against the installed ddsketch by
+``tests/analysis/test_sketch_internals.py``; where one is missing or changed, one
+``RuntimeWarning`` names it and every value goes through ``DDSketch.add`` (the same results, a
+few times slower):
+
+=========================================  ====================================================
+internal (shape checked)                   why the batch path needs it
+=========================================  ====================================================
+``DDSketch._mapping``                      the key of a value, computed inline: exactly a
+(``LogarithmicMapping``)                   ``LogarithmicMapping``, whose formula is known
+``LogarithmicMapping._multiplier``         ``key(value) == ceil(log(value, 2) * _multiplier)``
+(positive float) and ``_log_gamma``        (checked on sample values), so no calls per value
+``LogarithmicMapping._offset`` (0.0)       keys need no offset added
+``DDSketch._store`` (``DenseStore``)       the positive values' bins, written in place
+``DenseStore.bins`` (list), ``offset``     a key ``min_key <= key <= max_key`` is counted in
+(int), ``min_key`` / ``max_key`` (int;     ``bins[key - offset]`` (an empty store's bounds are
+none between on an empty store),           sentinels no key lies between); ``count`` adds the
+``count`` (number)                         weight, as ``DenseStore.add`` does
+``DDSketch._count``, ``_sum``, ``_min``,   the totals ``add`` keeps, kept in local variables for
+``_max`` (numbers)                         a batch and written back once
+the attribute names of ``DDSketch`` and    no state beyond the above that ``add`` would update
+``DenseStore`` (exactly these)             and ``add_all`` would miss
+=========================================  ====================================================
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
 
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
+
+from .._dependency_internals import warn_changed_internal
 
 __all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch"]
 
@@ -28,6 +60,80 @@ _ceil = math.ceil
 # that thousands of upstreams' buffers stay smaller than their sketches.
 _BATCH = 64
 
+# The attributes of a new DDSketch and of its DenseStore: the state add() changes lives there.
+_SKETCH_ATTRIBUTES: Final = frozenset(
+    {
+        "_mapping",
+        "_store",
+        "_negative_store",
+        "_zero_count",
+        "_relative_accuracy",
+        "_count",
+        "_sum",
+        "_min",
+        "_max",
+    }
+)
+_STORE_ATTRIBUTES: Final = frozenset(
+    {"bins", "chunk_size", "count", "max_key", "min_key", "offset"}
+)
+# Durations (seconds) on which the mapping's key must equal the inlined formula.
+_KEY_SAMPLES: Final = (1e-9, 0.000123, 0.0157, 1.0, 2.5, 987.6, 1e9)
+# Keys no empty store's bounds may hold between them.
+_KEY_PROBES: Final = (-(10**6), -1, 0, 1, 10**6)
+
+
+def changed_sketch_internal(sketch: DDSketch) -> str | None:
+    """The first ddsketch internal ``add_all`` uses that a new, empty ``sketch`` does not have
+    in the expected shape (see the module docstring), None when all of them fit."""
+    if vars(sketch).keys() != _SKETCH_ATTRIBUTES:
+        return "DDSketch's attributes"
+    mapping, store = sketch._mapping, sketch._store
+    if type(mapping) is not LogarithmicMapping:
+        return "DDSketch._mapping"
+    for name in ("_count", "_sum", "_min", "_max"):
+        if not isinstance(getattr(sketch, name), (int, float)):
+            return f"DDSketch.{name}"
+    multiplier = getattr(mapping, "_multiplier", None)
+    if not (isinstance(multiplier, float) and 0.0 < multiplier < _INF):
+        return "LogarithmicMapping._multiplier"
+    if getattr(mapping, "_offset", None) != 0.0:
+        return "LogarithmicMapping._offset"
+    if any(mapping.key(value) != _ceil(_log(value, 2) * multiplier) for value in _KEY_SAMPLES):
+        return "LogarithmicMapping._log_gamma"
+    if type(store) is not DenseStore:
+        return "DDSketch._store"
+    if vars(store).keys() != _STORE_ATTRIBUTES:
+        return "DenseStore's attributes"
+    if not isinstance(store.bins, list):
+        return "DenseStore.bins"
+    if not isinstance(store.offset, int):
+        return "DenseStore.offset"
+    if not isinstance(store.count, (int, float)):
+        return "DenseStore.count"
+    low, high = store.min_key, store.max_key
+    if not (isinstance(low, int) and isinstance(high, int)) or any(
+        low <= key <= high for key in _KEY_PROBES
+    ):
+        return "DenseStore.min_key/max_key"
+    return None
+
+
+@functools.cache
+def batch_path_fits(relative_accuracy: float) -> bool:
+    """Whether ``_BatchDDSketch.add_all`` may use ddsketch's internals (checked on a new
+    ``DDSketch`` once per accuracy); warns once when it may not."""
+    changed = changed_sketch_internal(DDSketch(relative_accuracy))
+    if changed is None:
+        return True
+    warn_changed_internal(
+        "ddsketch",
+        changed,
+        "the batch path of LatencySketch is off: each value goes through DDSketch.add "
+        "(the same results, slower)",
+    )
+    return False
+
 
 class _BatchDDSketch(DDSketch):
     """``DDSketch`` with ``add_all``: many values at once, the state held in local variables.
@@ -35,28 +141,26 @@ class _BatchDDSketch(DDSketch):
     The library's ``add`` makes five Python calls and a dozen attribute updates per value,
     which cost more than all of a span's other statistics. ``add_all`` ends in exactly the
     state that ``add`` called on each pair in turn would leave (same keys, bins, and counts and
-    sums accumulated in the same order), for what ``DDSketch`` builds: a logarithmic mapping
-    without offset and dense stores. Anything else (zero, negative or tiny values, a key outside
-    the store's current range, another mapping or store in a future ddsketch) goes through
-    the library's ``add``.
+    sums accumulated in the same order), using the internals listed in the module docstring.
+    Anything else (zero, negative or tiny values, a key outside the store's current range, or
+    internals that do not fit: ``batch_path_fits``) goes through the library's ``add``.
     """
 
     def __init__(self, relative_accuracy: float) -> None:
         super().__init__(relative_accuracy)
-        mapping, store = self._mapping, self._store
-        inline = (
-            type(mapping) is LogarithmicMapping
-            and mapping._offset == 0.0
-            and type(store) is DenseStore
-        )
-        # Values above this take the inlined path: positive values the mapping tells from 0
-        # (none at all when the mapping or store is not the expected one).
-        self._inline_above: float = mapping.min_possible if inline else _INF
-        # 1/log2(gamma): log(value, 2) * multiplier is the mapping's _log_gamma.
-        self._multiplier: float = mapping._multiplier
+        self._batched = batch_path_fits(relative_accuracy)
+        if self._batched:
+            # Values above this take the inlined path: positive values the mapping tells from 0.
+            self._inline_above: float = self._mapping.min_possible
+            # 1/log2(gamma): log(value, 2) * multiplier is the mapping's _log_gamma.
+            self._multiplier: float = self._mapping._multiplier
 
     def add_all(self, pairs: Iterable[tuple[float, float]]) -> None:
         """``add(value, weight)`` for each pair, in order."""
+        if not self._batched:
+            for value, weight in pairs:
+                self.add(value, weight)
+            return
         rest = iter(pairs)
         while (odd := self._add_inlined(rest)) is not None:
             self.add(*odd)  # may grow the store, or raise
@@ -70,7 +174,7 @@ class _BatchDDSketch(DDSketch):
             for value, weight in pairs:
                 if value > above and weight > 0.0:
                     key = _ceil(_log(value, 2) * multiplier)
-                    # Empty, the store's bounds are infinities that no key is between.
+                    # Empty, the store's bounds are sentinels that no key is between.
                     if low_key <= key <= high_key:
                         bins[key - offset] += weight
                         stored += weight

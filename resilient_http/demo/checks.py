@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 from resilient_http.analysis.model import UpstreamReport
 from resilient_http.analysis.report import Analysis
+from resilient_http.config import THROTTLING_STATUSES
 from resilient_http.demo.load import RunResult
 
 __all__ = ["Check", "cross_check"]
-
-_THROTTLING = (429, 503)
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
         row = UpstreamReport(run.upstream_address, None, None, "none")
     load, upstream = run.load, run.upstream
     dropped = upstream.stale_closes + upstream.resets + upstream.disconnects
-    throttled = sum(upstream.responses_by_status.get(status, 0) for status in _THROTTLING)
+    throttled = sum(upstream.responses_by_status.get(status, 0) for status in THROTTLING_STATUSES)
     return [
         Check("calls", _whole(row.requests), load.calls, "demo: calls made"),
         Check(

@@ -4,32 +4,68 @@ A collector that is down must cost the application a logged line now and then, n
 (the OTLP exporters log every failed batch and every retry) and never an exception in a request.
 The wrappers here count failures and log a summary at most once per interval; the filter mutes
 the exporters' own lines while ``configure_telemetry``'s handle is open.
+
+Two kinds of OpenTelemetry internals are used, each checked where it is used, pinned against the
+installed packages by ``tests/telemetry/test_export_failures.py``, and where one is missing or
+changed, one ``RuntimeWarning`` names it and the wrapper goes on without it:
+
+============================================  ===============================================
+internal (shape checked)                      what it buys (and what is lost without it)
+============================================  ===============================================
+``MetricExporter._preferred_temporality``     the reader takes temporality and aggregation
+and ``_preferred_aggregation`` (each None     from the exporter it is given, this wrapper:
+or a dict keyed by instrument classes, of     copied from the wrapped one, they keep its
+``AggregationTemporality`` / ``Aggregation``  ``OTEL_EXPORTER_OTLP_METRICS_*`` preferences, as
+values), read from the wrapped exporter       SPEC's "exporters from OTEL_* env" asks (else
+                                              None: the SDK's defaults)
+the exporters' logger names                   their per-batch lines are muted (else they are
+(``_EXPORTER_LOGGERS``; one is the private    logged as the exporters write them); checked
+module ``opentelemetry.sdk.metrics.           for the modules already imported: each has a
+_internal.export``)                           module-level logger of that name
+============================================  ===============================================
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.metrics import Instrument
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .._dependency_internals import warn_changed_internal
 
 __all__ = ["QuietExporterLogs", "QuietMetricExporter", "QuietSpanExporter"]
 
 log: Final = logging.getLogger("resilient_http")
-# Loggers through which the OTLP exporters report each failed batch and each retry.
+# Loggers through which the OTLP exporters report each failed batch and each retry: each is
+# the module-level logger of the module of that name, in the distribution named with it.
 _EXPORTER_LOGGERS: Final = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.sdk.trace.export",
-    "opentelemetry.sdk.metrics._internal.export",
+    (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry-exporter-otlp-proto-http",
+    ),
+    (
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "opentelemetry-exporter-otlp-proto-http",
+    ),
+    ("opentelemetry.exporter.otlp.proto.grpc.exporter", "opentelemetry-exporter-otlp-proto-grpc"),
+    ("opentelemetry.exporter.otlp.common.http", "opentelemetry-exporter-otlp-common"),
+    ("opentelemetry.sdk.trace.export", "opentelemetry-sdk"),
+    ("opentelemetry.sdk.metrics._internal.export", "opentelemetry-sdk"),
 )
 
 
@@ -85,8 +121,8 @@ class QuietMetricExporter(MetricExporter):
 
     def __init__(self, inner: MetricExporter, interval: float) -> None:
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=preference_of(inner, "_preferred_temporality"),
+            preferred_aggregation=preference_of(inner, "_preferred_aggregation"),
         )
         self._inner = inner
         self._report = _FailureReport(f"metrics with {type(inner).__name__}", interval)
@@ -118,10 +154,55 @@ class QuietExporterLogs(logging.Filter):
     @classmethod
     def install(cls) -> QuietExporterLogs:
         quiet = cls()
-        for name in _EXPORTER_LOGGERS:
+        for name, distribution in _EXPORTER_LOGGERS:
+            if not logger_name_fits(name):
+                warn_changed_internal(
+                    distribution,
+                    f"the logger {name}",
+                    "that module's exporter lines are not muted",
+                )
             logging.getLogger(name).addFilter(quiet)
         return quiet
 
     def remove(self) -> None:
-        for name in _EXPORTER_LOGGERS:
+        for name, _ in _EXPORTER_LOGGERS:
             logging.getLogger(name).removeFilter(self)
+
+
+# What each preference of a MetricExporter maps an instrument class to.
+_PREFERENCE_VALUES: Final = {
+    "_preferred_temporality": AggregationTemporality,
+    "_preferred_aggregation": Aggregation,
+}
+_MISSING: Final = object()
+
+
+def preference_of(exporter: MetricExporter, name: str) -> dict[type, Any] | None:
+    """``exporter``'s preference ``name`` (see ``_PREFERENCE_VALUES``), or None (the SDK's
+    default) with one warning when it is missing or of another shape."""
+    preference = getattr(exporter, name, _MISSING)
+    if preference is None or (
+        type(preference) is dict
+        and all(
+            isinstance(key, type)
+            and issubclass(key, Instrument)
+            and isinstance(value, _PREFERENCE_VALUES[name])
+            for key, value in preference.items()
+        )
+    ):
+        return preference
+    warn_changed_internal(
+        "opentelemetry-sdk",
+        f"MetricExporter.{name}",
+        f"{type(exporter).__name__}'s preference is not passed on (the SDK's default applies)",
+    )
+    return None
+
+
+def logger_name_fits(name: str) -> bool:
+    """Whether the module ``name``, when imported, logs through a module-level logger ``name``
+    (a module not imported is not checked: it logs nothing)."""
+    module = sys.modules.get(name)
+    return module is None or any(
+        isinstance(value, logging.Logger) and value.name == name for value in vars(module).values()
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from .. import pool
@@ -233,9 +233,13 @@ def server_attributes(host: str, port: int | None) -> dict[str, str | int]:
 def is_api_proxy(provider: object) -> bool:
     """Whether ``provider`` is the API's global stand-in, handed out until one is set.
 
-    The meter's proxy class is private to the API, so it is matched by name.
+    The meter's stand-in has no public class: it is the one ``MeterProvider`` the API package
+    defines besides ``NoOpMeterProvider`` (``tests/telemetry/test_instruments.py`` pins that).
     """
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return True
     return (
-        isinstance(provider, trace.ProxyTracerProvider)
-        or type(provider).__name__ == "_ProxyMeterProvider"
+        isinstance(provider, metrics.MeterProvider)
+        and not isinstance(provider, metrics.NoOpMeterProvider)
+        and f"{type(provider).__module__}.".startswith(f"{metrics.__name__}.")
     )

@@ -30,14 +30,11 @@ __all__ = [
     "RETRY_DELAY",
     "RETRY_EVENT",
     "RETRY_REASON",
-    "RETRY_REASONS",
     "REUSED",
     "SDK_METRICS",
     "SDK_SCOPE",
     "STATUS",
     "SUPPRESSION_REASON",
-    "SUPPRESSION_REASONS",
-    "THROTTLE_STATUSES",
 ]
 
 # Instrumentation scopes. CLIENT attempt spans may come from the contrib aiohttp instrumentation.
@@ -89,16 +86,3 @@ SDK_METRICS = frozenset(
         POOL_LIMIT,
     }
 )
-
-# Retry reasons, in the order reports list them.
-RETRY_REASONS = ("connection_closed", "connect_error", "timeout", "throttled", "server_error")
-SUPPRESSION_REASONS = (
-    "budget",
-    "deadline",
-    "retry_after_too_long",
-    "not_idempotent",
-    "body_not_replayable",
-)
-
-# 429 and 503 are "throttled" (SPEC, Retry semantics).
-THROTTLE_STATUSES = frozenset({429, 503})

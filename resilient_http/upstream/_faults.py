@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import THROTTLING_STATUSES
 from ._http import http_date
 from ._plan import FaultPlan, RetryAfter, RetryAfterForm, ScriptStep
 
@@ -33,7 +34,6 @@ _GARBAGE_RETRY_AFTER = (
     "120 seconds",
 )
 _ABSURD_RETRY_AFTER = "99999999999"
-_THROTTLE_STATUSES = frozenset({429, 503})
 # Throttled requests owed a pass (`Throttle(repeat=False)`) whose retry never came (a client
 # that does not retry leaves one per throttle): the oldest are forgotten past this many.
 _MAX_OWED_PASSES = 65_536
@@ -178,7 +178,7 @@ class FaultEngine:
         """Add Retry-After (throttling statuses only), latency and a slow body."""
         plan = self.plan
         headers = b""
-        if retry_after is not None and status in _THROTTLE_STATUSES:
+        if retry_after is not None and status in THROTTLING_STATUSES:
             headers = self._retry_after_header(retry_after.form, retry_after.seconds)
         delay = plan.latency.sample(self._latency_rng) if plan.latency is not None else 0.0
         slow_chunks, slow_delay = 0, 0.0
