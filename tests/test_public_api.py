@@ -82,4 +82,5 @@ async def test_recorder_sees_only_the_calls_made_inside_it() -> None:
             await resp.read()
     assert [(a.number, a.status) for a in inner.attempts] == [(1, 200)]
     assert [(a.number, a.status) for a in outer.attempts] == [(1, 200), (1, 200)]
-    assert outer.retries == outer.suppressions == []
+    assert outer.retries == []
+    assert outer.suppressions == []
