@@ -181,19 +181,17 @@ class Pipeline:
         """One logical call, as a coroutine; its deadline counts from now (the call to
         ``client.get()`` and the like), as the caller sees it."""
         expires_at = self._clock() + deadline
+        call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
         if not self._listeners.may_listen():
-            call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
             return self._proceed(call)  # nothing to report: no coroutine of ours around it
-        return self._observed(
-            Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
-        )
+        return self._observed(call)
 
-    async def _observed(self, call: Call) -> aiohttp.ClientResponse:
+    async def _observed(self, unobserved: Call) -> aiohttp.ClientResponse:
         # Started here, not in send(): a coroutine that is never awaited leaves no open span.
-        observer = self._listeners.start_call(call.method, call.target)
+        observer = self._listeners.start_call(unobserved.method, unobserved.target)
         if observer is None:
-            return await self._proceed(call)
-        call = call._replace(observer=observer)
+            return await self._proceed(unobserved)
+        call = Call(*unobserved[:-1], observer)
         try:
             response = await self._proceed(call)
         except BaseException as error:
