@@ -78,8 +78,8 @@ class AttemptStage:
         finally:
             end_attempt(token)
         acquired = record.acquired
-        if acquired is None:  # failed before a connection was acquired
-            acquired = (self.upstream_of(call.target), None)
+        if acquired is None:  # a connector of the application's, or no connection acquired
+            acquired = (self.upstream_of(call.target), record.reused)
         outcome = AttemptOutcome(received, failure, *acquired)
         if observer is not None:
             response = outcome.response

@@ -92,13 +92,16 @@ class AttemptRecord:
     """What the attempt stage asks of the connector for one attempt, and what the connector
     did: the one channel between them, through a context variable of the attempt's task."""
 
-    __slots__ = ("acquired", "fresh")
+    __slots__ = ("acquired", "fresh", "reused")
 
     def __init__(self, fresh: bool) -> None:
         #: the attempt wants a newly opened connection, not an idle pooled one
         self.fresh = fresh
         #: (``host:port``, reused from the pool: None if unknown) of the connection acquired
         self.acquired: tuple[str, bool | None] | None = None
+        #: whether the connection was reused, as aiohttp's trace signals tell it (for a
+        #: connector the SDK did not build: no ``acquired`` then)
+        self.reused: bool | None = None
 
 
 def begin_attempt(fresh: bool) -> tuple[AttemptRecord, Token[AttemptRecord | None]]:

@@ -72,9 +72,11 @@ __all__ = [
     "cleanup_closed_needed",
     "create_connector",
     "disable_hidden_resend",
+    "is_observed",
     "live_host_counters",
     "observe_pool",
     "pool_stats",
+    "reuse_trace_config",
     "upstream_label",
 ]
 
@@ -152,6 +154,33 @@ def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
     if isinstance(connector, _ObservedConnector):
         return connector.snapshot()
     return _stats_from_internals(connector)
+
+
+def reuse_trace_config() -> aiohttp.TraceConfig:
+    """aiohttp's public connection signals, telling the attempt in flight whether its
+    connection was reused: how a connector the application built (not ``create_connector``'s,
+    which keeps its own counters) still lets a stale connection's retry be told apart."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_reuseconn.append(_note_reused)
+    config.on_connection_create_end.append(_note_new)
+    return config
+
+
+async def _note_reused(session: object, context: object, params: object) -> None:
+    record = current_attempt()
+    if record is not None:
+        record.reused = True
+
+
+async def _note_new(session: object, context: object, params: object) -> None:
+    record = current_attempt()
+    if record is not None:
+        record.reused = False
+
+
+def is_observed(connector: aiohttp.BaseConnector) -> bool:
+    """Whether ``connector`` was built by ``create_connector`` (it keeps the SDK's counters)."""
+    return isinstance(connector, _ObservedConnector)
 
 
 def disable_hidden_resend(session: aiohttp.ClientSession) -> None:

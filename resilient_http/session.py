@@ -7,24 +7,36 @@ Pool mechanics live in ``pool.py``, settings in ``config.py``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Final, Literal
 
 import aiohttp
+from aiohttp.abc import AbstractCookieJar
+from multidict import CIMultiDict, istr
 from opentelemetry import metrics, trace
 from yarl import URL
 
 from ._attempt import AttemptStage
 from ._budget import RetryBudget
+from ._drop_in import SessionAttribute
 from ._exceptions import ConfigError
 from ._listeners import SessionListeners
 from ._pipeline import Pipeline, build_pipeline
 from ._retrying import RetryLoop
 from .config import ClientConfig, RetryPolicy
-from .pool import PoolStats, create_connector, disable_hidden_resend, observe_pool, pool_stats
+from .pool import (
+    PoolStats,
+    create_connector,
+    disable_hidden_resend,
+    is_observed,
+    observe_pool,
+    pool_stats,
+    reuse_trace_config,
+)
 from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
 
@@ -142,6 +154,9 @@ class ResilientSession:
         if connector is None:
             connector = create_connector(self.config)
             connector_owner = True
+        elif not is_observed(connector):  # still tell a stale pooled connection apart
+            given = session_kwargs.get("trace_configs") or ()
+            session_kwargs["trace_configs"] = [*given, reuse_trace_config()]
         self._session = aiohttp.ClientSession(
             base_url=base_url,
             connector=connector,
@@ -174,10 +189,40 @@ class ResilientSession:
             clock,
         )
 
+    # aiohttp.ClientSession's attributes, each read from the session wrapped (aiohttp's meaning).
+    ATTRS: Final = aiohttp.ClientSession.ATTRS
+    auth: SessionAttribute[aiohttp.BasicAuth | None] = SessionAttribute()
+    auto_decompress: SessionAttribute[bool] = SessionAttribute()
+    connector: SessionAttribute[aiohttp.BaseConnector | None] = SessionAttribute()
+    connector_owner: SessionAttribute[bool] = SessionAttribute()
+    cookie_jar: SessionAttribute[AbstractCookieJar] = SessionAttribute()
+    headers: SessionAttribute[CIMultiDict[str]] = SessionAttribute()
+    json_serialize: SessionAttribute[Callable[[Any], str]] = SessionAttribute()
+    loop: SessionAttribute[asyncio.AbstractEventLoop] = SessionAttribute()
+    raise_for_status: SessionAttribute[
+        bool | Callable[[aiohttp.ClientResponse], Awaitable[None]]
+    ] = SessionAttribute()
+    requote_redirect_url: SessionAttribute[bool] = SessionAttribute()
+    skip_auto_headers: SessionAttribute[frozenset[istr]] = SessionAttribute()
+    timeout: SessionAttribute[aiohttp.ClientTimeout] = SessionAttribute()
+    trace_configs: SessionAttribute[list[aiohttp.TraceConfig]] = SessionAttribute()
+    trust_env: SessionAttribute[bool] = SessionAttribute()
+    version: SessionAttribute[aiohttp.HttpVersion] = SessionAttribute()
+
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The underlying ``aiohttp.ClientSession`` (``ws_connect`` and the rest pass through)."""
+        """The underlying ``aiohttp.ClientSession``, sharing the connector."""
         return self._session
+
+    def ws_connect(self, url: StrOrURL, **kwargs: Any) -> Any:
+        """``aiohttp.ClientSession.ws_connect``, as aiohttp does it: a websocket is not retried
+        (its handshake is one attempt) and not traced by the SDK."""
+        return self._session.ws_connect(url, **kwargs)
+
+    def detach(self) -> None:
+        """Detach the connector without closing it; the session is closed, as in aiohttp."""
+        self._session.detach()
+        self._stop_reporting()
 
     @property
     def closed(self) -> bool:
@@ -194,8 +239,12 @@ class ResilientSession:
     async def close(self) -> None:
         """Close the session and, when it owns it, the connector; idempotent."""
         await self._session.close()
+        self._stop_reporting()
+
+    def _stop_reporting(self) -> None:
         if self._stop_reporting_pool is not None:
             self._stop_reporting_pool()
+            self._stop_reporting_pool = None
 
     async def __aenter__(self) -> ResilientSession:
         return self

@@ -1,0 +1,165 @@
+"""``ResilientSession`` as a drop-in for ``aiohttp.ClientSession``: its whole public surface,
+with aiohttp's meaning, and the behaviours a caller-supplied connector must keep."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import resilient_http as rh
+from resilient_http.upstream import FaultPlan, FaultyUpstream, Script
+from tests.servers import RecordingServer
+
+_NO_RETRY = rh.RetryPolicy(max_attempts=1)
+
+
+def test_every_public_attribute_of_client_session_is_offered() -> None:
+    """Fails when aiohttp grows a public attribute that ResilientSession does not offer."""
+    public = {name for name in dir(aiohttp.ClientSession) if not name.startswith("_")}
+    missing = sorted(name for name in public if not hasattr(rh.ResilientSession, name))
+    assert missing == []
+
+
+async def test_attributes_mean_what_aiohttp_says(recording_server: RecordingServer) -> None:
+    async def raise_for(response: aiohttp.ClientResponse) -> None:
+        return None
+
+    trace = aiohttp.TraceConfig()
+    async with rh.ResilientSession(
+        headers={"X-Team": "payments"},
+        raise_for_status=raise_for,
+        trace_configs=[trace],
+        skip_auto_headers=("User-Agent",),
+        json_serialize=json.dumps,
+        requote_redirect_url=False,
+        trust_env=True,
+        auto_decompress=False,
+        version=aiohttp.HttpVersion10,
+    ) as client:
+        wrapped = client.session
+        for name in (
+            "headers",
+            "auth",
+            "raise_for_status",
+            "skip_auto_headers",
+            "json_serialize",
+            "requote_redirect_url",
+            "trust_env",
+            "auto_decompress",
+            "version",
+            "timeout",
+            "cookie_jar",
+            "connector",
+            "connector_owner",
+            "trace_configs",
+        ):
+            assert getattr(client, name) == getattr(wrapped, name), name
+        assert client.headers["X-Team"] == "payments"
+        assert client.raise_for_status is raise_for
+        assert client.trace_configs == [trace]  # the SDK adds none to a connector of its own
+        assert client.timeout == aiohttp.ClientTimeout(total=30, connect=5, sock_read=10)
+        assert client.connector is not None
+        assert client.connector_owner
+        assert client.ATTRS == aiohttp.ClientSession.ATTRS
+        async with client.get(recording_server.url("/echo")) as resp:
+            assert resp.request_info.headers["X-Team"] == "payments"
+    assert client.closed
+
+
+async def test_a_login_flow_reads_and_sends_cookies() -> None:
+    async def login(request: web.Request) -> web.Response:
+        response = web.Response(text="in")
+        response.set_cookie("sid", "s-42")
+        return response
+
+    async def whoami(request: web.Request) -> web.Response:
+        return web.Response(text=request.cookies.get("sid", "nobody"))
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    app.router.add_get("/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        # cookies from an IP address are kept only by an "unsafe" jar, as in aiohttp
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with rh.ResilientSession(base_url=base, cookie_jar=jar) as client:
+            assert client.cookie_jar is jar
+            async with client.post("/login") as resp:
+                assert await resp.text() == "in"
+            assert {cookie.key: cookie.value for cookie in client.cookie_jar} == {"sid": "s-42"}
+            async with client.get("/whoami") as resp:
+                assert await resp.text() == "s-42"
+    finally:
+        await runner.cleanup()
+
+
+async def test_ws_connect_and_detach() -> None:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(f"echo {message.data}")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/ws"
+    try:
+        client = rh.ResilientSession()
+        async with client.ws_connect(url) as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive_str()) == "echo hi"
+        connector = client.connector
+        assert connector is not None
+        client.detach()
+        assert client.closed
+        assert not connector.closed  # detached, not closed: the caller owns it now
+        await connector.close()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("retry", [_NO_RETRY, None], ids=["retries-off", "defaults"])
+async def test_a_failure_through_a_callers_connector_leaves_nothing_open(
+    retry: rh.RetryPolicy | None,
+) -> None:
+    """The upstream closes every request unanswered; with limit=1, a connection left acquired
+    would make the second call hang, and an unclosed socket is an error under -W error."""
+    plan = FaultPlan(scripts=(Script(("close",) * 10, path="/x"),))
+    async with FaultyUpstream(plan) as upstream:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with rh.ResilientSession(connector=connector, retry=retry) as client:
+            for _ in range(2):
+                async with asyncio.timeout(10):  # a safety net: a leak hangs here
+                    with pytest.raises(aiohttp.ClientConnectionError):
+                        await client.get(f"{upstream.url}/x")
+            stats = client.pool_stats()
+            assert (stats.active, stats.waiting) == (0, 0)
+        assert connector.closed
+    gc.collect()  # an unclosed transport would warn (an error here) when collected
+
+
+async def test_a_callers_connector_still_gets_the_free_stale_retry() -> None:
+    """With retries off and aiohttp's hidden resend switched off, a stale keep-alive
+    connection through a connector the application built is still resent, once, for free."""
+    async with FaultyUpstream(FaultPlan(stale_after=1)) as upstream:
+        connector = aiohttp.TCPConnector(limit=1)
+        with rh.testing.record() as recorder:
+            async with rh.ResilientSession(connector=connector, retry=_NO_RETRY) as client:
+                for _ in range(2):
+                    async with client.get(f"{upstream.url}/x") as resp:
+                        assert resp.status == 200
+    assert [(r.reason, r.free) for r in recorder.retries] == [("connection_closed", True)]
+    assert [a.reused for a in recorder.attempts] == [False, True, False]
+    assert upstream.stats().stale_closes == 1
