@@ -11,7 +11,7 @@ from . import testing
 from ._exceptions import ConfigError, ConfigWarning
 from ._version import __version__
 from .config import ClientConfig, RetryPolicy, TimeoutConfig
-from .pool import HostPoolStats, PoolStats
+from .pool import HostPoolStats, PoolStats, create_connector, pool_stats
 from .session import RequestContextManager, ResilientSession
 from .telemetry.setup import TelemetryHandle, configure_telemetry
 
@@ -28,5 +28,7 @@ __all__ = [
     "TimeoutConfig",
     "__version__",
     "configure_telemetry",
+    "create_connector",
+    "pool_stats",
     "testing",
 ]

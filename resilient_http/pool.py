@@ -110,12 +110,20 @@ def cleanup_closed_needed() -> bool:
 
 
 def create_connector(
-    config: ClientConfig, observer: PoolObserver | None = None
+    config: ClientConfig | None = None, observer: PoolObserver | None = None
 ) -> aiohttp.TCPConnector:
-    """An ``aiohttp.TCPConnector`` tuned by ``config`` and observed by the SDK's pool counters.
+    """An ``aiohttp.TCPConnector`` tuned by ``config`` (default ``ClientConfig.from_env()``)
+    and observed by the SDK's pool counters, for an ``aiohttp.ClientSession`` of your own.
 
-    Must be called with an event loop running, as aiohttp's own constructor requires.
+    Must be called with an event loop running, as aiohttp's own constructor requires::
+
+        connector = rh.create_connector()
+        async with aiohttp.ClientSession(connector=connector) as session:
+            ...
+            print(rh.pool_stats(connector).active)
     """
+    if config is None:
+        config = ClientConfig.from_env()
     cleanup = config.enable_cleanup_closed
     needed = cleanup_closed_needed()
     if cleanup is True and not needed:
@@ -150,7 +158,8 @@ def observe_pool(connector: aiohttp.BaseConnector, observer: PoolObserver) -> No
 
 
 def pool_stats(connector: aiohttp.BaseConnector) -> PoolStats:
-    """A snapshot of ``connector``'s pool; call it on the event loop thread."""
+    """A snapshot of ``connector``'s pool (``create_connector``'s, or any aiohttp connector);
+    call it on the event loop thread."""
     if isinstance(connector, _ObservedConnector):
         return connector.snapshot()
     return _stats_from_internals(connector)

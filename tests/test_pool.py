@@ -207,3 +207,19 @@ async def test_pool_wait_is_reported(recording_server: RecordingServer) -> None:
     assert label == f"127.0.0.1:{recording_server.port}"
     assert held_until - held_from <= waited <= after - before  # the pool's clock is monotonic too
     assert acquisitions(connector) == [(f"127.0.0.1:{recording_server.port}", 1, 1)]
+
+
+async def test_the_public_connector_serves_a_client_session_of_ones_own(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESILIENT_HTTP_LIMIT_PER_HOST", "3")
+    connector = rh.create_connector()  # settings from the environment
+    async with aiohttp.ClientSession(connector=connector) as session:
+        assert isinstance(session, aiohttp.ClientSession)
+        tasks = await _hold_requests(recording_server, session, 5)
+        await recording_server.wait_for(lambda s: s.in_flight == 3)
+        await until(lambda: rh.pool_stats(connector).waiting == 2)
+        stats = rh.pool_stats(connector)
+        assert (stats.limit_per_host, stats.active, stats.open) == (3, 3, 3)
+        recording_server.release()
+        assert await asyncio.gather(*tasks) == [200] * 5

@@ -19,6 +19,8 @@ EXPECTED_PUBLIC_NAMES = {
     "TimeoutConfig",
     "__version__",
     "configure_telemetry",
+    "create_connector",
+    "pool_stats",
     "testing",
 }
 
