@@ -9,6 +9,7 @@ The public names are those in ``__all__``; every other module is private to the 
 
 from . import testing
 from ._exceptions import ConfigError, ConfigWarning
+from ._middleware import middleware
 from ._version import __version__
 from .config import ClientConfig, RetryPolicy, TimeoutConfig
 from .pool import HostPoolStats, PoolStats, create_connector, pool_stats
@@ -29,6 +30,7 @@ __all__ = [
     "__version__",
     "configure_telemetry",
     "create_connector",
+    "middleware",
     "pool_stats",
     "testing",
 ]

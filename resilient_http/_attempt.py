@@ -20,7 +20,7 @@ from ._events import AttemptEvent
 from ._pipeline import AttemptOutcome, AttemptSpec, Call
 from ._pool_state import begin_attempt, end_attempt, upstream_label
 
-__all__ = ["AttemptStage", "attempt_timeout", "upstream_of"]
+__all__ = ["AttemptStage", "attempt_ended", "attempt_timeout", "upstream_of"]
 
 #: An attempt made with the deadline already (nearly) past still gets this long, so that it
 #: fails as aiohttp's own timeout does rather than with an error of ours.
@@ -77,25 +77,10 @@ class AttemptStage:
             failure = error
         finally:
             end_attempt(token)
-        acquired = record.acquired
-        if acquired is None:  # a connector of the application's, or no connection acquired
-            acquired = (self.upstream_of(call.target), record.reused)
-        outcome = AttemptOutcome(received, failure, *acquired)
-        if observer is not None:
-            response = outcome.response
-            observer.attempt_ended(
-                AttemptEvent(
-                    method=call.method,
-                    upstream=outcome.upstream,
-                    number=attempt.number,
-                    status=response.status if response is not None else None,
-                    error=outcome.error,
-                    reused=outcome.reused,
-                    fresh=attempt.fresh,
-                    duration=time.perf_counter() - started,
-                )
-            )
-        return outcome
+        upstream, reused = record.acquired or (self.upstream_of(call.target), record.reused)
+        return attempt_ended(
+            call, attempt, AttemptOutcome(received, failure, upstream, reused), started
+        )
 
     def upstream_of(self, url: Any) -> str:
         """``host:port`` of an absolute URL, for failures before any connection was acquired."""
@@ -107,6 +92,28 @@ class AttemptStage:
                 self._upstreams.clear()
             self._upstreams[key] = found
         return found
+
+
+def attempt_ended(
+    call: Call, attempt: AttemptSpec, outcome: AttemptOutcome, started: float
+) -> AttemptOutcome:
+    """``outcome``, reported to the call's observer (``started``: its ``perf_counter``)."""
+    observer = call.observer
+    if observer is not None:
+        response = outcome.response
+        observer.attempt_ended(
+            AttemptEvent(
+                method=call.method,
+                upstream=outcome.upstream,
+                number=attempt.number,
+                status=response.status if response is not None else None,
+                error=outcome.error,
+                reused=outcome.reused,
+                fresh=attempt.fresh,
+                duration=time.perf_counter() - started,
+            )
+        )
+    return outcome
 
 
 def upstream_of(url: Any) -> str:

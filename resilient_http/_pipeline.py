@@ -68,6 +68,9 @@ class Call(NamedTuple):
     """The per-attempt template; each attempt's ``total`` is cut to the time left."""
     observer: CallObserver | None
     """Who listens to this call; None = nobody (nothing is reported)."""
+    exchange: Any = None
+    """What the entry point hands its own attempt stage (the middleware: aiohttp's request and
+    the handler that sends it); None for ``ResilientSession``."""
 
 
 class AttemptSpec(NamedTuple):
@@ -182,6 +185,10 @@ class Pipeline:
         ``client.get()`` and the like), as the caller sees it."""
         expires_at = self._clock() + deadline
         call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
+        return self.run(call)
+
+    def run(self, call: Call) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+        """Run a call whose facts the entry point made (its deadline fixed already)."""
         if not self._listeners.may_listen():
             return self._proceed(call)  # nothing to report: no coroutine of ours around it
         return self._observed(call)
@@ -191,7 +198,7 @@ class Pipeline:
         observer = self._listeners.start_call(unobserved.method, unobserved.target)
         if observer is None:
             return await self._proceed(unobserved)
-        call = Call(*unobserved[:-1], observer)
+        call = unobserved._replace(observer=observer)
         try:
             response = await self._proceed(call)
         except BaseException as error:

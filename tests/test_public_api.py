@@ -20,6 +20,7 @@ EXPECTED_PUBLIC_NAMES = {
     "__version__",
     "configure_telemetry",
     "create_connector",
+    "middleware",
     "pool_stats",
     "testing",
 }

@@ -1,0 +1,127 @@
+"""The aiohttp-native entry point: ``rh.middleware()`` for a ``ClientSession`` of one's own.
+
+The same pipeline as ``ResilientSession`` (deadline, retries with budget, the same strategies,
+telemetry and recorders through the same event channel), with a different innermost stage:
+an attempt is a call of aiohttp's middleware ``handler``, not a ``ClientSession.request``.
+Used with ``rh.create_connector()``, the pool's counters and the fresh connection of a stale
+connection's retry work as in ``ResilientSession``.
+
+What aiohttp's public middleware API cannot carry (the README names each):
+
+- every attempt runs under the one ``ClientTimeout`` of the request (aiohttp arms it once per
+  ``ClientSession.request``), so the deadline bounds the waits between attempts, and the
+  session's own ``timeout`` bounds the attempts;
+- aiohttp resends an idempotent request once when a closed connection escapes the middleware
+  chain (after the SDK's own attempts), by running the whole chain again: the SDK sees, counts
+  and reports that as a second logical call;
+- aiohttp's request trace signals fire once per request, not per attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import aiohttp
+from opentelemetry import metrics, trace
+
+from ._attempt import attempt_ended, upstream_of
+from ._budget import RetryBudget
+from ._listeners import SessionListeners
+from ._pipeline import AttemptOutcome, AttemptSpec, Call, Pipeline, build_pipeline
+from ._pool_state import begin_attempt, end_attempt
+from ._retrying import RetryLoop
+from .config import ClientConfig, RetryPolicy
+from .retry import RetryPlan, resolve_plan
+from .telemetry.calls import SessionTelemetry
+
+__all__ = ["middleware"]
+
+Handler = Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
+Middleware = Callable[[aiohttp.ClientRequest, Handler], Awaitable[aiohttp.ClientResponse]]
+#: A timeout no attempt of the middleware reads (aiohttp's request has its own), for ``Call``.
+_UNUSED_TIMEOUT: Final = aiohttp.ClientTimeout()
+
+
+def middleware(
+    config: ClientConfig | None = None,
+    *,
+    retry: RetryPolicy | Any | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Middleware:
+    """An aiohttp client middleware with the SDK's retries, deadline, spans and metrics.
+
+    ``config`` defaults to ``ClientConfig.from_env()``; ``retry`` is as ``ResilientSession``'s
+    (a ``RetryPolicy``, ``False`` or an ``aiohttp_retry`` option). One middleware keeps one
+    retry budget: give each session its own. Example::
+
+        connector = rh.create_connector()
+        async with aiohttp.ClientSession(
+            connector=connector, middlewares=(rh.middleware(),)
+        ) as session:
+            async with session.get(url) as resp:
+                ...
+    """
+    config = config if config is not None else ClientConfig.from_env()
+    plan = resolve_plan(retry, RetryPlan(config.retry))
+    budget_policy = plan.policy if plan is not None else config.retry
+    budget = RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second)
+    pipeline = Pipeline(
+        build_pipeline(
+            call_strategies=(),
+            retries=RetryLoop(budget),
+            attempt_strategies=(),
+            send_attempt=_HandlerStage().send,
+        ),
+        SessionListeners(SessionTelemetry(tracer_provider, meter_provider)),
+    )
+    deadline = config.timeout.total
+
+    async def resilient_http(
+        request: aiohttp.ClientRequest, handler: Handler
+    ) -> aiohttp.ClientResponse:
+        method = request.method
+        call = Call(
+            method=method,
+            url=request.url,
+            target=request.url,
+            kwargs={"headers": request.headers, "data": request.body},
+            plan=plan if plan is not None and plan.covers(method) else None,
+            idempotent=None,
+            expires_at=time.monotonic() + deadline,
+            timeout=_UNUSED_TIMEOUT,
+            observer=None,
+            exchange=(request, handler),
+        )
+        return await pipeline.run(call)
+
+    return resilient_http
+
+
+class _HandlerStage:
+    """One attempt: aiohttp's handler, sending the request down the rest of the chain."""
+
+    async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
+        request, handler = call.exchange
+        observer = call.observer
+        started = 0.0
+        if observer is not None:
+            traced = observer.attempt_started(attempt.number, {"headers": request.headers})
+            for name, value in traced["headers"].items():  # the attempt's trace context
+                request.headers[name] = value
+            started = time.perf_counter()
+        record, token = begin_attempt(attempt.fresh)
+        received: aiohttp.ClientResponse | None = None
+        failure: Exception | None = None
+        try:
+            received = await handler(request)
+        except Exception as error:
+            failure = error
+        finally:
+            end_attempt(token)
+        upstream, reused = record.acquired or (upstream_of(call.target), record.reused)
+        return attempt_ended(
+            call, attempt, AttemptOutcome(received, failure, upstream, reused), started
+        )

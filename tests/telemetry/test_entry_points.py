@@ -1,0 +1,188 @@
+"""The same behaviour through both entry points: ``ResilientSession``, and an
+``aiohttp.ClientSession`` of one's own with ``rh.create_connector()`` and ``rh.middleware()``.
+
+Both run the one pipeline (deadline, retries with budget, telemetry, recorders); only the
+innermost stage differs (a ``ClientSession.request`` per attempt, or the middleware handler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from opentelemetry.trace import SpanKind
+
+import resilient_http as rh
+from resilient_http.upstream import (
+    FaultPlan,
+    FaultyUpstream,
+    RetryAfter,
+    Script,
+    Throttle,
+    down_url,
+)
+from tests.telemetry.conftest import Providers, values_by
+
+Client = Any  # a ResilientSession or an aiohttp.ClientSession: both offer get/post
+ClientFactory = Callable[..., Any]
+
+
+@asynccontextmanager
+async def resilient_session(providers: Providers, **kwargs: Any) -> AsyncIterator[Client]:
+    async with rh.ResilientSession(
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
+        **kwargs,
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def native_session(providers: Providers, **kwargs: Any) -> AsyncIterator[Client]:
+    config = kwargs.pop("config", None)
+    middleware = rh.middleware(
+        config,
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
+        **kwargs,
+    )
+    async with aiohttp.ClientSession(
+        connector=rh.create_connector(config), middlewares=(middleware,)
+    ) as client:
+        yield client
+
+
+@pytest.fixture(params=[resilient_session, native_session], ids=["ResilientSession", "native"])
+def entry(request: pytest.FixtureRequest) -> ClientFactory:
+    factory: ClientFactory = request.param
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _no_waits() -> Iterator[None]:
+    with rh.testing.set_testing(True):
+        yield
+
+
+async def test_throttling_is_retried_with_retry_after(
+    entry: ClientFactory, providers: Providers
+) -> None:
+    plan = FaultPlan(throttle=Throttle(503, first=2, retry_after=RetryAfter("seconds", 2)))
+    with rh.testing.record() as recorder:
+        async with (
+            FaultyUpstream(plan) as upstream,
+            entry(providers) as client,
+            client.get(f"{upstream.url}/x") as resp,
+        ):
+            assert resp.status == 200
+    assert [(r.reason, r.delay) for r in recorder.retries] == [("throttled", 2.0)] * 2
+    assert upstream.stats().responses_by_status == {503: 2, 200: 1}
+    spans = providers.spans()
+    (internal,) = [s for s in spans if s.kind is SpanKind.INTERNAL]
+    attempts = sorted(
+        (s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0
+    )
+    assert [(s.attributes or {}).get("http.response.status_code") for s in attempts] == [
+        503,
+        503,
+        200,
+    ]
+    assert [(s.attributes or {}).get("http.request.resend_count") for s in attempts] == [
+        None,
+        1,
+        2,
+    ]
+    assert {s.parent.span_id for s in attempts if s.parent} == {internal.context.span_id}
+    assert [e.name for e in internal.events] == ["resilient_http.retry"] * 2
+    retries = providers.metrics()["resilient_http.retries"]
+    assert values_by(retries, "resilient_http.retry.reason") == {"throttled": 2}
+
+
+async def test_each_attempt_carries_its_own_trace_context(
+    entry: ClientFactory, providers: Providers
+) -> None:
+    plan = FaultPlan(throttle=Throttle(503, first=1, retry_after=RetryAfter("none")))
+    async with (
+        FaultyUpstream(plan) as upstream,
+        entry(providers) as client,
+        client.get(f"{upstream.url}/x") as resp,
+    ):
+        assert resp.status == 200
+        sent = resp.request_info.headers["traceparent"]
+    attempts = sorted(
+        (s for s in providers.spans() if s.kind is SpanKind.CLIENT),
+        key=lambda s: s.start_time or 0,
+    )
+    assert sent.split("-")[2] == f"{attempts[-1].context.span_id:016x}"
+
+
+async def test_a_post_that_may_have_arrived_is_not_resent(
+    entry: ClientFactory, providers: Providers
+) -> None:
+    plan = FaultPlan(scripts=(Script(("close",), path="/pay"),))
+    with rh.testing.record() as recorder:
+        async with FaultyUpstream(plan) as upstream, entry(providers) as client:
+            with pytest.raises(aiohttp.ServerDisconnectedError) as caught:
+                await client.post(f"{upstream.url}/pay", data=b"x")
+    assert upstream.stats().requests_by_route == {"POST /pay": 1}
+    assert [s.reason for s in recorder.suppressions] == ["not_idempotent"]
+    assert caught.value.__notes__[-1].endswith("no retry: not idempotent")
+
+
+async def test_a_refused_connection_is_retried_then_raised_with_notes(
+    entry: ClientFactory, providers: Providers
+) -> None:
+    with rh.testing.record() as recorder:
+        async with entry(providers) as client:
+            with pytest.raises(aiohttp.ClientConnectorError) as caught:
+                await client.get(down_url("/x?token=s3cret"))
+    notes = caught.value.__notes__
+    assert [note.split(":")[0] for note in notes] == ["attempt 1", "attempt 2", "attempt 3"]
+    assert not any("s3cret" in note for note in notes)
+    assert [r.reason for r in recorder.retries] == ["connect_error"] * 2
+
+
+async def test_retry_false_sends_once(entry: ClientFactory, providers: Providers) -> None:
+    plan = FaultPlan(throttle=Throttle(503, first=1, retry_after=RetryAfter("none")))
+    async with (
+        FaultyUpstream(plan) as upstream,
+        entry(providers, retry=False) as client,
+        client.get(f"{upstream.url}/x") as resp,
+    ):
+        assert resp.status == 503
+    assert upstream.stats().requests == 1
+
+
+async def test_the_native_path_resends_a_stale_connection_itself(providers: Providers) -> None:
+    """The middleware sees a dead reused connection first, and resends it for free on a newly
+    opened one, as ResilientSession does."""
+    with rh.testing.record() as recorder:
+        async with (
+            FaultyUpstream(FaultPlan(stale_after=1)) as upstream,
+            native_session(providers) as client,
+        ):
+            for _ in range(2):
+                async with client.get(f"{upstream.url}/x") as resp:
+                    assert resp.status == 200
+    assert upstream.stats().stale_closes == 1
+    assert [(r.reason, r.free) for r in recorder.retries] == [("connection_closed", True)]
+    assert [(a.reused, a.fresh) for a in recorder.attempts] == [
+        (False, False),
+        (True, False),
+        (False, True),
+    ]
+
+
+async def test_aiohttp_resends_the_whole_middleware_chain_once(providers: Providers) -> None:
+    """The documented gap: a closed connection that escapes the middleware (here after its
+    3 attempts) makes aiohttp run the chain once more, which the SDK sees as a second call."""
+    plan = FaultPlan(scripts=(Script(("close",) * 10, path="/x"),))
+    async with FaultyUpstream(plan) as upstream, native_session(providers) as client:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.get(f"{upstream.url}/x")
+    assert upstream.stats().requests == 6
+    calls = [s for s in providers.spans() if s.kind is SpanKind.INTERNAL]
+    assert len(calls) == 2
