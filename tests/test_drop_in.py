@@ -13,7 +13,7 @@ from aiohttp import web
 
 import resilient_http as rh
 from resilient_http.upstream import FaultPlan, FaultyUpstream, Script
-from tests.servers import RecordingServer
+from tests.servers import RecordingServer, serving
 
 _NO_RETRY = rh.RetryPolicy(max_attempts=1)
 
@@ -83,11 +83,7 @@ async def test_a_login_flow_reads_and_sends_cookies() -> None:
     app = web.Application()
     app.router.add_post("/login", login)
     app.router.add_get("/whoami", whoami)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as base:
         # cookies from an IP address are kept only by an "unsafe" jar, as in aiohttp
         jar = aiohttp.CookieJar(unsafe=True)
         async with rh.ResilientSession(base_url=base, cookie_jar=jar) as client:
@@ -97,8 +93,6 @@ async def test_a_login_flow_reads_and_sends_cookies() -> None:
             assert {cookie.key: cookie.value for cookie in client.cookie_jar} == {"sid": "s-42"}
             async with client.get("/whoami") as resp:
                 assert await resp.text() == "s-42"
-    finally:
-        await runner.cleanup()
 
 
 async def test_ws_connect_and_detach() -> None:
@@ -111,13 +105,9 @@ async def test_ws_connect_and_detach() -> None:
 
     app = web.Application()
     app.router.add_get("/ws", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/ws"
-    try:
+    async with serving(app) as base:
         client = rh.ResilientSession()
-        async with client.ws_connect(url) as ws:
+        async with client.ws_connect(f"{base}/ws") as ws:
             await ws.send_str("hi")
             assert (await ws.receive_str()) == "echo hi"
         connector = client.connector
@@ -126,8 +116,6 @@ async def test_ws_connect_and_detach() -> None:
         assert client.closed
         assert not connector.closed  # detached, not closed: the caller owns it now
         await connector.close()
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("retry", [_NO_RETRY, None], ids=["retries-off", "defaults"])
