@@ -60,3 +60,25 @@ def test_readme_metric_table_matches_the_instruments() -> None:
         line.split("|")[1].strip(" `") for line in section.splitlines() if line.startswith("| `")
     }
     assert documented == set(names.SDK_METRICS)
+
+
+def test_native_session_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / "native_session.py")],
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "GET 200 {'items': [1, 2, 3]} after 2 answers"  # the 503 was retried
+    assert lines[1].startswith("PoolStats(limit=30, limit_per_host=10, open=1, idle=1, active=0")
+    assert result.stderr == ""
+
+
+def test_readme_names_every_example() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    for example in sorted(EXAMPLES.glob("*.py")):
+        assert f"examples/{example.name}" in readme, example.name
