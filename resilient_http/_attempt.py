@@ -78,9 +78,10 @@ class AttemptStage:
         finally:
             end_attempt(token)
         upstream, reused = record.acquired or (self.upstream_of(call.target), record.reused)
-        return attempt_ended(
-            call, attempt, AttemptOutcome(received, failure, upstream, reused), started
-        )
+        outcome = AttemptOutcome(received, failure, upstream, reused)
+        if observer is None:
+            return outcome
+        return attempt_ended(call, attempt, outcome, started)
 
     def upstream_of(self, url: Any) -> str:
         """``host:port`` of an absolute URL, for failures before any connection was acquired."""

@@ -72,8 +72,10 @@ class HostCounters:
         "active",
         "host",
         "label",
+        "new_tag",
         "open",
         "port",
+        "reused_tag",
         "waiting",
     )
 
@@ -86,6 +88,9 @@ class HostCounters:
         self.waiting = 0
         self.acquired_new = 0
         self.acquired_reused = 0
+        # what an AttemptRecord is given, built once rather than on every acquisition
+        self.new_tag: tuple[str, bool | None] = (self.label, False)
+        self.reused_tag: tuple[str, bool | None] = (self.label, True)
 
 
 class AttemptRecord:

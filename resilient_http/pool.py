@@ -314,24 +314,26 @@ class _ObservedConnector(aiohttp.TCPConnector):
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
         connection = await super().connect(req, traces, timeout)
         proto = connection.protocol
-        host = self._counters(req.host, req.port)
-        reused: bool | None = None
-        if isinstance(proto, _TrackedProtocol):
-            reused = proto.rh_host is not None
-            if not reused:
+        host: HostCounters | None = getattr(proto, "rh_host", None)
+        if host is not None:  # a pooled connection a request had before: the common case
+            host.acquired_reused += 1
+            acquired = host.reused_tag
+        else:
+            host = self._counters(req.host, req.port)
+            host.acquired_new += 1
+            if isinstance(proto, _TrackedProtocol):
                 proto.rh_host = host
                 proto.rh_opened_at = time.monotonic()
                 host.open += 1
-        if reused:
-            host.acquired_reused += 1
-        else:
-            host.acquired_new += 1
+                acquired = host.new_tag
+            else:  # degraded (aiohttp's own protocol): reuse is unknown
+                acquired = (host.label, None)
         if self._counts_active:
             self._active[proto] = host
             host.active += 1
         record = current_attempt()
         if record is not None:
-            record.acquired = (host.label, reused)
+            record.acquired = acquired
         return connection
 
     def _rh_wrap_get(
