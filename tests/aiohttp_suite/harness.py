@@ -1,6 +1,6 @@
 """Run aiohttp's own test files in a pytest subprocess and read back what passed.
 
-The subprocess is configured by aiohttp's ``pytest.ini`` (``-c``: its ``filterwarnings``,
+The subprocess is configured by aiohttp's own pytest configuration (``-c``: its ``filterwarnings``,
 markers, ``timeout``, ``xfail_strict``), never by this project's pyproject; its ``addopts``
 (xdist, coverage, doctests) are cleared and its marker selection given again. Plugin autoload
 is off, so pytest-asyncio / pytest-aiohttp / hypothesis installed for our own suite stay out:
@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from tests.aiohttp_suite.sources import pytest_config
 
 __all__ = [
     "FILES",
@@ -69,13 +71,13 @@ class Run:
         return f"{self.mode} {self.env or ''}: {counts} in {self.seconds:.0f}s".replace("  ", " ")
 
 
-def usable_warning_filters(ini: Path) -> list[str]:
+def usable_warning_filters(ini: Path, section: str) -> list[str]:
     """aiohttp's ``filterwarnings`` lines, less those whose warning class cannot be imported here
     (e.g. ``coverage.exceptions.CoverageWarning``: coverage is not installed, its warning cannot
     occur, and pytest would fail on the filter)."""
     import iniconfig
 
-    lines = iniconfig.IniConfig(ini)["pytest"].get("filterwarnings", "").splitlines()
+    lines = iniconfig.IniConfig(ini)[section].get("filterwarnings", "").splitlines()
     usable = []
     for line in filter(None, map(str.strip, lines)):
         parts = line.split(":")
@@ -132,6 +134,7 @@ def run_aiohttp_tests(
     child_env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
+    ini, section = pytest_config(tests_dir)
     with tempfile.TemporaryDirectory(prefix="aiohttp-suite-") as scratch:
         report = Path(scratch) / "report.json"
         command = [
@@ -140,7 +143,7 @@ def run_aiohttp_tests(
             "pytest",
             *(str(tests_dir / f) for f in files),
             "-c",
-            str(tests_dir / "pytest.ini"),
+            str(ini),
             "--rootdir",
             str(tests_dir),
             "--confcutdir",
@@ -148,7 +151,7 @@ def run_aiohttp_tests(
             "-o",
             "addopts=",
             "-o",
-            "filterwarnings=" + "\n".join(usable_warning_filters(tests_dir / "pytest.ini")),
+            "filterwarnings=" + "\n".join(usable_warning_filters(ini, section)),
             "-m",
             _MARKERS,
             "-p",
