@@ -52,7 +52,7 @@ def aiohttp_tests_dir() -> Path:
     raises=AssertionError,
     strict=True,
     reason="issue 14 item 1 (SDK): aiohttp.request() on a ResilientSession, private "
-    "_connector, stale resend with a caller's connector; remove this mark once it passes",
+    "_connector, _retry_connection set on the wrapper; remove this mark once it passes",
 )
 def test_resilient_session_with_retries_off_passes_what_plain_aiohttp_passes(
     aiohttp_tests_dir: Path,
