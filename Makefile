@@ -23,7 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(STAMP) promtool
+# tests/test_aiohttp_suite.py runs aiohttp's own client tests, which need the aiohttp-tests extra.
+SUITE_STAMP := $(VENV)/.installed-aiohttp-tests
+$(SUITE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,aiohttp-tests]'
+	touch $(SUITE_STAMP)
+
+pytest: $(SUITE_STAMP) promtool
 	$(BIN)/python -m pytest
 
 # promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml.
@@ -43,7 +49,7 @@ promtool:
 # The suite on every other aiohttp minor of pyproject's range (noxfile.py): `pytest` covers the
 # minor installed in .venv; nox keeps one venv per minor in .nox/ and reinstalls only when
 # pyproject.toml changes.
-matrix: $(STAMP) promtool
+matrix: $(SUITE_STAMP) promtool
 	sessions="$$($(BIN)/python noxfile.py)" && \
 	  if [ -n "$$sessions" ]; then $(BIN)/nox -s $$sessions -- -q -p no:cacheprovider; \
 	  else echo "matrix: .venv's aiohttp is the only minor"; fi

@@ -1,10 +1,11 @@
 """The test suite on each aiohttp minor that pyproject.toml admits.
 
 `nox` runs every minor, each in its own virtualenv under .nox/ holding the project with its `dev`
-extra and the newest patch of that minor; `nox -s "tests(aiohttp='3.12')"` runs one, and arguments
-after `--` go to pytest. `make test` runs the minors that .venv's own aiohttp does not cover (see
-`python noxfile.py`). Virtualenvs are reused: the install step runs again only when pyproject.toml
-changes; `nox --no-reuse-existing-virtualenvs` rebuilds them (e.g. for a newer aiohttp patch).
+and `aiohttp-tests` extras and the newest patch of that minor; `nox -s "tests(aiohttp='3.12')"`
+runs one, and arguments after `--` go to pytest. `make test` runs the minors that .venv's own
+aiohttp does not cover (see `python noxfile.py`). Virtualenvs are reused: the install step runs
+again only when pyproject.toml changes; `nox --no-reuse-existing-virtualenvs` rebuilds them (e.g.
+for a newer aiohttp patch).
 tests/test_aiohttp_matrix.py checks AIOHTTP_MINORS against pyproject's aiohttp range.
 """
 
@@ -49,7 +50,7 @@ def sessions_not_covered_by(aiohttp_version: str) -> list[str]:
 @nox.parametrize("aiohttp", AIOHTTP_MINORS)
 def tests(session: nox.Session, aiohttp: str) -> None:
     """The whole pytest suite on the newest patch of one aiohttp minor."""
-    requirements = ("-e", ".[dev]", f"aiohttp~={aiohttp}.0")
+    requirements = ("-e", ".[dev,aiohttp-tests]", f"aiohttp~={aiohttp}.0")
     # pip would rebuild the editable project on every run; the stamp skips that on a reused venv.
     stamp = Path(session.virtualenv.location, ".installed")
     key = hashlib.sha256(PYPROJECT.read_bytes()).hexdigest() + " " + " ".join(requirements)
