@@ -342,6 +342,8 @@ class ResilientSession:
             given = kwargs.pop("timeout", None)
             if given is not None:
                 template = _attempt_template(given)
+            if kwargs.get("upload_tracker") is not None:
+                plan = None  # aiohttp binds a tracker to one request: it cannot be resent
         if plan is not None and not plan.covers(method):
             plan = None
         return RequestContextManager(

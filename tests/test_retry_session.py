@@ -429,3 +429,17 @@ async def test_stale_retries_never_grow_the_pool_past_its_limit() -> None:
     # (the server's own count lags: it learns of each close a little later, in its process)
     assert seen.connections_opened > 10  # connections really were replaced
     assert (stats.active, stats.waiting) == (0, 0)
+
+
+async def test_a_call_with_an_upload_tracker_is_sent_once() -> None:
+    """aiohttp binds an UploadTracker to one request, so such a call is never resent (a resend
+    would fail with aiohttp's "already bound" error instead of the real failure)."""
+    upload_tracker = getattr(aiohttp, "UploadTracker", None)
+    if upload_tracker is None:
+        pytest.skip(f"aiohttp {aiohttp.__version__} has no UploadTracker")
+    with rh.testing.record() as recorder:
+        async with rh.ResilientSession() as client:
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await client.post(down_url(), data=b"x", upload_tracker=upload_tracker())
+    assert [a.number for a in recorder.attempts] == [1]
+    assert recorder.retries == []
