@@ -10,7 +10,7 @@ timer running until the body is read). Timeouts fire when aiohttp says they do.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -20,7 +20,7 @@ from ._events import AttemptEvent
 from ._pipeline import AttemptOutcome, AttemptSpec, Call
 from ._pool_state import begin_attempt, end_attempt, upstream_label
 
-__all__ = ["AttemptStage", "attempt_ended", "attempt_timeout", "upstream_of"]
+__all__ = ["AttemptStage", "UpstreamLabels", "attempt_timeout", "await_attempt", "upstream_of"]
 
 #: An attempt made with the deadline already (nearly) past still gets this long, so that it
 #: fails as aiohttp's own timeout does rather than with an error of ours.
@@ -57,7 +57,7 @@ class AttemptStage:
     ) -> None:
         self._session = session
         self._clock = clock
-        self._upstreams: dict[str, str] = {}
+        self._upstreams = UpstreamLabels()
 
     async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
         """Make the attempt; a failure is returned as a value (cancellation propagates)."""
@@ -68,53 +68,71 @@ class AttemptStage:
             kwargs = observer.attempt_started(attempt.number, kwargs)
             started = time.perf_counter()
         timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
-        record, token = begin_attempt(attempt.fresh)
-        received: aiohttp.ClientResponse | None = None
-        failure: Exception | None = None
-        try:
-            received = await self._session.request(call.method, call.url, timeout=timeout, **kwargs)
-        except Exception as error:
-            failure = error
-        finally:
-            end_attempt(token)
-        upstream, reused = record.acquired or (self.upstream_of(call.target), record.reused)
-        outcome = AttemptOutcome(received, failure, upstream, reused)
-        if observer is None:
-            return outcome
-        return attempt_ended(call, attempt, outcome, started)
 
-    def upstream_of(self, url: Any) -> str:
-        """``host:port`` of an absolute URL, for failures before any connection was acquired."""
-        key = str(url)
-        found = self._upstreams.get(key)
-        if found is None:
-            found = upstream_of(url)
-            if len(self._upstreams) >= _UPSTREAM_CACHE_SIZE:
-                self._upstreams.clear()
-            self._upstreams[key] = found
-        return found
+        def sending() -> Awaitable[aiohttp.ClientResponse]:
+            return self._session.request(call.method, call.url, timeout=timeout, **kwargs)
+
+        return await await_attempt(call, attempt, sending, self._upstreams, started)
 
 
-def attempt_ended(
-    call: Call, attempt: AttemptSpec, outcome: AttemptOutcome, started: float
+async def await_attempt(
+    call: Call,
+    attempt: AttemptSpec,
+    sending: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    upstreams: UpstreamLabels,
+    started: float,
 ) -> AttemptOutcome:
-    """``outcome``, reported to the call's observer (``started``: its ``perf_counter``)."""
+    """Send attempt ``attempt`` of ``call`` with ``sending()`` (called here, so that even an
+    error raised at once is the attempt's outcome): the connector learns whether it wants a
+    fresh connection and notes the one it gave, and the outcome (``started``: the
+    ``perf_counter`` it began at) goes to the call's observer."""
+    record, token = begin_attempt(attempt.fresh)
+    received: aiohttp.ClientResponse | None = None
+    failure: Exception | None = None
+    try:
+        received = await sending()
+    except Exception as error:
+        failure = error
+    finally:
+        end_attempt(token)
+    upstream, reused = record.acquired or (upstreams.of(call.target), record.reused)
+    outcome = AttemptOutcome(received, failure, upstream, reused)
     observer = call.observer
     if observer is not None:
-        response = outcome.response
         observer.attempt_ended(
             AttemptEvent(
                 method=call.method,
-                upstream=outcome.upstream,
+                upstream=upstream,
                 number=attempt.number,
-                status=response.status if response is not None else None,
-                error=outcome.error,
-                reused=outcome.reused,
+                status=received.status if received is not None else None,
+                error=failure,
+                reused=reused,
                 fresh=attempt.fresh,
                 duration=time.perf_counter() - started,
             )
         )
     return outcome
+
+
+class UpstreamLabels:
+    """``host:port`` of absolute URLs, for failures before any connection was acquired
+    (cached: services call few distinct URLs)."""
+
+    __slots__ = ("_labels",)
+
+    def __init__(self) -> None:
+        self._labels: dict[str, str] = {}
+
+    def of(self, url: Any) -> str:
+        """The label of ``url``."""
+        key = str(url)
+        found = self._labels.get(key)
+        if found is None:
+            found = upstream_of(url)
+            if len(self._labels) >= _UPSTREAM_CACHE_SIZE:
+                self._labels.clear()
+            self._labels[key] = found
+        return found
 
 
 def upstream_of(url: Any) -> str:

@@ -26,12 +26,10 @@ from typing import Any, Final
 import aiohttp
 from opentelemetry import metrics, trace
 
-from ._attempt import attempt_ended, upstream_of
-from ._budget import RetryBudget
+from ._assembly import assemble
+from ._attempt import UpstreamLabels, await_attempt
 from ._listeners import SessionListeners
-from ._pipeline import AttemptOutcome, AttemptSpec, Call, Pipeline, build_pipeline
-from ._pool_state import begin_attempt, end_attempt
-from ._retrying import RetryLoop
+from ._pipeline import AttemptOutcome, AttemptSpec, Call
 from .config import ClientConfig, RetryPolicy
 from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
@@ -66,16 +64,11 @@ def middleware(
     """
     config = config if config is not None else ClientConfig.from_env()
     plan = resolve_plan(retry, RetryPlan(config.retry))
-    budget_policy = plan.policy if plan is not None else config.retry
-    budget = RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second)
-    pipeline = Pipeline(
-        build_pipeline(
-            call_strategies=(),
-            retries=RetryLoop(budget),
-            attempt_strategies=(),
-            send_attempt=_HandlerStage().send,
-        ),
-        SessionListeners(SessionTelemetry(tracer_provider, meter_provider)),
+    pipeline = assemble(
+        config=config,
+        plan=plan,
+        listeners=SessionListeners(SessionTelemetry(tracer_provider, meter_provider)),
+        send_attempt=_HandlerStage().send,
     )
     deadline = config.timeout.total
 
@@ -103,6 +96,9 @@ def middleware(
 class _HandlerStage:
     """One attempt: aiohttp's handler, sending the request down the rest of the chain."""
 
+    def __init__(self) -> None:
+        self._upstreams = UpstreamLabels()
+
     async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
         request, handler = call.exchange
         observer = call.observer
@@ -112,16 +108,6 @@ class _HandlerStage:
             for name, value in traced["headers"].items():  # the attempt's trace context
                 request.headers[name] = value
             started = time.perf_counter()
-        record, token = begin_attempt(attempt.fresh)
-        received: aiohttp.ClientResponse | None = None
-        failure: Exception | None = None
-        try:
-            received = await handler(request)
-        except Exception as error:
-            failure = error
-        finally:
-            end_attempt(token)
-        upstream, reused = record.acquired or (upstream_of(call.target), record.reused)
-        return attempt_ended(
-            call, attempt, AttemptOutcome(received, failure, upstream, reused), started
+        return await await_attempt(
+            call, attempt, lambda: handler(request), self._upstreams, started
         )

@@ -137,7 +137,7 @@ class RetryLoop:
                 self._report_stop(call, facts, stop)
                 return _ended(call, outcome, history, waits, stop.why)
             waits += (wait,)
-            self._report_retry(call, facts, wait)
+            self._charge_and_report_retry(call, facts, wait)
             if response is not None:  # the failed attempt's connection goes back first
                 response.release()
             if wait > 0:  # a stale connection's retry goes at once, without a loop turn
@@ -160,7 +160,7 @@ class RetryLoop:
         state.kwargs[FACTS] = facts
         return state
 
-    def _report_retry(self, call: Call, facts: RetryFacts, wait: float) -> None:
+    def _charge_and_report_retry(self, call: Call, facts: RetryFacts, wait: float) -> None:
         last = facts.last
         if not last.stale:
             self.budget.charge_retry(facts.upstream)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -20,13 +19,11 @@ from multidict import CIMultiDict, istr
 from opentelemetry import metrics, trace
 from yarl import URL
 
+from ._assembly import assemble
 from ._attempt import AttemptStage
-from ._budget import RetryBudget
 from ._drop_in import SessionAttribute
 from ._exceptions import ConfigError
 from ._listeners import SessionListeners
-from ._pipeline import Pipeline, build_pipeline
-from ._retrying import RetryLoop
 from .config import ClientConfig, RetryPolicy
 from .pool import (
     PoolStats,
@@ -143,7 +140,6 @@ class ResilientSession:
             raise ConfigError(f"config={config!r}: expected a ClientConfig")
         self.config: Final = config if config is not None else ClientConfig.from_env()
         self._default_plan = resolve_plan(retry, RetryPlan(self.config.retry))
-        budget_policy = self._default_plan.policy if self._default_plan else self.config.retry
         timeouts = self.config.timeout
         attempt_timeout = session_kwargs.pop("timeout", None)
         if attempt_timeout is not None and not isinstance(attempt_timeout, aiohttp.ClientTimeout):
@@ -176,17 +172,11 @@ class ResilientSession:
                 self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
         if telemetry.tracer is not None:
             _drop_contrib_instrumentation(self._session)
-        clock = time.monotonic
-        budget = RetryBudget(budget_policy.budget_ratio, budget_policy.budget_min_per_second)
-        self._pipeline = Pipeline(
-            build_pipeline(
-                call_strategies=(),
-                retries=RetryLoop(budget, clock=clock),
-                attempt_strategies=(),
-                send_attempt=AttemptStage(self._session, clock).send,
-            ),
-            listeners,
-            clock,
+        self._pipeline = assemble(
+            config=self.config,
+            plan=self._default_plan,
+            listeners=listeners,
+            send_attempt=AttemptStage(self._session).send,
         )
 
     # aiohttp.ClientSession's attributes, each read from the session wrapped (aiohttp's meaning).

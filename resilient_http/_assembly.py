@@ -1,0 +1,44 @@
+"""The pipeline of an entry point, assembled: the one list of strategies, in SPEC order.
+
+``ResilientSession`` and ``rh.middleware()`` differ only in their innermost stage (a
+``ClientSession.request`` per attempt, or aiohttp's middleware handler); everything between
+the deadline and that stage is built here, so a new strategy joins both by one edit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ._budget import RetryBudget
+from ._listeners import SessionListeners
+from ._pipeline import AttemptHandler, Pipeline, build_pipeline
+from ._retrying import RetryLoop
+from .config import ClientConfig
+from .retry import RetryPlan
+
+__all__ = ["assemble"]
+
+
+def assemble(
+    *,
+    config: ClientConfig,
+    plan: RetryPlan | None,
+    listeners: SessionListeners,
+    send_attempt: AttemptHandler,
+    clock: Callable[[], float] = time.monotonic,
+) -> Pipeline:
+    """The pipeline around ``send_attempt``; the retry budget follows the default ``plan``'s
+    policy (``config.retry`` when retries are off by default)."""
+    policy = plan.policy if plan is not None else config.retry
+    budget = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
+    return Pipeline(
+        build_pipeline(
+            call_strategies=(),
+            retries=RetryLoop(budget, clock=clock),
+            attempt_strategies=(),
+            send_attempt=send_attempt,
+        ),
+        listeners,
+        clock,
+    )
