@@ -11,22 +11,27 @@ from tests.helpers import clean_environ
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_quickstart_runs() -> None:
-    env = clean_environ()
+def run_example(name: str) -> list[str]:
+    """``python -W error examples/NAME`` in a clean environment: its output lines; it must
+    exit 0 and write nothing to stderr."""
     result = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / "quickstart.py")],
-        env=env,
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        env=clean_environ(),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    assert result.stderr == ""
+    return result.stdout.splitlines()
+
+
+def test_quickstart_runs() -> None:
+    lines = run_example("quickstart.py")
     assert lines[0] == "GET 200 {'items': [1, 2, 3]}"
     assert lines[1] == "POST 200 {'created': True}"
     assert lines[2].startswith("PoolStats(limit=30, limit_per_host=10, open=1, idle=1, active=0")
-    assert result.stderr == ""
 
 
 def test_readme_quickstart_is_the_example() -> None:
@@ -63,19 +68,9 @@ def test_readme_metric_table_matches_the_instruments() -> None:
 
 
 def test_native_session_example_runs() -> None:
-    result = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / "native_session.py")],
-        env=clean_environ(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_example("native_session.py")
     assert lines[0] == "GET 200 {'items': [1, 2, 3]} after 2 answers"  # the 503 was retried
     assert lines[1].startswith("PoolStats(limit=30, limit_per_host=10, open=1, idle=1, active=0")
-    assert result.stderr == ""
 
 
 def test_readme_names_every_example() -> None:
