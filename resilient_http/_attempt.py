@@ -18,7 +18,7 @@ from yarl import URL
 
 from ._events import AttemptEvent
 from ._pipeline import AttemptOutcome, AttemptSpec, Call
-from ._pool_state import begin_attempt, end_attempt, upstream_label
+from ._pool_state import ATTEMPT_RECORD, AttemptRecord, upstream_label
 
 __all__ = ["AttemptStage", "UpstreamLabels", "attempt_timeout", "await_attempt", "upstream_of"]
 
@@ -34,12 +34,11 @@ _UPSTREAM_CACHE_SIZE: Final = 1024
 
 def attempt_timeout(template: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
     """``template`` with its ``total`` cut to the ``left`` seconds before the deadline."""
-    left = max(left, _SHORTEST)
     total = template.total
     if total is not None and 0 < total <= left + _TOLERANCE:
         return template
     return aiohttp.ClientTimeout(
-        total=left,
+        total=max(left, _SHORTEST),
         connect=template.connect,
         sock_read=template.sock_read,
         sock_connect=template.sock_connect,
@@ -59,8 +58,11 @@ class AttemptStage:
         self._clock = clock
         self._upstreams = UpstreamLabels()
 
-    async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
-        """Make the attempt; a failure is returned as a value (cancellation propagates)."""
+    def send(self, call: Call, attempt: AttemptSpec) -> Awaitable[AttemptOutcome]:
+        """Make the attempt; a failure is returned as a value (cancellation propagates).
+
+        A plain function returning ``await_attempt``'s coroutine: every attempt passes here,
+        and a coroutine of its own would only add a frame to every resumption."""
         observer = call.observer
         kwargs = call.kwargs
         started = 0.0
@@ -68,33 +70,31 @@ class AttemptStage:
             kwargs = observer.attempt_started(attempt.number, kwargs)
             started = time.perf_counter()
         timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
-
-        def sending() -> Awaitable[aiohttp.ClientResponse]:
-            return self._session.request(call.method, call.url, timeout=timeout, **kwargs)
-
-        return await await_attempt(call, attempt, sending, self._upstreams, started)
+        # aiohttp's request() only wraps its coroutine: nothing runs (or raises) until awaited
+        sending = self._session.request(call.method, call.url, timeout=timeout, **kwargs)
+        return await_attempt(call, attempt, sending, self._upstreams, started)
 
 
 async def await_attempt(
     call: Call,
     attempt: AttemptSpec,
-    sending: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    sending: Awaitable[aiohttp.ClientResponse],
     upstreams: UpstreamLabels,
     started: float,
 ) -> AttemptOutcome:
-    """Send attempt ``attempt`` of ``call`` with ``sending()`` (called here, so that even an
-    error raised at once is the attempt's outcome): the connector learns whether it wants a
-    fresh connection and notes the one it gave, and the outcome (``started``: the
-    ``perf_counter`` it began at) goes to the call's observer."""
-    record, token = begin_attempt(attempt.fresh)
+    """Await attempt ``attempt`` of ``call`` (``sending``, not yet started): the connector
+    learns whether it wants a fresh connection and notes the one it gave, and the outcome
+    (``started``: the ``perf_counter`` it began at) goes to the call's observer."""
+    record = AttemptRecord(attempt.fresh)
+    token = ATTEMPT_RECORD.set(record)
     received: aiohttp.ClientResponse | None = None
     failure: Exception | None = None
     try:
-        received = await sending()
+        received = await sending
     except Exception as error:
         failure = error
     finally:
-        end_attempt(token)
+        ATTEMPT_RECORD.reset(token)
     upstream, reused = record.acquired or (upstreams.of(call.target), record.reused)
     outcome = AttemptOutcome(received, failure, upstream, reused)
     observer = call.observer

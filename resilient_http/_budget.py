@@ -64,7 +64,10 @@ class RetryBudget:
     def record_call(self, upstream: str) -> None:
         """Count one logical call to ``upstream``."""
         second = int(self._clock())
-        self._window(upstream, second).calls[second % WINDOW_SECONDS] += 1
+        window = self._windows.get(upstream)  # every call passes here: _window() inlined
+        if window is None or window.second != second:
+            window = self._window(upstream, second)
+        window.calls[second % WINDOW_SECONDS] += 1
 
     def allows_retry(self, upstream: str) -> bool:
         """Whether ``upstream`` may get one more retry now (nothing is charged)."""

@@ -99,7 +99,7 @@ class _HandlerStage:
     def __init__(self) -> None:
         self._upstreams = UpstreamLabels()
 
-    async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
+    def send(self, call: Call, attempt: AttemptSpec) -> Awaitable[AttemptOutcome]:
         request, handler = call.exchange
         observer = call.observer
         started = 0.0
@@ -108,6 +108,5 @@ class _HandlerStage:
             for name, value in traced["headers"].items():  # the attempt's trace context
                 request.headers[name] = value
             started = time.perf_counter()
-        return await await_attempt(
-            call, attempt, lambda: handler(request), self._upstreams, started
-        )
+        # aiohttp's handlers are coroutine functions: the call only creates the coroutine
+        return await_attempt(call, attempt, handler(request), self._upstreams, started)

@@ -9,19 +9,18 @@ builds on these; it is the only module that touches aiohttp's internals.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "ATTEMPT_RECORD",
     "AttemptRecord",
     "HostCounters",
     "HostPoolStats",
     "PoolStats",
-    "begin_attempt",
     "current_attempt",
-    "end_attempt",
     "total_stats",
     "upstream_label",
 ]
@@ -109,21 +108,10 @@ class AttemptRecord:
         self.reused: bool | None = None
 
 
-def begin_attempt(fresh: bool) -> tuple[AttemptRecord, Token[AttemptRecord | None]]:
-    """Start recording an attempt in the current task; pass the token to ``end_attempt``."""
-    record = AttemptRecord(fresh)
-    return record, _RECORD.set(record)
-
-
-def end_attempt(token: Token[AttemptRecord | None]) -> None:
-    """Stop recording the attempt ``begin_attempt`` started."""
-    _RECORD.reset(token)
-
-
-_RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(
+ATTEMPT_RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(
     "resilient_http_attempt_record", default=None
 )
-current_attempt: Final[Callable[[], AttemptRecord | None]] = _RECORD.get
+current_attempt: Final[Callable[[], AttemptRecord | None]] = ATTEMPT_RECORD.get
 """The record of the attempt the current task is making, if the attempt stage made one."""
 
 

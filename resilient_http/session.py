@@ -340,7 +340,7 @@ class ResilientSession:
             self._pipeline.send(
                 method,
                 str_or_url,
-                self._absolute(str_or_url),
+                str_or_url if self._base_url is None else self._absolute(str_or_url),
                 kwargs,
                 plan,
                 idempotent,
@@ -351,8 +351,7 @@ class ResilientSession:
 
     def _absolute(self, str_or_url: StrOrURL) -> StrOrURL:
         """The URL aiohttp will request (``base_url`` joined as aiohttp joins it)."""
-        if self._base_url is None:
-            return str_or_url
+        assert self._base_url is not None
         url = URL(str_or_url)
         return url if url.absolute else self._base_url.join(url)
 

@@ -11,7 +11,7 @@ import pytest
 
 import resilient_http as rh
 from resilient_http import pool
-from resilient_http._pool_state import begin_attempt, end_attempt
+from resilient_http._pool_state import ATTEMPT_RECORD, AttemptRecord
 from tests.helpers import until
 from tests.servers import RecordingServer
 
@@ -109,12 +109,13 @@ async def test_fresh_connection_skips_idle_ones(recording_server: RecordingServe
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def get(fresh: bool) -> tuple[str, bool | None] | None:
-            record, token = begin_attempt(fresh)
+            record = AttemptRecord(fresh)
+            token = ATTEMPT_RECORD.set(record)
             try:
                 async with session.get(recording_server.url()) as resp:
                     await resp.read()
             finally:
-                end_attempt(token)
+                ATTEMPT_RECORD.reset(token)
             return record.acquired
 
         label = f"127.0.0.1:{recording_server.port}"
