@@ -8,15 +8,17 @@ The public names are those in ``__all__``; every other module is private to the 
 """
 
 from . import testing
-from ._exceptions import ConfigError, ConfigWarning
+from ._exceptions import CircuitOpenError, ConfigError, ConfigWarning
 from ._middleware import middleware
 from ._version import __version__
-from .config import ClientConfig, RetryPolicy, TimeoutConfig
+from .config import BreakerPolicy, ClientConfig, RetryPolicy, TimeoutConfig
 from .pool import HostPoolStats, PoolStats, create_connector, pool_stats
 from .session import RequestContextManager, ResilientSession
 from .telemetry.setup import TelemetryHandle, configure_telemetry
 
 __all__ = [
+    "BreakerPolicy",
+    "CircuitOpenError",
     "ClientConfig",
     "ConfigError",
     "ConfigWarning",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
 from ._listeners import SessionListeners
 from ._pipeline import AttemptHandler, Pipeline, build_pipeline
@@ -32,9 +33,14 @@ def assemble(
     policy (``config.retry`` when retries are off by default)."""
     policy = plan.policy if plan is not None else config.retry
     budget = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
+    call_strategies = []
+    if config.breaker.enabled:
+        breaker = CircuitBreaker(config.breaker, clock)
+        listeners.watch_breaker(breaker)
+        call_strategies.append(breaker)
     return Pipeline(
         build_pipeline(
-            call_strategies=(),
+            call_strategies=call_strategies,
             retries=RetryLoop(budget, clock=clock),
             attempt_strategies=(),
             send_attempt=send_attempt,

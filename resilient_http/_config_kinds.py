@@ -11,7 +11,16 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Final, Literal, TypeAlias, cast
 
-__all__ = ["CleanupClosed", "CleanupClosedKind", "Kind", "Seconds", "Statuses", "WholeNumber"]
+__all__ = [
+    "CleanupClosed",
+    "CleanupClosedKind",
+    "Kind",
+    "OnOff",
+    "Ratio",
+    "Seconds",
+    "Statuses",
+    "WholeNumber",
+]
 
 CleanupClosed: TypeAlias = Literal["auto"] | bool
 
@@ -106,3 +115,42 @@ class CleanupClosedKind(Kind):
 
     def render(self, value: object) -> str:
         return value if isinstance(value, str) else str(value).lower()
+
+
+class Ratio(Kind):
+    """A share between 0 and 1; ``above_zero`` also rules out 0."""
+
+    def __init__(self, *, above_zero: bool) -> None:
+        self.above_zero = above_zero
+        self.expected = f"a number {'> 0' if above_zero else '>= 0'} and <= 1"
+
+    def parse(self, text: str) -> object:
+        return float(text.strip())
+
+    def check(self, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError
+        if not 0 <= value <= 1 or (self.above_zero and value == 0):
+            raise ValueError  # NaN fails both comparisons
+        return float(value)
+
+    def render(self, value: object) -> str:
+        return f"{cast(float, value):g}"
+
+
+class OnOff(Kind):
+    """A switch: ``on`` / ``off`` in the environment, a bool in code."""
+
+    expected = "'on' or 'off'"
+    _WORDS: Final[Mapping[str, bool]] = {"on": True, "off": False}
+
+    def parse(self, text: str) -> object:
+        return self._WORDS[text.strip().lower()]
+
+    def check(self, value: object) -> object:
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+
+    def render(self, value: object) -> str:
+        return "on" if value else "off"

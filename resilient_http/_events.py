@@ -1,7 +1,8 @@
 """The one event channel of a logical call: what happened, for whoever listens.
 
 Every strategy of the pipeline reports here and nowhere else: attempts (by the attempt stage),
-retries and suppressions (by the retry loop), and later breaker transitions and hedges. The
+retries and suppressions (by the retry loop), breaker transitions and rejections (by the
+circuit breaker), and later hedges. The
 listeners implement ``CallObserver``: telemetry (spans and metrics, ``telemetry/calls.py``),
 the DEBUG log (``telemetry/debug_log.py``) and the public test recorder (``rh.testing``).
 A call with no listener gets no observer at all, so it pays for nothing here.
@@ -17,7 +18,9 @@ from typing import Any, Protocol
 
 __all__ = [
     "AttemptEvent",
+    "BreakerEvent",
     "CallObserver",
+    "RejectionEvent",
     "RetryEvent",
     "SuppressionEvent",
     "observe_all",
@@ -83,6 +86,33 @@ class SuppressionEvent:
     """``resilient_http.suppression.reason``: budget, deadline, not_idempotent, ..."""
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """An upstream's circuit breaker changed state, at this call (which it let through or
+    rejected)."""
+
+    method: str
+    upstream: str
+    previous: str
+    """``closed``, ``open`` or ``half_open``."""
+    state: str
+    """The state it is in now."""
+    failures: int
+    """Failed calls in the window when it opened (0 for other transitions)."""
+    calls: int
+    """Calls in the window when it opened (0 for other transitions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionEvent:
+    """An open circuit breaker failed the call at once with ``CircuitOpenError``."""
+
+    method: str
+    upstream: str
+    retry_in: float
+    """Seconds until the breaker lets a probe through (0: probes are in flight)."""
+
+
 class CallObserver(Protocol):
     """Listens to one logical call. Called on the event loop, in the call's task."""
 
@@ -101,6 +131,14 @@ class CallObserver(Protocol):
 
     def suppressed(self, event: SuppressionEvent) -> None:
         """A retryable failure was not retried."""
+        ...
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        """The upstream's circuit breaker changed state at this call."""
+        ...
+
+    def rejected(self, event: RejectionEvent) -> None:
+        """The call was failed at once by an open circuit breaker."""
         ...
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
@@ -141,6 +179,14 @@ class _FanOut:
     def suppressed(self, event: SuppressionEvent) -> None:
         for observer in self._observers:
             observer.suppressed(event)
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        for observer in self._observers:
+            observer.breaker_changed(event)
+
+    def rejected(self, event: RejectionEvent) -> None:
+        for observer in self._observers:
+            observer.rejected(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         for observer in self._observers:

@@ -8,13 +8,17 @@ The SDK adds only these::
 
     ValueError
      └── ConfigError                  invalid setting or argument, raised before anything is sent
+    aiohttp.ClientConnectionError
+     └── CircuitOpenError             the upstream's circuit breaker is open: nothing was sent
     UserWarning
      └── ConfigWarning                a setting that is suspicious but usable (typo, ignored option)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConfigWarning"]
+import aiohttp
+
+__all__ = ["CircuitOpenError", "ConfigError", "ConfigWarning"]
 
 
 class ConfigError(ValueError):
@@ -23,3 +27,18 @@ class ConfigError(ValueError):
 
 class ConfigWarning(UserWarning):
     """A setting that works but is probably not what was meant (a typo, an ignored option)."""
+
+
+class CircuitOpenError(aiohttp.ClientConnectionError):
+    """The upstream's circuit breaker is open: the call failed at once, with no connection and
+    no attempt (a note says when the breaker lets a probe through). ``upstream`` is its
+    ``host:port``; ``retry_in`` the seconds until the next probe may go (0 while probes are
+    already in flight)."""
+
+    def __init__(self, upstream: str, retry_in: float) -> None:
+        super().__init__(f"circuit breaker open for {upstream}")
+        self.upstream = upstream
+        self.retry_in = retry_in
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
+        return (type(self), (self.upstream, self.retry_in))

@@ -9,9 +9,11 @@ nothing and pays for nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from . import testing
+from ._breaker import CircuitBreaker
 from ._events import CallObserver, observe_all
 from .telemetry.calls import NO_TRACE_IDS, SessionTelemetry
 from .telemetry.debug_log import CallLog, log
@@ -22,10 +24,22 @@ __all__ = ["SessionListeners"]
 class SessionListeners:
     """The ``Listeners`` of one session (``_pipeline.py``)."""
 
-    __slots__ = ("_telemetry",)
+    __slots__ = ("_stop_watching", "_telemetry")
 
     def __init__(self, telemetry: SessionTelemetry | None) -> None:
         self._telemetry = telemetry if telemetry is not None and telemetry.exports else None
+        self._stop_watching: list[Callable[[], object]] = []
+
+    def watch_breaker(self, breaker: CircuitBreaker) -> None:
+        """Report ``breaker``'s states (the breaker gauge) until ``close()``."""
+        telemetry = self._telemetry
+        if telemetry is not None and telemetry.instruments is not None:
+            self._stop_watching.append(telemetry.instruments.breakers.register(breaker))
+
+    def close(self) -> None:
+        """Stop reporting what ``watch_breaker`` started (the session closed)."""
+        while self._stop_watching:
+            self._stop_watching.pop()()
 
     @property
     def exports(self) -> bool:

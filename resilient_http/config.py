@@ -24,13 +24,23 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
-from ._config_kinds import CleanupClosed, CleanupClosedKind, Kind, Seconds, Statuses, WholeNumber
+from ._config_kinds import (
+    CleanupClosed,
+    CleanupClosedKind,
+    Kind,
+    OnOff,
+    Ratio,
+    Seconds,
+    Statuses,
+    WholeNumber,
+)
 from ._exceptions import ConfigError, ConfigWarning
 
 __all__ = [
     "ENV_PREFIX",
     "TELEMETRY_FILE_VARIABLE",
     "THROTTLING_STATUSES",
+    "BreakerPolicy",
     "CleanupClosed",
     "ClientConfig",
     "RetryPolicy",
@@ -115,6 +125,33 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When an upstream's circuit breaker opens, and for how long.
+
+    ``enabled=False`` turns the breaker off. It opens when, over the last ``window`` seconds,
+    at least ``min_calls`` calls ended and the share of them that failed (connect errors,
+    timeouts, 5xx other than 501) reached ``failure_ratio``; it then rejects calls for
+    ``open_for`` seconds before letting a few probe calls through.
+
+    >>> BreakerPolicy().replace(open_for=1).open_for
+    1.0
+    """
+
+    enabled: bool = True
+    failure_ratio: float = 0.5
+    min_calls: int = 20
+    window: float = 10.0
+    open_for: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    def replace(self, **changes: Any) -> BreakerPolicy:
+        """A copy with ``changes`` applied and validated."""
+        return _replace(self, changes)
+
+
+@dataclass(frozen=True, slots=True)
 class ClientConfig:
     """Everything the SDK lets a service tune; frozen, with ``replace(**changes)``.
 
@@ -136,6 +173,7 @@ class ClientConfig:
     enable_cleanup_closed: CleanupClosed = "auto"
     timeout: TimeoutConfig = field(default_factory=TimeoutConfig)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     _limit_per_host_given: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +190,8 @@ class ClientConfig:
             raise ConfigError(f"timeout={self.timeout!r}: expected a TimeoutConfig")
         if not isinstance(self.retry, RetryPolicy):
             raise ConfigError(f"retry={self.retry!r}: expected a RetryPolicy")
+        if not isinstance(self.breaker, BreakerPolicy):
+            raise ConfigError(f"breaker={self.breaker!r}: expected a BreakerPolicy")
 
     def replace(self, **changes: Any) -> ClientConfig:
         """A copy with ``changes`` applied and validated.
@@ -212,7 +252,11 @@ class _Setting:
     @property
     def path(self) -> tuple[str, ...]:
         """Where the field lives inside a ``ClientConfig``."""
-        nested = {TimeoutConfig: ("timeout",), RetryPolicy: ("retry",)}.get(self.owner, ())
+        nested = {
+            TimeoutConfig: ("timeout",),
+            RetryPolicy: ("retry",),
+            BreakerPolicy: ("breaker",),
+        }.get(self.owner, ())
         return (*nested, self.attr)
 
     def read(self, config: ClientConfig) -> object:
@@ -254,6 +298,11 @@ _SETTINGS: Final[tuple[_Setting, ...]] = (
         "budget_min_per_second",
         Seconds(positive=False, expected="a number >= 0 (retries per second)"),
     ),
+    _setting("BREAKER", BreakerPolicy, "enabled", OnOff()),
+    _setting("BREAKER_FAILURE_RATIO", BreakerPolicy, "failure_ratio", Ratio(above_zero=True)),
+    _setting("BREAKER_MIN_CALLS", BreakerPolicy, "min_calls", WholeNumber(1)),
+    _setting("BREAKER_WINDOW", BreakerPolicy, "window", _SECONDS_POSITIVE),
+    _setting("BREAKER_OPEN_FOR", BreakerPolicy, "open_for", _SECONDS_POSITIVE),
 )
 _BY_VARIABLE: Final = {s.variable: s for s in _SETTINGS}
 KNOWN_VARIABLES: Final = frozenset(_BY_VARIABLE) | {TELEMETRY_FILE_VARIABLE}
@@ -297,7 +346,7 @@ def _check_backoff_order(initial: float, maximum: float, names: tuple[str, str])
         )
 
 
-_C = TypeVar("_C", TimeoutConfig, RetryPolicy, ClientConfig)
+_C = TypeVar("_C", TimeoutConfig, RetryPolicy, BreakerPolicy, ClientConfig)
 
 
 def _replace(instance: _C, changes: dict[str, Any]) -> _C:
@@ -341,7 +390,12 @@ def _parse_variable(setting: _Setting, text: str) -> object:
 def _read_environment(environ: Mapping[str, str]) -> tuple[ClientConfig, dict[str, str]]:
     """The config the variables describe, and where each setting came from."""
     _warn_unknown_variables(environ)
-    values: dict[type, dict[str, object]] = {TimeoutConfig: {}, RetryPolicy: {}, ClientConfig: {}}
+    values: dict[type, dict[str, object]] = {
+        TimeoutConfig: {},
+        RetryPolicy: {},
+        BreakerPolicy: {},
+        ClientConfig: {},
+    }
     sources = {s.variable: "default" for s in _SETTINGS}
     for setting in _SETTINGS:
         text = environ.get(setting.variable)
@@ -365,5 +419,6 @@ def _read_environment(environ: Mapping[str, str]) -> tuple[ClientConfig, dict[st
         **cast(dict[str, Any], top),
         timeout=TimeoutConfig(**cast(dict[str, Any], values[TimeoutConfig])),
         retry=RetryPolicy(**cast(dict[str, Any], retry)),
+        breaker=BreakerPolicy(**cast(dict[str, Any], values[BreakerPolicy])),
     )
     return config, sources

@@ -172,6 +172,7 @@ class ResilientSession:
                 self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
         if telemetry.tracer is not None:
             _drop_contrib_instrumentation(self._session)
+        self._listeners = listeners
         self._pipeline = assemble(
             config=self.config,
             plan=self._default_plan,
@@ -232,6 +233,7 @@ class ResilientSession:
         self._stop_reporting()
 
     def _stop_reporting(self) -> None:
+        self._listeners.close()
         if self._stop_reporting_pool is not None:
             self._stop_reporting_pool()
             self._stop_reporting_pool = None

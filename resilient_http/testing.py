@@ -9,7 +9,8 @@ True
 >>> rh.testing.is_testing()
 False
 
-The recorder sees the attempts, retries and suppressions of every call made inside
+The recorder sees the attempts, retries, suppressions and circuit breaker transitions and
+rejections of every call made inside
 ``record()`` (in that task, and in tasks it starts), so a test asserts what the SDK decided
 without reaching into its private state::
 
@@ -30,12 +31,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
-from ._events import AttemptEvent, RetryEvent, SuppressionEvent
+from ._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
 
 __all__ = [
     "AttemptEvent",
+    "BreakerEvent",
     "Event",
     "Recorder",
+    "RejectionEvent",
     "RetryEvent",
     "SuppressionEvent",
     "TestingHandle",
@@ -46,7 +49,7 @@ __all__ = [
     "testing_attempts",
 ]
 
-Event = AttemptEvent | RetryEvent | SuppressionEvent
+Event = AttemptEvent | RetryEvent | SuppressionEvent | BreakerEvent | RejectionEvent
 """Any event a ``Recorder`` records."""
 
 
@@ -139,6 +142,16 @@ class Recorder:
         """Every retryable failure that was not retried, with the reason."""
         return [event for event in self.events if isinstance(event, SuppressionEvent)]
 
+    @property
+    def breaker_changes(self) -> list[BreakerEvent]:
+        """Every circuit breaker transition, at the call that caused it."""
+        return [event for event in self.events if isinstance(event, BreakerEvent)]
+
+    @property
+    def rejections(self) -> list[RejectionEvent]:
+        """Every call an open circuit breaker failed at once."""
+        return [event for event in self.events if isinstance(event, RejectionEvent)]
+
     def _add(self, event: Event) -> None:
         self.events.append(event)
         if self._on_event is not None:
@@ -159,6 +172,14 @@ class Recorder:
 
     def suppressed(self, event: SuppressionEvent) -> None:
         """Part of the observer protocol: records the suppression."""
+        self._add(event)
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        """Part of the observer protocol: records the transition."""
+        self._add(event)
+
+    def rejected(self, event: RejectionEvent) -> None:
+        """Part of the observer protocol: records the rejection."""
         self._add(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:

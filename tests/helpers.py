@@ -11,6 +11,17 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+
+class FakeClock:
+    """An injected clock: reads ``now``, which a test moves forward by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 # A generous safety net: conditions normally hold within a few loop iterations.
 SAFETY_NET_SECONDS = 10.0
 

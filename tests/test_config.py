@@ -58,6 +58,12 @@ def test_defaults_match_spec_table() -> None:
         ("RETRY_AFTER_MAX", "0", ("retry", "retry_after_max"), 0.0),
         ("RETRY_BUDGET_RATIO", "0.5", ("retry", "budget_ratio"), 0.5),
         ("RETRY_BUDGET_MIN_PER_SECOND", "0.25", ("retry", "budget_min_per_second"), 0.25),
+        ("BREAKER", "OFF", ("breaker", "enabled"), False),
+        ("BREAKER", "on", ("breaker", "enabled"), True),
+        ("BREAKER_FAILURE_RATIO", "1", ("breaker", "failure_ratio"), 1.0),
+        ("BREAKER_MIN_CALLS", "1", ("breaker", "min_calls"), 1),
+        ("BREAKER_WINDOW", "0.5", ("breaker", "window"), 0.5),
+        ("BREAKER_OPEN_FOR", "30", ("breaker", "open_for"), 30.0),
     ],
 )
 def test_each_variable_is_read(
@@ -91,6 +97,13 @@ BAD_VALUES = [
     ("RETRY_AFTER_MAX", "-5", "seconds >= 0"),
     ("RETRY_BUDGET_RATIO", "-0.2", "a number >= 0"),
     ("RETRY_BUDGET_MIN_PER_SECOND", "lots", "a number >= 0"),
+    ("BREAKER", "true", "'on' or 'off'"),
+    ("BREAKER_FAILURE_RATIO", "0", "a number > 0 and <= 1"),
+    ("BREAKER_FAILURE_RATIO", "1.5", "a number > 0 and <= 1"),
+    ("BREAKER_FAILURE_RATIO", "nan", "a number > 0 and <= 1"),
+    ("BREAKER_MIN_CALLS", "0", "a whole number >= 1"),
+    ("BREAKER_WINDOW", "0", "seconds > 0"),
+    ("BREAKER_OPEN_FOR", "-1", "seconds > 0"),
 ]
 
 

@@ -7,6 +7,8 @@ import re
 import resilient_http as rh
 
 EXPECTED_PUBLIC_NAMES = {
+    "BreakerPolicy",
+    "CircuitOpenError",
     "ClientConfig",
     "ConfigError",
     "ConfigWarning",
@@ -54,8 +56,10 @@ def test_exception_tree() -> None:
 def test_testing_surface_is_pinned() -> None:
     assert set(rh.testing.__all__) == {
         "AttemptEvent",
+        "BreakerEvent",
         "Event",
         "Recorder",
+        "RejectionEvent",
         "RetryEvent",
         "SuppressionEvent",
         "TestingHandle",

@@ -28,6 +28,7 @@ from resilient_http.retry import (
     is_idempotent,
     parse_retry_after,
 )
+from tests.helpers import FakeClock
 
 STATUSES = frozenset({429, 502, 503, 504})
 
@@ -266,14 +267,6 @@ def test_full_jitter_backoff_draws_within_the_exponential_cap() -> None:
         draws = [full_jitter_backoff(retry_number, 0.1, 5.0, rng) for _ in range(200)]
         assert all(0.0 <= d <= ceiling for d in draws)
         assert max(draws) > ceiling * 0.8  # full jitter: the whole range is used
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def charging(budget: RetryBudget) -> Callable[[str], bool]:

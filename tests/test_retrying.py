@@ -23,14 +23,7 @@ from resilient_http._pipeline import Pipeline, build_pipeline
 from resilient_http._retrying import RetryLoop
 from resilient_http.retry import RetryPlan, full_jitter_backoff
 from resilient_http.upstream import FaultPlan, FaultyUpstream, RetryAfter, Throttle, down_url
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 class Sleeps:

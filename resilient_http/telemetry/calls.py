@@ -22,7 +22,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
-from .._events import AttemptEvent, RetryEvent, SuppressionEvent
+from .._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
 from .._version import __version__
 from ..pool import HostCounters
 from . import names
@@ -270,6 +270,20 @@ class CallTelemetry:
             instruments.suppressed.add(
                 1, self.target.counter_attributes(self._method, key, event.reason)
             )
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        """Add the transition to the call's span as an event."""
+        if self._span is not None and self._recording:
+            self._span.add_event(
+                names.BREAKER_EVENT,
+                {names.BREAKER_STATE: event.state, names.BREAKER_PREVIOUS_STATE: event.previous},
+            )
+
+    def rejected(self, event: RejectionEvent) -> None:
+        """Count the call an open breaker failed at once."""
+        instruments = self.session.instruments
+        if instruments is not None:
+            instruments.breaker_rejected.add(1, self.target.request_attributes(self._method))
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         """End the logical call: its duration, and its span with the final outcome."""

@@ -1,4 +1,5 @@
-"""DEBUG lines for logical calls: one per attempt, retry and suppression.
+"""DEBUG lines for logical calls: one per attempt, retry, suppression, breaker transition and
+breaker rejection.
 
 A ``CallObserver`` of the event channel (``_events.py``), started for a call only while the
 ``resilient_http`` logger is enabled for DEBUG. Each line carries the call's trace and span ids
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._events import AttemptEvent, RetryEvent, SuppressionEvent
+from .._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
 from .redact import redact_url
 
 __all__ = ["CallLog", "log"]
@@ -67,6 +68,28 @@ class CallLog:
             self._method,
             event.upstream,
             event.reason,
+            self._ids(),
+        )
+
+    def breaker_changed(self, event: BreakerEvent) -> None:
+        """``circuit breaker UPSTREAM: PREVIOUS -> STATE``, with the window's counts on opening."""
+        counts = f" ({event.failures} of {event.calls} calls failed)" if event.calls else ""
+        log.debug(
+            "circuit breaker %s: %s -> %s%s %s",
+            event.upstream,
+            event.previous,
+            event.state,
+            counts,
+            self._ids(),
+        )
+
+    def rejected(self, event: RejectionEvent) -> None:
+        """``circuit open: METHOD UPSTREAM rejected, next probe in S s``."""
+        log.debug(
+            "circuit open: %s %s rejected, next probe in %.3f s %s",
+            self._method,
+            event.upstream,
+            event.retry_in,
             self._ids(),
         )
 

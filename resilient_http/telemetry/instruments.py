@@ -22,11 +22,13 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from .. import pool
+from .._breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from . import names
 
 __all__ = [
     "CONNECTION_BUCKETS",
     "DURATION_BUCKETS",
+    "BreakerRegistry",
     "Instruments",
     "PoolRegistry",
     "instruments_for",
@@ -149,6 +151,46 @@ class PoolRegistry:
         ]
 
 
+class BreakerRegistry:
+    """The circuit breakers whose states the breaker gauge reports; thread-safe. A breaker
+    leaves when the returned function is called or when it is freed."""
+
+    _STATES: Final = (CLOSED, HALF_OPEN, OPEN)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._breakers: dict[int, weakref.ref[CircuitBreaker]] = {}
+
+    def register(self, breaker: CircuitBreaker) -> Callable[[], None]:
+        """Report ``breaker``'s circuits until the returned function is called."""
+        key = id(breaker)
+        with self._lock:
+            self._breakers[key] = weakref.ref(breaker)
+        return weakref.finalize(breaker, self._forget, key)
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._breakers.pop(key, None)
+
+    def observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``resilient_http.breaker.state``: per upstream, 1 for the state it is in, 0 for the
+        others (summed over sessions calling the same upstream)."""
+        with self._lock:
+            breakers = [ref() for ref in self._breakers.values()]
+        sums: dict[tuple[str, int | None], dict[str, int]] = {}
+        for breaker in breakers:
+            for circuit in breaker.circuits() if breaker is not None else ():
+                counts = sums.setdefault(
+                    (circuit.host, circuit.port), dict.fromkeys(self._STATES, 0)
+                )
+                counts[circuit.state] += 1  # a plain attribute the event loop sets: one read
+        return [
+            Observation(value, {**server_attributes(host, port), names.BREAKER_STATE: state})
+            for (host, port), counts in sums.items()
+            for state, value in counts.items()
+        ]
+
+
 class Instruments:
     """Every instrument of the telemetry contract, on one meter."""
 
@@ -181,6 +223,18 @@ class Instruments:
             names.RETRIES_SUPPRESSED,
             unit="{retry}",
             description="Retryable failures that were not retried, by reason.",
+        )
+        self.breaker_rejected = meter.create_counter(
+            names.BREAKER_REJECTED,
+            unit="{call}",
+            description="Calls failed at once by an open circuit breaker.",
+        )
+        self.breakers = BreakerRegistry()
+        meter.create_observable_gauge(
+            names.BREAKER_STATE,
+            callbacks=[self.breakers.observe_states],
+            unit="1",
+            description="Circuit breaker state per upstream: 1 for the current state, else 0.",
         )
         self.pools = PoolRegistry()
         meter.create_observable_up_down_counter(

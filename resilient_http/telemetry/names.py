@@ -13,6 +13,10 @@ __all__ = [
     "ATTEMPTS",
     "ATTEMPT_DURATION",
     "ATTEMPT_SCOPES",
+    "BREAKER_EVENT",
+    "BREAKER_PREVIOUS_STATE",
+    "BREAKER_REJECTED",
+    "BREAKER_STATE",
     "CALL_DURATION",
     "CONNECTIONS_ACQUIRED",
     "CONNECTION_DURATION",
@@ -56,9 +60,12 @@ RETRY_REASON = "resilient_http.retry.reason"
 RETRY_DELAY = "resilient_http.retry.delay"
 SUPPRESSION_REASON = "resilient_http.suppression.reason"
 LIMIT_SCOPE = "resilient_http.pool.limit.scope"
+BREAKER_STATE = "resilient_http.breaker.state"  # also the gauge's name, as SPEC has it
+BREAKER_PREVIOUS_STATE = "resilient_http.breaker.previous_state"
 
-# Span event recorded on the logical span for each retry.
+# Span events recorded on the logical span: each retry, each breaker transition.
 RETRY_EVENT = "resilient_http.retry"
+BREAKER_EVENT = "resilient_http.breaker"
 
 # Metrics.
 ATTEMPT_DURATION = "http.client.request.duration"
@@ -71,6 +78,7 @@ CONNECTIONS_ACQUIRED = "resilient_http.connection.acquired"
 RETRIES = "resilient_http.retries"
 RETRIES_SUPPRESSED = "resilient_http.retries.suppressed"
 POOL_LIMIT = "resilient_http.pool.limit"
+BREAKER_REJECTED = "resilient_http.breaker.rejected"
 #: Every metric the SDK emits (instruments.py makes exactly these; a test pins the README table).
 SDK_METRICS = frozenset(
     {
@@ -84,5 +92,7 @@ SDK_METRICS = frozenset(
         RETRIES,
         RETRIES_SUPPRESSED,
         POOL_LIMIT,
+        BREAKER_STATE,
+        BREAKER_REJECTED,
     }
 )

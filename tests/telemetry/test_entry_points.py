@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from opentelemetry.trace import SpanKind
 
 import resilient_http as rh
@@ -24,6 +25,7 @@ from resilient_http.upstream import (
     Throttle,
     down_url,
 )
+from tests.servers import serving
 from tests.telemetry.conftest import Providers, values_by
 
 Client = Any  # a ResilientSession or an aiohttp.ClientSession: both offer get/post
@@ -154,6 +156,45 @@ async def test_retry_false_sends_once(entry: ClientFactory, providers: Providers
     ):
         assert resp.status == 503
     assert upstream.stats().requests == 1
+
+
+async def test_an_open_breaker_fails_calls_at_once_and_says_so(
+    entry: ClientFactory, providers: Providers
+) -> None:
+    requests = 0
+
+    async def failing(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        return web.Response(status=502)
+
+    app = web.Application()
+    app.router.add_get("/x", failing)
+    config = rh.ClientConfig(breaker=rh.BreakerPolicy(min_calls=2, open_for=60))
+    async with serving(app) as url, entry(providers, config=config, retry=False) as client:
+        for _ in range(2):
+            async with client.get(f"{url}/x") as resp:
+                assert resp.status == 502
+        with pytest.raises(rh.CircuitOpenError) as caught:
+            await client.get(f"{url}/x")
+        metrics = providers.metrics()
+    assert requests == 2
+    assert "circuit breaker open" in caught.value.__notes__[0]
+    calls = [s for s in providers.spans() if s.kind is SpanKind.INTERNAL]
+    attempts = [s for s in providers.spans() if s.kind is SpanKind.CLIENT]
+    assert len(calls) == 3
+    assert len(attempts) == 2  # the rejected call has none
+    rejected = calls[-1]
+    assert rejected.attributes is not None
+    assert rejected.attributes["error.type"] == "CircuitOpenError"
+    assert not [s for s in attempts if s.parent and s.parent.span_id == rejected.context.span_id]
+    opened = [e for e in calls[1].events if e.name == "resilient_http.breaker"]
+    assert [dict(e.attributes or {}) for e in opened] == [
+        {"resilient_http.breaker.state": "open", "resilient_http.breaker.previous_state": "closed"}
+    ]
+    states = values_by(metrics["resilient_http.breaker.state"], "resilient_http.breaker.state")
+    assert states == {"closed": 0, "half_open": 0, "open": 1}
+    assert [point.value for _, point in metrics["resilient_http.breaker.rejected"]] == [1]
 
 
 async def test_the_native_path_resends_a_stale_connection_itself(providers: Providers) -> None:
