@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
+from ._limiter import AdaptiveLimiter
 from ._listeners import SessionListeners
-from ._pipeline import AttemptHandler, Pipeline, build_pipeline
+from ._pipeline import AttemptHandler, AttemptStrategy, CallStrategy, Pipeline, build_pipeline
 from ._retrying import RetryLoop
 from .config import ClientConfig
 from .retry import RetryPlan
@@ -33,18 +35,32 @@ def assemble(
     policy (``config.retry`` when retries are off by default)."""
     policy = plan.policy if plan is not None else config.retry
     budget = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
-    call_strategies = []
+    call_strategies: list[CallStrategy] = []
     if config.breaker.enabled:
         breaker = CircuitBreaker(config.breaker, clock)
         listeners.watch_breaker(breaker)
         call_strategies.append(breaker)
+    attempt_strategies: list[AttemptStrategy] = []
+    if config.concurrency == "adaptive":
+        limiter = AdaptiveLimiter(_ceiling(config), clock)
+        listeners.watch_limiter(limiter)
+        attempt_strategies.append(limiter)
     return Pipeline(
         build_pipeline(
             call_strategies=call_strategies,
             retries=RetryLoop(budget, clock=clock),
-            attempt_strategies=(),
+            attempt_strategies=attempt_strategies,
             send_attempt=send_attempt,
         ),
         listeners,
         clock,
     )
+
+
+#: An adaptive limit with both pool limits at 0 (unlimited) still needs a top.
+_UNLIMITED_CEILING: Final = 1000
+
+
+def _ceiling(config: ClientConfig) -> int:
+    """The most attempts in flight an adaptive limit may allow an upstream: the pool's own."""
+    return config.limit_per_host or config.limit or _UNLIMITED_CEILING

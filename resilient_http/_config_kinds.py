@@ -14,6 +14,8 @@ from typing import Final, Literal, TypeAlias, cast
 __all__ = [
     "CleanupClosed",
     "CleanupClosedKind",
+    "Concurrency",
+    "ConcurrencyKind",
     "Kind",
     "OnOff",
     "Ratio",
@@ -23,6 +25,7 @@ __all__ = [
 ]
 
 CleanupClosed: TypeAlias = Literal["auto"] | bool
+Concurrency: TypeAlias = Literal["static", "adaptive"]
 
 
 class Kind:
@@ -154,3 +157,15 @@ class OnOff(Kind):
 
     def render(self, value: object) -> str:
         return "on" if value else "off"
+
+
+class ConcurrencyKind(Kind):
+    expected = "'static' or 'adaptive'"
+
+    def parse(self, text: str) -> object:
+        return text.strip().lower()
+
+    def check(self, value: object) -> object:
+        if value not in ("static", "adaptive"):
+            raise ValueError
+        return value

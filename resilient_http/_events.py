@@ -20,6 +20,7 @@ __all__ = [
     "AttemptEvent",
     "BreakerEvent",
     "CallObserver",
+    "QueuedEvent",
     "RejectionEvent",
     "RetryEvent",
     "SuppressionEvent",
@@ -113,6 +114,16 @@ class RejectionEvent:
     """Seconds until the breaker lets a probe through (0: probes are in flight)."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """An attempt waited for a place under its upstream's adaptive concurrency limit."""
+
+    method: str
+    upstream: str
+    seconds: float
+    """How long it waited (reported as pool wait)."""
+
+
 class CallObserver(Protocol):
     """Listens to one logical call. Called on the event loop, in the call's task."""
 
@@ -139,6 +150,10 @@ class CallObserver(Protocol):
 
     def rejected(self, event: RejectionEvent) -> None:
         """The call was failed at once by an open circuit breaker."""
+        ...
+
+    def queued(self, event: QueuedEvent) -> None:
+        """An attempt waited under the upstream's adaptive concurrency limit."""
         ...
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
@@ -187,6 +202,10 @@ class _FanOut:
     def rejected(self, event: RejectionEvent) -> None:
         for observer in self._observers:
             observer.rejected(event)
+
+    def queued(self, event: QueuedEvent) -> None:
+        for observer in self._observers:
+            observer.queued(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         for observer in self._observers:

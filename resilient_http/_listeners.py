@@ -15,6 +15,7 @@ from typing import Any
 from . import testing
 from ._breaker import CircuitBreaker
 from ._events import CallObserver, observe_all
+from ._limiter import AdaptiveLimiter
 from .telemetry.calls import NO_TRACE_IDS, SessionTelemetry
 from .telemetry.debug_log import CallLog, log
 
@@ -35,6 +36,12 @@ class SessionListeners:
         telemetry = self._telemetry
         if telemetry is not None and telemetry.instruments is not None:
             self._stop_watching.append(telemetry.instruments.breakers.register(breaker))
+
+    def watch_limiter(self, limiter: AdaptiveLimiter) -> None:
+        """Report ``limiter``'s limits (the concurrency gauge) until ``close()``."""
+        telemetry = self._telemetry
+        if telemetry is not None and telemetry.instruments is not None:
+            self._stop_watching.append(telemetry.instruments.limiters.register(limiter))
 
     def close(self) -> None:
         """Stop reporting what ``watch_breaker`` started (the session closed)."""

@@ -27,6 +27,8 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 from ._config_kinds import (
     CleanupClosed,
     CleanupClosedKind,
+    Concurrency,
+    ConcurrencyKind,
     Kind,
     OnOff,
     Ratio,
@@ -159,7 +161,8 @@ class ClientConfig:
     ``limit_per_host`` is left at its default and a non-zero ``limit`` is below it, the per-host
     limit is lowered to ``limit``; a per-host limit given above the total one is an error.
     ``enable_cleanup_closed="auto"`` turns aiohttp's closed-transport cleanup on only where the
-    running Python needs it.
+    running Python needs it. ``concurrency="adaptive"`` bounds each upstream's attempts in flight
+    by a limit that adapts between 1 and the per-host limit (``"static"``: the pool's limits only).
 
     >>> config = ClientConfig(limit=50, retry=RetryPolicy(max_attempts=5))
     >>> config.replace(limit=20).retry.max_attempts
@@ -171,6 +174,7 @@ class ClientConfig:
     keepalive_timeout: float = 15.0
     ttl_dns_cache: float = 300.0
     enable_cleanup_closed: CleanupClosed = "auto"
+    concurrency: Concurrency = "static"
     timeout: TimeoutConfig = field(default_factory=TimeoutConfig)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -278,6 +282,7 @@ _SETTINGS: Final[tuple[_Setting, ...]] = (
     _setting("KEEPALIVE_TIMEOUT", ClientConfig, "keepalive_timeout", _SECONDS),
     _setting("TTL_DNS_CACHE", ClientConfig, "ttl_dns_cache", _SECONDS),
     _setting("ENABLE_CLEANUP_CLOSED", ClientConfig, "enable_cleanup_closed", CleanupClosedKind()),
+    _setting("CONCURRENCY", ClientConfig, "concurrency", ConcurrencyKind()),
     _setting("TIMEOUT_TOTAL", TimeoutConfig, "total", _SECONDS_POSITIVE),
     _setting("TIMEOUT_CONNECT", TimeoutConfig, "connect", _SECONDS_POSITIVE),
     _setting("TIMEOUT_READ", TimeoutConfig, "read", _SECONDS_POSITIVE),

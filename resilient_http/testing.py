@@ -31,12 +31,20 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
-from ._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
+from ._events import (
+    AttemptEvent,
+    BreakerEvent,
+    QueuedEvent,
+    RejectionEvent,
+    RetryEvent,
+    SuppressionEvent,
+)
 
 __all__ = [
     "AttemptEvent",
     "BreakerEvent",
     "Event",
+    "QueuedEvent",
     "Recorder",
     "RejectionEvent",
     "RetryEvent",
@@ -49,7 +57,7 @@ __all__ = [
     "testing_attempts",
 ]
 
-Event = AttemptEvent | RetryEvent | SuppressionEvent | BreakerEvent | RejectionEvent
+Event = AttemptEvent | RetryEvent | SuppressionEvent | BreakerEvent | RejectionEvent | QueuedEvent
 """Any event a ``Recorder`` records."""
 
 
@@ -152,6 +160,11 @@ class Recorder:
         """Every call an open circuit breaker failed at once."""
         return [event for event in self.events if isinstance(event, RejectionEvent)]
 
+    @property
+    def queue_waits(self) -> list[QueuedEvent]:
+        """Every wait under an upstream's adaptive concurrency limit."""
+        return [event for event in self.events if isinstance(event, QueuedEvent)]
+
     def _add(self, event: Event) -> None:
         self.events.append(event)
         if self._on_event is not None:
@@ -180,6 +193,10 @@ class Recorder:
 
     def rejected(self, event: RejectionEvent) -> None:
         """Part of the observer protocol: records the rejection."""
+        self._add(event)
+
+    def queued(self, event: QueuedEvent) -> None:
+        """Part of the observer protocol: records the wait."""
         self._add(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:

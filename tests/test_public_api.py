@@ -58,6 +58,7 @@ def test_testing_surface_is_pinned() -> None:
         "AttemptEvent",
         "BreakerEvent",
         "Event",
+        "QueuedEvent",
         "Recorder",
         "RejectionEvent",
         "RetryEvent",

@@ -22,7 +22,14 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
-from .._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
+from .._events import (
+    AttemptEvent,
+    BreakerEvent,
+    QueuedEvent,
+    RejectionEvent,
+    RetryEvent,
+    SuppressionEvent,
+)
 from .._version import __version__
 from ..pool import HostCounters
 from . import names
@@ -284,6 +291,13 @@ class CallTelemetry:
         instruments = self.session.instruments
         if instruments is not None:
             instruments.breaker_rejected.add(1, self.target.request_attributes(self._method))
+
+    def queued(self, event: QueuedEvent) -> None:
+        """A wait under the adaptive concurrency limit is pool wait (one figure everywhere)."""
+        instruments = self.session.instruments
+        if instruments is not None:
+            target = self.target
+            instruments.pool_wait.record(event.seconds, server_attributes(target.host, target.port))
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         """End the logical call: its duration, and its span with the final outcome."""

@@ -12,7 +12,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._events import AttemptEvent, BreakerEvent, RejectionEvent, RetryEvent, SuppressionEvent
+from .._events import (
+    AttemptEvent,
+    BreakerEvent,
+    QueuedEvent,
+    RejectionEvent,
+    RetryEvent,
+    SuppressionEvent,
+)
 from .redact import redact_url
 
 __all__ = ["CallLog", "log"]
@@ -90,6 +97,15 @@ class CallLog:
             self._method,
             event.upstream,
             event.retry_in,
+            self._ids(),
+        )
+
+    def queued(self, event: QueuedEvent) -> None:
+        """``concurrency wait upstream=... seconds=...``, as the pool's own waits are logged."""
+        log.debug(
+            "concurrency wait upstream=%s seconds=%.6f %s",
+            event.upstream,
+            event.seconds,
             self._ids(),
         )
 

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import aiohttp
 from opentelemetry import metrics, trace
@@ -23,16 +23,19 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from .. import pool
 from .._breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from .._limiter import AdaptiveLimiter
 from . import names
 
 __all__ = [
     "CONNECTION_BUCKETS",
     "DURATION_BUCKETS",
-    "BreakerRegistry",
     "Instruments",
     "PoolRegistry",
+    "Watched",
     "instruments_for",
 ]
+
+_T = TypeVar("_T")
 
 #: Semantic-convention advisory boundaries for HTTP durations (seconds); the SDK's own defaults
 #: suit milliseconds and would put every request in the first bucket.
@@ -93,14 +96,14 @@ class PoolRegistry:
                 totals[0] += host.acquired_new
                 totals[1] += host.acquired_reused
 
-    def _entries(self) -> list[_PoolEntry]:
+    def entries(self) -> list[_PoolEntry]:
         with self._lock:
             return list(self._pools.values())
 
     def observe_open(self, options: CallbackOptions) -> Iterable[Observation]:
         """``http.client.open_connections`` by state, per upstream."""
         sums: dict[tuple[str, int | None, str], int] = {}
-        for entry in self._entries():
+        for entry in self.entries():
             for h in entry.counters():
                 active, idle = h.active, max(h.open - h.active, 0)
                 for state, value in (("active", active), ("idle", idle)):
@@ -114,7 +117,7 @@ class PoolRegistry:
     def observe_active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
         """``http.client.active_requests``: requests holding or queued for a connection."""
         sums: dict[tuple[str, int | None], int] = {}
-        for entry in self._entries():
+        for entry in self.entries():
             for h in entry.counters():
                 sums[(h.host, h.port)] = sums.get((h.host, h.port), 0) + h.active + h.waiting
         return [Observation(value, server_attributes(*key)) for key, value in sums.items()]
@@ -123,7 +126,7 @@ class PoolRegistry:
         """``resilient_http.connection.acquired``: cumulative, by reused or newly opened."""
         with self._lock:
             sums = {key: list(totals) for key, totals in self._retired.items()}
-        for entry in self._entries():
+        for entry in self.entries():
             for h in entry.counters():
                 totals = sums.setdefault((h.host, h.port), [0, 0])
                 totals[0] += h.acquired_new
@@ -140,7 +143,7 @@ class PoolRegistry:
 
     def observe_limits(self, options: CallbackOptions) -> Iterable[Observation]:
         """``resilient_http.pool.limit`` (0 = unlimited); the largest of the registered pools."""
-        entries = self._entries()
+        entries = self.entries()
         if not entries:
             return []
         total = max(entry.limit for entry in entries)
@@ -151,44 +154,66 @@ class PoolRegistry:
         ]
 
 
-class BreakerRegistry:
-    """The circuit breakers whose states the breaker gauge reports; thread-safe. A breaker
-    leaves when the returned function is called or when it is freed."""
-
-    _STATES: Final = (CLOSED, HALF_OPEN, OPEN)
+class Watched(Generic[_T]):
+    """Strategies (circuit breakers, adaptive limiters) whose state the gauges report while they
+    live; thread-safe. One leaves when the function ``register`` returned is called, or when it
+    is freed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._breakers: dict[int, weakref.ref[CircuitBreaker]] = {}
+        self._refs: dict[int, weakref.ref[_T]] = {}
 
-    def register(self, breaker: CircuitBreaker) -> Callable[[], None]:
-        """Report ``breaker``'s circuits until the returned function is called."""
-        key = id(breaker)
+    def register(self, member: _T) -> Callable[[], None]:
+        """Report ``member`` until the returned function is called."""
+        key = id(member)
         with self._lock:
-            self._breakers[key] = weakref.ref(breaker)
-        return weakref.finalize(breaker, self._forget, key)
+            self._refs[key] = weakref.ref(member)
+        return weakref.finalize(member, self._forget, key)
 
     def _forget(self, key: int) -> None:
         with self._lock:
-            self._breakers.pop(key, None)
+            self._refs.pop(key, None)
 
-    def observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
-        """``resilient_http.breaker.state``: per upstream, 1 for the state it is in, 0 for the
-        others (summed over sessions calling the same upstream)."""
+    def members(self) -> list[_T]:
+        """The members still alive."""
         with self._lock:
-            breakers = [ref() for ref in self._breakers.values()]
-        sums: dict[tuple[str, int | None], dict[str, int]] = {}
-        for breaker in breakers:
-            for circuit in breaker.circuits() if breaker is not None else ():
-                counts = sums.setdefault(
-                    (circuit.host, circuit.port), dict.fromkeys(self._STATES, 0)
-                )
-                counts[circuit.state] += 1  # a plain attribute the event loop sets: one read
-        return [
-            Observation(value, {**server_attributes(host, port), names.BREAKER_STATE: state})
-            for (host, port), counts in sums.items()
-            for state, value in counts.items()
-        ]
+            refs = list(self._refs.values())
+        return [member for member in (ref() for ref in refs) if member is not None]
+
+
+_BREAKER_STATES: Final = (CLOSED, HALF_OPEN, OPEN)
+
+
+def observe_breaker_states(breakers: Watched[CircuitBreaker]) -> list[Observation]:
+    """``resilient_http.breaker.state``: per upstream, 1 for the state it is in, 0 for the
+    others (summed over sessions calling the same upstream)."""
+    sums: dict[tuple[str, int | None], dict[str, int]] = {}
+    for breaker in breakers.members():
+        for circuit in breaker.circuits():
+            key = (circuit.host, circuit.port)
+            counts = sums.setdefault(key, dict.fromkeys(_BREAKER_STATES, 0))
+            counts[circuit.state] += 1  # a plain attribute the event loop sets: one read
+    return [
+        Observation(value, {**server_attributes(host, port), names.BREAKER_STATE: state})
+        for (host, port), counts in sums.items()
+        for state, value in counts.items()
+    ]
+
+
+def observe_concurrency_limits(
+    limiters: Watched[AdaptiveLimiter], pools: PoolRegistry
+) -> list[Observation]:
+    """``resilient_http.concurrency.limit``: per upstream, the adaptive limit in force, else the
+    per-host limit of the pools that reached it (0 = unlimited)."""
+    limits: dict[tuple[str, int | None], int] = {}
+    for entry in pools.entries():
+        for host in entry.counters():
+            key = (host.host, host.port)
+            limits[key] = max(limits.get(key, 0), entry.limit_per_host)
+    for limiter in limiters.members():
+        for upstream in limiter.limits():
+            limits[(upstream.host, upstream.port)] = upstream.places
+    return [Observation(value, server_attributes(*key)) for key, value in limits.items()]
 
 
 class Instruments:
@@ -229,14 +254,21 @@ class Instruments:
             unit="{call}",
             description="Calls failed at once by an open circuit breaker.",
         )
-        self.breakers = BreakerRegistry()
+        self.breakers: Watched[CircuitBreaker] = Watched()
         meter.create_observable_gauge(
             names.BREAKER_STATE,
-            callbacks=[self.breakers.observe_states],
+            callbacks=[lambda options: observe_breaker_states(self.breakers)],
             unit="1",
             description="Circuit breaker state per upstream: 1 for the current state, else 0.",
         )
         self.pools = PoolRegistry()
+        self.limiters: Watched[AdaptiveLimiter] = Watched()
+        meter.create_observable_gauge(
+            names.CONCURRENCY_LIMIT,
+            callbacks=[lambda options: observe_concurrency_limits(self.limiters, self.pools)],
+            unit="{request}",
+            description="Attempts in flight allowed per upstream (the adaptive limit in force).",
+        )
         meter.create_observable_up_down_counter(
             names.OPEN_CONNECTIONS,
             callbacks=[self.pools.observe_open],

@@ -18,6 +18,7 @@ __all__ = [
     "BREAKER_REJECTED",
     "BREAKER_STATE",
     "CALL_DURATION",
+    "CONCURRENCY_LIMIT",
     "CONNECTIONS_ACQUIRED",
     "CONNECTION_DURATION",
     "CONNECTION_STATE",
@@ -79,6 +80,7 @@ RETRIES = "resilient_http.retries"
 RETRIES_SUPPRESSED = "resilient_http.retries.suppressed"
 POOL_LIMIT = "resilient_http.pool.limit"
 BREAKER_REJECTED = "resilient_http.breaker.rejected"
+CONCURRENCY_LIMIT = "resilient_http.concurrency.limit"
 #: Every metric the SDK emits (instruments.py makes exactly these; a test pins the README table).
 SDK_METRICS = frozenset(
     {
@@ -94,5 +96,6 @@ SDK_METRICS = frozenset(
         POOL_LIMIT,
         BREAKER_STATE,
         BREAKER_REJECTED,
+        CONCURRENCY_LIMIT,
     }
 )

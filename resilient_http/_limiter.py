@@ -1,0 +1,191 @@
+"""Adaptive concurrency: an attempt strategy that bounds attempts in flight per upstream.
+
+``RESILIENT_HTTP_CONCURRENCY=adaptive`` (shared/SPEC.md, "Resilience strategies beyond
+retries"). Each upstream (``host:port``) gets a limit between 1 and the pool's per-host limit,
+AIMD as in TCP congestion control, Netflix concurrency-limits' ``AIMDLimit`` and the AWS SDKs'
+adaptive retry mode:
+
+- **multiplicative decrease** (x ``DECREASE``) when an attempt is throttled (429, or 503 with
+  ``Retry-After``) or when latency rises (the recent average of successful attempts above
+  ``LATENCY_TOLERANCE`` x the long-run average). At most once per round trip: an attempt that
+  started before the last decrease cannot lower the limit again, so a burst of throttled answers
+  to one window of calls counts once (TCP's rule for one loss window).
+- **additive increase** of about one per limit's worth of successful attempts (+1/limit each),
+  only while the limit is in use (at least half of it in flight), so an idle upstream's limit
+  does not drift up unearned.
+
+Why AIMD rather than Vegas or Gradient2: throttling is the signal the SPEC names first, and AIMD
+reacts to it directly and predictably; the latency rule adds Gradient2's one useful idea (a short
+average against a long one) without its queue-size guess, which needs a stable no-load RTT that
+a shared upstream rarely gives. The AWS SDK's CUBIC-based limiter rates requests per second
+rather than bounding concurrency, which is the pool's own unit here.
+
+An attempt over the limit waits in FIFO order; the wait is reported as pool wait. The limit starts
+at the ceiling, so a healthy upstream sees the static behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ._attempt import UpstreamLabels
+from ._events import QueuedEvent
+from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
+from .config import THROTTLING_STATUSES
+
+__all__ = ["DECREASE", "LATENCY_TOLERANCE", "AdaptiveLimiter", "UpstreamLimit"]
+
+DECREASE: Final = 0.7
+LATENCY_TOLERANCE: Final = 2.0
+_SHORT_WEIGHT: Final = 0.2  # the recent average: about the last 5 attempts
+_LONG_WEIGHT: Final = 0.01  # the long-run average: about the last 100 attempts
+_WARMED_UP: Final = 20  # attempts before the latency rule may act
+
+
+def is_throttled(outcome: AttemptOutcome) -> bool:
+    """429, or a 503 that says when to come back: the upstream asks for less load."""
+    response = outcome.response
+    if response is None or response.status not in THROTTLING_STATUSES:
+        return False
+    return response.status == 429 or "Retry-After" in response.headers
+
+
+class UpstreamLimit:
+    """One upstream's limit, its attempts in flight and the attempts queued for a place."""
+
+    __slots__ = (
+        "_long",
+        "_samples",
+        "_short",
+        "ceiling",
+        "decreased_at",
+        "host",
+        "in_flight",
+        "limit",
+        "port",
+        "waiters",
+    )
+
+    def __init__(self, ceiling: int, host: str, port: int | None) -> None:
+        self.ceiling = ceiling
+        self.host = host
+        self.port = port
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self.decreased_at = float("-inf")
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._short = 0.0
+        self._long = 0.0
+        self._samples = 0
+
+    @property
+    def places(self) -> int:
+        """Attempts that may be in flight now."""
+        return max(1, int(self.limit))
+
+    def release(self) -> None:
+        """An attempt left: wake the next queued one while there is room."""
+        self.in_flight -= 1
+        while self.waiters and self.in_flight < self.places:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1  # the place is handed over, not raced for
+                waiter.set_result(None)
+
+    def adjust(self, throttled: bool, succeeded: bool, started: float, now: float) -> None:
+        """Apply one attempt's outcome (``started``/``now``: when it began and ended)."""
+        if throttled:
+            self._decrease(started, now)
+            return
+        if not succeeded:
+            return  # errors and other statuses say nothing about load here
+        latency = now - started
+        if self._samples == 0:
+            self._short = self._long = latency
+        else:
+            self._short += _SHORT_WEIGHT * (latency - self._short)
+            self._long += _LONG_WEIGHT * (latency - self._long)
+        self._samples += 1
+        if self._samples >= _WARMED_UP and self._short > LATENCY_TOLERANCE * self._long:
+            self._decrease(started, now)
+        elif self.in_flight + 1 >= self.limit / 2:  # in use: earn one more place per window
+            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+
+    def _decrease(self, started: float, now: float) -> None:
+        if started < self.decreased_at:
+            return  # sent before the last decrease: the same congestion, already answered
+        self.limit = max(1.0, self.limit * DECREASE)
+        self.decreased_at = now
+
+
+def call_label(upstream: UpstreamLimit) -> str:
+    """``host:port`` of ``upstream``."""
+    return f"{upstream.host}:{upstream.port}" if upstream.port is not None else upstream.host
+
+
+class AdaptiveLimiter:
+    """The adaptive limits of one session, one ``UpstreamLimit`` per upstream."""
+
+    def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = ceiling
+        self._clock = clock
+        self._labels = UpstreamLabels()
+        self._limits: dict[str, UpstreamLimit] = {}
+        self._send: AttemptHandler | None = None
+
+    def limits(self) -> list[UpstreamLimit]:
+        """Every upstream's limit (a copy of the list: telemetry reads it from its thread)."""
+        return list(self._limits.values())
+
+    def bind(self, send: AttemptHandler) -> AttemptHandler:
+        """The attempt handler that holds each attempt to its upstream's limit."""
+        self._send = send
+        return self.send
+
+    async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
+        """Wait for a place under the upstream's limit, make the attempt, adjust the limit."""
+        send = self._send
+        assert send is not None, "bind() first"
+        label = self._labels.of(call.target)
+        upstream = self._limits.get(label)
+        if upstream is None:
+            host, _, port = label.rpartition(":")
+            upstream = self._limits[label] = UpstreamLimit(
+                self.ceiling, host, int(port) if port.isdigit() else None
+            )
+        if upstream.in_flight < upstream.places and not upstream.waiters:
+            upstream.in_flight += 1
+        else:
+            await self._queue(call, upstream)
+        started = self._clock()
+        try:
+            outcome = await send(call, attempt)
+        finally:
+            upstream.release()
+        response = outcome.response
+        upstream.adjust(
+            is_throttled(outcome),
+            response is not None and response.status < 500,
+            started,
+            self._clock(),
+        )
+        return outcome
+
+    async def _queue(self, call: Call, upstream: UpstreamLimit) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        upstream.waiters.append(waiter)
+        queued_at = time.perf_counter()
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                upstream.release()  # given a place just as it was cancelled: pass it on
+            raise
+        finally:
+            if call.observer is not None:
+                waited = time.perf_counter() - queued_at
+                call.observer.queued(QueuedEvent(call.method, call_label(upstream), waited))
