@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--telemetry-file",
         metavar="PATH",
-        help="OTLP JSON lines file to write and report from (default: "
-        "$RESILIENT_HTTP_TELEMETRY_FILE, else ./resilient-http-demo.jsonl)",
+        help="OTLP JSON lines file to write and report from, started fresh (default: "
+        "$RESILIENT_HTTP_TELEMETRY_FILE, else ./resilient-http-demo.jsonl, if it does not exist "
+        "yet; an existing file is never touched: then ./resilient-http-demo-N.jsonl)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the text report"

@@ -38,10 +38,10 @@ from resilient_http.demo.output import (
 )
 from resilient_http.demo.scenarios import SCENARIOS, Scenario
 from resilient_http.demo.telemetry import (
+    create_telemetry_file,
     otlp_endpoint,
     sdk_disabled,
     start_telemetry,
-    telemetry_file_path,
 )
 
 __all__ = ["run_demo"]
@@ -71,16 +71,20 @@ def run_demo(args: argparse.Namespace) -> int:
         args.requests or scenario.requests,
         args.concurrency or scenario.concurrency,
     )
-    path = telemetry_file_path(args.telemetry_file)
+    path: Path | None = None
     handle: rh.TelemetryHandle | None = None
     if sdk_disabled():
         telemetry_text = "off (OTEL_SDK_DISABLED=true): no telemetry file, no tuning report"
     else:
         try:
+            path = create_telemetry_file(args.telemetry_file)
             handle = start_telemetry(path)
         except OSError as exc:
-            return _fail(1, f"cannot write the telemetry file {path}: {exc.strerror or exc}")
+            reason = exc.strerror or exc
+            return _fail(1, f"cannot write the telemetry file {exc.filename}: {reason}")
         except rh.ConfigError as exc:
+            if not args.telemetry_file and path is not None:
+                path.unlink()  # the empty file this run created for itself
             return _fail(2, str(exc))
         telemetry_text = _telemetry_text(path)
     current = ClientSetup("current config", "sdk", config, telemetry=handle is not None)
@@ -91,7 +95,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print_comparison(console, comparison)
     analysis: Analysis | None = None
     checks: list[Check] = []
-    if handle is None:
+    if handle is None or path is None:
         console.print(
             "Telemetry is off (OTEL_SDK_DISABLED=true): no telemetry file was written, so "
             "there is no tuning report. The figures above are the demo's and the upstream's "
