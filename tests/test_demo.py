@@ -7,8 +7,11 @@ direction an operator expects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +168,60 @@ def test_the_demo_creates_its_file_only_where_none_exists(
     configured.write_text("old")
     assert create_telemetry_file(str(configured), env) == configured
     assert configured.read_bytes() == b""
+
+
+async def test_ctrl_c_leaves_an_analyzable_file_and_reports_interrupted_calls(
+    tmp_path: Path, receiver: OTLPReceiver
+) -> None:
+    telemetry_file = tmp_path / "interrupted.jsonl"
+    # A healthy but slow upstream and far more calls than run in the test's time: every call
+    # the report does not count as answered was cut short by the Ctrl-C.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "error",
+        "-m",
+        "resilient_http",
+        "demo",
+        "--scenario",
+        "pool-starved",
+        "--requests",
+        "1000000",
+        "--telemetry-file",
+        str(telemetry_file),
+        "--json",
+        cwd=tmp_path,
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    async with asyncio.timeout(60):  # a safety net only
+        # Calls are being answered once the demo exports their durations (every 100 ms).
+        await receiver.wait_for(lambda r: bool(r.metric_points("resilient_http.request.duration")))
+        # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = await process.communicate()
+    assert process.returncode == 130, err
+    client = (document := json.loads(out))["client"]
+    assert document["interrupted"] is True
+    assert (
+        err.decode()
+        == f"resilient-http demo: interrupted: {client['interrupted']} calls cut short\n"
+    )
+    assert client["interrupted"] > 0
+    assert client["failed"] == 0  # the upstream never failed: the cut calls are not errors
+    assert document["checks"] == []
+    row = the_upstream(document)
+    assert (row["requests"], row["interrupted"]) == (client["calls"], client["interrupted"])
+    assert (row["errors"], row["error_rate"]) == (0, 0.0)
+    # The upstream (another process) was not stopped by the Ctrl-C: it answered every call it
+    # was not cut off from, and still gave the demo its counters.
+    assert set(document["upstream"]["responses_by_status"]) == {"200"}
+    assert client["errors"] == {}
+    again = to_json(analyze_paths([telemetry_file]))
+    assert again["corrupt_lines"] == 0
+    assert again["upstreams"] == document["report"]["upstreams"]
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
                 "application, e.g. a Ctrl-C): not counted as errors",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
     pools = Table(
         title="Connection pools (wait ms over all acquisitions; queued = share that waited)",
