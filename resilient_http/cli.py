@@ -1,29 +1,44 @@
-"""The ``resilient-http`` command line: ``config``, ``analyze`` (and ``demo`` when it lands).
+"""The ``resilient-http`` command line: ``config``, ``demo`` and ``analyze``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
 this module only dispatches, so ``--help`` stays fast and CLI-only dependencies load on use.
+``add_arguments`` never needs an extra: a plain ``pip install resilient-http-sdk`` builds every
+parser, and a subcommand whose extra is missing says so in one line (exit 2) instead of running.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from ._version import __version__
+from ._version import DISTRIBUTION, __version__
 
-__all__ = ["main", "positive_int"]
+__all__ = ["EXTRA_MODULES", "SUBCOMMANDS", "main", "missing_extra", "positive_int"]
 
-# subcommand -> (module implementing it, one-line help)
-_SUBCOMMANDS = {
-    "config": ("resilient_http._cli_config", "print the effective configuration and its sources"),
-    "demo": ("resilient_http.demo", "load a faulty local upstream, then print the tuning report"),
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {"cli": ("rich", "orjson", "ddsketch")}
+"""The modules each optional extra of ``pyproject.toml`` brings (a test keeps them equal)."""
+
+SUBCOMMANDS: dict[str, tuple[str, str, str | None]] = {
+    # subcommand: (module implementing it, one-line help, the extra it needs or None)
+    "config": (
+        "resilient_http._cli_config",
+        "print the effective configuration and its sources",
+        None,
+    ),
+    "demo": (
+        "resilient_http.demo",
+        "load a faulty local upstream, then print the tuning report",
+        "cli",
+    ),
     "analyze": (
         "resilient_http.analysis.command",
         "read OTLP JSON telemetry and recommend pool and retry settings",
+        "cli",
     ),
 }
 
@@ -42,11 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules: dict[str, _Subcommand] = {}
-    for name, (module_name, help_text) in _SUBCOMMANDS.items():
+    for name, (module_name, help_text, _extra) in SUBCOMMANDS.items():
         module: _Subcommand = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=help_text, description=help_text))
         modules[name] = module
     args = parser.parse_args(argv)
+    extra = SUBCOMMANDS[args.command][2]
+    message = None if extra is None else missing_extra(f"resilient-http {args.command}", extra)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 2
     try:
         return modules[args.command].run(args)
     except KeyboardInterrupt:
@@ -55,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `resilient-http config | head`: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def missing_extra(prog: str, extra: str) -> str | None:
+    """The one line telling how to install ``extra`` for ``prog``, or None when its modules are
+    all installed (checked before running, so a command never stops half way on an import)."""
+    missing = [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"{prog}: error: needs the '{extra}' extra ({', '.join(missing)} not installed): "
+        f"pip install '{DISTRIBUTION}[{extra}]'"
+    )
 
 
 def positive_int(text: str) -> int:

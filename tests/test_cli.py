@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from resilient_http.cli import EXTRA_MODULES, SUBCOMMANDS
 from tests.helpers import clean_environ
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,3 +96,18 @@ def test_analyze_is_wired(tmp_path: Path) -> None:
     missing = run_cli("analyze", path + ".missing")
     assert missing.returncode == 1
     assert len(missing.stderr.splitlines()) == 1
+
+
+def test_the_extras_modules_are_pyprojects() -> None:
+    """cli.EXTRA_MODULES, which a plain install checks, lists each extra's packages."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra, modules in EXTRA_MODULES.items():
+        packages = set()
+        for requirement in extras[extra]:
+            name = re.match(r"[A-Za-z0-9._-]+", requirement)
+            assert name is not None, requirement
+            packages.add(name.group().lower())
+        assert packages == set(modules), extra
+    assert {extra for _, _, extra in SUBCOMMANDS.values()} - {None} <= set(EXTRA_MODULES)

@@ -7,8 +7,11 @@ direction an operator expects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.report import to_json
 from resilient_http.cli import main
 from resilient_http.demo.scenarios import SCENARIOS
+from resilient_http.demo.telemetry import create_telemetry_file
 from tests.helpers import run_python
 from tests.otlp_receiver import OTLPReceiver
 
@@ -71,7 +75,10 @@ def recommendations(document: dict[str, Any]) -> dict[str, str]:
 async def test_report_figures_agree_with_the_upstreams_counters(tmp_path: Path) -> None:
     telemetry_file = tmp_path / "demo.jsonl"
     telemetry_file.write_text("left over from an earlier run: not JSON\n")
-    document = await run_json("--requests", "300", telemetry_file=telemetry_file)
+    # Named with --telemetry-file: the one way to have the demo start an existing file fresh.
+    document = await run_json(
+        "--requests", "300", "--telemetry-file", str(telemetry_file), telemetry_file=telemetry_file
+    )
     client, upstream = document["client"], document["upstream"]
     row = the_upstream(document)
     assert document["scenario"] == "mixed"
@@ -112,6 +119,109 @@ async def test_default_run_prints_the_report_and_writes_the_default_file(tmp_pat
     assert "DIFFERS" not in out
     assert "\x1b[" not in out  # not a terminal: no progress bar, no colours
     assert analyze_paths([telemetry_file]).upstreams[0].requests == 200
+
+
+async def test_an_existing_telemetry_file_survives_the_demo_untouched(tmp_path: Path) -> None:
+    # A service's telemetry file, named by RESILIENT_HTTP_TELEMETRY_FILE (the demo's default),
+    # and an earlier demo's file in the current folder.
+    service_file = tmp_path / "service" / "telemetry.jsonl"
+    service_file.parent.mkdir()
+    service_file.write_bytes(b'{"resourceMetrics": []}\n{"resourceSpans": []}\n' * 1000)
+    earlier_demo = tmp_path / "resilient-http-demo.jsonl"
+    earlier_demo.write_bytes(b"an earlier demo's file\n")
+    before = {path: (path.read_bytes(), path.stat()) for path in (service_file, earlier_demo)}
+    code, out, err = await run_demo(
+        "--scenario",
+        "healthy",
+        "--requests",
+        "20",
+        cwd=tmp_path,
+        env={"RESILIENT_HTTP_TELEMETRY_FILE": str(service_file)},
+    )
+    assert code == 0, err
+    for path, (content, stat) in before.items():
+        assert path.read_bytes() == content, path
+        assert (path.stat().st_mtime_ns, path.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
+    written = tmp_path / "resilient-http-demo-2.jsonl"
+    assert f"telemetry {written}" in out
+    assert analyze_paths([written]).upstreams[0].requests == 20
+    assert sorted(os.listdir(tmp_path)) == [
+        "resilient-http-demo-2.jsonl",
+        "resilient-http-demo.jsonl",
+        "service",
+    ]
+
+
+def test_the_demo_creates_its_file_only_where_none_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    configured = tmp_path / "configured.jsonl"
+    env = {"RESILIENT_HTTP_TELEMETRY_FILE": str(configured)}
+    # The configured file while it does not exist, then the default, then numbered ones.
+    expected = ["configured.jsonl", "resilient-http-demo.jsonl", "resilient-http-demo-2.jsonl"]
+    for name in expected:
+        assert create_telemetry_file(None, env) == tmp_path / name
+    assert create_telemetry_file(None, {}) == tmp_path / "resilient-http-demo-3.jsonl"
+    assert all((tmp_path / name).read_bytes() == b"" for name in expected)
+    # Named with --telemetry-file: started fresh, whatever it held.
+    configured.write_text("old")
+    assert create_telemetry_file(str(configured), env) == configured
+    assert configured.read_bytes() == b""
+
+
+async def test_ctrl_c_leaves_an_analyzable_file_and_reports_interrupted_calls(
+    tmp_path: Path, receiver: OTLPReceiver
+) -> None:
+    telemetry_file = tmp_path / "interrupted.jsonl"
+    # A healthy but slow upstream and far more calls than run in the test's time: every call
+    # the report does not count as answered was cut short by the Ctrl-C.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "error",
+        "-m",
+        "resilient_http",
+        "demo",
+        "--scenario",
+        "pool-starved",
+        "--requests",
+        "1000000",
+        "--telemetry-file",
+        str(telemetry_file),
+        "--json",
+        cwd=tmp_path,
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    async with asyncio.timeout(60):  # a safety net only
+        # Calls are being answered once the demo exports their durations (every 100 ms).
+        await receiver.wait_for(lambda r: bool(r.metric_points("resilient_http.request.duration")))
+        # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = await process.communicate()
+    assert process.returncode == 130, err
+    client = (document := json.loads(out))["client"]
+    assert document["interrupted"] is True
+    assert (
+        err.decode()
+        == f"resilient-http demo: interrupted: {client['interrupted']} calls cut short\n"
+    )
+    assert client["interrupted"] > 0
+    assert client["failed"] == 0  # the upstream never failed: the cut calls are not errors
+    assert document["checks"] == []
+    row = the_upstream(document)
+    assert (row["requests"], row["interrupted"]) == (client["calls"], client["interrupted"])
+    assert (row["errors"], row["error_rate"]) == (0, 0.0)
+    # The upstream (another process) was not stopped by the Ctrl-C: it answered every call it
+    # was not cut off from, and still gave the demo its counters.
+    assert set(document["upstream"]["responses_by_status"]) == {"200"}
+    assert client["errors"] == {}
+    again = to_json(analyze_paths([telemetry_file]))
+    assert again["corrupt_lines"] == 0
+    assert again["upstreams"] == document["report"]["upstreams"]
 
 
 @pytest.mark.parametrize(

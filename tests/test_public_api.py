@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
 
 import resilient_http as rh
 
@@ -43,6 +46,9 @@ def test_public_names_have_docstrings() -> None:
 
 def test_version_and_typed_marker() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", rh.__version__)
+    # Written once, in pyproject.toml; the package reads it from the installed metadata.
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert rh.__version__ == version("resilient-http-sdk") == pyproject["project"]["version"]
     from importlib.resources import files
 
     assert files("resilient_http").joinpath("py.typed").is_file()

@@ -14,10 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from resilient_http.analysis.analyze import analyze_paths
-from resilient_http.analysis.reader import InputError
-from resilient_http.analysis.report import render_text, to_json
-from resilient_http.cli import positive_int
+from resilient_http.cli import missing_extra, positive_int
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -47,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse ``args.paths`` and print the report; 0 on success, 1 with a one-line message."""
+    # Imported here, not at the top: building the parser must not need the `cli` extra
+    # (orjson, ddsketch, rich), so that a plain install can say which extra is missing.
+    from resilient_http.analysis.analyze import analyze_paths
+    from resilient_http.analysis.reader import InputError
+    from resilient_http.analysis.report import render_text, to_json
+
     try:
         analysis = analyze_paths(args.paths, jobs=getattr(args, "jobs", None))
     except InputError as exc:
@@ -76,4 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m resilient_http.analysis``)."""
     parser = argparse.ArgumentParser(prog=PROG, description="Tuning report from OTLP JSON files.")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    message = missing_extra(PROG, "cli")
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 2
+    return run(args)

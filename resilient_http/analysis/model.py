@@ -22,7 +22,13 @@ from typing import Any
 from resilient_http.analysis import names
 from resilient_http.analysis.grouping import HostKey, MetricView
 from resilient_http.analysis.metrics import MetricStore, Stream
-from resilient_http.analysis.spans import AttemptStats, CallStats, SpanAggregator, UpstreamKey
+from resilient_http.analysis.spans import (
+    INTERRUPTED_ERROR_TYPE,
+    AttemptStats,
+    CallStats,
+    SpanAggregator,
+    UpstreamKey,
+)
 from resilient_http.analysis.stats import BucketHistogram, LatencySketch
 from resilient_http.config import THROTTLING_STATUSES
 
@@ -68,6 +74,8 @@ class UpstreamReport:
     throttled_share: float | None = None
     errors: float | None = None
     error_rate: float | None = None
+    # Calls the application cancelled (a Ctrl-C, say): not errors, and not in ``errors``.
+    interrupted: float | None = None
     error_types: dict[str, float] = field(default_factory=dict)
     # Attempts by error.type: exact from the attempt histogram, else from attempt spans; None
     # when neither is in the data.
@@ -188,6 +196,7 @@ def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: MetricView) -
     if any((h[0], h[1]) == host for h in view.calls):
         report.requests = sum(_count(s) for s in calls)
         report.errors = sum(_count(s) for s in calls if _is_error(s.attributes))
+        report.interrupted = sum(_count(s) for s in calls if _is_interrupted(s.attributes))
         report.throttled_attempts = report.retries.get("throttled", 0.0) + sum(
             _count(s) for s in calls if s.attributes.get(names.STATUS) in THROTTLING_STATUSES
         )
@@ -212,6 +221,7 @@ def _span_counts(
         report.attempts = call.attempts
         report.retries = dict(call.retries)
         report.errors = call.errors
+        report.interrupted = call.interrupted
         report.throttled_attempts = call.retries.get("throttled", 0.0) + call.throttled_final
     elif attempt is not None:
         # Attempt spans alone: the first attempt of each call has no resend count.
@@ -305,7 +315,13 @@ def _count(stream: Stream) -> float:
 
 def _is_error(attributes: dict[str, Any]) -> bool:
     status = attributes.get(names.STATUS)
+    if _is_interrupted(attributes):
+        return False
     return names.ERROR_TYPE in attributes or (isinstance(status, int) and status >= 500)
+
+
+def _is_interrupted(attributes: dict[str, Any]) -> bool:
+    return attributes.get(names.ERROR_TYPE) == INTERRUPTED_ERROR_TYPE
 
 
 def _is_reused(attributes: dict[str, Any]) -> bool:

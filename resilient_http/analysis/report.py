@@ -90,6 +90,7 @@ def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
         "throttled_share": _ratio(u.throttled_share),
         "errors": _whole(u.errors),
         "error_rate": _ratio(u.error_rate),
+        "interrupted": _whole(u.interrupted),
         "error_types": {label: _whole(n) for label, n in sorted(u.error_types.items())},
         "attempt_error_types": None
         if u.attempt_error_types is None
@@ -145,6 +146,15 @@ def render_text(analysis: Analysis, console: Console) -> None:
             _percent(u.throttled_share),
         )
     console.print(calls)
+    for u in analysis.upstreams:
+        if u.interrupted:
+            console.print(
+                f"  {_name(u)}: {_whole(u.interrupted)} calls interrupted (cancelled by the "
+                "application, e.g. a Ctrl-C): not counted as errors",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     pools = Table(
         title="Connection pools (wait ms over all acquisitions; queued = share that waited)",
         title_justify="left",

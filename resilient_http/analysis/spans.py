@@ -49,6 +49,10 @@ _RETRY_EVENT = names.RETRY_EVENT
 _RETRY_REASON = names.RETRY_REASON
 _KINDS = {"SPAN_KIND_INTERNAL": _INTERNAL, "SPAN_KIND_CLIENT": _CLIENT}
 
+INTERRUPTED_ERROR_TYPE = "CancelledError"
+"""``error.type`` of a call the application cancelled (a Ctrl-C, an outer timeout, a caller that
+went away): counted as interrupted, not as an error, for the upstream did nothing wrong."""
+
 
 @dataclass(slots=True)
 class CallStats:
@@ -58,6 +62,7 @@ class CallStats:
     spans: int = 0
     attempts: float = 0.0
     errors: float = 0.0
+    interrupted: float = 0.0
     throttled_final: float = 0.0
     latency: LatencySketch = field(default_factory=LatencySketch)
     retries: dict[str, float] = field(default_factory=dict)
@@ -83,6 +88,7 @@ class CallStats:
         self.spans += other.spans
         self.attempts += other.attempts
         self.errors += other.errors
+        self.interrupted += other.interrupted
         self.throttled_final += other.throttled_final
         self.latency.merge(other.latency)
         for mine, theirs in (
@@ -105,6 +111,7 @@ class AttemptStats:
     spans: int = 0
     first_attempts: float = 0.0
     errors: float = 0.0
+    interrupted: float = 0.0
     throttled: float = 0.0
     latency: LatencySketch = field(default_factory=LatencySketch)
     error_types: dict[str, float] = field(default_factory=dict)
@@ -117,6 +124,7 @@ class AttemptStats:
         self.spans += other.spans
         self.first_attempts += other.first_attempts
         self.errors += other.errors
+        self.interrupted += other.interrupted
         self.throttled += other.throttled
         self.latency.merge(other.latency)
         for label, count in other.error_types.items():
@@ -250,7 +258,9 @@ class SpanAggregator:
             status = (_INTS.get(raw) or _parse_int(raw)) if raw is not None else _int(value)
             value = get(_ERROR_TYPE)
             error_type = _text(value) if value else None
-            if error_type is not None or (status is not None and status >= 500):
+            if error_type == INTERRUPTED_ERROR_TYPE:
+                stats.interrupted += weight
+            elif error_type is not None or (status is not None and status >= 500):
                 stats.errors += weight
                 _bump(stats.error_types, error_type or str(status), weight)
             if is_call:

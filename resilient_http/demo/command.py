@@ -7,15 +7,11 @@ build this parser too, and should not pay for rich, the analysis or the load mac
 from __future__ import annotations
 
 import argparse
-import sys
 
 from resilient_http.cli import positive_int
 from resilient_http.demo.scenarios import DEFAULT_SCENARIO, SCENARIOS
 
 __all__ = ["add_arguments", "run"]
-
-# The packages of the `cli` extra that the demo needs.
-_CLI_EXTRA = frozenset({"rich", "orjson", "ddsketch"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--telemetry-file",
         metavar="PATH",
-        help="OTLP JSON lines file to write and report from (default: "
-        "$RESILIENT_HTTP_TELEMETRY_FILE, else ./resilient-http-demo.jsonl)",
+        help="OTLP JSON lines file to write and report from, started fresh (default: "
+        "$RESILIENT_HTTP_TELEMETRY_FILE, else ./resilient-http-demo.jsonl, if it does not exist "
+        "yet; an existing file is never touched: then ./resilient-http-demo-N.jsonl)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the text report"
@@ -54,14 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status (see ``runner.run_demo``)."""
-    try:
-        from resilient_http.demo.runner import run_demo
-    except ModuleNotFoundError as exc:  # the SDK alone does not need rich, orjson or ddsketch
-        if exc.name not in _CLI_EXTRA:
-            raise
-        print(
-            f"resilient-http demo: error: {exc.name} is missing: pip install 'resilient_http[cli]'",
-            file=sys.stderr,
-        )
-        return 1
+    # Imported here: the runner needs the `cli` extra, which cli.main has checked by now.
+    from resilient_http.demo.runner import run_demo
+
     return run_demo(args)

@@ -9,7 +9,8 @@ fresh upstream, so every client setup in ``--compare`` meets the same seeded fau
 
 Calls are made by C workers taking the next call number until N are done, so exactly C calls
 are in flight (not N tasks created at once). Latency is measured per logical call, body read
-included: what the caller waited.
+included: what the caller waited. A ``stop`` event (the demo's Ctrl-C) cancels the calls in
+flight: they are counted as interrupted, as the SDK's telemetry records them, not as failures.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class LoadResult:
     """Calls that raised, by exception class name."""
     connection_errors: int = 0
     """Calls that failed on a dropped connection (``aiohttp.ClientConnectionError``)."""
+    interrupted: int = 0
+    """Calls cut short by ``stop`` before their answer arrived (not failures)."""
     latency: LatencySketch = field(default_factory=LatencySketch)
     """Seconds per call, in the analysis's own quantile sketch: bounded memory for any N."""
     seconds: float = 0.0
@@ -87,8 +90,9 @@ class LoadResult:
 
     @property
     def failed(self) -> int:
-        """Calls that raised or were answered 4xx/5xx."""
-        return self.calls - sum(n for status, n in self.statuses.items() if status < 400)
+        """Calls that raised or were answered 4xx/5xx (interrupted ones are neither)."""
+        answered = sum(n for status, n in self.statuses.items() if status < 400)
+        return self.calls - self.interrupted - answered
 
     @property
     def success_rate(self) -> float:
@@ -124,31 +128,63 @@ class RunResult:
 
 
 async def drive_load(
-    get: Get, url: str, requests: int, concurrency: int, on_call_done: CallDone
+    get: Get,
+    url: str,
+    requests: int,
+    concurrency: int,
+    on_call_done: CallDone,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
-    """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time."""
+    """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time, or fewer: once
+    ``stop`` is set no call starts, and those in flight are cancelled."""
     result = LoadResult()
+    stopped = stop if stop is not None else asyncio.Event()
     started_calls = 0
 
     async def worker() -> None:
         nonlocal started_calls
-        while started_calls < requests:
+        while started_calls < requests and not stopped.is_set():
             started_calls += 1
             ok = await _one_call(get, url, result)
             on_call_done(ok)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, requests))]
+    canceller = asyncio.create_task(_cancel_when_set(stopped, workers))
+    try:
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        canceller.cancel()
+    for outcome in outcomes:
+        # A cancelled worker is the stop at work; anything else is a bug to surface.
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
     result.seconds = time.perf_counter() - started
     return result
 
 
+async def _cancel_when_set(stop: asyncio.Event, workers: list[asyncio.Task[None]]) -> None:
+    await stop.wait()
+    for worker in workers:
+        worker.cancel()
+
+
 async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
     started = time.perf_counter()
+    status = 0
     try:
         async with get(url) as resp:
-            await resp.read()
             status = resp.status
+            await resp.read()
+    except asyncio.CancelledError:
+        # Still what the caller waited, as the SDK's call duration records it.
+        result.latency.add(time.perf_counter() - started, 1.0)
+        result.calls += 1
+        if status:  # answered, its body cut short: an answered call, as the SDK counts it
+            result.statuses[status] += 1
+        else:  # the SDK records the call as cancelled (error.type CancelledError) too
+            result.interrupted += 1
+        raise
     except aiohttp.ClientError as exc:
         # A failed call is part of what the demo shows (the SDK raises aiohttp's errors).
         result.errors[type(exc).__name__] += 1
@@ -169,15 +205,19 @@ async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
 
 
 async def run_once(
-    plan: FaultPlan, setup: ClientSetup, requests: int, concurrency: int, on_call_done: CallDone
+    plan: FaultPlan,
+    setup: ClientSetup,
+    requests: int,
+    concurrency: int,
+    on_call_done: CallDone,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
-    """Start a fresh upstream with ``plan``, drive the load through ``setup``, collect both
-    sides' counts."""
+    """Start a fresh upstream with ``plan``, drive the load through ``setup`` (until ``stop``),
+    collect both sides' counts."""
     async with UpstreamProcess(plan) as upstream:
         async with _client(setup) as get:
-            load = await drive_load(
-                get, upstream.make_url(CALL_PATH), requests, concurrency, on_call_done
-            )
+            url = upstream.make_url(CALL_PATH)
+            load = await drive_load(get, url, requests, concurrency, on_call_done, stop)
         # After the client closed: its connections are counted as closed too.
         stats = await upstream.stats()
         return RunResult(setup, load, stats, f"{upstream.host}:{upstream.port}")

@@ -21,6 +21,7 @@ __all__ = [
     "print_checks",
     "print_comparison",
     "print_header",
+    "print_interrupted",
     "print_summary",
 ]
 
@@ -51,7 +52,8 @@ def print_summary(console: Console, run: RunResult) -> None:
     latency = load.latency_ms()
     console.print(
         f"Client: {load.calls} calls in {load.seconds:.2f} s ({load.throughput:.0f}/s), "
-        f"{load.succeeded} answered 2xx ({load.success_rate:.1%}), {load.failed} failed; "
+        f"{load.succeeded} answered 2xx ({load.success_rate:.1%}), {load.failed} failed"
+        f"{_interrupted(load)}; "
         f"latency p50/p95/p99 {_ms(latency['p50'])}/{_ms(latency['p95'])}/"
         f"{_ms(latency['p99'])} ms{_failures(load)}",
         highlight=False,
@@ -132,6 +134,23 @@ def print_checks(console: Console, checks: list[Check], telemetry_file: Path) ->
             check.source,
         )
     console.print(table)
+    _print_telemetry_file(console, telemetry_file)
+
+
+def print_interrupted(console: Console, main: RunResult, telemetry_file: Path) -> None:
+    """What a Ctrl-C left: the calls made, those cut short, and the file to analyse again."""
+    load = main.load
+    console.print(
+        f"Interrupted (Ctrl-C) after {load.calls} calls: {load.interrupted} cut short, counted "
+        "as interrupted, not as errors. The checks against the upstream's counters need a "
+        "complete run.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_telemetry_file(console, telemetry_file)
+
+
+def _print_telemetry_file(console: Console, telemetry_file: Path) -> None:
     console.print(
         f"Telemetry file: {telemetry_file}\n"
         f"  read it again with: resilient-http analyze {telemetry_file}",
@@ -150,12 +169,16 @@ def json_document(
     analysis: Analysis | None,
     checks: list[Check],
     comparison: list[RunResult],
+    *,
+    interrupted: bool = False,
 ) -> dict[str, Any]:
-    """``--json``: the run, both sides' counts, the report and the checks, for machines."""
+    """``--json``: the run, both sides' counts, the report and the checks (none when a Ctrl-C
+    cut the run short), for machines."""
     upstream = main.upstream.to_dict()
     del upstream["request_log"]  # per-request detail; the counters are what the demo reports
     return {
         "scenario": scenario.name,
+        "interrupted": interrupted,
         "requests": requests,
         "concurrency": concurrency,
         "telemetry_file": None if telemetry_file is None else str(telemetry_file),
@@ -196,6 +219,7 @@ def _client_json(setup: ClientSetup, load: LoadResult) -> dict[str, Any]:
         "calls": load.calls,
         "succeeded": load.succeeded,
         "failed": load.failed,
+        "interrupted": load.interrupted,
         "success_rate": round(load.success_rate, 4),
         "seconds": round(load.seconds, 3),
         "throughput_per_s": round(load.throughput, 1),
@@ -210,6 +234,10 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _interrupted(load: LoadResult) -> str:
+    return f", {load.interrupted} interrupted" if load.interrupted else ""
 
 
 def _failures(load: LoadResult) -> str:

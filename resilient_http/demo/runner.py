@@ -7,6 +7,10 @@ counters. ``--compare`` adds three runs of the same load without telemetry (aioh
 defaults, the seed note's 30/10, the current configuration), so that they differ only in pool
 and retry settings. Errors are one line on stderr: exit 2 for bad settings, 1 for an
 unwritable telemetry file or an unreadable report.
+
+A Ctrl-C while the load runs cuts the calls in flight short and starts no more (no comparison
+either); the demo then flushes the telemetry and reports on the calls made, the cut ones
+counted as interrupted, and exits 130. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import io
 import json
+import signal
 import sys
 import warnings
 from dataclasses import dataclass
@@ -34,19 +39,22 @@ from resilient_http.demo.output import (
     print_checks,
     print_comparison,
     print_header,
+    print_interrupted,
     print_summary,
 )
 from resilient_http.demo.scenarios import SCENARIOS, Scenario
 from resilient_http.demo.telemetry import (
+    create_telemetry_file,
     otlp_endpoint,
     sdk_disabled,
     start_telemetry,
-    telemetry_file_path,
 )
 
 __all__ = ["run_demo"]
 
 PROG = "resilient-http demo"
+# The shell's convention for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 # Flushing the telemetry at the end may wait this long for a collector that is down.
 FLUSH_TIMEOUT_S = 10.0
 
@@ -71,27 +79,33 @@ def run_demo(args: argparse.Namespace) -> int:
         args.requests or scenario.requests,
         args.concurrency or scenario.concurrency,
     )
-    path = telemetry_file_path(args.telemetry_file)
+    path: Path | None = None
     handle: rh.TelemetryHandle | None = None
     if sdk_disabled():
         telemetry_text = "off (OTEL_SDK_DISABLED=true): no telemetry file, no tuning report"
     else:
         try:
+            path = create_telemetry_file(args.telemetry_file)
             handle = start_telemetry(path)
         except OSError as exc:
-            return _fail(1, f"cannot write the telemetry file {path}: {exc.strerror or exc}")
+            reason = exc.strerror or exc
+            return _fail(1, f"cannot write the telemetry file {exc.filename}: {reason}")
         except rh.ConfigError as exc:
+            if not args.telemetry_file and path is not None:
+                path.unlink()  # the empty file this run created for itself
             return _fail(2, str(exc))
         telemetry_text = _telemetry_text(path)
     current = ClientSetup("current config", "sdk", config, telemetry=handle is not None)
     print_header(console, scenario, current, load.requests, load.concurrency, telemetry_text)
-    main, comparison = asyncio.run(_run_all(load, current, handle, compare=args.compare))
+    main, comparison, interrupted = asyncio.run(
+        _run_all(load, current, handle, compare=args.compare)
+    )
     print_summary(console, main)
     if comparison:
         print_comparison(console, comparison)
     analysis: Analysis | None = None
     checks: list[Check] = []
-    if handle is None:
+    if handle is None or path is None:
         console.print(
             "Telemetry is off (OTEL_SDK_DISABLED=true): no telemetry file was written, so "
             "there is no tuning report. The figures above are the demo's and the upstream's "
@@ -102,13 +116,19 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             analysis = analyze_paths([path])
         except InputError as exc:
-            return _fail(1, f"cannot report from {path}: {exc}")
-        checks = cross_check(analysis, main)
-        console.print()
-        console.rule(f"Tuning report: resilient-http analyze {path.name}", align="left")
-        render_text(analysis, console)
-        console.print()
-        print_checks(console, checks, path)
+            if not interrupted:
+                return _fail(1, f"cannot report from {path}: {exc}")
+            # Interrupted before a call was recorded: nothing to report on.
+        if analysis is not None:
+            console.print()
+            console.rule(f"Tuning report: resilient-http analyze {path.name}", align="left")
+            render_text(analysis, console)
+            console.print()
+        if interrupted:
+            print_interrupted(console, main, path)
+        elif analysis is not None:
+            checks = cross_check(analysis, main)
+            print_checks(console, checks, path)
     if args.json:
         telemetry_file = None if handle is None else path
         document = json_document(
@@ -120,8 +140,12 @@ def run_demo(args: argparse.Namespace) -> int:
             analysis,
             checks,
             comparison,
+            interrupted=interrupted,
         )
         print(json.dumps(document, indent=2))
+    if interrupted:
+        print(f"{PROG}: interrupted: {main.load.interrupted} calls cut short", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -135,8 +159,9 @@ class _Load:
     requests: int
     concurrency: int
 
-    async def run(self, setup: ClientSetup) -> RunResult:
-        """One run through ``setup`` against a fresh upstream, with a progress bar."""
+    async def run(self, setup: ClientSetup, stop: asyncio.Event) -> RunResult:
+        """One run through ``setup`` against a fresh upstream, with a progress bar, until
+        ``stop``."""
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -154,30 +179,49 @@ class _Load:
                 bar.update(task, advance=1, failed=failed)
 
             return await run_once(
-                self.scenario.plan, setup, self.requests, self.concurrency, call_done
+                self.scenario.plan, setup, self.requests, self.concurrency, call_done, stop
             )
 
 
 async def _run_all(
     load: _Load, current: ClientSetup, handle: rh.TelemetryHandle | None, *, compare: bool
-) -> tuple[RunResult, list[RunResult]]:
-    """The reported run, then (``--compare``) the three runs without telemetry."""
+) -> tuple[RunResult, list[RunResult], bool]:
+    """The reported run, then (``--compare``) the three runs without telemetry; and whether a
+    Ctrl-C cut them short."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_ctrl_c() -> None:
+        stop.set()
+        # Python's own handler again (KeyboardInterrupt): a second Ctrl-C stops at once.
+        loop.remove_signal_handler(signal.SIGINT)
+
+    loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
     try:
-        main = await load.run(current)
+        try:
+            main = await load.run(current, stop)
+        finally:
+            if handle is not None:
+                # Flushed now: the file is complete before it is read, and the comparison's
+                # runs (which report nothing) are not sampled into it.
+                await handle.aclose(timeout=FLUSH_TIMEOUT_S)
+        comparison = []
+        for setup in _comparison_setups(current) if compare else ():
+            run = await load.run(setup, stop)
+            if stop.is_set():
+                break  # a run cut short would not compare with the others
+            comparison.append(run)
     finally:
-        if handle is not None:
-            # Flushed now: the file is complete before it is read, and the comparison's runs
-            # (which report nothing) are not sampled into it.
-            await handle.aclose(timeout=FLUSH_TIMEOUT_S)
-    comparison = []
-    if compare:
-        for setup in (
-            ClientSetup("aiohttp defaults", "aiohttp"),
-            ClientSetup("seed note 30/10", "sdk", rh.ClientConfig(limit=30, limit_per_host=10)),
-            ClientSetup("current config", "sdk", current.config),
-        ):
-            comparison.append(await load.run(setup))
-    return main, comparison
+        loop.remove_signal_handler(signal.SIGINT)
+    return main, comparison, stop.is_set()
+
+
+def _comparison_setups(current: ClientSetup) -> tuple[ClientSetup, ...]:
+    return (
+        ClientSetup("aiohttp defaults", "aiohttp"),
+        ClientSetup("seed note 30/10", "sdk", rh.ClientConfig(limit=30, limit_per_host=10)),
+        ClientSetup("current config", "sdk", current.config),
+    )
 
 
 def _telemetry_text(path: Path) -> str:

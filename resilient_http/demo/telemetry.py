@@ -1,7 +1,10 @@
 """The demo's telemetry: where the file goes, and the OTEL_* defaults of the demo's own process.
 
 The demo reports from a telemetry file, so it always writes one (unless ``OTEL_SDK_DISABLED``
-turns telemetry off); OTLP export is added only when an OTLP endpoint is given. Three
+turns telemetry off); OTLP export is added only when an OTLP endpoint is given. It never
+truncates or appends to a file it was not given with ``--telemetry-file``: the default file
+(``RESILIENT_HTTP_TELEMETRY_FILE``, often a service's own telemetry) is used only when it does
+not exist yet (``create_telemetry_file``). Three
 defaults apply to the demo's process while ``configure_telemetry()`` reads the environment,
 each only where the user did not set the variable:
 
@@ -16,6 +19,7 @@ each only where the user did not set the variable:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,10 +30,10 @@ from resilient_http.config import TELEMETRY_FILE_VARIABLE
 
 __all__ = [
     "DEFAULT_TELEMETRY_FILE",
+    "create_telemetry_file",
     "otlp_endpoint",
     "sdk_disabled",
     "start_telemetry",
-    "telemetry_file_path",
 ]
 
 DEFAULT_TELEMETRY_FILE = "resilient-http-demo.jsonl"
@@ -38,12 +42,37 @@ SERVICE_NAME = "resilient-http-demo"
 _ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 
-def telemetry_file_path(flag: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """``--telemetry-file``, else ``RESILIENT_HTTP_TELEMETRY_FILE``, else the default file in
-    the current folder; absolute, so the printed path can be pasted anywhere."""
+def create_telemetry_file(flag: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Create the file the demo writes its telemetry to; returns its absolute path (printed, so
+    it can be pasted anywhere).
+
+    ``--telemetry-file`` is started fresh: the user named it. Without it, the file is
+    ``RESILIENT_HTTP_TELEMETRY_FILE``, else ``./resilient-http-demo.jsonl``, when that does not
+    exist yet; otherwise the first free ``./resilient-http-demo-N.jsonl`` (N = 2, 3, ...), so
+    neither a service's telemetry nor an earlier demo's file is lost. Raises ``OSError`` when
+    the file cannot be created.
+    """
+    if flag:
+        path = _absolute(flag)
+        # Truncated here, before the exporters open it (they append): one run, one file.
+        with open(path, "wb"):
+            pass
+        return path
     env = os.environ if environ is None else environ
-    chosen = flag or env.get(TELEMETRY_FILE_VARIABLE) or DEFAULT_TELEMETRY_FILE
-    return Path(chosen).expanduser().absolute()
+    default = Path(DEFAULT_TELEMETRY_FILE)
+    first = env.get(TELEMETRY_FILE_VARIABLE) or default
+    numbered = (default.with_stem(f"{default.stem}-{n}") for n in itertools.count(2))
+    for candidate in itertools.chain([first, default], numbered):
+        path = _absolute(candidate)
+        try:
+            # "x": created only if absent, in one step, so a file that appears meanwhile (a
+            # service starting) is not truncated either.
+            with open(path, "xb"):
+                pass
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable: the numbered names never run out")
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -59,16 +88,14 @@ def otlp_endpoint(signal: str, environ: Mapping[str, str] | None = None) -> str 
 
 
 def start_telemetry(path: Path) -> rh.TelemetryHandle:
-    """Start the file fresh and install the providers (file, plus OTLP when an endpoint is set).
-
-    Raises ``OSError`` when the file cannot be written and ``rh.ConfigError`` for invalid
-    ``OTEL_*`` values.
-    """
-    # Truncated here, before the exporters open it (they append): one run, one file.
-    with open(path, "wb"):
-        pass
+    """Install the providers: the file ``create_telemetry_file`` made, plus OTLP when an
+    endpoint is set. Raises ``rh.ConfigError`` for invalid ``OTEL_*`` values."""
     with _demo_defaults():
         return rh.configure_telemetry(telemetry_file=str(path))
+
+
+def _absolute(path: str | Path) -> Path:
+    return Path(path).expanduser().absolute()
 
 
 @contextmanager

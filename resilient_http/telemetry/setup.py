@@ -351,5 +351,5 @@ def _import_grpc(module: str) -> Any:
     except ImportError:
         raise ConfigError(
             "OTEL_EXPORTER_OTLP_PROTOCOL='grpc' needs the gRPC exporter: "
-            "pip install 'resilient_http[grpc]'"
+            "pip install 'resilient-http-sdk[grpc]'"
         ) from None

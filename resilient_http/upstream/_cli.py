@@ -3,6 +3,8 @@
 Prints exactly one line, `listening HOST:PORT`, once the socket is bound (callers wait on it,
 never sleep), serves until SIGTERM or SIGINT, then closes and exits 0. Counters are served at
 `GET /__stats__` (JSON; `?log=1` adds the request log) and zeroed by `POST /__reset__`.
+With `--stop-at-stdin-eof` it also stops when its stdin closes: `UpstreamProcess` keeps that
+pipe open, so the child ends with its parent however the parent ends.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--slow-body", type=SlowBody.parse, help="chunks=N,delay=S[,probability=P]")
     add("--client-id-header", default="X-Client-Id")
     add("--no-echo", action="store_true", help="answer 200s with one pre-built body")
+    add(
+        "--stop-at-stdin-eof",
+        action="store_true",
+        help="also stop when stdin closes (for a parent process: when it is gone)",
+    )
     return parser
 
 
@@ -120,18 +127,41 @@ def plan_to_args(plan: FaultPlan) -> list[str]:
     return args
 
 
-async def _serve(host: str, port: int, record_limit: int, plan: FaultPlan) -> None:
+async def _serve(
+    host: str, port: int, record_limit: int, plan: FaultPlan, *, stop_at_stdin_eof: bool
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with FaultyUpstream(plan, host=host, port=port, record_limit=record_limit) as upstream:
         print(f"listening {upstream.host}:{upstream.port}", flush=True)
-        await stop.wait()
+        watcher = asyncio.create_task(_set_at_stdin_eof(stop)) if stop_at_stdin_eof else None
+        try:
+            await stop.wait()
+        finally:
+            if watcher is not None:
+                watcher.cancel()  # stopped by a signal: the pipe is closed by its finally
+
+
+async def _set_at_stdin_eof(stop: asyncio.Event) -> None:
+    """Set ``stop`` once stdin reaches end of file (nobody writes to it; its writer closed it
+    or is gone)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_read_pipe(lambda: protocol, sys.stdin)
+    try:
+        await reader.read()
+    finally:
+        transport.close()
+    stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m resilient_http.upstream`; returns the exit status."""
-    host, port, record_limit, plan = parse_plan_args(sys.argv[1:] if argv is None else argv)
-    asyncio.run(_serve(host, port, record_limit, plan))
+    args = sys.argv[1:] if argv is None else list(argv)
+    host, port, record_limit, plan = parse_plan_args(args)
+    stop_at_stdin_eof = build_parser().parse_args(args).stop_at_stdin_eof
+    asyncio.run(_serve(host, port, record_limit, plan, stop_at_stdin_eof=stop_at_stdin_eof))
     return 0

@@ -41,6 +41,12 @@ class UpstreamProcess:
 
     `start()` waits for the child's `listening HOST:PORT` line (bounded by `startup_timeout`, a
     safety net); `close()` sends SIGTERM and returns the exit status (0 when all went well).
+
+    The child is in a process group of its own: a Ctrl-C in a terminal (SIGINT to the foreground
+    group) is the parent's to handle, e.g. the demo cuts its calls short and reads the child's
+    counters before stopping it; an upstream that stopped too would fail those calls as upstream
+    errors. The child stops when its stdin (a pipe only the parent holds) closes, so it never
+    outlives its parent.
     """
 
     def __init__(
@@ -61,9 +67,23 @@ class UpstreamProcess:
 
     async def start(self) -> Self:
         """Spawn the child and wait until it listens."""
-        args = ["--host", self.host, "--port", "0", *plan_to_args(self.plan), *self._extra_args]
+        args = [
+            "--host",
+            self.host,
+            "--port",
+            "0",
+            "--stop-at-stdin-eof",
+            *plan_to_args(self.plan),
+            *self._extra_args,
+        ]
         self._process = process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "resilient_http.upstream", *args, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "resilient_http.upstream",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            process_group=0,
         )
         assert process.stdout is not None
         try:

@@ -4,6 +4,7 @@ delta, one process or several."""
 
 from __future__ import annotations
 
+import io
 import time
 import weakref
 from collections.abc import Callable
@@ -12,10 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import NoTelemetryError, analyze_paths
-from resilient_http.analysis.report import Analysis, to_json
+from resilient_http.analysis.report import Analysis, render_text, to_json
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.synthetic import write_synthetic_file
 from tests.analysis.otlp_lines import (
@@ -399,3 +401,24 @@ def test_one_decoded_line_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert alive_at_decode == [0] * 6
     assert analysis.spans == 2_500
     assert analysis.counts.corrupt_lines == 1
+
+
+def test_cancelled_calls_are_interrupted_not_errors(tmp_path: Path) -> None:
+    traces, metrics = tmp_path / "traces.jsonl", tmp_path / "metrics.jsonl"
+    telemetry = SdkTelemetry(traces, metrics)
+    for _ in range(3):
+        telemetry.call([Attempt(0.01)])
+    for _ in range(2):  # cut short by the application (the SDK records asyncio's CancelledError)
+        telemetry.call([Attempt(0.01, status=None, error_type="CancelledError")])
+    telemetry.call([Attempt(0.01, status=None, error_type="ServerDisconnectedError")])
+    telemetry.flush_metrics()
+    telemetry.close()
+    for paths in ((traces, metrics), (traces,), (metrics,)):
+        (row,) = to_json(_analyze(*paths))["upstreams"]
+        assert (row["requests"], row["errors"], row["interrupted"]) == (6, 1, 2), paths
+        assert row["error_rate"] == pytest.approx(1 / 6, abs=1e-4)
+        if traces in paths:
+            assert row["error_types"] == {"ServerDisconnectedError": 1}
+    text = io.StringIO()
+    render_text(_analyze(traces, metrics), Console(file=text, width=120))
+    assert "api.test:8080 GET: 2 calls interrupted (cancelled by the application" in text.getvalue()

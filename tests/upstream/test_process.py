@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -97,6 +98,21 @@ async def test_subprocess_serves_and_reports_stats() -> None:
             await process.reset_stats()
             assert (await process.stats()).requests == 0
         assert process.returncode == 0
+
+
+async def test_the_child_has_its_own_process_group_and_stops_with_its_parents_pipe() -> None:
+    async with asyncio.timeout(60):
+        process = UpstreamProcess()
+        async with process, aiohttp.ClientSession() as client:
+            child = process._process
+            assert child is not None
+            assert child.stdin is not None
+            # A terminal's Ctrl-C goes to this process's group; the child has a group of its own.
+            assert os.getpgid(child.pid) == child.pid != os.getpgid(0)
+            assert await get_status(client, process.make_url("/")) == 200
+            # The parent gone (its end of the pipe closed): the child stops by itself.
+            child.stdin.close()
+            assert await child.wait() == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
