@@ -13,6 +13,7 @@ from typing import Final
 
 from ._breaker import CircuitBreaker
 from ._budget import RetryBudget
+from ._hedging import Hedging
 from ._limiter import AdaptiveLimiter
 from ._listeners import SessionListeners
 from ._pipeline import AttemptHandler, AttemptStrategy, CallStrategy, Pipeline, build_pipeline
@@ -29,10 +30,12 @@ def assemble(
     plan: RetryPlan | None,
     listeners: SessionListeners,
     send_attempt: AttemptHandler,
+    can_hedge: bool = True,
     clock: Callable[[], float] = time.monotonic,
 ) -> Pipeline:
     """The pipeline around ``send_attempt``; the retry budget follows the default ``plan``'s
-    policy (``config.retry`` when retries are off by default)."""
+    policy (``config.retry`` when retries are off by default). ``can_hedge``: the innermost
+    stage can send copies of one attempt side by side (aiohttp's middleware handler cannot)."""
     policy = plan.policy if plan is not None else config.retry
     budget = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
     call_strategies: list[CallStrategy] = []
@@ -41,6 +44,8 @@ def assemble(
         listeners.watch_breaker(breaker)
         call_strategies.append(breaker)
     attempt_strategies: list[AttemptStrategy] = []
+    if can_hedge and config.hedge_after != "off":
+        attempt_strategies.append(Hedging(config.hedge_after, config.hedge_max, budget))
     if config.concurrency == "adaptive":
         limiter = AdaptiveLimiter(_ceiling(config), clock)
         listeners.watch_limiter(limiter)

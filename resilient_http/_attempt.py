@@ -67,7 +67,7 @@ class AttemptStage:
         kwargs = call.kwargs
         started = 0.0
         if observer is not None:
-            kwargs = observer.attempt_started(attempt.number, kwargs)
+            kwargs = observer.attempt_started(attempt.number, kwargs, attempt.hedge)
             started = time.perf_counter()
         timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
         # aiohttp's request() only wraps its coroutine: nothing runs (or raises) until awaited
@@ -109,6 +109,7 @@ async def await_attempt(
                 reused=reused,
                 fresh=attempt.fresh,
                 duration=time.perf_counter() - started,
+                hedge=attempt.hedge,
             )
         )
     return outcome

@@ -16,6 +16,8 @@ __all__ = [
     "CleanupClosedKind",
     "Concurrency",
     "ConcurrencyKind",
+    "HedgeAfter",
+    "HedgeAfterKind",
     "Kind",
     "OnOff",
     "Ratio",
@@ -26,6 +28,7 @@ __all__ = [
 
 CleanupClosed: TypeAlias = Literal["auto"] | bool
 Concurrency: TypeAlias = Literal["static", "adaptive"]
+HedgeAfter: TypeAlias = Literal["off", "auto"] | float
 
 
 class Kind:
@@ -169,3 +172,23 @@ class ConcurrencyKind(Kind):
         if value not in ("static", "adaptive"):
             raise ValueError
         return value
+
+
+class HedgeAfterKind(Kind):
+    expected = "'off', 'auto' or a number of seconds > 0"
+
+    def parse(self, text: str) -> object:
+        word = text.strip().lower()
+        return word if word in ("off", "auto") else float(word)
+
+    def check(self, value: object) -> object:
+        if value in ("off", "auto"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError
+        return float(value)
+
+    def render(self, value: object) -> str:
+        return value if isinstance(value, str) else f"{cast(float, value):g}"

@@ -20,6 +20,7 @@ __all__ = [
     "AttemptEvent",
     "BreakerEvent",
     "CallObserver",
+    "HedgeEvent",
     "QueuedEvent",
     "RejectionEvent",
     "RetryEvent",
@@ -47,6 +48,8 @@ class AttemptEvent:
     """Sent on a newly opened connection on purpose (the free retry of a stale one)."""
     duration: float
     """Seconds from sending to the response's headers (or the failure)."""
+    hedge: int = 0
+    """0, or k for the k-th hedge of attempt ``number`` (sent beside it)."""
 
     @property
     def error_type(self) -> str | None:
@@ -115,6 +118,20 @@ class RejectionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class HedgeEvent:
+    """A hedge was sent beside an attempt that had no answer yet; reported when they ended."""
+
+    method: str
+    upstream: str
+    attempt: int
+    """The physical attempt it was sent beside."""
+    hedge: int
+    """Which hedge of that attempt (1 = the first)."""
+    won: bool
+    """Its answer was the one used; the others were cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedEvent:
     """An attempt waited for a place under its upstream's adaptive concurrency limit."""
 
@@ -127,9 +144,12 @@ class QueuedEvent:
 class CallObserver(Protocol):
     """Listens to one logical call. Called on the event loop, in the call's task."""
 
-    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Attempt ``number`` is about to be sent with ``kwargs`` (aiohttp's request
-        arguments); returns them, possibly with headers added (trace context)."""
+    def attempt_started(
+        self, number: int, kwargs: dict[str, Any], hedge: int = 0
+    ) -> dict[str, Any]:
+        """Attempt ``number`` (its ``hedge``-th hedge when > 0) is about to be sent with
+        ``kwargs`` (aiohttp's request arguments); returns them, possibly with headers added
+        (trace context)."""
         ...
 
     def attempt_ended(self, event: AttemptEvent) -> None:
@@ -156,6 +176,10 @@ class CallObserver(Protocol):
         """An attempt waited under the upstream's adaptive concurrency limit."""
         ...
 
+    def hedged(self, event: HedgeEvent) -> None:
+        """A hedge of one of the call's attempts ended, as the winner or not."""
+        ...
+
     def finished(self, status: int | None, error: BaseException | None) -> None:
         """The logical call ended, with the response's status or the exception raised."""
         ...
@@ -178,9 +202,11 @@ class _FanOut:
     def __init__(self, observers: tuple[CallObserver, ...]) -> None:
         self._observers = observers
 
-    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def attempt_started(
+        self, number: int, kwargs: dict[str, Any], hedge: int = 0
+    ) -> dict[str, Any]:
         for observer in self._observers:
-            kwargs = observer.attempt_started(number, kwargs)
+            kwargs = observer.attempt_started(number, kwargs, hedge)
         return kwargs
 
     def attempt_ended(self, event: AttemptEvent) -> None:
@@ -206,6 +232,10 @@ class _FanOut:
     def queued(self, event: QueuedEvent) -> None:
         for observer in self._observers:
             observer.queued(event)
+
+    def hedged(self, event: HedgeEvent) -> None:
+        for observer in self._observers:
+            observer.hedged(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         for observer in self._observers:

@@ -69,6 +69,7 @@ def middleware(
         plan=plan,
         listeners=SessionListeners(SessionTelemetry(tracer_provider, meter_provider)),
         send_attempt=_HandlerStage().send,
+        can_hedge=False,  # one ClientRequest, one handler chain: an attempt cannot be copied
     )
     deadline = config.timeout.total
 

@@ -82,6 +82,8 @@ class AttemptSpec(NamedTuple):
     """Attempts charged against ``max_attempts`` once this one is made."""
     fresh: bool = False
     """Send it on a newly opened connection, not an idle pooled one."""
+    hedge: int = 0
+    """0 for the attempt the retries asked for; k for its k-th hedge (sent beside it)."""
 
 
 FIRST_ATTEMPT: Final = AttemptSpec(1, 1)

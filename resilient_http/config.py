@@ -29,6 +29,8 @@ from ._config_kinds import (
     CleanupClosedKind,
     Concurrency,
     ConcurrencyKind,
+    HedgeAfter,
+    HedgeAfterKind,
     Kind,
     OnOff,
     Ratio,
@@ -163,6 +165,8 @@ class ClientConfig:
     ``enable_cleanup_closed="auto"`` turns aiohttp's closed-transport cleanup on only where the
     running Python needs it. ``concurrency="adaptive"`` bounds each upstream's attempts in flight
     by a limit that adapts between 1 and the per-host limit (``"static"``: the pool's limits only).
+    ``hedge_after`` (seconds, ``"auto"`` for the upstream's running p95, or ``"off"``) sends up to
+    ``hedge_max`` more attempts of an idempotent call that has no answer after that long.
 
     >>> config = ClientConfig(limit=50, retry=RetryPolicy(max_attempts=5))
     >>> config.replace(limit=20).retry.max_attempts
@@ -175,6 +179,8 @@ class ClientConfig:
     ttl_dns_cache: float = 300.0
     enable_cleanup_closed: CleanupClosed = "auto"
     concurrency: Concurrency = "static"
+    hedge_after: HedgeAfter = "off"
+    hedge_max: int = 1
     timeout: TimeoutConfig = field(default_factory=TimeoutConfig)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -283,6 +289,8 @@ _SETTINGS: Final[tuple[_Setting, ...]] = (
     _setting("TTL_DNS_CACHE", ClientConfig, "ttl_dns_cache", _SECONDS),
     _setting("ENABLE_CLEANUP_CLOSED", ClientConfig, "enable_cleanup_closed", CleanupClosedKind()),
     _setting("CONCURRENCY", ClientConfig, "concurrency", ConcurrencyKind()),
+    _setting("HEDGE_AFTER", ClientConfig, "hedge_after", HedgeAfterKind()),
+    _setting("HEDGE_MAX", ClientConfig, "hedge_max", WholeNumber(1)),
     _setting("TIMEOUT_TOTAL", TimeoutConfig, "total", _SECONDS_POSITIVE),
     _setting("TIMEOUT_CONNECT", TimeoutConfig, "connect", _SECONDS_POSITIVE),
     _setting("TIMEOUT_READ", TimeoutConfig, "read", _SECONDS_POSITIVE),

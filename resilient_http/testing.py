@@ -34,6 +34,7 @@ from typing import Any, Final
 from ._events import (
     AttemptEvent,
     BreakerEvent,
+    HedgeEvent,
     QueuedEvent,
     RejectionEvent,
     RetryEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "AttemptEvent",
     "BreakerEvent",
     "Event",
+    "HedgeEvent",
     "QueuedEvent",
     "Recorder",
     "RejectionEvent",
@@ -57,7 +59,15 @@ __all__ = [
     "testing_attempts",
 ]
 
-Event = AttemptEvent | RetryEvent | SuppressionEvent | BreakerEvent | RejectionEvent | QueuedEvent
+Event = (
+    AttemptEvent
+    | RetryEvent
+    | SuppressionEvent
+    | BreakerEvent
+    | RejectionEvent
+    | QueuedEvent
+    | HedgeEvent
+)
 """Any event a ``Recorder`` records."""
 
 
@@ -161,6 +171,11 @@ class Recorder:
         return [event for event in self.events if isinstance(event, RejectionEvent)]
 
     @property
+    def hedges(self) -> list[HedgeEvent]:
+        """Every hedge sent, with whether it won."""
+        return [event for event in self.events if isinstance(event, HedgeEvent)]
+
+    @property
     def queue_waits(self) -> list[QueuedEvent]:
         """Every wait under an upstream's adaptive concurrency limit."""
         return [event for event in self.events if isinstance(event, QueuedEvent)]
@@ -171,7 +186,9 @@ class Recorder:
             self._on_event(event)
 
     # The CallObserver protocol (``_events.py``): the recorder observes every call it sees.
-    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def attempt_started(
+        self, number: int, kwargs: dict[str, Any], hedge: int = 0
+    ) -> dict[str, Any]:
         """Part of the observer protocol: the arguments go on unchanged."""
         return kwargs
 
@@ -197,6 +214,10 @@ class Recorder:
 
     def queued(self, event: QueuedEvent) -> None:
         """Part of the observer protocol: records the wait."""
+        self._add(event)
+
+    def hedged(self, event: HedgeEvent) -> None:
+        """Part of the observer protocol: records the hedge."""
         self._add(event)
 
     def finished(self, status: int | None, error: BaseException | None) -> None:

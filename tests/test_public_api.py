@@ -64,6 +64,7 @@ def test_testing_surface_is_pinned() -> None:
         "AttemptEvent",
         "BreakerEvent",
         "Event",
+        "HedgeEvent",
         "QueuedEvent",
         "Recorder",
         "RejectionEvent",

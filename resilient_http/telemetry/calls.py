@@ -25,6 +25,7 @@ from yarl import URL
 from .._events import (
     AttemptEvent,
     BreakerEvent,
+    HedgeEvent,
     QueuedEvent,
     RejectionEvent,
     RetryEvent,
@@ -176,7 +177,7 @@ class CallTelemetry:
     """
 
     __slots__ = (
-        "_attempt_span",
+        "_attempt_spans",
         "_context",
         "_last_outcome",
         "_method",
@@ -193,7 +194,8 @@ class CallTelemetry:
         self.target = session.target(url)
         self._method = method
         self._started = time.perf_counter()
-        self._attempt_span: trace.Span | None = None
+        # open CLIENT spans by hedge index (0: the attempt itself), ended as each one ends
+        self._attempt_spans: dict[int, trace.Span] = {}
         self._last_outcome: tuple[int | BaseException | None, dict[str, Any]] | None = None
         self.attempts = 0
         tracer = session.tracer
@@ -210,7 +212,9 @@ class CallTelemetry:
         self._recording = self._span.is_recording()
         self._context = trace.set_span_in_context(self._span)
 
-    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def attempt_started(
+        self, number: int, kwargs: dict[str, Any], hedge: int = 0
+    ) -> dict[str, Any]:
         """Start the attempt's CLIENT span; returns ``kwargs`` with trace context added."""
         self.attempts = number
         context = self._context
@@ -220,6 +224,8 @@ class CallTelemetry:
             attributes = self.target.request_attributes(self._method)
             if number > 1:
                 attributes = {**attributes, names.RESEND_COUNT: number - 1}
+            if hedge:
+                attributes = {**attributes, names.HEDGE: True}
             tracer = self.session.tracer
             assert tracer is not None
             span = tracer.start_span(
@@ -228,7 +234,7 @@ class CallTelemetry:
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
             )
-            self._attempt_span = span
+            self._attempt_spans[hedge] = span
             context = trace.set_span_in_context(span)
         given = kwargs.get("headers")
         # A CIMultiDict, because aiohttp converts any other mapping into one; kwargs is the
@@ -246,9 +252,8 @@ class CallTelemetry:
         instruments = self.session.instruments
         if instruments is not None:
             instruments.attempt_duration.record(event.duration, attributes)
-        span = self._attempt_span
+        span = self._attempt_spans.pop(event.hedge, None)
         if span is not None:
-            self._attempt_span = None
             _end_span(span, _outcome_only(attributes), event.status, event.error)
 
     def retried(self, event: RetryEvent) -> None:
@@ -292,6 +297,15 @@ class CallTelemetry:
         if instruments is not None:
             instruments.breaker_rejected.add(1, self.target.request_attributes(self._method))
 
+    def hedged(self, event: HedgeEvent) -> None:
+        """Count the hedge, won or lost."""
+        instruments = self.session.instruments
+        if instruments is not None:
+            outcome = "won" if event.won else "lost"
+            instruments.hedges.add(
+                1, self.target.counter_attributes(self._method, names.HEDGE_OUTCOME, outcome)
+            )
+
     def queued(self, event: QueuedEvent) -> None:
         """A wait under the adaptive concurrency limit is pool wait (one figure everywhere)."""
         instruments = self.session.instruments
@@ -301,9 +315,8 @@ class CallTelemetry:
 
     def finished(self, status: int | None, error: BaseException | None) -> None:
         """End the logical call: its duration, and its span with the final outcome."""
-        if self._attempt_span is not None:  # cancelled mid-attempt: the attempt ends here too
-            span, self._attempt_span = self._attempt_span, None
-            _end_span(span, {}, None, error)
+        while self._attempt_spans:  # cancelled mid-attempt: the attempt ends here too
+            _end_span(self._attempt_spans.popitem()[1], {}, None, error)
         last = self._last_outcome
         outcome = status if error is None else error
         if last is not None and last[0] == outcome:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from .._events import (
     AttemptEvent,
     BreakerEvent,
+    HedgeEvent,
     QueuedEvent,
     RejectionEvent,
     RetryEvent,
@@ -37,7 +38,9 @@ class CallLog:
         self._url = redact_url(url)
         self._ids = ids
 
-    def attempt_started(self, number: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def attempt_started(
+        self, number: int, kwargs: dict[str, Any], hedge: int = 0
+    ) -> dict[str, Any]:
         """Nothing to log before the outcome."""
         return kwargs
 
@@ -97,6 +100,18 @@ class CallLog:
             self._method,
             event.upstream,
             event.retry_in,
+            self._ids(),
+        )
+
+    def hedged(self, event: HedgeEvent) -> None:
+        """``hedge: METHOD URL attempt N hedge K won|lost``."""
+        log.debug(
+            "hedge: %s %s attempt %d hedge %d %s %s",
+            self._method,
+            self._url,
+            event.attempt,
+            event.hedge,
+            "won" if event.won else "lost",
             self._ids(),
         )
 

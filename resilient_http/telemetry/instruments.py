@@ -249,6 +249,11 @@ class Instruments:
             unit="{retry}",
             description="Retryable failures that were not retried, by reason.",
         )
+        self.hedges = meter.create_counter(
+            names.HEDGES,
+            unit="{attempt}",
+            description="Hedged attempts, by whether their answer was the one used.",
+        )
         self.breaker_rejected = meter.create_counter(
             names.BREAKER_REJECTED,
             unit="{call}",

@@ -23,6 +23,9 @@ __all__ = [
     "CONNECTION_DURATION",
     "CONNECTION_STATE",
     "ERROR_TYPE",
+    "HEDGE",
+    "HEDGES",
+    "HEDGE_OUTCOME",
     "LIMIT_SCOPE",
     "METHOD",
     "OPEN_CONNECTIONS",
@@ -63,6 +66,8 @@ SUPPRESSION_REASON = "resilient_http.suppression.reason"
 LIMIT_SCOPE = "resilient_http.pool.limit.scope"
 BREAKER_STATE = "resilient_http.breaker.state"  # also the gauge's name, as SPEC has it
 BREAKER_PREVIOUS_STATE = "resilient_http.breaker.previous_state"
+HEDGE = "resilient_http.hedge"
+HEDGE_OUTCOME = "resilient_http.hedge.outcome"
 
 # Span events recorded on the logical span: each retry, each breaker transition.
 RETRY_EVENT = "resilient_http.retry"
@@ -81,6 +86,7 @@ RETRIES_SUPPRESSED = "resilient_http.retries.suppressed"
 POOL_LIMIT = "resilient_http.pool.limit"
 BREAKER_REJECTED = "resilient_http.breaker.rejected"
 CONCURRENCY_LIMIT = "resilient_http.concurrency.limit"
+HEDGES = "resilient_http.hedges"
 #: Every metric the SDK emits (instruments.py makes exactly these; a test pins the README table).
 SDK_METRICS = frozenset(
     {
@@ -97,5 +103,6 @@ SDK_METRICS = frozenset(
         BREAKER_STATE,
         BREAKER_REJECTED,
         CONCURRENCY_LIMIT,
+        HEDGES,
     }
 )

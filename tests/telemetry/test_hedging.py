@@ -1,0 +1,135 @@
+"""Hedging against a real upstream on 127.0.0.1 that holds its first answer: what the server saw
+(requests, connections, the abandoned request cut off), what the caller got, and the spans and
+metrics reported."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+from opentelemetry.trace import SpanKind
+
+import resilient_http as rh
+from resilient_http._budget import RetryBudget
+from resilient_http._hedging import AUTO_MIN_SAMPLES, Hedging, LatencySketch
+from tests.helpers import until
+from tests.servers import serving
+from tests.telemetry.conftest import Providers, values_by
+
+#: How long a negative check lets a hedge have its chance: many times the hedge delay.
+CHANCE_SECONDS = 0.3
+
+
+class Upstream:
+    """Holds the first request until the test ends; answers the others at once. Records each
+    request's connection, and keeps the held one's transport (closed when the client cuts it
+    off: aiohttp does not cancel a handler whose client went away)."""
+
+    def __init__(self) -> None:
+        self.peers: list[object] = []
+        self.held_transport: asyncio.BaseTransport | None = None
+        self.held = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_route("*", "/", self._answer)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        transport = request.transport
+        assert transport is not None
+        self.peers.append(transport.get_extra_info("peername"))
+        if len(self.peers) == 1:
+            self.held_transport = transport
+            self.held.set()
+            await self.gate.wait()
+        return web.Response(text=f"answer {len(self.peers)}")
+
+
+async def test_a_slow_attempt_is_hedged_and_the_loser_is_cut_off(providers: Providers) -> None:
+    upstream = Upstream()
+    config = rh.ClientConfig(hedge_after=0.02)
+    with rh.testing.record() as recorder:
+        async with (
+            serving(upstream.app) as url,
+            rh.ResilientSession(
+                config,
+                tracer_provider=providers.tracer_provider,
+                meter_provider=providers.meter_provider,
+            ) as client,
+        ):
+            async with client.get(url) as resp:
+                assert await resp.text() == "answer 2"
+            held = upstream.held_transport
+            assert held is not None
+            await until(held.is_closing)  # the abandoned request's connection was closed
+            await until(lambda: client.pool_stats().open == 1)  # the loser's was closed
+            metrics = providers.metrics()
+            upstream.gate.set()
+    assert len(upstream.peers) == 2
+    assert upstream.peers[0] != upstream.peers[1]  # another connection
+    assert [(h.attempt, h.hedge, h.won) for h in recorder.hedges] == [(1, 1, True)]
+    # the abandoned attempt was cancelled: it has no outcome (its span ends with the call)
+    assert [(a.number, a.hedge) for a in recorder.attempts] == [(1, 1)]
+    assert recorder.retries == []
+    clients = [s for s in providers.spans() if s.kind is SpanKind.CLIENT]
+    hedged = [s for s in clients if s.attributes and s.attributes.get("resilient_http.hedge")]
+    assert len(clients) == 2
+    assert len(hedged) == 1
+    counted = values_by(metrics["resilient_http.hedges"], "resilient_http.hedge.outcome")
+    assert counted == {"won": 1}
+
+
+async def test_a_post_is_not_hedged() -> None:
+    upstream = Upstream()
+    with rh.testing.record() as recorder:
+        async with (
+            serving(upstream.app) as url,
+            rh.ResilientSession(rh.ClientConfig(hedge_after=0.01)) as client,
+        ):
+            call = asyncio.create_task(client.post(url, data=b"x"))
+            await upstream.held.wait()
+            await asyncio.sleep(CHANCE_SECONDS)  # a hedge would have gone long ago
+            assert len(upstream.peers) == 1
+            upstream.gate.set()
+            async with await call as resp:
+                assert await resp.text() == "answer 1"
+    assert recorder.hedges == []
+
+
+async def test_an_idempotency_key_makes_a_post_hedgeable() -> None:
+    upstream = Upstream()
+    async with (
+        serving(upstream.app) as url,
+        rh.ResilientSession(rh.ClientConfig(hedge_after=0.01)) as client,
+        client.post(url, data=b"x", headers={"Idempotency-Key": "k1"}) as resp,
+    ):
+        assert await resp.text() == "answer 2"
+        upstream.gate.set()
+
+
+async def test_no_hedge_once_the_retry_budget_is_spent() -> None:
+    upstream = Upstream()
+    spent = rh.RetryPolicy(budget_ratio=0, budget_min_per_second=0)
+    with rh.testing.record() as recorder:
+        async with (
+            serving(upstream.app) as url,
+            rh.ResilientSession(rh.ClientConfig(hedge_after=0.01, retry=spent)) as client,
+        ):
+            call = asyncio.create_task(client.get(url))
+            await upstream.held.wait()
+            await asyncio.sleep(CHANCE_SECONDS)
+            assert len(upstream.peers) == 1
+            upstream.gate.set()
+            async with await call as resp:
+                assert resp.status == 200
+    assert recorder.hedges == []
+
+
+def test_the_running_p95_needs_enough_answers_then_follows_them() -> None:
+    sketch = LatencySketch()
+    for n in range(1, 101):
+        sketch.add(n / 1000)  # 1 ms .. 100 ms
+    assert sketch.quantile(0.95) == pytest.approx(0.095, rel=0.03)
+    hedging = Hedging("auto", 1, RetryBudget(0.2, 10))
+    assert hedging.delay("h:1") is None
+    assert AUTO_MIN_SAMPLES > 1
