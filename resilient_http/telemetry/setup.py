@@ -20,14 +20,11 @@ OTLP exporter's own line per batch and per retry.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import threading
 import warnings
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any, Final
 
 from opentelemetry import metrics, trace
@@ -49,6 +46,7 @@ from opentelemetry.sdk.trace.export import (
 from .._exceptions import ConfigError, ConfigWarning
 from ..config import TELEMETRY_FILE_VARIABLE
 from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
+from .handle import TelemetryHandle
 from .instruments import is_api_proxy
 from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
 
@@ -67,85 +65,6 @@ _SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler] | sampling.Sample
     "traceidratio": sampling.TraceIdRatioBased,
     "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio,
 }
-
-
-class TelemetryHandle:
-    """What ``configure_telemetry`` set up; ``shutdown``/``aclose`` flush and stop it.
-
-    Usable as a context manager (sync or async). Neither call blocks past its ``timeout``, even
-    when the collector is down: the flush runs on a worker thread that is left behind if late.
-    """
-
-    def __init__(
-        self,
-        tracer_provider: TracerProvider | None,
-        meter_provider: MeterProvider | None,
-        telemetry_file: str | None,
-        quieted: QuietExporterLogs | None,
-    ) -> None:
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        #: where OTLP JSON lines are written, or None
-        self.telemetry_file = telemetry_file
-        self._quieted = quieted
-        self._done = False
-
-    @property
-    def enabled(self) -> bool:
-        """False when ``OTEL_SDK_DISABLED`` turned telemetry off (nothing is exported)."""
-        return self.tracer_provider is not None or self.meter_provider is not None
-
-    def shutdown(self, timeout: float = 5.0) -> bool:
-        """Flush and shut down; True if that finished within ``timeout`` seconds."""
-        if self._done:
-            return True
-        self._done = True
-        worker = threading.Thread(
-            target=self._flush_and_stop, name="resilient_http-telemetry-shutdown", daemon=True
-        )
-        worker.start()
-        worker.join(timeout)
-        finished = not worker.is_alive()
-        if not finished:
-            log.warning("telemetry was not flushed within %.1f s; some of it may be lost", timeout)
-        if self._quieted is not None:
-            self._quieted.remove()
-        return finished
-
-    # SPEC names the parameter: it bounds a thread's work, not this coroutine.
-    async def aclose(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
-        """``shutdown`` on a worker thread, so the event loop keeps running meanwhile."""
-        return await asyncio.to_thread(self.shutdown, timeout)
-
-    def _flush_and_stop(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()  # flushes first
-                except Exception:  # a failing exporter must not break the application's exit
-                    log.warning("telemetry shutdown failed", exc_info=True)
-
-    def __enter__(self) -> TelemetryHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> TelemetryHandle:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle:
@@ -182,15 +101,20 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     resource = Resource.create()
     warn_every = interval_ms / 1000
 
+    # The OTLP exporters, which the handle shuts down to end their retries at its deadline.
+    cut_offs: list[QuietSpanExporter | QuietMetricExporter] = []
+
     tracer_provider: TracerProvider | None = None
     if is_api_proxy(trace.get_tracer_provider()):
-        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-        for exporter in [_span_exporter(kind) for kind in trace_exporters]:
-            tracer_provider.add_span_processor(
-                BatchSpanProcessor(QuietSpanExporter(exporter, warn_every))
-            )
+        # The handle shuts it down, once and within its budget (see handle.py).
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+        # The file first: its last spans then never wait for a collector that is down.
         if path:
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
+        for kind in trace_exporters:
+            span_exporter = QuietSpanExporter(_span_exporter(kind), warn_every)
+            tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+            cut_offs.append(span_exporter)
         trace.set_tracer_provider(tracer_provider)
     else:
         warnings.warn(
@@ -201,20 +125,22 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
 
     meter_provider: MeterProvider | None = None
     if is_api_proxy(metrics.get_meter_provider()):
-        readers: list[MetricReader] = [
-            PeriodicExportingMetricReader(
-                QuietMetricExporter(_metric_exporter(kind), warn_every),
-                export_interval_millis=interval_ms,
-            )
-            for kind in metric_exporters
-        ]
+        readers: list[MetricReader] = []
         if path:
             readers.append(
                 PeriodicExportingMetricReader(
                     OTLPJsonFileMetricExporter(path), export_interval_millis=interval_ms
                 )
             )
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        for kind in metric_exporters:
+            metric_exporter = QuietMetricExporter(_metric_exporter(kind), warn_every)
+            readers.append(
+                PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
+            )
+            cut_offs.append(metric_exporter)
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
         metrics.set_meter_provider(meter_provider)
     else:
         warnings.warn(
@@ -222,7 +148,9 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
             ConfigWarning,
             stacklevel=2,
         )
-    return TelemetryHandle(tracer_provider, meter_provider, path, QuietExporterLogs.install())
+    return TelemetryHandle(
+        tracer_provider, meter_provider, path, QuietExporterLogs.install(), cut_offs=cut_offs
+    )
 
 
 # --- reading the variables ----------------------------------------------------------------------
