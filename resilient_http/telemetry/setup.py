@@ -4,9 +4,10 @@ Opt-in, for applications (a library never configures global providers; ``Resilie
 only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER`` /
 ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
-``OTEL_METRIC_EXPORT_INTERVAL``, and checks the OTLP exporters' own ``_TIMEOUT`` and
-``_COMPRESSION`` and the span batching ``OTEL_BSP_*`` so that a typo is a ``ConfigError`` rather
-than a silent default; the exporters read endpoint, headers and the rest themselves.
+``OTEL_METRIC_EXPORT_INTERVAL``, and checks what the SDK and the OTLP exporters read themselves
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``_HEADERS``, ``_TIMEOUT``, ``_COMPRESSION``, each also per
+signal, ``OTEL_RESOURCE_ATTRIBUTES`` and the span batching ``OTEL_BSP_*``) so that a typo is a
+``ConfigError`` naming the variable rather than a logged line and a silent default.
 ``RESILIENT_HTTP_TELEMETRY_FILE`` adds OTLP JSON lines for ``resilient-http analyze``.
 
 Exporting runs on the SDK's worker threads (batching span processor, periodic metric reader), so
@@ -23,9 +24,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -85,19 +88,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
             _protocol(signal)  # validated before anything is installed
     sampler = _sampler()
     interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
-    for name in (
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
-    ):
-        _positive_number(name, 10.0)
-    for name in (
-        "OTEL_EXPORTER_OTLP_COMPRESSION",
-        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
-    ):
-        _choice(name, ("none", "gzip", "deflate"), "none")
-    _check_span_batching()
+    _check_exporter_settings()
     resource = Resource.create()
     warn_every = interval_ms / 1000
 
@@ -204,6 +195,59 @@ def _positive_integer(name: str) -> int | None:
     if not text.isdigit() or int(text) <= 0:
         raise ConfigError(f"{name}={text!r}: expected a whole number > 0")
     return int(text)
+
+
+def _check_exporter_settings() -> None:
+    """The variables that the SDK and the OTLP exporters read themselves: where they log a
+    warning (or nothing) and go on with a default or without the value, a typo is a
+    ``ConfigError`` here instead, before anything is installed."""
+    for name in _otlp_variables("TIMEOUT"):
+        _positive_number(name, 10.0)
+    for name in _otlp_variables("COMPRESSION"):
+        _choice(name, ("none", "gzip", "deflate"), "none")
+    for name in _otlp_variables("ENDPOINT"):
+        _url(name)
+    for name in (*_otlp_variables("HEADERS"), "OTEL_RESOURCE_ATTRIBUTES"):
+        _key_value_list(name)
+    _check_span_batching()
+
+
+def _otlp_variables(setting: str) -> tuple[str, ...]:
+    """``OTEL_EXPORTER_OTLP_<setting>`` and the per-signal variants that take precedence."""
+    return tuple(f"OTEL_EXPORTER_OTLP_{signal}{setting}" for signal in ("", "TRACES_", "METRICS_"))
+
+
+def _url(name: str) -> None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name}={text!r}: expected an http:// or https:// URL, e.g. http://localhost:4318"
+        )
+
+
+# A key of OTEL_EXPORTER_OTLP_HEADERS or OTEL_RESOURCE_ATTRIBUTES: an HTTP token, as in the
+# W3C Baggage format that both use.
+_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _key_value_list(name: str) -> None:
+    text = os.environ.get(name, "")
+    for number, member in enumerate(text.split(","), 1):
+        key, equals, _ = member.partition("=")
+        if member.strip() and not (equals and _KEY.fullmatch(key.strip())):
+            # Header values are often credentials: the message points at the entry instead.
+            shown = f"{name} (entry {number})" if "HEADERS" in name else f"{name}={text!r}"
+            raise ConfigError(
+                f"{shown}: expected a comma list of key=value pairs "
+                "(values URL-encoded), e.g. key1=value1,key2=value2"
+            )
 
 
 def _check_span_batching() -> None:
