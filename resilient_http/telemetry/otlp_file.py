@@ -1,5 +1,11 @@
 """OTLP JSON lines file exporters: the format of the OpenTelemetry Collector's ``file`` exporter.
 
+Public (``resilient_http.telemetry``), for applications with providers of their own, and
+registered as the OpenTelemetry exporter entry point ``resilient_http_file`` (traces and
+metrics), so ``OTEL_TRACES_EXPORTER=otlp,resilient_http_file`` selects them under
+``opentelemetry-instrument``; built that way, with no path, they write to the file that
+``RESILIENT_HTTP_TELEMETRY_FILE`` names.
+
 Each ``export`` call appends exactly one line holding one ``ExportTraceServiceRequest`` or
 ``ExportMetricsServiceRequest`` in the OTLP/JSON mapping the Collector's pdata marshaller writes:
 lowerCamelCase keys, trace and span ids as lowercase hex, 64-bit integers as strings and enums as
@@ -29,7 +35,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -42,7 +48,20 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["OTLPJsonFileMetricExporter", "OTLPJsonFileSpanExporter", "encode_spans_json"]
+from .._exceptions import ConfigError
+from ..config import TELEMETRY_FILE_VARIABLE
+
+__all__ = [
+    "FILE_EXPORTER_NAME",
+    "OTLPJsonFileMetricExporter",
+    "OTLPJsonFileSpanExporter",
+    "encode_spans_json",
+    "telemetry_file_from_environment",
+]
+
+#: The exporters' entry point name (pyproject.toml), for ``OTEL_TRACES_EXPORTER`` and
+#: ``OTEL_METRICS_EXPORTER``.
+FILE_EXPORTER_NAME: Final = "resilient_http_file"
 
 _logger = logging.getLogger(__name__)
 
@@ -63,10 +82,18 @@ except ImportError:  # pragma: no cover - exercised only where orjson is missing
         return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-class OTLPJsonFileSpanExporter(SpanExporter):
-    """Append one OTLP/JSON ``ExportTraceServiceRequest`` line per export to ``path``."""
+def telemetry_file_from_environment() -> str | None:
+    """The path ``RESILIENT_HTTP_TELEMETRY_FILE`` names, or None when it is unset or empty."""
+    return os.environ.get(TELEMETRY_FILE_VARIABLE) or None
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class OTLPJsonFileSpanExporter(SpanExporter):
+    """Append one OTLP/JSON ``ExportTraceServiceRequest`` line per export to ``path``.
+
+    ``path`` defaults to ``RESILIENT_HTTP_TELEMETRY_FILE`` (a ``ConfigError`` when unset).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self._sink = _Sink(path)
 
     @property
@@ -93,13 +120,14 @@ class OTLPJsonFileSpanExporter(SpanExporter):
 class OTLPJsonFileMetricExporter(MetricExporter):
     """Append one OTLP/JSON ``ExportMetricsServiceRequest`` line per export to ``path``.
 
+    ``path`` defaults to ``RESILIENT_HTTP_TELEMETRY_FILE`` (a ``ConfigError`` when unset).
     ``preferred_temporality`` is passed to the SDK as for any push exporter (None keeps the SDK
     default, CUMULATIVE); the analysis reads both temporalities.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         preferred_temporality: dict[type, AggregationTemporality] | None = None,
     ) -> None:
         super().__init__(preferred_temporality=preferred_temporality)
@@ -214,7 +242,14 @@ _appenders_lock = threading.Lock()
 class _Sink:
     """An exporter's handle on the shared appender of its path: encode, write, log once."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        if path is None:
+            path = telemetry_file_from_environment()
+        if path is None:
+            raise ConfigError(
+                f"{TELEMETRY_FILE_VARIABLE} is not set: the {FILE_EXPORTER_NAME} exporters "
+                "write to the file it names"
+            )
         # Resolved, so that two spellings of one file share one appender (and one lock).
         self.path = Path(path).resolve()
         with _appenders_lock:

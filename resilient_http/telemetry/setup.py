@@ -2,7 +2,9 @@
 
 Opt-in, for applications (a library never configures global providers; ``ResilientSession``
 only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER`` /
-``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
+``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``, and ``resilient_http_file``, the
+file's entry point name, so one environment also serves ``opentelemetry-instrument``),
+``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
 ``OTEL_METRIC_EXPORT_INTERVAL``, and checks what the SDK and the OTLP exporters read themselves
 (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``_HEADERS``, ``_TIMEOUT``, ``_COMPRESSION``, each also per
@@ -51,7 +53,12 @@ from ..config import TELEMETRY_FILE_VARIABLE
 from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
 from .handle import TelemetryHandle
 from .instruments import is_api_proxy
-from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
+from .otlp_file import (
+    FILE_EXPORTER_NAME,
+    OTLPJsonFileMetricExporter,
+    OTLPJsonFileSpanExporter,
+    telemetry_file_from_environment,
+)
 
 __all__ = ["TelemetryHandle", "configure_telemetry"]
 
@@ -77,12 +84,11 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     the existing ones alone. ``telemetry_file`` (default ``RESILIENT_HTTP_TELEMETRY_FILE``) also
     writes OTLP JSON lines. Raises ``ConfigError`` for invalid values.
     """
-    env = os.environ
-    path = telemetry_file or env.get(TELEMETRY_FILE_VARIABLE) or None
-    if _flag(env.get("OTEL_SDK_DISABLED", ""), "OTEL_SDK_DISABLED"):
+    path = telemetry_file or telemetry_file_from_environment()
+    if _flag(os.environ.get("OTEL_SDK_DISABLED", ""), "OTEL_SDK_DISABLED"):
         return TelemetryHandle(None, None, None, None)
-    trace_exporters = _exporters("OTEL_TRACES_EXPORTER")
-    metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    trace_exporters = _exporters("OTEL_TRACES_EXPORTER", path)
+    metric_exporters = _exporters("OTEL_METRICS_EXPORTER", path)
     for signal, kinds in (("TRACES", trace_exporters), ("METRICS", metric_exporters)):
         if "otlp" in kinds:
             _protocol(signal)  # validated before anything is installed
@@ -102,17 +108,13 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         # The file first: its last spans then never wait for a collector that is down.
         if path:
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
-        for kind in trace_exporters:
+        for kind in _besides_the_file(trace_exporters):
             span_exporter = QuietSpanExporter(_span_exporter(kind), warn_every)
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
             cut_offs.append(span_exporter)
         trace.set_tracer_provider(tracer_provider)
     else:
-        warnings.warn(
-            "a global TracerProvider is already set: configure_telemetry() uses it as it is",
-            ConfigWarning,
-            stacklevel=2,
-        )
+        _warn_already_set("TRACES", path, attached=FILE_EXPORTER_NAME in trace_exporters)
 
     meter_provider: MeterProvider | None = None
     if is_api_proxy(metrics.get_meter_provider()):
@@ -123,7 +125,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
                     OTLPJsonFileMetricExporter(path), export_interval_millis=interval_ms
                 )
             )
-        for kind in metric_exporters:
+        for kind in _besides_the_file(metric_exporters):
             metric_exporter = QuietMetricExporter(_metric_exporter(kind), warn_every)
             readers.append(
                 PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
@@ -134,14 +136,46 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
         )
         metrics.set_meter_provider(meter_provider)
     else:
-        warnings.warn(
-            "a global MeterProvider is already set: configure_telemetry() uses it as it is",
-            ConfigWarning,
-            stacklevel=2,
-        )
+        _warn_already_set("METRICS", path, attached=FILE_EXPORTER_NAME in metric_exporters)
     return TelemetryHandle(
         tracer_provider, meter_provider, path, QuietExporterLogs.install(), cut_offs=cut_offs
     )
+
+
+# How to attach the file to a provider of one's own, per signal.
+_ATTACH: Final = {
+    "TRACES": (
+        "TracerProvider",
+        "spans",
+        "add BatchSpanProcessor(resilient_http.telemetry.OTLPJsonFileSpanExporter({path!r})) "
+        "to that TracerProvider",
+    ),
+    "METRICS": (
+        "MeterProvider",
+        "metrics",
+        "give that MeterProvider PeriodicExportingMetricReader(resilient_http.telemetry."
+        "OTLPJsonFileMetricExporter({path!r})) among its metric_readers",
+    ),
+}
+
+
+def _besides_the_file(kinds: list[str]) -> list[str]:
+    return [kind for kind in kinds if kind != FILE_EXPORTER_NAME]
+
+
+def _warn_already_set(signal: str, path: str | None, *, attached: bool) -> None:
+    """Say that the global provider is kept and, when a file was asked for and the OTEL_*
+    variables did not attach it to that provider, how to attach it."""
+    provider, what, attach = _ATTACH[signal]
+    message = f"a global {provider} is already set: configure_telemetry() uses it as it is"
+    variable = f"OTEL_{signal}_EXPORTER"
+    if path and not attached:
+        message += (
+            f", so {what} are not written to {path}; to write them there, run under "
+            f"opentelemetry-instrument with {variable}=otlp,{FILE_EXPORTER_NAME} and "
+            f"{TELEMETRY_FILE_VARIABLE}={path}, or {attach.format(path=path)}"
+        )
+    warnings.warn(message, ConfigWarning, stacklevel=3)
 
 
 # --- reading the variables ----------------------------------------------------------------------
@@ -156,14 +190,23 @@ def _flag(text: str, name: str) -> bool:
     raise ConfigError(f"{name}={text!r}: expected 'true' or 'false'")
 
 
-def _exporters(name: str) -> list[str]:
+def _exporters(name: str, path: str | None) -> list[str]:
+    """The exporters ``name`` lists. The file's entry point name is accepted so that one
+    environment serves opentelemetry-instrument too; the file is written whenever ``path`` is."""
     text = os.environ.get(name, "").strip() or "otlp"
     kinds = [part.strip().lower() for part in text.split(",")]
+    allowed = ("otlp", "console", FILE_EXPORTER_NAME, "none")
     for kind in kinds:
-        if kind not in ("otlp", "console", "none"):
+        if kind not in allowed:
             raise ConfigError(
-                f"{name}={text!r}: expected a comma list of 'otlp', 'console' or 'none'"
+                f"{name}={text!r}: expected a comma list of "
+                f"{', '.join(repr(a) for a in allowed[:-1])} or 'none'"
             )
+    if FILE_EXPORTER_NAME in kinds and not path:
+        raise ConfigError(
+            f"{name}={text!r}: {FILE_EXPORTER_NAME} writes to the file that "
+            f"{TELEMETRY_FILE_VARIABLE} names, and it is not set"
+        )
     return [] if "none" in kinds else list(dict.fromkeys(kinds))
 
 
