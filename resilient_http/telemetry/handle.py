@@ -12,9 +12,10 @@ So the providers are built without exit hooks, and the handle shuts them down on
 ``shutdown``/``aclose`` is called, else from one ``atexit`` hook with a short budget. Each provider
 is shut down on a closer thread of its own, started with the handle (Python 3.12+ cannot start
 threads in an ``atexit`` hook). Within the budget the final flush runs as usual; at its end the
-OTLP exporters are shut down, which ends a retry wait at once (what is left of that batch is
-dropped and reported as a failed export). An export still in flight after that (a collector that
-accepts connections and never answers) is left to its daemon thread, so the process exits anyway.
+OTLP exporters are shut down (from one more such thread), which ends a retry wait at once (what
+is left of that batch is dropped and reported as a failed export). An export still in flight
+after that (a collector that accepts connections and never answers) is left to its daemon thread,
+so the process exits anyway.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class _Closer:
 class TelemetryHandle:
     """What ``configure_telemetry`` set up; ``shutdown``/``aclose`` flush and stop it.
 
-    Usable as a context manager (sync or async). Neither call blocks past its ``timeout``, even
-    when the collector is down, and the process exits promptly afterwards. When the application
+    Usable as a context manager (sync or async). Neither call blocks past its ``timeout`` (and a
+    fifth of a second to cut retries off), even when the collector is down, and the process
+    exits promptly afterwards. When the application
     never calls either, telemetry is flushed at interpreter exit, for at most a quarter second.
     """
 
@@ -103,6 +105,8 @@ class TelemetryHandle:
             self._closers.append(_Closer(tracer_provider.shutdown, "resilient_http-close-traces"))
         if meter_provider is not None:
             self._closers.append(_Closer(meter_provider.shutdown, "resilient_http-close-metrics"))
+        # On a thread of its own too: an exporter's shutdown may wait (for its export lock).
+        self._cutter = _Closer(self._cut_off, "resilient_http-cut-off") if self._cut_offs else None
         if self._closers:
             atexit.register(self._close_at_exit)
 
@@ -137,14 +141,18 @@ class TelemetryHandle:
         if self._closers_finish_by(time.monotonic() + timeout):
             self._unquiet()
             return True
-        for exporter in self._cut_offs:
-            exporter.shutdown()  # ends a retry wait at once
+        if self._cutter is not None:
+            self._cutter.start()
         if self._closers_finish_by(time.monotonic() + _CUT_OFF_GRACE_SECONDS):
             self._unquiet()
         else:
             # The exporters' lines stay muted: the closers may still log from their threads.
             log.warning("telemetry was not flushed within %.1f s; some of it may be lost", timeout)
         return False
+
+    def _cut_off(self) -> None:
+        for exporter in self._cut_offs:
+            exporter.shutdown()  # ends a retry wait at once
 
     def _closers_finish_by(self, deadline: float) -> bool:
         return all(c.finished.wait(max(0.0, deadline - time.monotonic())) for c in self._closers)

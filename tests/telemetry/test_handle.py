@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from resilient_http.telemetry.export_failures import QuietSpanExporter
+from resilient_http.telemetry.handle import TelemetryHandle
 from resilient_http.upstream import down_url
 from tests.helpers import SAFETY_NET_SECONDS, clean_environ
 from tests.otlp_receiver import OTLPReceiver
@@ -108,3 +113,40 @@ async def test_telemetry_never_closed_is_flushed_at_exit(receiver: OTLPReceiver)
     kinds = sorted(span.kind for _, _, span in receiver.spans())
     assert kinds == [Span.SPAN_KIND_INTERNAL] + [Span.SPAN_KIND_CLIENT] * 3
     assert receiver.metric_points("resilient_http.retries")
+
+
+class StuckExporter(SpanExporter):
+    """An exporter whose export and shutdown both wait until the test releases them."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.exporting = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exporting.set()
+        self.release.wait()
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.release.wait()
+
+
+def test_shutdown_returns_even_when_the_exporter_cannot_be_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = StuckExporter()
+    quiet = QuietSpanExporter(stuck, interval=60)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(quiet))
+    handle = TelemetryHandle(provider, None, None, None, cut_offs=[quiet])
+    provider.get_tracer("t").start_span("s").end()
+    results: list[bool] = []
+    caller = threading.Thread(target=lambda: results.append(handle.shutdown(timeout=0.1)))
+    try:
+        caller.start()
+        caller.join(SAFETY_NET_SECONDS)
+        assert results == [False]  # returned (a safety net, not a bound), and said so
+        assert stuck.exporting.is_set()
+    finally:
+        stuck.release.set()
+    assert "telemetry was not flushed within 0.1 s" in caplog.text
