@@ -7,7 +7,7 @@
 The public names are those in ``__all__``; every other module is private to the SDK.
 """
 
-from . import testing
+from . import telemetry, testing
 from ._exceptions import CircuitOpenError, ConfigError, ConfigWarning
 from ._middleware import middleware
 from ._version import __version__
@@ -34,5 +34,6 @@ __all__ = [
     "create_connector",
     "middleware",
     "pool_stats",
+    "telemetry",
     "testing",
 ]

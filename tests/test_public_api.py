@@ -27,6 +27,7 @@ EXPECTED_PUBLIC_NAMES = {
     "create_connector",
     "middleware",
     "pool_stats",
+    "telemetry",
     "testing",
 }
 
@@ -79,6 +80,12 @@ def test_testing_surface_is_pinned() -> None:
     }
     for name in rh.testing.__all__:
         assert getattr(rh.testing, name).__doc__, name
+
+
+def test_telemetry_surface_is_pinned() -> None:
+    assert set(rh.telemetry.__all__) == {"OTLPJsonFileMetricExporter", "OTLPJsonFileSpanExporter"}
+    for name in rh.telemetry.__all__:
+        assert getattr(rh.telemetry, name).__doc__, name
 
 
 async def test_recorder_sees_only_the_calls_made_inside_it() -> None:

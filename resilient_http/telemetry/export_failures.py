@@ -3,7 +3,10 @@
 A collector that is down must cost the application a logged line now and then, not a log flood
 (the OTLP exporters log every failed batch and every retry) and never an exception in a request.
 The wrappers here count failures and log a summary at most once per interval; the filter mutes
-the exporters' own lines while ``configure_telemetry``'s handle is open.
+the exporters' own lines while ``configure_telemetry``'s handle is open. A wrapper shuts the
+wrapped exporter down once, whoever asks first: the handle (which does so to end a retry wait that
+is past its budget, see ``handle.py``) or the SDK's processor or reader, which would otherwise get
+the exporter's "already shutdown" warning.
 
 Two kinds of OpenTelemetry internals are used, each checked where it is used, pinned against the
 installed packages by ``tests/telemetry/test_export_failures.py``, and where one is missing or
@@ -32,7 +35,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from opentelemetry.metrics import Instrument
@@ -93,12 +96,27 @@ class _FailureReport:
         )
 
 
+class _Once:
+    """Runs a callable the first time it is called, from any thread; later calls do nothing."""
+
+    def __init__(self, action: Callable[..., None]) -> None:
+        self._action: Callable[..., None] | None = action
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            action, self._action = self._action, None
+        if action is not None:
+            action(*args, **kwargs)
+
+
 class QuietSpanExporter(SpanExporter):
     """Wraps a span exporter: failures (or exceptions) are counted and reported per interval."""
 
     def __init__(self, inner: SpanExporter, interval: float) -> None:
         self._inner = inner
         self._report = _FailureReport(f"spans with {type(inner).__name__}", interval)
+        self._shutdown = _Once(inner.shutdown)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -110,7 +128,8 @@ class QuietSpanExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self._inner.shutdown()
+        """Shut the wrapped exporter down, the first time only."""
+        self._shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -126,6 +145,7 @@ class QuietMetricExporter(MetricExporter):
         )
         self._inner = inner
         self._report = _FailureReport(f"metrics with {type(inner).__name__}", interval)
+        self._shutdown = _Once(inner.shutdown)
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -142,7 +162,8 @@ class QuietMetricExporter(MetricExporter):
         return self._inner.force_flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        """Shut the wrapped exporter down, the first time only."""
+        self._shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 class QuietExporterLogs(logging.Filter):

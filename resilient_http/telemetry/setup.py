@@ -2,11 +2,14 @@
 
 Opt-in, for applications (a library never configures global providers; ``ResilientSession``
 only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER`` /
-``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
+``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``, and ``resilient_http_file``, the
+file's entry point name, so one environment also serves ``opentelemetry-instrument``),
+``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
-``OTEL_METRIC_EXPORT_INTERVAL``, and checks the OTLP exporters' own ``_TIMEOUT`` and
-``_COMPRESSION`` and the span batching ``OTEL_BSP_*`` so that a typo is a ``ConfigError`` rather
-than a silent default; the exporters read endpoint, headers and the rest themselves.
+``OTEL_METRIC_EXPORT_INTERVAL``, and checks what the SDK and the OTLP exporters read themselves
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``_HEADERS``, ``_TIMEOUT``, ``_COMPRESSION``, each also per
+signal, ``OTEL_RESOURCE_ATTRIBUTES`` and the span batching ``OTEL_BSP_*``) so that a typo is a
+``ConfigError`` naming the variable rather than a logged line and a silent default.
 ``RESILIENT_HTTP_TELEMETRY_FILE`` adds OTLP JSON lines for ``resilient-http analyze``.
 
 Exporting runs on the SDK's worker threads (batching span processor, periodic metric reader), so
@@ -20,15 +23,14 @@ OTLP exporter's own line per batch and per retry.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import threading
+import re
 import warnings
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -49,8 +51,14 @@ from opentelemetry.sdk.trace.export import (
 from .._exceptions import ConfigError, ConfigWarning
 from ..config import TELEMETRY_FILE_VARIABLE
 from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
+from .handle import TelemetryHandle
 from .instruments import is_api_proxy
-from .otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
+from .otlp_file import (
+    FILE_EXPORTER_NAME,
+    OTLPJsonFileMetricExporter,
+    OTLPJsonFileSpanExporter,
+    telemetry_file_from_environment,
+)
 
 __all__ = ["TelemetryHandle", "configure_telemetry"]
 
@@ -69,85 +77,6 @@ _SAMPLERS: Final[dict[str, Callable[[float], sampling.Sampler] | sampling.Sample
 }
 
 
-class TelemetryHandle:
-    """What ``configure_telemetry`` set up; ``shutdown``/``aclose`` flush and stop it.
-
-    Usable as a context manager (sync or async). Neither call blocks past its ``timeout``, even
-    when the collector is down: the flush runs on a worker thread that is left behind if late.
-    """
-
-    def __init__(
-        self,
-        tracer_provider: TracerProvider | None,
-        meter_provider: MeterProvider | None,
-        telemetry_file: str | None,
-        quieted: QuietExporterLogs | None,
-    ) -> None:
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        #: where OTLP JSON lines are written, or None
-        self.telemetry_file = telemetry_file
-        self._quieted = quieted
-        self._done = False
-
-    @property
-    def enabled(self) -> bool:
-        """False when ``OTEL_SDK_DISABLED`` turned telemetry off (nothing is exported)."""
-        return self.tracer_provider is not None or self.meter_provider is not None
-
-    def shutdown(self, timeout: float = 5.0) -> bool:
-        """Flush and shut down; True if that finished within ``timeout`` seconds."""
-        if self._done:
-            return True
-        self._done = True
-        worker = threading.Thread(
-            target=self._flush_and_stop, name="resilient_http-telemetry-shutdown", daemon=True
-        )
-        worker.start()
-        worker.join(timeout)
-        finished = not worker.is_alive()
-        if not finished:
-            log.warning("telemetry was not flushed within %.1f s; some of it may be lost", timeout)
-        if self._quieted is not None:
-            self._quieted.remove()
-        return finished
-
-    # SPEC names the parameter: it bounds a thread's work, not this coroutine.
-    async def aclose(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
-        """``shutdown`` on a worker thread, so the event loop keeps running meanwhile."""
-        return await asyncio.to_thread(self.shutdown, timeout)
-
-    def _flush_and_stop(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()  # flushes first
-                except Exception:  # a failing exporter must not break the application's exit
-                    log.warning("telemetry shutdown failed", exc_info=True)
-
-    def __enter__(self) -> TelemetryHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.shutdown()
-
-    async def __aenter__(self) -> TelemetryHandle:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
 def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle:
     """Build tracer and meter providers from ``OTEL_*`` variables and install them globally.
 
@@ -155,74 +84,98 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     the existing ones alone. ``telemetry_file`` (default ``RESILIENT_HTTP_TELEMETRY_FILE``) also
     writes OTLP JSON lines. Raises ``ConfigError`` for invalid values.
     """
-    env = os.environ
-    path = telemetry_file or env.get(TELEMETRY_FILE_VARIABLE) or None
-    if _flag(env.get("OTEL_SDK_DISABLED", ""), "OTEL_SDK_DISABLED"):
+    path = telemetry_file or telemetry_file_from_environment()
+    if _flag(os.environ.get("OTEL_SDK_DISABLED", ""), "OTEL_SDK_DISABLED"):
         return TelemetryHandle(None, None, None, None)
-    trace_exporters = _exporters("OTEL_TRACES_EXPORTER")
-    metric_exporters = _exporters("OTEL_METRICS_EXPORTER")
+    trace_exporters = _exporters("OTEL_TRACES_EXPORTER", path)
+    metric_exporters = _exporters("OTEL_METRICS_EXPORTER", path)
     for signal, kinds in (("TRACES", trace_exporters), ("METRICS", metric_exporters)):
         if "otlp" in kinds:
             _protocol(signal)  # validated before anything is installed
     sampler = _sampler()
     interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
-    for name in (
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
-    ):
-        _positive_number(name, 10.0)
-    for name in (
-        "OTEL_EXPORTER_OTLP_COMPRESSION",
-        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
-    ):
-        _choice(name, ("none", "gzip", "deflate"), "none")
-    _check_span_batching()
+    _check_exporter_settings()
     resource = Resource.create()
     warn_every = interval_ms / 1000
 
+    # The OTLP exporters, which the handle shuts down to end their retries at its deadline.
+    cut_offs: list[QuietSpanExporter | QuietMetricExporter] = []
+
     tracer_provider: TracerProvider | None = None
     if is_api_proxy(trace.get_tracer_provider()):
-        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-        for exporter in [_span_exporter(kind) for kind in trace_exporters]:
-            tracer_provider.add_span_processor(
-                BatchSpanProcessor(QuietSpanExporter(exporter, warn_every))
-            )
+        # The handle shuts it down, once and within its budget (see handle.py).
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+        # The file first: its last spans then never wait for a collector that is down.
         if path:
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
+        for kind in _besides_the_file(trace_exporters):
+            span_exporter = QuietSpanExporter(_span_exporter(kind), warn_every)
+            tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+            cut_offs.append(span_exporter)
         trace.set_tracer_provider(tracer_provider)
     else:
-        warnings.warn(
-            "a global TracerProvider is already set: configure_telemetry() uses it as it is",
-            ConfigWarning,
-            stacklevel=2,
-        )
+        _warn_already_set("TRACES", path, attached=FILE_EXPORTER_NAME in trace_exporters)
 
     meter_provider: MeterProvider | None = None
     if is_api_proxy(metrics.get_meter_provider()):
-        readers: list[MetricReader] = [
-            PeriodicExportingMetricReader(
-                QuietMetricExporter(_metric_exporter(kind), warn_every),
-                export_interval_millis=interval_ms,
-            )
-            for kind in metric_exporters
-        ]
+        readers: list[MetricReader] = []
         if path:
             readers.append(
                 PeriodicExportingMetricReader(
                     OTLPJsonFileMetricExporter(path), export_interval_millis=interval_ms
                 )
             )
-        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        for kind in _besides_the_file(metric_exporters):
+            metric_exporter = QuietMetricExporter(_metric_exporter(kind), warn_every)
+            readers.append(
+                PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
+            )
+            cut_offs.append(metric_exporter)
+        meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
         metrics.set_meter_provider(meter_provider)
     else:
-        warnings.warn(
-            "a global MeterProvider is already set: configure_telemetry() uses it as it is",
-            ConfigWarning,
-            stacklevel=2,
+        _warn_already_set("METRICS", path, attached=FILE_EXPORTER_NAME in metric_exporters)
+    return TelemetryHandle(
+        tracer_provider, meter_provider, path, QuietExporterLogs.install(), cut_offs=cut_offs
+    )
+
+
+# How to attach the file to a provider of one's own, per signal.
+_ATTACH: Final = {
+    "TRACES": (
+        "TracerProvider",
+        "spans",
+        "add BatchSpanProcessor(resilient_http.telemetry.OTLPJsonFileSpanExporter({path!r})) "
+        "to that TracerProvider",
+    ),
+    "METRICS": (
+        "MeterProvider",
+        "metrics",
+        "give that MeterProvider PeriodicExportingMetricReader(resilient_http.telemetry."
+        "OTLPJsonFileMetricExporter({path!r})) among its metric_readers",
+    ),
+}
+
+
+def _besides_the_file(kinds: list[str]) -> list[str]:
+    return [kind for kind in kinds if kind != FILE_EXPORTER_NAME]
+
+
+def _warn_already_set(signal: str, path: str | None, *, attached: bool) -> None:
+    """Say that the global provider is kept and, when a file was asked for and the OTEL_*
+    variables did not attach it to that provider, how to attach it."""
+    provider, what, attach = _ATTACH[signal]
+    message = f"a global {provider} is already set: configure_telemetry() uses it as it is"
+    variable = f"OTEL_{signal}_EXPORTER"
+    if path and not attached:
+        message += (
+            f", so {what} are not written to {path}; to write them there, run under "
+            f"opentelemetry-instrument with {variable}=otlp,{FILE_EXPORTER_NAME} and "
+            f"{TELEMETRY_FILE_VARIABLE}={path}, or {attach.format(path=path)}"
         )
-    return TelemetryHandle(tracer_provider, meter_provider, path, QuietExporterLogs.install())
+    warnings.warn(message, ConfigWarning, stacklevel=3)
 
 
 # --- reading the variables ----------------------------------------------------------------------
@@ -237,14 +190,23 @@ def _flag(text: str, name: str) -> bool:
     raise ConfigError(f"{name}={text!r}: expected 'true' or 'false'")
 
 
-def _exporters(name: str) -> list[str]:
+def _exporters(name: str, path: str | None) -> list[str]:
+    """The exporters ``name`` lists. The file's entry point name is accepted so that one
+    environment serves opentelemetry-instrument too; the file is written whenever ``path`` is."""
     text = os.environ.get(name, "").strip() or "otlp"
     kinds = [part.strip().lower() for part in text.split(",")]
+    allowed = ("otlp", "console", FILE_EXPORTER_NAME, "none")
     for kind in kinds:
-        if kind not in ("otlp", "console", "none"):
+        if kind not in allowed:
             raise ConfigError(
-                f"{name}={text!r}: expected a comma list of 'otlp', 'console' or 'none'"
+                f"{name}={text!r}: expected a comma list of "
+                f"{', '.join(repr(a) for a in allowed[:-1])} or 'none'"
             )
+    if FILE_EXPORTER_NAME in kinds and not path:
+        raise ConfigError(
+            f"{name}={text!r}: {FILE_EXPORTER_NAME} writes to the file that "
+            f"{TELEMETRY_FILE_VARIABLE} names, and it is not set"
+        )
     return [] if "none" in kinds else list(dict.fromkeys(kinds))
 
 
@@ -276,6 +238,59 @@ def _positive_integer(name: str) -> int | None:
     if not text.isdigit() or int(text) <= 0:
         raise ConfigError(f"{name}={text!r}: expected a whole number > 0")
     return int(text)
+
+
+def _check_exporter_settings() -> None:
+    """The variables that the SDK and the OTLP exporters read themselves: where they log a
+    warning (or nothing) and go on with a default or without the value, a typo is a
+    ``ConfigError`` here instead, before anything is installed."""
+    for name in _otlp_variables("TIMEOUT"):
+        _positive_number(name, 10.0)
+    for name in _otlp_variables("COMPRESSION"):
+        _choice(name, ("none", "gzip", "deflate"), "none")
+    for name in _otlp_variables("ENDPOINT"):
+        _url(name)
+    for name in (*_otlp_variables("HEADERS"), "OTEL_RESOURCE_ATTRIBUTES"):
+        _key_value_list(name)
+    _check_span_batching()
+
+
+def _otlp_variables(setting: str) -> tuple[str, ...]:
+    """``OTEL_EXPORTER_OTLP_<setting>`` and the per-signal variants that take precedence."""
+    return tuple(f"OTEL_EXPORTER_OTLP_{signal}{setting}" for signal in ("", "TRACES_", "METRICS_"))
+
+
+def _url(name: str) -> None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name}={text!r}: expected an http:// or https:// URL, e.g. http://localhost:4318"
+        )
+
+
+# A key of OTEL_EXPORTER_OTLP_HEADERS or OTEL_RESOURCE_ATTRIBUTES: an HTTP token, as in the
+# W3C Baggage format that both use.
+_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _key_value_list(name: str) -> None:
+    text = os.environ.get(name, "")
+    for number, member in enumerate(text.split(","), 1):
+        key, equals, _ = member.partition("=")
+        if member.strip() and not (equals and _KEY.fullmatch(key.strip())):
+            # Header values are often credentials: the message points at the entry instead.
+            shown = f"{name} (entry {number})" if "HEADERS" in name else f"{name}={text!r}"
+            raise ConfigError(
+                f"{shown}: expected a comma list of key=value pairs "
+                "(values URL-encoded), e.g. key1=value1,key2=value2"
+            )
 
 
 def _check_span_batching() -> None:

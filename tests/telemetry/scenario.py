@@ -4,6 +4,8 @@ Telemetry comes only from ``configure_telemetry()`` and the OTEL_* variables the
 One GET meets two dead connections (both retried); ``--calls N`` adds N plain GETs, and
 ``--memory`` prints the client's Python heap in use (tracemalloc, after a full collection) when
 half of them and when all of them are done, so a test can see whether it grows with the calls.
+The last line is ``flushed ...`` once ``aclose()`` returned, or ``exiting`` with
+``--never-close``, which leaves telemetry to the interpreter's exit.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def heap_kb() -> int:
     return sum(stat.size for stat in snapshot.statistics("filename")) // 1024
 
 
-async def main(calls: int, shutdown_timeout: float, memory: bool) -> None:
+async def main(calls: int, shutdown_timeout: float, memory: bool, never_close: bool) -> None:
     handle = rh.configure_telemetry()
     print("telemetry", "on" if handle.enabled else "off", flush=True)
     plan = FaultPlan(scripts=(Script(("close", "close"), path="/flaky"),))
@@ -48,6 +50,9 @@ async def main(calls: int, shutdown_timeout: float, memory: bool) -> None:
             print("calls", calls, flush=True)
             if memory:
                 print("heap_kb", *heap, flush=True)
+    if never_close:
+        print("exiting", flush=True)
+        return
     started = time.monotonic()
     finished = await handle.aclose(timeout=shutdown_timeout)
     print("flushed", finished, round(time.monotonic() - started, 3), flush=True)
@@ -58,6 +63,7 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=0)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--never-close", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    asyncio.run(main(args.calls, args.shutdown_timeout, args.memory))
+    asyncio.run(main(args.calls, args.shutdown_timeout, args.memory, args.never_close))

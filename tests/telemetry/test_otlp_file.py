@@ -33,11 +33,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from resilient_http.telemetry import otlp_file
-from resilient_http.telemetry.otlp_file import (
-    OTLPJsonFileMetricExporter,
-    OTLPJsonFileSpanExporter,
-    encode_spans_json,
-)
+from resilient_http.telemetry.otlp_file import OTLPJsonFileMetricExporter, OTLPJsonFileSpanExporter
+from resilient_http.telemetry.otlp_json import encode_spans_json
 
 HEX_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 HEX_SPAN_ID = re.compile(r"^[0-9a-f]{16}$")

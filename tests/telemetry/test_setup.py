@@ -154,6 +154,17 @@ async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Pa
             "100",
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is larger than OTEL_BSP_MAX_QUEUE_SIZE=100",
         ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "not-a-url", "'not-a-url': expected an http:// or"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "expected an http:// or https:// URL"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", "OTEL_EXPORTER_OTLP_ENDPOINT='http://'"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:99999", "_TRACES_ENDPOINT='http://h"),
+        ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "ftp://h/", "_METRICS_ENDPOINT='ftp://h/'"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "garbage", r"OTEL_EXPORTER_OTLP_HEADERS \(entry 1\)"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,=2", r"OTEL_EXPORTER_OTLP_HEADERS \(entry 2\)"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "a b=1", r"_TRACES_HEADERS \(entry 1\): expected"),
+        ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "k", r"_METRICS_HEADERS \(entry 1\)"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "garbage", "OTEL_RESOURCE_ATTRIBUTES='garbage': expected a"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "team=a,,=b", "OTEL_RESOURCE_ATTRIBUTES='team=a,,=b'"),
     ],
 )
 def test_bad_values_are_config_errors_before_anything_is_installed(
@@ -166,6 +177,31 @@ def test_bad_values_are_config_errors_before_anything_is_installed(
     with pytest.raises(rh.ConfigError, match=message):
         rh.configure_telemetry()
     assert trace.get_tracer_provider() is before
+
+
+def test_a_bad_header_is_named_without_showing_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t,s3cr3t-2")
+    with pytest.raises(rh.ConfigError, match=r"HEADERS \(entry 2\)") as raised:
+        rh.configure_telemetry()
+    assert "s3cr3t" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318/"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://[::1]:4318/v1/traces"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%3D%3D, x-team = payments ,"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "service.namespace=shop,deployment.environment=prod"),
+    ],
+)
+def test_good_values_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from resilient_http.telemetry import setup
+
+    monkeypatch.setenv(variable, value)
+    setup._check_exporter_settings()  # installs nothing, unlike configure_telemetry()
 
 
 def test_sampler_argument_must_be_a_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
