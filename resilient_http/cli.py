@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ._version import DISTRIBUTION, __version__
 
-__all__ = ["EXTRA_MODULES", "SUBCOMMANDS", "main", "missing_extra", "positive_int"]
+__all__ = ["EXTRA_MODULES", "SUBCOMMANDS", "build_parser", "main", "missing_extra", "positive_int"]
 
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {"cli": ("rich", "orjson", "ddsketch")}
 """The modules each optional extra of ``pyproject.toml`` brings (a test keeps them equal)."""
@@ -49,26 +49,30 @@ class _Subcommand(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``resilient-http`` parser with every subcommand's arguments (no extra needed)."""
     parser = argparse.ArgumentParser(
         prog="resilient-http", description="resilient_http command line"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules: dict[str, _Subcommand] = {}
     for name, (module_name, help_text, _extra) in SUBCOMMANDS.items():
         module: _Subcommand = importlib.import_module(module_name)
         module.add_arguments(commands.add_parser(name, help=help_text, description=help_text))
-        modules[name] = module
-    args = parser.parse_args(argv)
-    extra = SUBCOMMANDS[args.command][2]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    module_name, _help, extra = SUBCOMMANDS[args.command]
     message = None if extra is None else missing_extra(f"resilient-http {args.command}", extra)
     if message is not None:
         print(message, file=sys.stderr)
         return 2
+    module: _Subcommand = importlib.import_module(module_name)
     try:
-        return modules[args.command].run(args)
+        return module.run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
