@@ -52,6 +52,7 @@ HALF_OPEN: Final = "half_open"
 #: Probe calls let through per half-open period (SPEC: at most 5).
 PROBES_PER_OPENING: Final = 5
 _BUCKETS: Final = 10
+_TARGET_CACHE_SIZE: Final = 1024
 _FAILING_REASONS: Final = frozenset({RetryReason.CONNECT_ERROR, RetryReason.TIMEOUT})
 
 
@@ -81,6 +82,8 @@ class BreakerState:
         "_epochs",
         "_failures",
         "_width",
+        "head_epoch",
+        "head_slot",
         "host",
         "label",
         "opened_at",
@@ -101,6 +104,17 @@ class BreakerState:
         self._epochs = [-1] * _BUCKETS
         self._calls = [0] * _BUCKETS
         self._failures = [0] * _BUCKETS
+        #: the bucket counted last: most calls land in it (``succeeded`` checks it first)
+        self.head_epoch = -1
+        self.head_slot = 0
+
+    def succeeded(self, now: float) -> None:
+        """Add one successful call to the window (every call of a healthy upstream: kept to
+        attribute reads and one addition when it lands in the bucket counted last)."""
+        if int(now / self._width) == self.head_epoch:
+            self._calls[self.head_slot] += 1
+        else:
+            self.count(now, False)
 
     def count(self, now: float, failed: bool) -> None:
         """Add one ended call to the window."""
@@ -110,6 +124,7 @@ class BreakerState:
             self._epochs[slot] = epoch
             self._calls[slot] = 0
             self._failures[slot] = 0
+        self.head_epoch, self.head_slot = epoch, slot
         self._calls[slot] += 1
         if failed:
             self._failures[slot] += 1
@@ -137,6 +152,8 @@ class CircuitBreaker:
         self._clock = clock
         self._labels = UpstreamLabels()
         self._circuits: dict[str, BreakerState] = {}
+        # URL (as the caller gave it) -> its upstream's circuit: one dict lookup per call
+        self._by_target: dict[Any, BreakerState] = {}
         self._proceed: CallHandler | None = None
 
     def circuits(self) -> list[BreakerState]:
@@ -153,10 +170,9 @@ class CircuitBreaker:
         how it ended."""
         proceed = self._proceed
         assert proceed is not None, "bind() first"
-        label = self._labels.of(call.target)
-        circuit = self._circuits.get(label)
+        circuit = self._by_target.get(call.target)
         if circuit is None:
-            circuit = self._circuits[label] = self._new_circuit(label, call.target)
+            circuit = self._circuit_of(call.target)
         probe = circuit.state != CLOSED and self._admit(call, circuit)
         try:
             response = await proceed(call)
@@ -167,8 +183,21 @@ class CircuitBreaker:
             self._ended(call, circuit, probe, None)
             raise
         status = response.status
-        self._ended(call, circuit, probe, status >= 500 and status != 501)
+        if (status < 500 or status == 501) and not probe and circuit.state == CLOSED:
+            circuit.succeeded(self._clock())  # the common case, without _ended()'s checks
+        else:
+            self._ended(call, circuit, probe, status >= 500 and status != 501)
         return response
+
+    def _circuit_of(self, target: Any) -> BreakerState:
+        label = self._labels.of(target)
+        circuit = self._circuits.get(label)
+        if circuit is None:
+            circuit = self._circuits[label] = self._new_circuit(label, target)
+        if len(self._by_target) >= _TARGET_CACHE_SIZE:
+            self._by_target.clear()
+        self._by_target[target] = circuit
+        return circuit
 
     def _new_circuit(self, label: str, target: Any) -> BreakerState:
         try:
