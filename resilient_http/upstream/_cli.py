@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=0, help="0 picks a free port (the default)")
     add("--record-limit", type=int, default=10_000, help="requests kept in the log")
     add("--seed", type=int, default=0)
-    add("--latency", type=Latency.parse, help="fixed:S | uniform:LO:HI | lognormal:MEDIAN:SIGMA")
+    add(
+        "--latency",
+        type=Latency.parse,
+        help="fixed:S | uniform:LO:HI | lognormal:MEDIAN:SIGMA | tail:USUAL:SLOW:SHARE",
+    )
     add("--stale-after", type=_stale_after, help="N or LO-HI requests per connection")
     add("--stale-mode", choices=("close", "reset"), default="close")
     add("--idle-timeout", type=float, help="seconds before idle connections are closed")

@@ -36,7 +36,7 @@ ScriptStep = int | Literal["close", "reset", "reset-mid-body", "hang"]
 """One scripted answer: a status code (200 means the normal echo) or a connection fault."""
 
 _FAULT_STEPS = frozenset({"close", "reset", "reset-mid-body", "hang"})
-_LATENCY_KINDS = ("fixed", "uniform", "lognormal")
+_LATENCY_KINDS = ("fixed", "uniform", "lognormal", "tail")
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -77,11 +77,13 @@ class Latency:
     True
     """
 
-    kind: Literal["fixed", "uniform", "lognormal"]
+    kind: Literal["fixed", "uniform", "lognormal", "tail"]
     a: float
-    """fixed: the delay; uniform: the low bound; lognormal: the median."""
+    """fixed: the delay; uniform: the low bound; lognormal: the median; tail: the usual delay."""
     b: float = 0.0
-    """uniform: the high bound; lognormal: sigma of the underlying normal."""
+    """uniform: the high bound; lognormal: sigma of the underlying normal; tail: the slow one."""
+    p: float = 0.0
+    """tail: the share of responses that take ``b`` instead of ``a``."""
 
     def __post_init__(self) -> None:
         if self.kind not in _LATENCY_KINDS:
@@ -90,6 +92,7 @@ class Latency:
             raise ValueError(f"latency parameters must be finite and >= 0: {self}")
         if self.kind == "uniform" and self.b < self.a:
             raise ValueError(f"uniform latency needs low <= high: {self}")
+        _check_probability("tail latency share", self.p)
 
     @classmethod
     def fixed(cls, seconds: float) -> Latency:
@@ -106,10 +109,17 @@ class Latency:
         """Heavy-tailed delays: `median * exp(N(0, sigma))`, like real service latencies."""
         return cls("lognormal", median, sigma)
 
+    @classmethod
+    def tail(cls, usual: float, slow: float, share: float) -> Latency:
+        """A long tail: `share` of the responses take `slow` seconds, the rest `usual`."""
+        return cls("tail", usual, slow, share)
+
     def sample(self, rng: random.Random) -> float:
         """Draw one delay from `rng`."""
         if self.kind == "fixed":
             return self.a
+        if self.kind == "tail":
+            return self.b if rng.random() < self.p else self.a
         if self.kind == "uniform":
             return rng.uniform(self.a, self.b)
         if self.a == 0:
@@ -118,17 +128,23 @@ class Latency:
 
     @classmethod
     def parse(cls, text: str) -> Latency:
-        """`fixed:0.01`, `uniform:0.001:0.01` or `lognormal:MEDIAN:SIGMA`."""
+        """`fixed:0.01`, `uniform:0.001:0.01`, `lognormal:MEDIAN:SIGMA`, `tail:USUAL:SLOW:SHARE`."""
         kind, *numbers = text.split(":")
-        if kind not in _LATENCY_KINDS or len(numbers) != (1 if kind == "fixed" else 2):
+        wanted = {"fixed": 1, "tail": 3}.get(kind, 2)
+        if kind not in _LATENCY_KINDS or len(numbers) != wanted:
             raise ValueError(
-                f"latency must be fixed:S, uniform:LO:HI or lognormal:MEDIAN:SIGMA: {text!r}"
+                "latency must be fixed:S, uniform:LO:HI, lognormal:MEDIAN:SIGMA or "
+                f"tail:USUAL:SLOW:SHARE: {text!r}"
             )
         values = [float(number) for number in numbers]
         return cls(cast(Any, kind), *values)
 
     def __str__(self) -> str:
-        return f"fixed:{self.a!r}" if self.kind == "fixed" else f"{self.kind}:{self.a!r}:{self.b!r}"
+        if self.kind == "fixed":
+            return f"fixed:{self.a!r}"
+        if self.kind == "tail":
+            return f"tail:{self.a!r}:{self.b!r}:{self.p!r}"
+        return f"{self.kind}:{self.a!r}:{self.b!r}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,19 @@ async def test_latency_distributions_follow_the_seed(
         assert all(0.01 <= d <= 0.02 for d in runs[0])
 
 
+async def test_a_long_tail_delays_its_share_of_answers(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    sleep = FakeSleep()
+    upstream = await make_upstream(
+        FaultPlan(latency=Latency.tail(0.001, 1.0, 0.1), seed=3), sleep=sleep
+    )
+    for _ in range(200):
+        await get_status(session, upstream.make_url("/"))
+    assert set(sleep.delays) == {0.001, 1.0}
+    assert 10 <= sleep.delays.count(1.0) <= 30  # 10 % of 200, seeded
+
+
 async def test_slow_body_arrives_in_chunks(
     make_upstream: Factory, session: aiohttp.ClientSession
 ) -> None:

@@ -55,6 +55,11 @@ def test_plan_survives_the_command_line() -> None:
     assert parse_plan_args([])[3] == FaultPlan()
 
 
+def test_a_long_tail_survives_the_command_line() -> None:
+    plan = FaultPlan(latency=Latency.tail(0.001, 1.0, 0.01))
+    assert parse_plan_args(plan_to_args(plan))[3] == plan
+
+
 def test_throttle_repeat_text_form() -> None:
     throttle = Throttle.parse("probability=0.05,retry_after=none,repeat=false")
     assert throttle == Throttle(probability=0.05, retry_after=RetryAfter("none"), repeat=False)
