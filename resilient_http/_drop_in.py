@@ -8,13 +8,34 @@ that ``ResilientSession`` does not offer.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar, overload
+import inspect
+from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import aiohttp
 
-__all__ = ["SessionAttribute"]
+__all__ = ["SessionAttribute", "timeout_not_given"]
 
 T = TypeVar("T")
+
+
+def _timeout_default() -> object:
+    """What ``aiohttp.ClientSession(timeout=...)`` takes as "not given": its parameter's default
+    (aiohttp's private ``aiohttp.helpers.sentinel`` today). aiohttp's own ``aiohttp.request()``
+    passes it on explicitly (``timeout=kwargs.pop("timeout", sentinel)``), and so may any code
+    that forwards its caller's arguments. Read from the public signature rather than imported by
+    its private name, so a renamed sentinel is still recognised; tests/test_drop_in.py pins that
+    the two are the same object."""
+    parameter = inspect.signature(aiohttp.ClientSession.__init__).parameters.get("timeout")
+    return None if parameter is None else parameter.default
+
+
+_TIMEOUT_DEFAULT: Final = _timeout_default()
+
+
+def timeout_not_given(timeout: object) -> bool:
+    """Whether a ``timeout=`` argument means "not given" to aiohttp: None or the parameter's
+    default (per session and per call, aiohttp uses the same sentinel for both)."""
+    return timeout is None or timeout is _TIMEOUT_DEFAULT
 
 
 class _Wrapper(Protocol):
