@@ -30,12 +30,11 @@ from .pool import (
     create_connector,
     disable_hidden_resend,
     is_observed,
-    observe_pool,
     pool_stats,
     reuse_trace_config,
 )
 from .retry import RetryPlan, resolve_plan
-from .telemetry.calls import SessionTelemetry
+from .telemetry.calls import SessionTelemetry, drop_contrib_spans
 
 __all__ = ["RequestContextManager", "ResilientSession"]
 
@@ -165,19 +164,14 @@ class ResilientSession:
         disable_hidden_resend(self._session)
         self._base_url = URL(base_url) if base_url is not None else None
         self._deadline = self.config.timeout.total
-        self._stop_reporting_pool: Callable[[], object] | None = None
         telemetry = SessionTelemetry(tracer_provider, meter_provider)
-        listeners = SessionListeners(telemetry)
-        if listeners.exports:
-            observe_pool(connector, telemetry)
-            if telemetry.instruments is not None:
-                self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
+        self._stop_reporting_pool = telemetry.report_pool(connector)
         if telemetry.tracer is not None:
-            _drop_contrib_instrumentation(self._session)
+            drop_contrib_spans(self._session)
         self._pipeline = assemble(
             config=self.config,
             plan=self._default_plan,
-            listeners=listeners,
+            listeners=SessionListeners(telemetry),
             send_attempt=AttemptStage(self._session).send,
         )
 
@@ -386,15 +380,6 @@ class ResilientSession:
             return str_or_url
         url = URL(str_or_url)
         return url if url.absolute else self._base_url.join(url)
-
-
-def _drop_contrib_instrumentation(session: aiohttp.ClientSession) -> None:
-    """Our spans replace those of ``AioHttpClientInstrumentor().instrument()``: no double spans."""
-    marker = "_is_instrumented_by_opentelemetry"  # how the contrib package marks its configs
-    if any(hasattr(config, marker) for config in session.trace_configs):
-        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-
-        AioHttpClientInstrumentor.uninstrument_session(session)
 
 
 def _attempt_template(timeout: object) -> aiohttp.ClientTimeout:
