@@ -9,11 +9,19 @@ that ``ResilientSession`` does not offer.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import aiohttp
 
-__all__ = ["SessionAttribute", "timeout_not_given"]
+__all__ = [
+    "SessionAttribute",
+    "building_wrapped_session",
+    "is_wrapped_session",
+    "timeout_not_given",
+]
 
 T = TypeVar("T")
 
@@ -30,6 +38,27 @@ def _timeout_default() -> object:
 
 
 _TIMEOUT_DEFAULT: Final = _timeout_default()
+
+
+# True while a ResilientSession builds the aiohttp.ClientSession it wraps, so that the zero-code
+# instrumentation (instrumentation.py), which extends every aiohttp.ClientSession built, leaves
+# that one alone: it already runs the SDK's pipeline.
+_building_wrapped: ContextVar[bool] = ContextVar("building_wrapped_session", default=False)
+
+
+@contextmanager
+def building_wrapped_session() -> Iterator[None]:
+    """Mark the ``aiohttp.ClientSession`` built inside the block as a ``ResilientSession``'s."""
+    token = _building_wrapped.set(True)
+    try:
+        yield
+    finally:
+        _building_wrapped.reset(token)
+
+
+def is_wrapped_session() -> bool:
+    """Whether the ``aiohttp.ClientSession`` being built now is a ``ResilientSession``'s."""
+    return _building_wrapped.get()
 
 
 def timeout_not_given(timeout: object) -> bool:

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._assembly import assemble
 from ._attempt import AttemptStage
-from ._drop_in import SessionAttribute, timeout_not_given
+from ._drop_in import SessionAttribute, building_wrapped_session, timeout_not_given
 from ._exceptions import ConfigError
 from ._listeners import SessionListeners
 from .config import ClientConfig, RetryPolicy
@@ -154,13 +154,14 @@ class ResilientSession:
         elif not is_observed(connector):  # still tell a stale pooled connection apart
             given = session_kwargs.get("trace_configs") or ()
             session_kwargs["trace_configs"] = [*given, reuse_trace_config()]
-        self._session = aiohttp.ClientSession(
-            base_url=base_url,
-            connector=connector,
-            connector_owner=connector_owner,
-            timeout=self._attempt_timeout,
-            **session_kwargs,
-        )
+        with building_wrapped_session():
+            self._session = aiohttp.ClientSession(
+                base_url=base_url,
+                connector=connector,
+                connector_owner=connector_owner,
+                timeout=self._attempt_timeout,
+                **session_kwargs,
+            )
         disable_hidden_resend(self._session)
         self._base_url = URL(base_url) if base_url is not None else None
         self._deadline = self.config.timeout.total
