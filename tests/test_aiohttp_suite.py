@@ -107,3 +107,28 @@ def test_the_readme_documents_every_known_difference() -> None:
     for test, difference in KNOWN.items():
         assert difference.reason in bullets, difference.reason
         assert f"`{test}`" in bullets[difference.reason], (test, difference.reason)
+
+
+def test_an_undocumented_or_outdated_difference_is_reported() -> None:
+    """The comparison itself, on made-up runs: what the two tests above would fail on."""
+
+    def run(**outcomes: str) -> Run:
+        ids = {
+            f"tests/test_client_functional.py::{name}[pyloop]": o for name, o in outcomes.items()
+        }
+        return Run("plain", {}, ids, {}, {}, 0.0, 0, "")
+
+    known = next(name for name, d in KNOWN.items() if d.retries_off)
+    plain = run(test_a="passed", test_b="failed", **{known: "passed"})
+    assert (
+        undocumented_changes(plain, run(test_a="passed", **{known: "failed"}), retries_off=True)
+        == {}
+    )
+    changes = undocumented_changes(
+        plain, run(test_a="failed", test_b="passed", **{known: "passed"}), retries_off=True
+    )
+    assert set(changes) == {
+        "lost, not in differences.KNOWN",
+        "in differences.KNOWN, but passing now",
+        "passing only through ResilientSession",
+    }
