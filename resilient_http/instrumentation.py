@@ -19,7 +19,8 @@ and, when it added its middleware, switches the built session's hidden resend of
 attempt visible, as in ``ResilientSession``; ``pool.disable_hidden_resend``) and removes the
 contrib instrumentation's trace config when the SDK traces (no double spans). The session keeps
 its type; what aiohttp's middleware API cannot carry is as for ``rh.middleware()`` (README,
-"Use it in your service").
+"Use it in your service"), and a call given its own ``middlewares=`` runs without the SDK's, as
+aiohttp means by it (the call's list replaces the session's).
 
 A ``ResilientSession``'s own inner session is left alone (it runs the SDK's pipeline already).
 Settings are read once, at ``instrument()``: ``config=`` (default ``ClientConfig.from_env()``),
