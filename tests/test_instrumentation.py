@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 import resilient_http as rh
 from resilient_http import pool
 from resilient_http.instrumentation import INSTRUMENTS, ResilientHttpInstrumentor
-from resilient_http.upstream import FaultPlan, FaultyUpstream, RetryAfter, Throttle
+from resilient_http.upstream import FaultPlan, FaultyUpstream, RetryAfter, Script, Throttle
 from tests.helpers import clean_environ
 from tests.otlp_receiver import OTLPReceiver, attributes_of
 from tests.telemetry.conftest import Providers, providers, values_by
@@ -161,6 +161,20 @@ async def test_a_plain_session_gets_the_pool_and_the_retries(providers: Provider
         assert upstream.stats().requests == 2
     retries = providers.metrics()["resilient_http.retries"]
     assert values_by(retries, "resilient_http.retry.reason") == {"throttled": 1}
+
+
+async def test_a_closed_connection_is_not_run_through_the_chain_again(
+    providers: Providers,
+) -> None:
+    """Unlike a session given rh.middleware() by hand (the documented gap of the native path),
+    the instrumented session's hidden resend is off: 3 attempts, one call."""
+    instrument(providers)
+    plan = FaultPlan(scripts=(Script(("close",) * 10, path="/x"),))
+    async with FaultyUpstream(plan) as upstream, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await session.get(f"{upstream.url}/x")
+    assert upstream.stats().requests == 3
+    assert len([s for s in providers.spans() if s.kind is SpanKind.INTERNAL]) == 1
 
 
 async def test_uninstrument_restores_aiohttp(providers: Providers) -> None:
