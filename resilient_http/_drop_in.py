@@ -8,13 +8,63 @@ that ``ResilientSession`` does not offer.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar, overload
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import aiohttp
 
-__all__ = ["SessionAttribute"]
+__all__ = [
+    "SessionAttribute",
+    "building_wrapped_session",
+    "is_wrapped_session",
+    "timeout_not_given",
+]
 
 T = TypeVar("T")
+
+
+def _timeout_default() -> object:
+    """What ``aiohttp.ClientSession(timeout=...)`` takes as "not given": its parameter's default
+    (aiohttp's private ``aiohttp.helpers.sentinel`` today). aiohttp's own ``aiohttp.request()``
+    passes it on explicitly (``timeout=kwargs.pop("timeout", sentinel)``), and so may any code
+    that forwards its caller's arguments. Read from the public signature rather than imported by
+    its private name, so a renamed sentinel is still recognised; tests/test_drop_in.py pins that
+    the two are the same object."""
+    parameter = inspect.signature(aiohttp.ClientSession.__init__).parameters.get("timeout")
+    return None if parameter is None else parameter.default
+
+
+_TIMEOUT_DEFAULT: Final = _timeout_default()
+
+
+# True while a ResilientSession builds the aiohttp.ClientSession it wraps, so that the zero-code
+# instrumentation (instrumentation.py), which extends every aiohttp.ClientSession built, leaves
+# that one alone: it already runs the SDK's pipeline.
+_building_wrapped: ContextVar[bool] = ContextVar("building_wrapped_session", default=False)
+
+
+@contextmanager
+def building_wrapped_session() -> Iterator[None]:
+    """Mark the ``aiohttp.ClientSession`` built inside the block as a ``ResilientSession``'s."""
+    token = _building_wrapped.set(True)
+    try:
+        yield
+    finally:
+        _building_wrapped.reset(token)
+
+
+def is_wrapped_session() -> bool:
+    """Whether the ``aiohttp.ClientSession`` being built now is a ``ResilientSession``'s."""
+    return _building_wrapped.get()
+
+
+def timeout_not_given(timeout: object) -> bool:
+    """Whether a ``timeout=`` argument means "not given" to aiohttp: None or the parameter's
+    default (per session and per call, aiohttp uses the same sentinel for both)."""
+    return timeout is None or timeout is _TIMEOUT_DEFAULT
 
 
 class _Wrapper(Protocol):

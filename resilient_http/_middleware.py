@@ -20,6 +20,7 @@ What aiohttp's public middleware API cannot carry (the README names each):
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -34,12 +35,15 @@ from .config import ClientConfig, RetryPolicy
 from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
 
-__all__ = ["middleware"]
+__all__ = ["is_sdk_middleware", "middleware", "session_middleware"]
 
 Handler = Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
 Middleware = Callable[[aiohttp.ClientRequest, Handler], Awaitable[aiohttp.ClientResponse]]
 #: A timeout no attempt of the middleware reads (aiohttp's request has its own), for ``Call``.
 _UNUSED_TIMEOUT: Final = aiohttp.ClientTimeout()
+#: Every middleware the SDK built and that is still alive: how the zero-code instrumentation
+#: tells a session that already has one (no second pipeline around the first).
+_BUILT: Final[weakref.WeakSet[Middleware]] = weakref.WeakSet()
 
 
 def middleware(
@@ -63,11 +67,21 @@ def middleware(
                 ...
     """
     config = config if config is not None else ClientConfig.from_env()
-    plan = resolve_plan(retry, RetryPlan(config.retry))
+    return session_middleware(
+        config,
+        resolve_plan(retry, RetryPlan(config.retry)),
+        SessionTelemetry(tracer_provider, meter_provider),
+    )
+
+
+def session_middleware(
+    config: ClientConfig, plan: RetryPlan | None, telemetry: SessionTelemetry
+) -> Middleware:
+    """``middleware()`` reporting to ``telemetry``, which the caller may share with the pool."""
     pipeline = assemble(
         config=config,
         plan=plan,
-        listeners=SessionListeners(SessionTelemetry(tracer_provider, meter_provider)),
+        listeners=SessionListeners(telemetry),
         send_attempt=_HandlerStage().send,
         can_hedge=False,  # one ClientRequest, one handler chain: an attempt cannot be copied
     )
@@ -91,7 +105,16 @@ def middleware(
         )
         return await pipeline.run(call)
 
+    _BUILT.add(resilient_http)
     return resilient_http
+
+
+def is_sdk_middleware(candidate: object) -> bool:
+    """Whether ``candidate`` is a middleware that ``middleware()`` built."""
+    try:
+        return candidate in _BUILT
+    except TypeError:  # unhashable: not ours
+        return False
 
 
 class _HandlerStage:

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._assembly import assemble
 from ._attempt import AttemptStage
-from ._drop_in import SessionAttribute
+from ._drop_in import SessionAttribute, building_wrapped_session, timeout_not_given
 from ._exceptions import ConfigError
 from ._listeners import SessionListeners
 from .config import ClientConfig, RetryPolicy
@@ -30,12 +30,11 @@ from .pool import (
     create_connector,
     disable_hidden_resend,
     is_observed,
-    observe_pool,
     pool_stats,
     reuse_trace_config,
 )
 from .retry import RetryPlan, resolve_plan
-from .telemetry.calls import SessionTelemetry
+from .telemetry.calls import SessionTelemetry, drop_contrib_spans
 
 __all__ = ["RequestContextManager", "ResilientSession"]
 
@@ -142,7 +141,9 @@ class ResilientSession:
         self._default_plan = resolve_plan(retry, RetryPlan(self.config.retry))
         timeouts = self.config.timeout
         attempt_timeout = session_kwargs.pop("timeout", None)
-        if attempt_timeout is not None and not isinstance(attempt_timeout, aiohttp.ClientTimeout):
+        if timeout_not_given(attempt_timeout):  # aiohttp.request() passes its sentinel on
+            attempt_timeout = None
+        elif not isinstance(attempt_timeout, aiohttp.ClientTimeout):
             raise ConfigError(f"timeout={attempt_timeout!r}: expected an aiohttp.ClientTimeout")
         self._attempt_timeout: aiohttp.ClientTimeout = attempt_timeout or aiohttp.ClientTimeout(
             total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
@@ -153,30 +154,26 @@ class ResilientSession:
         elif not is_observed(connector):  # still tell a stale pooled connection apart
             given = session_kwargs.get("trace_configs") or ()
             session_kwargs["trace_configs"] = [*given, reuse_trace_config()]
-        self._session = aiohttp.ClientSession(
-            base_url=base_url,
-            connector=connector,
-            connector_owner=connector_owner,
-            timeout=self._attempt_timeout,
-            **session_kwargs,
-        )
+        with building_wrapped_session():
+            self._session = aiohttp.ClientSession(
+                base_url=base_url,
+                connector=connector,
+                connector_owner=connector_owner,
+                timeout=self._attempt_timeout,
+                **session_kwargs,
+            )
         disable_hidden_resend(self._session)
         self._base_url = URL(base_url) if base_url is not None else None
         self._deadline = self.config.timeout.total
-        self._stop_reporting_pool: Callable[[], object] | None = None
         telemetry = SessionTelemetry(tracer_provider, meter_provider)
-        listeners = SessionListeners(telemetry)
-        if listeners.exports:
-            observe_pool(connector, telemetry)
-            if telemetry.instruments is not None:
-                self._stop_reporting_pool = telemetry.instruments.pools.register(connector)
+        self._stop_reporting_pool = telemetry.report_pool(connector)
         if telemetry.tracer is not None:
-            _drop_contrib_instrumentation(self._session)
-        self._listeners = listeners
+            drop_contrib_spans(self._session)
+        self._listeners = SessionListeners(telemetry)
         self._pipeline = assemble(
             config=self.config,
             plan=self._default_plan,
-            listeners=listeners,
+            listeners=self._listeners,
             send_attempt=AttemptStage(self._session).send,
         )
 
@@ -219,6 +216,35 @@ class ResilientSession:
     def closed(self) -> bool:
         """True once the session is closed."""
         return self._session.closed
+
+    # aiohttp's private names that code outside ClientSession's own methods uses. aiohttp's
+    # module-level aiohttp.request() builds the session class and calls its `_request` (as does
+    # code written for subclasses that override it); tests and pool diagnostics read
+    # `_connector`; aiohttp's TestClient writes `_retry_connection`. Each keeps aiohttp's meaning
+    # where SPEC allows it.
+    def _request(self, method: str, str_or_url: StrOrURL, **kwargs: Any) -> RequestContextManager:
+        """``request()``, under the private name ``aiohttp.request()`` calls."""
+        return self.request(method, str_or_url, **kwargs)
+
+    @property
+    def _connector(self) -> aiohttp.BaseConnector | None:
+        """``connector``, under the private name aiohttp's own code and tests read."""
+        return self._session.connector
+
+    @property
+    def _retry_connection(self) -> bool:
+        """aiohttp's switch for its hidden resend on a dead connection: always False here.
+
+        SPEC keeps every attempt visible, so the SDK resends itself (a stale pooled connection
+        at once and for free, other failures by the retry policy); writing True, as some
+        aiohttp tests do, does not bring aiohttp's unseen resend back (README, "Differences
+        from aiohttp"). Writing is accepted because aiohttp's ``TestClient`` writes False.
+        """
+        return bool(getattr(self._session, "_retry_connection", False))
+
+    @_retry_connection.setter
+    def _retry_connection(self, value: bool) -> None:
+        return None  # the wrapped session's hidden resend stays off (disable_hidden_resend)
 
     def pool_stats(self) -> PoolStats:
         """A snapshot of the connection pool (open, idle, active, waiting, per host)."""
@@ -332,7 +358,7 @@ class ResilientSession:
             if deadline is not None:
                 seconds = _check_deadline(deadline)
             given = kwargs.pop("timeout", None)
-            if given is not None:
+            if not timeout_not_given(given):
                 template = _attempt_template(given)
             if kwargs.get("upload_tracker") is not None:
                 plan = None  # aiohttp binds a tracker to one request: it cannot be resent
@@ -356,15 +382,6 @@ class ResilientSession:
         assert self._base_url is not None
         url = URL(str_or_url)
         return url if url.absolute else self._base_url.join(url)
-
-
-def _drop_contrib_instrumentation(session: aiohttp.ClientSession) -> None:
-    """Our spans replace those of ``AioHttpClientInstrumentor().instrument()``: no double spans."""
-    marker = "_is_instrumented_by_opentelemetry"  # how the contrib package marks its configs
-    if any(hasattr(config, marker) for config in session.trace_configs):
-        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-
-        AioHttpClientInstrumentor.uninstrument_session(session)
 
 
 def _attempt_template(timeout: object) -> aiohttp.ClientTimeout:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
+import aiohttp
 from multidict import CIMultiDict
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -32,12 +34,12 @@ from .._events import (
     SuppressionEvent,
 )
 from .._version import __version__
-from ..pool import HostCounters
+from ..pool import HostCounters, observe_pool
 from . import names
 from .instruments import Instruments, instruments_for, is_api_proxy, server_attributes
 from .redact import redact_text, redact_url
 
-__all__ = ["NO_TRACE_IDS", "CallTelemetry", "SessionTelemetry", "Target"]
+__all__ = ["NO_TRACE_IDS", "CallTelemetry", "SessionTelemetry", "Target", "drop_contrib_spans"]
 
 log: Final = logging.getLogger("resilient_http")
 
@@ -48,6 +50,16 @@ _KNOWN_METHODS: Final = frozenset(
 _URL_CACHE_SIZE: Final = 1024
 NO_TRACE_IDS: Final = "trace_id=- span_id=-"
 """What DEBUG lines show for the ids of a call that is not traced."""
+
+
+def drop_contrib_spans(session: aiohttp.ClientSession) -> None:
+    """Our spans replace those of ``AioHttpClientInstrumentor().instrument()`` on ``session``:
+    no double spans."""
+    marker = "_is_instrumented_by_opentelemetry"  # how the contrib package marks its configs
+    if any(hasattr(config, marker) for config in session.trace_configs):
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+        AioHttpClientInstrumentor.uninstrument_session(session)
 
 
 class SessionTelemetry:
@@ -66,6 +78,16 @@ class SessionTelemetry:
     def exports(self) -> bool:
         """Whether spans or metrics go anywhere (else only DEBUG lines may be written)."""
         return self.tracer is not None or self.instruments is not None
+
+    def report_pool(self, connector: aiohttp.BaseConnector) -> Callable[[], object] | None:
+        """Report ``connector``'s pool (waits, closes, gauges) while it lives; the function
+        returned stops the gauges early (None: nothing to stop)."""
+        if not self.exports:
+            return None
+        observe_pool(connector, self)
+        if self.instruments is None:
+            return None
+        return self.instruments.pools.register(connector)
 
     def start_call(self, method: str, url: Any) -> CallTelemetry:
         """Begin following one logical call to the absolute ``url``."""

@@ -2,13 +2,15 @@
 
 Plain aiohttp, ``ResilientSession`` with retries off, ``ResilientSession`` with the defaults;
 prints each run's counts and duration, then every test whose outcome differs from plain aiohttp
-with the first line of its failure. Extra arguments go to each pytest run (e.g. ``-k cookie``).
+with the first line of its failure (and the documented reason of a documented one). Extra
+arguments go to each pytest run (e.g. ``-k cookie``).
 """
 
 from __future__ import annotations
 
 import sys
 
+from tests.aiohttp_suite.differences import KNOWN, function_name
 from tests.aiohttp_suite.harness import Run, run_aiohttp_tests
 from tests.aiohttp_suite.sources import Unavailable, aiohttp_tests
 from tests.test_aiohttp_suite import retries_off_env
@@ -20,7 +22,9 @@ def differences(plain: Run, other: Run) -> list[str]:
         before, after = plain.outcomes.get(test, "not run"), other.outcomes.get(test, "not run")
         if before != after:
             cause = other.crashes.get(test) or plain.crashes.get(test, "")
-            lines.append(f"  {test.rpartition('/')[2]}: {before} -> {after}  {cause}")
+            known = KNOWN.get(function_name(test))
+            why = f"[documented: {known.reason}] " if known else ""
+            lines.append(f"  {test.rpartition('/')[2]}: {before} -> {after}  {why}{cause}")
     return lines
 
 

@@ -79,6 +79,9 @@ _TARGETS = (aiohttp, aiohttp.client, aiohttp.test_utils)
 
 
 def _patch() -> Iterator[None]:
+    # The SDK reads aiohttp (e.g. ClientSession's signature) when imported: the real one.
+    import resilient_http  # noqa: F401
+
     real_init = _REAL.__init__
 
     def counting_init(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:

@@ -1,7 +1,8 @@
-"""The same behaviour through both entry points: ``ResilientSession``, and an
-``aiohttp.ClientSession`` of one's own with ``rh.create_connector()`` and ``rh.middleware()``.
+"""The same behaviour through every entry point: ``ResilientSession``; an
+``aiohttp.ClientSession`` of one's own with ``rh.create_connector()`` and ``rh.middleware()``;
+and a plain ``aiohttp.ClientSession()`` under the zero-code instrumentation, which adds the two.
 
-Both run the one pipeline (deadline, retries with budget, telemetry, recorders); only the
+All run the one pipeline (deadline, retries with budget, telemetry, recorders); only the
 innermost stage differs (a ``ClientSession.request`` per attempt, or the middleware handler).
 """
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind
 
 import resilient_http as rh
+from resilient_http.instrumentation import ResilientHttpInstrumentor
 from resilient_http.upstream import (
     FaultPlan,
     FaultyUpstream,
@@ -57,7 +59,25 @@ async def native_session(providers: Providers, **kwargs: Any) -> AsyncIterator[C
         yield client
 
 
-@pytest.fixture(params=[resilient_session, native_session], ids=["ResilientSession", "native"])
+@asynccontextmanager
+async def zero_code_session(providers: Providers, **kwargs: Any) -> AsyncIterator[Client]:
+    instrumentor = ResilientHttpInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=providers.tracer_provider,
+        meter_provider=providers.meter_provider,
+        **kwargs,
+    )
+    try:
+        async with aiohttp.ClientSession() as client:  # as the application wrote it
+            yield client
+    finally:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture(
+    params=[resilient_session, native_session, zero_code_session],
+    ids=["ResilientSession", "native", "zero-code"],
+)
 def entry(request: pytest.FixtureRequest) -> ClientFactory:
     factory: ClientFactory = request.param
     return factory
