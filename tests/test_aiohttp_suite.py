@@ -5,7 +5,7 @@ aiohttp installed, are fetched from its sdist (cached in ``.cache/aiohttp-tests/
 pytest subprocess three times: on plain aiohttp, and with every session they build being a
 ``ResilientSession``, with retries off (and the breaker, once the SDK has the setting) and with
 the defaults. Each difference from plain aiohttp must be a known one
-(``tests/aiohttp_suite/differences.py``), documented in docs/drop-in.md's "Differences from aiohttp";
+(``tests/aiohttp_suite/differences.py``), documented in docs/drop-in.md, "Differences from aiohttp";
 with retries off the only one left is a test that turns aiohttp's private hidden resend back on.
 About 35 s per run on the shared 2-core machine.
 ``python -m tests.aiohttp_suite`` prints the differences.
