@@ -58,6 +58,8 @@ RATIO_GOALS = (
     # Like for like: plain aiohttp doing the SDK's default timing work, and a retrying peer.
     RatioGoal("sdk_plain", 0.95, "aiohttp_same_timeouts"),
     RatioGoal("sdk_plain", 1.00, "aiohttp_retry"),
+    # no cost when idle: the three resilience strategies against a healthy upstream
+    RatioGoal("sdk_strategies_on", 0.97, "sdk_strategies_off"),
     # Telemetry against the contrib instrumentation with metrics and 10 % sampled traces.
     RatioGoal("sdk_metrics_10pct", 1.25, "otel_contrib", floor="otel_floor_10pct"),
     RatioGoal("sdk_traces_100pct", 0.45, "aiohttp_tuned", floor="otel_floor_100pct"),
@@ -71,7 +73,13 @@ _FULL_SIZES = (100_000, 1_000_000)
 NOISY_SPREAD = 0.15
 # The SDK variants issue 8 judges (diagnostic extras such as sdk_plain_aiohttp_timeouts are
 # shown in the tables but judge nothing).
-SDK_VARIANTS = ("sdk_plain", "sdk_metrics_10pct", "sdk_traces_100pct")
+SDK_VARIANTS = (
+    "sdk_plain",
+    "sdk_metrics_10pct",
+    "sdk_traces_100pct",
+    "sdk_strategies_off",
+    "sdk_strategies_on",
+)
 _VERSIONED = (
     "aiohttp",
     "aiohttp-retry",

@@ -285,6 +285,23 @@ async def sdk_plain(settings: ClientSettings) -> AsyncIterator[Fetch]:
         yield _aiohttp_fetch(client, settings)
 
 
+def _sdk_strategies(on: bool) -> VariantFactory:
+    """``sdk_plain`` with the circuit breaker, adaptive concurrency and hedging (``auto``) all
+    on, or all off: against a healthy upstream the three should cost next to nothing."""
+
+    @contextlib.asynccontextmanager
+    async def factory(settings: ClientSettings) -> AsyncIterator[Fetch]:
+        config = settings.sdk_config().replace(
+            breaker=rh.BreakerPolicy(enabled=on),
+            concurrency="adaptive" if on else "static",
+            hedge_after="auto" if on else "off",
+        )
+        async with rh.ResilientSession(config=config) as client:
+            yield _aiohttp_fetch(client, settings)
+
+    return factory
+
+
 @contextlib.asynccontextmanager
 async def sdk_plain_aiohttp_timeouts(settings: ClientSettings) -> AsyncIterator[Fetch]:
     """``sdk_plain`` with aiohttp's default ``ClientTimeout`` as the per-attempt timeout (the
@@ -411,6 +428,16 @@ _ALL = (
         "baseline + the SDK's per-attempt ClientTimeout(30, connect=5, sock_read=10)",
     ),
     Variant("sdk_plain", sdk_plain, "ResilientSession, retries on, no telemetry"),
+    Variant(
+        "sdk_strategies_off",
+        _sdk_strategies(False),
+        "sdk_plain with breaker off, static concurrency, no hedging",
+    ),
+    Variant(
+        "sdk_strategies_on",
+        _sdk_strategies(True),
+        "sdk_plain with breaker on, adaptive concurrency, hedging auto",
+    ),
     Variant(
         "sdk_metrics_10pct", _sdk_with_telemetry(0.1), "ResilientSession, metrics, 10% sampling"
     ),

@@ -1,6 +1,6 @@
 """Where ``ResilientSession`` is known to differ from plain aiohttp in aiohttp's own tests.
 
-Each entry is an aiohttp test function (every parametrization of it) with the bullet of the
+Each entry is an aiohttp test function (every parametrization of it) with the
 docs/drop-in.md "Differences from aiohttp" bullet that gives the reason, and whether it remains
 with retries off. ``tests/test_aiohttp_suite.py`` checks that the differences measured are
 exactly these (an undocumented difference fails, and so does an entry that no longer differs)
