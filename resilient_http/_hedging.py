@@ -3,11 +3,13 @@ answer (``RESILIENT_HTTP_HEDGE_AFTER``; shared/SPEC.md, "Resilience strategies b
 
 For an idempotent call whose body can be sent again (and whose retries are not off), when the
 attempt has no answer after the delay (fixed, or ``auto``: the upstream's running p95 of
-answered attempts, once ``AUTO_MIN_SAMPLES`` are known), one more attempt goes out on another
-connection, up to ``HEDGE_MAX`` of them, one delay apart. Each hedge is charged to the retry
-budget; with the budget spent, no hedge is sent. The first attempt to bring a response wins; the
-others are cancelled, and aiohttp closes the connection of a cancelled request, so a connection
-is never returned to the pool mid-response. A loser that had its headers already is closed too.
+answered attempts, once ``AUTO_MIN_SAMPLES`` are known, and at least ``MEDIAN_FACTOR`` times its
+median, so that a tight distribution's ordinary jitter is not hedged), one more attempt goes out
+on another connection, up to ``HEDGE_MAX`` of them, one delay apart. Each hedge is charged to
+the retry budget; with the budget spent, no hedge is sent. The first attempt to bring a response
+wins; the others are cancelled, and aiohttp closes the connection of a cancelled request, so a
+connection is never returned to the pool mid-response. A loser that had its headers already is
+closed too.
 
 The retry stage sees one outcome per attempt, the winner's, so a hedged attempt is retried like
 any other.
@@ -19,7 +21,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ._attempt import UpstreamLabels
 from ._budget import RetryBudget
@@ -27,25 +29,30 @@ from ._events import HedgeEvent
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
 from .retry import body_is_replayable, is_idempotent
 
-__all__ = ["AUTO_MIN_SAMPLES", "Hedging", "LatencySketch"]
+__all__ = ["AUTO_MIN_SAMPLES", "MEDIAN_FACTOR", "Hedging", "LatencySketch"]
 
 #: Answered attempts an upstream needs before ``auto`` hedges its calls.
 AUTO_MIN_SAMPLES: Final = 20
+#: ``auto`` waits at least this many times the upstream's median before hedging.
+MEDIAN_FACTOR: Final = 2.0
 _GAMMA: Final = 1.02  # bucket width: 2 % relative accuracy
 _GENERATION: Final = 512  # samples per generation: the p95 follows the last 512-1024
+_REFRESH: Final = 16  # samples between two readings of the quantiles (a read sorts buckets)
 
 
 class LatencySketch:
     """A running quantile of latencies: log-spaced buckets (mergeable by adding counts, as
     DDSketch's), over the current and the previous generation of samples."""
 
-    __slots__ = ("_current", "_current_count", "_previous", "_previous_count")
+    __slots__ = ("_current", "_current_count", "_previous", "_previous_count", "hedge_after")
 
     def __init__(self) -> None:
         self._current: dict[int, int] = {}
         self._previous: dict[int, int] = {}
         self._current_count = 0
         self._previous_count = 0
+        #: the delay ``auto`` hedges after, refreshed every ``_REFRESH`` samples (None: too few)
+        self.hedge_after: float | None = None
 
     @property
     def count(self) -> int:
@@ -60,6 +67,10 @@ class LatencySketch:
         if self._current_count >= _GENERATION:
             self._previous, self._previous_count = self._current, self._current_count
             self._current, self._current_count = {}, 0
+        count = self.count
+        if count >= AUTO_MIN_SAMPLES and (count % _REFRESH == 0 or self.hedge_after is None):
+            # the p95, and never under twice the median: ordinary jitter is no tail to hedge
+            self.hedge_after = max(self.quantile(0.95), MEDIAN_FACTOR * self.quantile(0.5))
 
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (0-1) of the samples; 0 when there are none."""
@@ -103,9 +114,7 @@ class Hedging:
         if self.after != "auto":
             return self.after
         sketch = self._sketches.get(upstream)
-        if sketch is None or sketch.count < AUTO_MIN_SAMPLES:
-            return None
-        return sketch.quantile(0.95)
+        return None if sketch is None else sketch.hedge_after
 
     async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
         """Make the attempt, hedged when it may be."""
@@ -118,7 +127,8 @@ class Hedging:
         if delay is None:
             started = self._clock()
             outcome = await send(call, attempt)
-            self._learn(upstream, outcome, self._clock() - started)
+            if outcome.response is not None:
+                self._learn(upstream, self._clock() - started)
             return outcome
         return await self._race(send, call, attempt, upstream, delay)
 
@@ -130,63 +140,65 @@ class Hedging:
         upstream: str,
         delay: float,
     ) -> AttemptOutcome:
+        # The first attempt runs in the caller's task, as an unhedged one does; a timer starts
+        # hedges as tasks of their own, and a hedge that answers first interrupts it by
+        # cancelling the caller's task (as asyncio.timeout() does). Most calls never hedge: they
+        # pay for one timer, not for a task, a future and a wait per call.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        race = _Race(task)
         started = self._clock()
-        tasks: list[asyncio.Future[AttemptOutcome]] = [asyncio.ensure_future(send(call, attempt))]
-        pending = set(tasks)
-        winner: asyncio.Future[AttemptOutcome] | None = None
-        may_hedge = True
+
+        def launch() -> None:
+            race.timer = None
+            if race.settled or not self._budget.allows_retry(upstream):
+                return
+            self._budget.charge_retry(upstream)
+            hedge = asyncio.ensure_future(send(call, attempt._replace(hedge=len(race.hedges) + 1)))
+            race.hedges.append(hedge)
+            hedge.add_done_callback(race.hedge_ended)
+            if len(race.hedges) < self.most:
+                race.timer = loop.call_later(delay, launch)
+
+        race.timer = loop.call_later(delay, launch)
         try:
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=delay if may_hedge else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:  # no answer within the delay: hedge, if the budget allows
-                    if self._budget.allows_retry(upstream):
-                        self._budget.charge_retry(upstream)
-                        hedge = attempt._replace(hedge=len(tasks))
-                        task = asyncio.ensure_future(send(call, hedge))
-                        tasks.append(task)
-                        pending.add(task)
-                    may_hedge = self._budget.allows_retry(upstream) and len(tasks) <= self.most
-                    continue
-                answered = [t for t in tasks if t in done and t.result().response is not None]
-                if answered:
-                    winner = answered[0]
-                    break
+            try:
+                outcome = await send(call, attempt)
+            except asyncio.CancelledError:
+                if race.winner is None or task.uncancel() > 0:
+                    raise  # cancelled from outside (too): the call itself ends
+                outcome = race.winner.result()
+            else:
+                race.settled = True
+                if outcome.response is None and race.hedges:  # failed: a hedge may answer
+                    outcome = await race.first_answer(outcome)
         finally:
-            await _cancel(pending)
-            _close_losers(tasks, winner)
-        self._report(call, attempt, upstream, tasks, winner)
-        if winner is None:  # every attempt failed: the first one's failure stands for them
-            return tasks[0].result()
-        outcome = winner.result()
-        if winner is tasks[0]:
-            self._learn(upstream, outcome, self._clock() - started)
+            race.settled = True
+            if race.timer is not None:
+                race.timer.cancel()
+            await _cancel({hedge for hedge in race.hedges if not hedge.done()})
+            _close_losers(race.hedges, race.winner)
+        self._report(call, attempt, upstream, race)
+        # the first attempt's time to an answer, or (lost or failed) at least its time so far:
+        # a sketch that forgot the slow ones would hedge ever sooner
+        self._learn(upstream, self._clock() - started)
         return outcome
 
-    def _learn(self, upstream: str, outcome: AttemptOutcome, seconds: float) -> None:
-        if self.after != "auto" or outcome.response is None:
+    def _learn(self, upstream: str, seconds: float) -> None:
+        if self.after != "auto":
             return
         sketch = self._sketches.get(upstream)
         if sketch is None:
             sketch = self._sketches[upstream] = LatencySketch()
         sketch.add(seconds)
 
-    def _report(
-        self,
-        call: Call,
-        attempt: AttemptSpec,
-        upstream: str,
-        tasks: list[asyncio.Future[AttemptOutcome]],
-        winner: asyncio.Future[AttemptOutcome] | None,
-    ) -> None:
+    def _report(self, call: Call, attempt: AttemptSpec, upstream: str, race: _Race) -> None:
         observer = call.observer
         if observer is None:
             return
-        for index, task in enumerate(tasks[1:], start=1):
-            won = task is winner
+        for index, hedge in enumerate(race.hedges, start=1):
+            won = hedge is race.winner
             observer.hedged(HedgeEvent(call.method, upstream, attempt.number, index, won))
 
 
@@ -198,6 +210,44 @@ def _may_hedge(call: Call) -> bool:
     if not is_idempotent(call.method, kwargs.get("headers"), call.idempotent):
         return False
     return body_is_replayable(kwargs)
+
+
+class _Race:
+    """One hedged attempt: its hedges, the one that answered first, and the caller's task."""
+
+    __slots__ = ("_task", "hedges", "settled", "timer", "winner")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self.hedges: list[asyncio.Future[AttemptOutcome]] = []
+        self.winner: asyncio.Future[AttemptOutcome] | None = None
+        self.settled = False
+        """The race has its outcome (or is over): no more hedges, no interruption."""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def hedge_ended(self, hedge: asyncio.Future[AttemptOutcome]) -> None:
+        """A hedge's done callback: the first one with a response wins while the first
+        attempt is still out, and interrupts it."""
+        if self.settled or not _answered(hedge):
+            return
+        self.settled = True
+        self.winner = hedge
+        self._task.cancel()
+
+    async def first_answer(self, failed: AttemptOutcome) -> AttemptOutcome:
+        """After the first attempt failed: the first hedge to answer, else that failure."""
+        pending = {hedge for hedge in self.hedges if not hedge.done()}
+        while True:
+            self.winner = next((hedge for hedge in self.hedges if _answered(hedge)), None)
+            if self.winner is not None:
+                return self.winner.result()
+            if not pending:
+                return failed
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _answered(task: asyncio.Future[AttemptOutcome]) -> bool:
+    return task.done() and not task.cancelled() and task.result().response is not None
 
 
 def _close_losers(

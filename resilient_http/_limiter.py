@@ -41,9 +41,11 @@ __all__ = ["DECREASE", "LATENCY_TOLERANCE", "AdaptiveLimiter", "UpstreamLimit"]
 
 DECREASE: Final = 0.7
 LATENCY_TOLERANCE: Final = 2.0
-_SHORT_WEIGHT: Final = 0.2  # the recent average: about the last 5 attempts
-_LONG_WEIGHT: Final = 0.01  # the long-run average: about the last 100 attempts
-_WARMED_UP: Final = 20  # attempts before the latency rule may act
+# A machine's own hiccups (a busy core, a GC pause) raise a few attempts' latency at once: the
+# recent average spans about 20 attempts so that only a sustained rise counts.
+_SHORT_WEIGHT: Final = 0.05  # the recent average: about the last 20 attempts
+_LONG_WEIGHT: Final = 0.002  # the long-run average: about the last 500 attempts
+_WARMED_UP: Final = 100  # attempts before the latency rule may act
 
 
 def is_throttled(outcome: AttemptOutcome) -> bool:

@@ -36,6 +36,7 @@ TINY_SCALING = (
 GOAL_TEXTS = [
     "sdk_plain >= 0.95x aiohttp_same_timeouts (healthy, median of per-round ratios)",
     "sdk_plain >= 1.00x aiohttp_retry (healthy, median of per-round ratios)",
+    "sdk_strategies_on >= 0.97x sdk_strategies_off (healthy, median of per-round ratios)",
     "sdk_metrics_10pct >= 1.25x otel_contrib (healthy, median of per-round ratios)",
     "sdk_traces_100pct >= 0.45x aiohttp_tuned (healthy, median of per-round ratios)",
     "sdk_plain >= 0.85x aiohttp_tuned (stale, median of per-round ratios)",
@@ -143,11 +144,11 @@ def test_tiny_run_reports_every_scenario_as_json() -> None:
 
     goals = goals_by_text(document)
     assert list(goals)[: len(GOAL_TEXTS)] == GOAL_TEXTS
-    for text in (GOAL_TEXTS[0], GOAL_TEXTS[1], GOAL_TEXTS[4], GOAL_TEXTS[5]):
+    for text in (GOAL_TEXTS[0], GOAL_TEXTS[1], GOAL_TEXTS[5], GOAL_TEXTS[6]):
         assert_judged(goals[text])
-    # Telemetry variants did not run: no number for their goals.
-    assert goals[GOAL_TEXTS[2]]["status"] == "not run"
-    assert goals[GOAL_TEXTS[3]]["status"] == "not run"
+    # The strategies' and telemetry variants did not run: no number for their goals.
+    for text in GOAL_TEXTS[2:5]:
+        assert goals[text]["status"] == "not run"
     assert len(goals) >= 10
 
 
@@ -191,7 +192,7 @@ def test_tiny_scaling_table_has_every_row_with_both_clients_measured() -> None:
         if row["fault"] == "none":
             for variant in row["variants"].values():
                 assert variant["success_rate"] == 1.0
-    goal = goals_by_text(document)[GOAL_TEXTS[5]]
+    goal = goals_by_text(document)[GOAL_TEXTS[6]]
     assert_judged(goal)
     met = sum(row["status"] == "met" for row in rows)
     assert goal["value"].startswith(f"{met}/16 rows met, lowest")
@@ -208,7 +209,7 @@ def test_a_telemetry_goal_is_shown_next_to_its_opentelemetry_floor() -> None:
     healthy = document["scenarios"]["healthy"]["variants"]
     for name in ("sdk_metrics_10pct", "otel_contrib", "otel_floor_10pct"):
         assert_measured(healthy[name])
-    goal = goals_by_text(document)[GOAL_TEXTS[2]]
+    goal = goals_by_text(document)[GOAL_TEXTS[3]]
     assert_judged(goal)
     # One round: the floor's figure is its run's throughput over otel_contrib's.
     (floor_run,) = healthy["otel_floor_10pct"]["runs"]
@@ -346,4 +347,4 @@ def test_a_goal_is_the_median_of_per_round_ratios_between_its_two_variants() -> 
     assert goal.ratio == pytest.approx(0.96)
     assert goal.value.startswith("0.96x (rounds 0.50 1.00 0.96; by CPU 0.96x)")
     assert goals[GOAL_TEXTS[1]].status == "not run"  # aiohttp_retry did not run
-    assert goals[GOAL_TEXTS[5]].status == "not run"  # nor did the scaling table
+    assert goals[GOAL_TEXTS[6]].status == "not run"  # nor did the scaling table

@@ -48,11 +48,14 @@ def test_successes_raise_it_by_about_one_per_window_only_while_in_use() -> None:
 def test_rising_latency_lowers_it() -> None:
     limit = UpstreamLimit(10, "h", 80)
     limit.in_flight = 9
-    for n in range(30):  # a steady 10 ms
+    for n in range(200):  # a steady 10 ms
         limit.adjust(throttled=False, succeeded=True, started=float(n), now=n + 0.01)
     assert limit.limit == 10.0
-    for n in range(30, 40):  # now far above the tolerance
-        limit.adjust(throttled=False, succeeded=True, started=float(n), now=n + 0.01 * 10)
+    for n in range(200, 202):  # a hiccup of two attempts: no change
+        limit.adjust(throttled=False, succeeded=True, started=float(n), now=n + 0.1)
+    assert limit.limit == 10.0
+    for n in range(202, 260):  # sustained, far above the tolerance
+        limit.adjust(throttled=False, succeeded=True, started=float(n), now=n + 0.1)
         if limit.limit < 10:
             break
     assert limit.limit == pytest.approx(10 * DECREASE)
