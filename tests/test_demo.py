@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import resilient_http as rh
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.report import to_json
 from resilient_http.cli import main
@@ -354,3 +355,36 @@ async def test_compare_shows_three_clients_side_by_side(tmp_path: Path) -> None:
         assert label in table
     assert "limit 30, limit_per_host 10" in table
     assert "limit 100, no per-host limit, no retries" in table
+
+
+async def test_limit_5_means_the_same_to_the_config_and_to_the_analysis(tmp_path: Path) -> None:
+    # The analysis reads the settings from the telemetry (resource attributes and the pool-limit
+    # gauge), not from its own environment: analysed here with no RESILIENT_HTTP_* set.
+    telemetry_file = tmp_path / "limit5.jsonl"
+    code, _, err = await run_demo(
+        "--scenario",
+        "healthy",
+        # Enough calls to last several metric exports (the demo's 100 ms), so the pool-limit
+        # gauge is sampled while the pool exists.
+        "--requests",
+        "400",
+        "--json",
+        "--telemetry-file",
+        str(telemetry_file),
+        env={"RESILIENT_HTTP_LIMIT": "5"},
+    )
+    assert code == 0, err
+    config = rh.ClientConfig.from_env({"RESILIENT_HTTP_LIMIT": "5"})
+    analysis = analyze_paths([telemetry_file])
+    (host,) = analysis.hosts
+    limits = analysis.limits.for_upstream(host.upstream)
+    settings = analysis.settings.for_upstream(host.upstream)
+    assert (limits.limit, limits.limit_per_host) == (config.limit, config.limit_per_host) == (5, 5)
+    assert (settings.limit, settings.limit_per_host) == (5, 5)
+    assert settings.source("RESILIENT_HTTP_LIMIT") == "environment"
+    assert settings.source(PER_HOST) == "default, lowered to RESILIENT_HTTP_LIMIT"
+    assert settings.source(KEEPALIVE) == "default"
+    assert to_json(analysis)["settings"]["RESILIENT_HTTP_LIMIT"] == {
+        "value": "5",
+        "source": "environment",
+    }

@@ -16,12 +16,13 @@ whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.rules import Recommendation
+from resilient_http.analysis.settings import Settings
 
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
@@ -43,6 +44,7 @@ class Analysis:
     recommendations: list[Recommendation]
     spans: int = 0
     metric_points: int = 0
+    settings: Settings = field(default_factory=Settings)
 
 
 def to_json(analysis: Analysis) -> dict[str, Any]:
@@ -58,7 +60,9 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
             "limit": analysis.limits.limit,
             "limit_per_host": analysis.limits.limit_per_host,
             "active_total_peak": _num(analysis.limits.active_total_peak),
+            "pools": analysis.limits.pools,
         },
+        "settings": analysis.settings.to_json(),
         "upstreams": [_upstream_json(u) for u in analysis.upstreams],
         "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
     }
