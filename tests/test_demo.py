@@ -61,6 +61,21 @@ async def run_json(*args: str, telemetry_file: Path) -> dict[str, Any]:
     return document
 
 
+async def run_healthy(
+    telemetry_file: Path, requests: int, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """The ``healthy`` scenario with ``requests`` calls into ``telemetry_file``."""
+    return await run_demo(
+        "--scenario",
+        "healthy",
+        "--requests",
+        str(requests),
+        "--telemetry-file",
+        str(telemetry_file),
+        env=env,
+    )
+
+
 def the_upstream(document: dict[str, Any]) -> dict[str, Any]:
     """The report's single upstream row (the demo calls one upstream, with GET only)."""
     (row,) = document["report"]["upstreams"]
@@ -316,14 +331,8 @@ async def test_otlp_endpoint_adds_export_to_the_file(
     tmp_path: Path, receiver: OTLPReceiver
 ) -> None:
     telemetry_file = tmp_path / "both.jsonl"
-    code, out, err = await run_demo(
-        "--scenario",
-        "healthy",
-        "--requests",
-        "40",
-        "--telemetry-file",
-        str(telemetry_file),
-        env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+    code, out, err = await run_healthy(
+        telemetry_file, 40, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
     )
     assert code == 0, err
     assert f"and OTLP to {receiver.url}" in out
@@ -361,18 +370,9 @@ async def test_limit_5_means_the_same_to_the_config_and_to_the_analysis(tmp_path
     # The analysis reads the settings from the telemetry (resource attributes and the pool-limit
     # gauge), not from its own environment: analysed here with no RESILIENT_HTTP_* set.
     telemetry_file = tmp_path / "limit5.jsonl"
-    code, _, err = await run_demo(
-        "--scenario",
-        "healthy",
-        # Enough calls to last several metric exports (the demo's 100 ms), so the pool-limit
-        # gauge is sampled while the pool exists.
-        "--requests",
-        "400",
-        "--json",
-        "--telemetry-file",
-        str(telemetry_file),
-        env={"RESILIENT_HTTP_LIMIT": "5"},
-    )
+    # Enough calls to last several metric exports (the demo's 100 ms), so the pool-limit gauge
+    # is sampled while the pool exists.
+    code, _, err = await run_healthy(telemetry_file, 400, {"RESILIENT_HTTP_LIMIT": "5"})
     assert code == 0, err
     config = rh.ClientConfig.from_env({"RESILIENT_HTTP_LIMIT": "5"})
     analysis = analyze_paths([telemetry_file])
@@ -388,3 +388,23 @@ async def test_limit_5_means_the_same_to_the_config_and_to_the_analysis(tmp_path
         "value": "5",
         "source": "environment",
     }
+
+
+async def test_peaks_of_a_run_shorter_than_one_export_interval_carry_a_caveat(
+    tmp_path: Path,
+) -> None:
+    # 60 s between exports (the OTel default) and a run of well under a second: the pool gauges
+    # are only read at shutdown, so the report must not present a peak as if it were measured.
+    telemetry_file = tmp_path / "short.jsonl"
+    code, out, err = await run_healthy(
+        telemetry_file, 40, {"OTEL_METRIC_EXPORT_INTERVAL": "60000", "COLUMNS": "200"}
+    )
+    assert code == 0, err
+    assert "shorter than one export interval" in out
+    row = the_row(analyze_paths([telemetry_file]))
+    assert "shorter than one export interval" in row["open_connections_peak"]["caveat"]
+
+
+def the_row(analysis: Any) -> dict[str, Any]:
+    (row,) = to_json(analysis)["upstreams"]
+    return dict(row)

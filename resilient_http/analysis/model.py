@@ -103,6 +103,10 @@ class UpstreamReport:
     attempt_chains: dict[str, float] = field(default_factory=dict)
     active_peak: float | None = None
     idle_peak: float | None = None
+    # Gauge peaks are sampled once per metric export: the interval, and a caveat when the data
+    # cannot show a peak (the run was shorter than one interval, or exported once).
+    peak_sampling_s: float | None = None
+    peak_caveat: str | None = None
     sampled: bool = False
 
     @property
@@ -214,6 +218,7 @@ def build_upstreams(
         _add_pool_figures(report, host, view)
         if report.window_s is None:
             report.window_s = _span_window_s(calls.get(key), attempts.get(key))
+        _add_peak_sampling(report, store.export_interval_s)
         reports.append(report)
     return reports
 
@@ -339,6 +344,30 @@ def _add_pool_figures(report: UpstreamReport, host: HostKey, view: MetricView) -
     idle = view.open_peaks.get((host, "idle"))
     report.active_peak = active
     report.idle_peak = idle
+
+
+def _add_peak_sampling(report: UpstreamReport, interval_s: float | None) -> None:
+    """The sampling interval of the peaks, and the caveat when they say little."""
+    if report.active_peak is None and report.idle_peak is None:
+        if report.connections_acquired:
+            report.peak_caveat = (
+                "the pool gauges were never exported while the pool was open (a run shorter "
+                "than one export interval): no peaks; pool wait and its queued share are exact"
+            )
+        return
+    report.peak_sampling_s = interval_s
+    window = report.window_s
+    if interval_s is None:
+        report.peak_caveat = (
+            "the pool gauges were exported once: the peaks are one sample, likely taken when "
+            "the pool was idle"
+        )
+    elif window is not None and window < interval_s:
+        report.peak_caveat = (
+            f"the run ({window:.3g} s) was shorter than one export interval "
+            f"({interval_s:.3g} s): the peaks are one or two samples and may miss the busiest "
+            "moments; pool wait and its queued share are exact"
+        )
 
 
 def _acquisitions(host: HostKey, view: MetricView) -> float | None:
