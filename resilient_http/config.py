@@ -51,6 +51,7 @@ __all__ = [
     "SettingReport",
     "TimeoutConfig",
     "describe_environment",
+    "read_environment",
 ]
 
 ENV_PREFIX: Final = "RESILIENT_HTTP_"
@@ -231,10 +232,16 @@ class SettingReport(NamedTuple):
     source: str
 
 
-def describe_environment(environ: Mapping[str, str] | None = None) -> list[SettingReport]:
-    """The effective value of every setting as the text to set it to, and where it came from."""
+def describe_environment(
+    environ: Mapping[str, str] | None = None, *, warn_unknown: bool = True
+) -> list[SettingReport]:
+    """The effective value of every setting as the text to set it to, and where it came from.
+
+    ``warn_unknown=False`` leaves the unknown-variable warning to ``from_env`` (telemetry
+    describes the environment too, and one misspelling deserves one warning).
+    """
     env = os.environ if environ is None else environ
-    config, sources = _read_environment(env)
+    config, sources = _read_environment(env, warn_unknown=warn_unknown)
     reports = [
         SettingReport(s.variable, s.kind.render(s.read(config)), sources[s.variable])
         for s in _SETTINGS
@@ -248,6 +255,15 @@ def describe_environment(environ: Mapping[str, str] | None = None) -> list[Setti
         )
     )
     return reports
+
+
+def read_environment(
+    environ: Mapping[str, str], *, warn_unknown: bool = True
+) -> tuple[ClientConfig, dict[str, str]]:
+    """The config ``environ`` describes and, per variable, where its value came from
+    (``environment``, ``default``, ...): ``from_env`` and ``describe_environment`` in one read,
+    for readers of exported settings (the tuning analysis) that need both."""
+    return _read_environment(environ, warn_unknown=warn_unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,9 +416,12 @@ def _parse_variable(setting: _Setting, text: str) -> object:
         ) from None
 
 
-def _read_environment(environ: Mapping[str, str]) -> tuple[ClientConfig, dict[str, str]]:
+def _read_environment(
+    environ: Mapping[str, str], *, warn_unknown: bool = True
+) -> tuple[ClientConfig, dict[str, str]]:
     """The config the variables describe, and where each setting came from."""
-    _warn_unknown_variables(environ)
+    if warn_unknown:
+        _warn_unknown_variables(environ)
     values: dict[type, dict[str, object]] = {
         TimeoutConfig: {},
         RetryPolicy: {},

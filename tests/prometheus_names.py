@@ -59,7 +59,7 @@ SDK_ATTRIBUTES: Final = frozenset(
     {"server.address", "server.port", "http.request.method", "http.response.status_code",
      "error.type", "http.connection.state", "resilient_http.connection.reused",
      "resilient_http.retry.reason", "resilient_http.suppression.reason",
-     "resilient_http.pool.limit.scope"}
+     "resilient_http.pool.limit.scope", "resilient_http.pool.id"}
 )  # fmt: skip
 # Labels every series may carry besides the attributes: job/instance come from the resource
 # (service.name, service.instance.id), le from histogram buckets.

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import resilient_http as rh
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.report import to_json
 from resilient_http.cli import main
@@ -58,6 +59,21 @@ async def run_json(*args: str, telemetry_file: Path) -> dict[str, Any]:
     assert err == ""
     document: dict[str, Any] = json.loads(out)
     return document
+
+
+async def run_healthy(
+    telemetry_file: Path, requests: int, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """The ``healthy`` scenario with ``requests`` calls into ``telemetry_file``."""
+    return await run_demo(
+        "--scenario",
+        "healthy",
+        "--requests",
+        str(requests),
+        "--telemetry-file",
+        str(telemetry_file),
+        env=env,
+    )
 
 
 def the_upstream(document: dict[str, Any]) -> dict[str, Any]:
@@ -315,14 +331,8 @@ async def test_otlp_endpoint_adds_export_to_the_file(
     tmp_path: Path, receiver: OTLPReceiver
 ) -> None:
     telemetry_file = tmp_path / "both.jsonl"
-    code, out, err = await run_demo(
-        "--scenario",
-        "healthy",
-        "--requests",
-        "40",
-        "--telemetry-file",
-        str(telemetry_file),
-        env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
+    code, out, err = await run_healthy(
+        telemetry_file, 40, {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
     )
     assert code == 0, err
     assert f"and OTLP to {receiver.url}" in out
@@ -354,3 +364,47 @@ async def test_compare_shows_three_clients_side_by_side(tmp_path: Path) -> None:
         assert label in table
     assert "limit 30, limit_per_host 10" in table
     assert "limit 100, no per-host limit, no retries" in table
+
+
+async def test_limit_5_means_the_same_to_the_config_and_to_the_analysis(tmp_path: Path) -> None:
+    # The analysis reads the settings from the telemetry (resource attributes and the pool-limit
+    # gauge), not from its own environment: analysed here with no RESILIENT_HTTP_* set.
+    telemetry_file = tmp_path / "limit5.jsonl"
+    # Enough calls to last several metric exports (the demo's 100 ms), so the pool-limit gauge
+    # is sampled while the pool exists.
+    code, _, err = await run_healthy(telemetry_file, 400, {"RESILIENT_HTTP_LIMIT": "5"})
+    assert code == 0, err
+    config = rh.ClientConfig.from_env({"RESILIENT_HTTP_LIMIT": "5"})
+    analysis = analyze_paths([telemetry_file])
+    (host,) = analysis.hosts
+    limits = analysis.limits.for_upstream(host.upstream)
+    settings = analysis.settings.for_upstream(host.upstream)
+    assert (limits.limit, limits.limit_per_host) == (config.limit, config.limit_per_host) == (5, 5)
+    assert (settings.limit, settings.limit_per_host) == (5, 5)
+    assert settings.source("RESILIENT_HTTP_LIMIT") == "environment"
+    assert settings.source(PER_HOST) == "default, lowered to RESILIENT_HTTP_LIMIT"
+    assert settings.source(KEEPALIVE) == "default"
+    assert to_json(analysis)["settings"]["RESILIENT_HTTP_LIMIT"] == {
+        "value": "5",
+        "source": "environment",
+    }
+
+
+async def test_peaks_of_a_run_shorter_than_one_export_interval_carry_a_caveat(
+    tmp_path: Path,
+) -> None:
+    # 60 s between exports (the OTel default) and a run of well under a second: the pool gauges
+    # are only read at shutdown, so the report must not present a peak as if it were measured.
+    telemetry_file = tmp_path / "short.jsonl"
+    code, out, err = await run_healthy(
+        telemetry_file, 40, {"OTEL_METRIC_EXPORT_INTERVAL": "60000", "COLUMNS": "200"}
+    )
+    assert code == 0, err
+    assert "shorter than one export interval" in out
+    row = the_row(analyze_paths([telemetry_file]))
+    assert "shorter than one export interval" in row["open_connections_peak"]["caveat"]
+
+
+def the_row(analysis: Any) -> dict[str, Any]:
+    (row,) = to_json(analysis)["upstreams"]
+    return dict(row)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resilient_http.analysis.metrics import MetricStore
-from resilient_http.analysis.model import build_pool_limits, build_upstreams
+from resilient_http.analysis.model import build_pool_limits, build_settings, build_upstreams
 from resilient_http.analysis.reader import (
     InputError,
     ReadCounts,
@@ -68,7 +68,8 @@ def analyze_paths(
 ) -> Analysis:
     """Read ``paths`` (files or folders) and analyse them.
 
-    ``jobs`` is the number of reading processes (None: one per core for large inputs).
+    ``settings`` replaces the settings the telemetry carries (tests). ``jobs`` is the number
+    of reading processes (None: one per core for large inputs).
     Raises ``InputError`` for a missing or unreadable path and ``NoTelemetryError`` when no
     upstream could be found; both carry a one-line message.
     """
@@ -86,13 +87,15 @@ def analyze_paths(
         )
     hosts = build_upstreams(store, spans, split_method=False)
     limits = build_pool_limits(store)
-    recommendations = evaluate_rules(hosts, limits, settings or Settings.from_env())
+    settings = settings or build_settings(store)
+    recommendations = evaluate_rules(hosts, limits, settings)
     return Analysis(
         counts=counts,
         upstreams=upstreams,
         hosts=hosts,
         limits=limits,
         recommendations=recommendations,
+        settings=settings,
         spans=spans.spans,
         metric_points=store.points,
     )

@@ -61,6 +61,19 @@ class MetricStore:
     # Peak, per resource (one process), of the sum of active connections over all upstreams at
     # one collection time: what the total pool limit (RESILIENT_HTTP_LIMIT) is compared with.
     active_total_peak: dict[bytes, float] = field(default_factory=dict)
+    # Times between two exports of one stream, rounded to 2 significant digits (ms), counted:
+    # the most frequent is the metric export interval, the sampling interval of every gauge
+    # peak. Not the shortest (the flush at shutdown follows the last export closely) nor the
+    # longest (a restart leaves a gap in a gauge's stream).
+    export_gaps_ms: dict[float, int] = field(default_factory=dict)
+
+    @property
+    def export_interval_s(self) -> float | None:
+        """The metric export interval in seconds (None until a stream was exported twice)."""
+        if not self.export_gaps_ms:
+            return None
+        gap = max(self.export_gaps_ms, key=lambda ms: (self.export_gaps_ms[ms], ms))
+        return gap / 1000
 
     def add_request(self, request: dict[str, Any]) -> None:
         """Fold one decoded ``ExportMetricsServiceRequest`` into the streams."""
@@ -105,6 +118,8 @@ class MetricStore:
             starts = [s for s in (mine.start, theirs.start) if s]
             mine.start = min(starts) if starts else 0
             mine.time = max(mine.time, theirs.time)
+        for gap, count in later.export_gaps_ms.items():
+            self.export_gaps_ms[gap] = self.export_gaps_ms.get(gap, 0) + count
         for resource, peak in later.active_total_peak.items():
             self.active_total_peak[resource] = max(self.active_total_peak.get(resource, 0.0), peak)
         self.points += later.points
@@ -143,6 +158,8 @@ class MetricStore:
                 if is_level:
                     stream.peak = max(stream.peak, _number(point))
                 continue
+            elif is_level and time > stream.time and stream.time:
+                self._note_interval(time - stream.time)
             if start and (not stream.start or start < stream.start):
                 stream.start = start
             stream.time = max(stream.time, time)
@@ -159,6 +176,10 @@ class MetricStore:
                 stream.peak = max(stream.peak, stream.value)
         if name == names.OPEN_CONNECTIONS:
             self._update_active_total(resource)
+
+    def _note_interval(self, gap_ns: int) -> None:
+        gap_ms = float(f"{gap_ns / 1e6:.2g}")
+        self.export_gaps_ms[gap_ms] = self.export_gaps_ms.get(gap_ms, 0) + 1
 
     def _update_active_total(self, resource: bytes) -> None:
         total = sum(

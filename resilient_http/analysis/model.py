@@ -19,9 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from resilient_http.analysis import names
-from resilient_http.analysis.grouping import HostKey, MetricView
-from resilient_http.analysis.metrics import MetricStore, Stream
+from resilient_http.analysis.grouping import HostKey, MetricView, port_number
+from resilient_http.analysis.metrics import MetricStore, Stream, attributes_dict
+from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import (
     INTERRUPTED_ERROR_TYPE,
     AttemptStats,
@@ -32,7 +35,13 @@ from resilient_http.analysis.spans import (
 from resilient_http.analysis.stats import BucketHistogram, LatencySketch
 from resilient_http.config import THROTTLING_STATUSES
 
-__all__ = ["PoolLimits", "UpstreamReport", "build_pool_limits", "build_upstreams"]
+__all__ = [
+    "PoolLimits",
+    "UpstreamReport",
+    "build_pool_limits",
+    "build_settings",
+    "build_upstreams",
+]
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -40,11 +49,22 @@ QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 @dataclass
 class PoolLimits:
     """Pool limits the SDK reported (``resilient_http.pool.limit``; 0 = unlimited; None = absent)
-    and the peak number of connections in use at once in one process, over all upstreams."""
+    and the peak number of connections in use at once in one process, over all upstreams.
+
+    Several pools are combined into their loosest limit (0, unlimited, beats any number), never
+    their largest number. ``per_upstream`` holds the limits of the pools that called one
+    upstream (``host:port``); ``pools`` counts the pools that reported.
+    """
 
     limit: int | None = None
     limit_per_host: int | None = None
     active_total_peak: float | None = None
+    pools: int = 0
+    per_upstream: dict[str, PoolLimits] = field(default_factory=dict)
+
+    def for_upstream(self, upstream: str) -> PoolLimits:
+        """The limits of the pools that called ``upstream`` (else these)."""
+        return self.per_upstream.get(upstream, self)
 
 
 @dataclass
@@ -83,6 +103,10 @@ class UpstreamReport:
     attempt_chains: dict[str, float] = field(default_factory=dict)
     active_peak: float | None = None
     idle_peak: float | None = None
+    # Gauge peaks are sampled once per metric export: the interval, and a caveat when the data
+    # cannot show a peak (the run was shorter than one interval, or exported once).
+    peak_sampling_s: float | None = None
+    peak_caveat: str | None = None
     sampled: bool = False
 
     @property
@@ -97,18 +121,86 @@ class UpstreamReport:
 
 
 def build_pool_limits(store: MetricStore) -> PoolLimits:
-    """Limits from the ``resilient_http.pool.limit`` gauge (the largest of several processes)."""
-    limits = PoolLimits()
+    """Limits from the ``resilient_http.pool.limit`` gauge, per pool and per upstream.
+
+    A pool (``resilient_http.pool.id`` within one resource) reports its total limit and, per
+    upstream it called, its per-host limit; streams without a pool id (older writers) count as
+    one pool per resource that called every upstream.
+    """
+    totals: dict[tuple[bytes, Any], int] = {}
+    per_host: dict[tuple[bytes, Any], int] = {}
+    by_upstream: dict[str, dict[tuple[bytes, Any], int]] = {}
     for stream in store.by_name(names.POOL_LIMIT):
         scope = stream.attributes.get(names.LIMIT_SCOPE)
+        pool = (stream.resource, stream.attributes.get(names.POOL_ID))
         value = int(stream.value)
         if scope == "total":
-            limits.limit = max(limits.limit or 0, value)
+            totals[pool] = value
         elif scope == "per_host":
-            limits.limit_per_host = max(limits.limit_per_host or 0, value)
-    if store.active_total_peak:
-        limits.active_total_peak = max(store.active_total_peak.values())
+            address = stream.attributes.get(names.ADDRESS)
+            if address is None:
+                per_host[pool] = value
+            else:
+                name = _upstream_name(address, stream.attributes.get(names.PORT))
+                by_upstream.setdefault(name, {})[pool] = value
+                per_host.setdefault(pool, value)
+    peaks = store.active_total_peak
+    limits = PoolLimits(
+        _loosest(totals.values()),
+        _loosest(per_host.values()),
+        max(peaks.values()) if peaks else None,
+        len(set(totals) | set(per_host)),
+    )
+    for name, pools in by_upstream.items():
+        resources = {resource for resource, _ in pools}
+        limits.per_upstream[name] = PoolLimits(
+            _loosest(v for k, v in totals.items() if k in pools) or limits.limit,
+            _loosest(pools.values()),
+            max((peaks[r] for r in resources if r in peaks), default=None),
+            len(pools),
+        )
     return limits
+
+
+def build_settings(store: MetricStore) -> Settings:
+    """The settings the SDK exported as resource attributes (``settings.py``), per upstream:
+    those of the first process that called it and carried them. Without any, the defaults,
+    marked as assumed."""
+    found: dict[bytes, Settings | None] = {}
+    upstream_resources: dict[str, list[bytes]] = {}
+    for stream in store.streams.values():
+        if stream.resource not in found:
+            attributes = attributes_dict(orjson.loads(stream.resource))
+            found[stream.resource] = Settings.from_resource(attributes)
+        if found[stream.resource] is None:
+            continue
+        address = stream.attributes.get(names.ADDRESS)
+        if address is not None:
+            name = _upstream_name(address, stream.attributes.get(names.PORT))
+            upstream_resources.setdefault(name, []).append(stream.resource)
+    carried = [settings for settings in found.values() if settings is not None]
+    if not carried:
+        return Settings()
+    per_upstream = {
+        name: settings
+        for name, resources in upstream_resources.items()
+        if (settings := found[resources[0]]) is not None
+    }
+    first = carried[0]
+    return Settings(first.config, first.sources, per_upstream, first.values)
+
+
+def _loosest(limits: Iterable[int]) -> int | None:
+    """The loosest of several pool limits: 0 (unlimited) if any, else the largest."""
+    values = list(limits)
+    if not values:
+        return None
+    return 0 if 0 in values else max(values)
+
+
+def _upstream_name(address: Any, port: Any) -> str:
+    number = port_number(port)
+    return str(address) if number is None else f"{address}:{number}"
 
 
 def build_upstreams(
@@ -126,6 +218,7 @@ def build_upstreams(
         _add_pool_figures(report, host, view)
         if report.window_s is None:
             report.window_s = _span_window_s(calls.get(key), attempts.get(key))
+        _add_peak_sampling(report, store.export_interval_s)
         reports.append(report)
     return reports
 
@@ -251,6 +344,30 @@ def _add_pool_figures(report: UpstreamReport, host: HostKey, view: MetricView) -
     idle = view.open_peaks.get((host, "idle"))
     report.active_peak = active
     report.idle_peak = idle
+
+
+def _add_peak_sampling(report: UpstreamReport, interval_s: float | None) -> None:
+    """The sampling interval of the peaks, and the caveat when they say little."""
+    if report.active_peak is None and report.idle_peak is None:
+        if report.connections_acquired:
+            report.peak_caveat = (
+                "the pool gauges were never exported while the pool was open (a run shorter "
+                "than one export interval): no peaks; pool wait and its queued share are exact"
+            )
+        return
+    report.peak_sampling_s = interval_s
+    window = report.window_s
+    if interval_s is None:
+        report.peak_caveat = (
+            "the pool gauges were exported once: the peaks are one sample, likely taken when "
+            "the pool was idle"
+        )
+    elif window is not None and window < interval_s:
+        report.peak_caveat = (
+            f"the run ({window:.3g} s) was shorter than one export interval "
+            f"({interval_s:.3g} s): the peaks are one or two samples and may miss the busiest "
+            "moments; pool wait and its queued share are exact"
+        )
 
 
 def _acquisitions(host: HostKey, view: MetricView) -> float | None:

@@ -16,12 +16,13 @@ whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.rules import Recommendation
+from resilient_http.analysis.settings import Settings
 
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
@@ -43,6 +44,7 @@ class Analysis:
     recommendations: list[Recommendation]
     spans: int = 0
     metric_points: int = 0
+    settings: Settings = field(default_factory=Settings)
 
 
 def to_json(analysis: Analysis) -> dict[str, Any]:
@@ -58,7 +60,9 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
             "limit": analysis.limits.limit,
             "limit_per_host": analysis.limits.limit_per_host,
             "active_total_peak": _num(analysis.limits.active_total_peak),
+            "pools": analysis.limits.pools,
         },
+        "settings": analysis.settings.to_json(),
         "upstreams": [_upstream_json(u) for u in analysis.upstreams],
         "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
     }
@@ -96,7 +100,12 @@ def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
         if u.attempt_error_types is None
         else {label: _whole(n) for label, n in sorted(u.attempt_error_types.items())},
         "attempt_chains": {chain: _whole(n) for chain, n in chains},
-        "open_connections_peak": {"active": _num(u.active_peak), "idle": _num(u.idle_peak)},
+        "open_connections_peak": {
+            "active": _num(u.active_peak),
+            "idle": _num(u.idle_peak),
+            "sampling_interval_s": _num(u.peak_sampling_s),
+            "caveat": u.peak_caveat,
+        },
     }
 
 
@@ -176,6 +185,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
             _cell(_round(host.idle_peak, 1)),
         )
     console.print(pools)
+    _render_peak_sampling(analysis, console)
     _render_retries(analysis, console)
     if not analysis.recommendations:
         console.print("Recommendations: no change needed.")
@@ -186,6 +196,32 @@ def render_text(analysis: Analysis, console: Console) -> None:
         console.print(f"  [bold]{r.variable}={r.value}[/bold]{keep}", highlight=False)
         console.print(f"    why: {r.reason}", highlight=False, markup=False)
         console.print(f"    evidence: {r.evidence}", highlight=False, markup=False)
+
+
+def _render_peak_sampling(analysis: Analysis, console: Console) -> None:
+    """Peaks are samples: say how often they were taken, and when they say little."""
+    for host in analysis.hosts:
+        if host.active_peak is None and host.idle_peak is None:
+            if host.peak_caveat:
+                console.print(
+                    f"  {host.upstream}: {host.peak_caveat}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+            continue
+        every = (
+            "once per metric export"
+            if host.peak_sampling_s is None
+            else f"every {host.peak_sampling_s:.3g} s (the metric export interval)"
+        )
+        caveat = f"; {host.peak_caveat}" if host.peak_caveat else ""
+        console.print(
+            f"  {host.upstream}: peaks sampled {every}{caveat}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _render_retries(analysis: Analysis, console: Console) -> None:

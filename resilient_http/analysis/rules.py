@@ -72,7 +72,9 @@ def evaluate_rules(
     """Run every rule on every host; merge identical advice given for several hosts."""
     merged: dict[tuple[str, str, str], Recommendation] = {}
     for host in hosts:
-        context = RuleContext(host, limits, settings)
+        context = RuleContext(
+            host, limits.for_upstream(host.upstream), settings.for_upstream(host.upstream)
+        )
         for rule in RULES:
             if not rule.applies(context):
                 continue

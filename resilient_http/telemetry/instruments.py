@@ -11,6 +11,7 @@ never touches aiohttp's own structures. Instruments are shared by every session 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -64,6 +65,7 @@ class _PoolEntry:
     hosts: Mapping[str, pool.HostCounters]  # the connector's live counters, kept after it closes
     limit: int
     limit_per_host: int
+    pool_id: int
 
     def counters(self) -> list[pool.HostCounters]:
         return list(self.hosts.values())
@@ -75,16 +77,20 @@ class PoolRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[int, _PoolEntry] = {}
+        self._pool_ids = itertools.count(1)
         # Acquisitions of pools that are gone: counters must not go backwards when one closes.
         self._retired: dict[tuple[str, int | None], list[int]] = {}
 
     def register(self, connector: aiohttp.BaseConnector) -> Callable[[], None]:
         """Report ``connector``'s pool until the returned function is called or it is freed."""
         key = id(connector)
-        entry = _PoolEntry(
-            pool.live_host_counters(connector), connector.limit, connector.limit_per_host
-        )
         with self._lock:
+            entry = _PoolEntry(
+                pool.live_host_counters(connector),
+                connector.limit,
+                connector.limit_per_host,
+                next(self._pool_ids),
+            )
             self._pools[key] = entry
         return weakref.finalize(connector, self._retire, key)
 
@@ -142,16 +148,23 @@ class PoolRegistry:
         return observations
 
     def observe_limits(self, options: CallbackOptions) -> Iterable[Observation]:
-        """``resilient_http.pool.limit`` (0 = unlimited); the largest of the registered pools."""
-        entries = self.entries()
-        if not entries:
-            return []
-        total = max(entry.limit for entry in entries)
-        per_host = max(entry.limit_per_host for entry in entries)
-        return [
-            Observation(total, {names.LIMIT_SCOPE: "total"}),
-            Observation(per_host, {names.LIMIT_SCOPE: "per_host"}),
-        ]
+        """``resilient_http.pool.limit`` (0 = unlimited), per pool (``resilient_http.pool.id``):
+        the total limit, and the per-host limit for each upstream the pool has called (or once,
+        without an upstream, before its first call). Pools are never folded into one value:
+        a larger limit would hide an unlimited pool (0), and the analysis needs to know which
+        limit an upstream's calls queued at."""
+        observations = []
+        for entry in self.entries():
+            pool_id: dict[str, str | int] = {names.POOL_ID: entry.pool_id}
+            observations.append(Observation(entry.limit, {names.LIMIT_SCOPE: "total", **pool_id}))
+            per_host: dict[str, str | int] = {names.LIMIT_SCOPE: "per_host", **pool_id}
+            hosts = entry.counters()
+            for h in hosts:
+                attributes = {**per_host, **server_attributes(h.host, h.port)}
+                observations.append(Observation(entry.limit_per_host, attributes))
+            if not hosts:
+                observations.append(Observation(entry.limit_per_host, per_host))
+        return observations
 
 
 class Watched(Generic[_T]):

@@ -19,6 +19,8 @@ __all__ = [
     "BREAKER_STATE",
     "CALL_DURATION",
     "CONCURRENCY_LIMIT",
+    "CONFIG_FROM_ENVIRONMENT",
+    "CONFIG_PREFIX",
     "CONNECTIONS_ACQUIRED",
     "CONNECTION_DURATION",
     "CONNECTION_STATE",
@@ -29,6 +31,7 @@ __all__ = [
     "LIMIT_SCOPE",
     "METHOD",
     "OPEN_CONNECTIONS",
+    "POOL_ID",
     "POOL_LIMIT",
     "POOL_WAIT",
     "PORT",
@@ -43,6 +46,7 @@ __all__ = [
     "SDK_SCOPE",
     "STATUS",
     "SUPPRESSION_REASON",
+    "config_attribute",
 ]
 
 # Instrumentation scopes. CLIENT attempt spans may come from the contrib aiohttp instrumentation.
@@ -68,6 +72,15 @@ BREAKER_STATE = "resilient_http.breaker.state"  # also the gauge's name, as SPEC
 BREAKER_PREVIOUS_STATE = "resilient_http.breaker.previous_state"
 HEDGE = "resilient_http.hedge"
 HEDGE_OUTCOME = "resilient_http.hedge.outcome"
+# One pool of a process on the pool-limit gauge: pools with different limits stay apart.
+POOL_ID = "resilient_http.pool.id"
+
+# Resource attributes written by configure_telemetry(): every setting's effective value, as
+# `resilient-http config` prints it, under CONFIG_PREFIX + the variable's name without
+# RESILIENT_HTTP_, lower case (resilient_http.config.keepalive_timeout = "15"); and the
+# variables that were set in the environment (the others are defaults).
+CONFIG_PREFIX = "resilient_http.config."
+CONFIG_FROM_ENVIRONMENT = "resilient_http.config.from_environment"
 
 # Span events recorded on the logical span: each retry, each breaker transition.
 RETRY_EVENT = "resilient_http.retry"
@@ -106,3 +119,9 @@ SDK_METRICS = frozenset(
         HEDGES,
     }
 )
+
+
+def config_attribute(variable: str) -> str:
+    """The resource attribute of ``RESILIENT_HTTP_KEEPALIVE_TIMEOUT``:
+    ``resilient_http.config.keepalive_timeout``."""
+    return CONFIG_PREFIX + variable.removeprefix("RESILIENT_HTTP_").lower()

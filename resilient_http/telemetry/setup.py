@@ -49,7 +49,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from .._exceptions import ConfigError, ConfigWarning
-from ..config import TELEMETRY_FILE_VARIABLE
+from ..config import TELEMETRY_FILE_VARIABLE, describe_environment
+from . import names
 from .export_failures import QuietExporterLogs, QuietMetricExporter, QuietSpanExporter
 from .handle import TelemetryHandle
 from .instruments import is_api_proxy
@@ -60,7 +61,7 @@ from .otlp_file import (
     telemetry_file_from_environment,
 )
 
-__all__ = ["TelemetryHandle", "configure_telemetry"]
+__all__ = ["TelemetryHandle", "config_resource_attributes", "configure_telemetry"]
 
 log: Final = logging.getLogger("resilient_http")
 _DEFAULT_INTERVAL_MS: Final = 60_000
@@ -95,7 +96,7 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     sampler = _sampler()
     interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
     _check_exporter_settings()
-    resource = Resource.create()
+    resource = Resource.create(config_resource_attributes())
     warn_every = interval_ms / 1000
 
     # The OTLP exporters, which the handle shuts down to end their retries at its deadline.
@@ -157,6 +158,26 @@ _ATTACH: Final = {
         "OTLPJsonFileMetricExporter({path!r})) among its metric_readers",
     ),
 }
+
+
+def config_resource_attributes() -> dict[str, str | tuple[str, ...]]:
+    """The settings in force, as resource attributes (``names.CONFIG_PREFIX``): the tuning
+    analysis then reads the settings of the process that wrote the telemetry, and where each
+    came from, instead of guessing from its own environment. Empty when a variable is invalid:
+    the session raises ``ConfigError`` for it, and telemetry setup is not the place to."""
+    try:
+        reports = describe_environment(warn_unknown=False)
+    except ConfigError:
+        return {}
+    attributes: dict[str, str | tuple[str, ...]] = {
+        names.config_attribute(r.variable): r.value
+        for r in reports
+        if r.variable != TELEMETRY_FILE_VARIABLE
+    }
+    attributes[names.CONFIG_FROM_ENVIRONMENT] = tuple(
+        r.variable for r in reports if r.source == "environment"
+    )
+    return attributes
 
 
 def _besides_the_file(kinds: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
-from ._plan import FaultPlan, Latency, RateLimit, Script, SlowBody, StaleMode, Throttle
+from ._plan import FaultPlan, Latency, RateLimit, RetryAfter, Script, SlowBody, StaleMode, Throttle
 from ._server import FaultyUpstream
 
 __all__ = ["main", "parse_plan_args", "plan_to_args"]
@@ -52,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stale-after", type=_stale_after, help="N or LO-HI requests per connection")
     add("--stale-mode", choices=("close", "reset"), default="close")
     add("--idle-timeout", type=float, help="seconds before idle connections are closed")
+    add(
+        "--stale-idle",
+        type=float,
+        help="seconds of idle time after which a reused connection is closed unanswered",
+    )
+    add("--close-after", type=int, help="answers per connection, the last with Connection: close")
+    add("--capacity", type=int, help="requests in flight beyond which 503 is answered at once")
+    add(
+        "--capacity-retry-after",
+        type=RetryAfter.parse,
+        default=RetryAfter("seconds", 0.0),
+        help="FORM[:SECONDS] of the capacity 503s (default seconds:0)",
+    )
     add("--reset-probability", type=float, default=0.0)
     add("--reset-mid-body-probability", type=float, default=0.0)
     add("--hang-probability", type=float, default=0.0)
@@ -80,6 +93,10 @@ def parse_plan_args(argv: Sequence[str]) -> tuple[str, int, int, FaultPlan]:
             stale_after=args.stale_after,
             stale_mode=cast(StaleMode, args.stale_mode),
             idle_timeout=args.idle_timeout,
+            stale_idle=args.stale_idle,
+            close_after=args.close_after,
+            capacity=args.capacity,
+            capacity_retry_after=args.capacity_retry_after,
             reset_probability=args.reset_probability,
             reset_mid_body_probability=args.reset_mid_body_probability,
             hang_probability=args.hang_probability,
@@ -107,8 +124,16 @@ def plan_to_args(plan: FaultPlan) -> list[str]:
             f"{stale[0]}-{stale[1]}" if isinstance(stale, tuple) else str(stale),
         ]
         args += ["--stale-mode", plan.stale_mode]
-    if plan.idle_timeout is not None:
-        args += ["--idle-timeout", repr(plan.idle_timeout)]
+    for flag, number in (
+        ("--idle-timeout", plan.idle_timeout),
+        ("--stale-idle", plan.stale_idle),
+        ("--close-after", plan.close_after),
+        ("--capacity", plan.capacity),
+    ):
+        if number is not None:
+            args += [flag, repr(number)]
+    if plan.capacity is not None:
+        args += ["--capacity-retry-after", str(plan.capacity_retry_after)]
     for flag, value in (
         ("--reset-probability", plan.reset_probability),
         ("--reset-mid-body-probability", plan.reset_mid_body_probability),

@@ -30,6 +30,8 @@ class ConnectionHost(Protocol):
 
     counters: Counters
     engine: FaultEngine
+    in_flight: int
+    """Requests being answered (a task producing their answer), over all connections."""
     sleep: Callable[[float], Awaitable[Any]]
     client_header: str
     fixed_body: bytes
@@ -38,6 +40,10 @@ class ConnectionHost(Protocol):
     @property
     def plan(self) -> FaultPlan:
         """The plan in force."""
+        ...
+
+    def clock(self) -> float:
+        """Monotonic seconds."""
         ...
 
     def stats(self) -> UpstreamStats:
@@ -60,6 +66,7 @@ class ConnectionHost(Protocol):
 STATS_PATH, RESET_PATH = "/__stats__", "/__reset__"
 CONTROL_PATHS = frozenset({STATS_PATH, RESET_PATH})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONNECTION_CLOSE = b"Connection: close\r\n"
 _LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 _MAX_BYTES_ROUTE = 16 * 1024 * 1024
 _SHAPED_ROUTES = ("/status/", "/bytes/")
@@ -81,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.is_control = False
         self.closed = False
+        self._idle_since: float | None = None  # when the last answer was written
         self._stopping = False  # drop() was called; connection_lost has not run yet
 
     # -- asyncio callbacks ------------------------------------------------------------------
@@ -136,18 +144,24 @@ class UpstreamConnection(asyncio.Protocol):
         server, counters = self._server, self._server.counters
         self.requests += 1
         client = request.headers.get(server.client_header) or self._peer
-        if self.budget is not None and self.requests > self.budget:
+        if self._is_stale(server.clock()):
             reset = server.plan.stale_mode == "reset"
             counters.stale_closes += 1
             self._count(request, client, "stale_reset" if reset else "stale_close")
             self.drop(reset=reset)
             return False
         action = server.engine.decide(
-            request.path, client, method=request.method, target=request.target
+            request.path,
+            client,
+            method=request.method,
+            target=request.target,
+            in_flight=server.in_flight + 1,
         )
         seq = self._count(request, client, action.outcome)
         if action.is_rate_limited:
             counters.rate_limited += 1
+        if action.is_over_capacity:
+            counters.over_capacity += 1
         kind = action.kind
         if kind == "respond" and not (action.delay or action.slow_chunks):
             self._respond(request, action, seq)
@@ -163,6 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.drop(reset=True)
         else:
             self._busy = True
+            server.in_flight += 1
             server._spawn(self._answer_later(request, action, seq))
         server._notify()
         return False
@@ -184,6 +199,7 @@ class UpstreamConnection(asyncio.Protocol):
         if (
             action is RESPOND_OK
             and server.prebuilt_ok is not None
+            and not self._announces_close
             and request.method != "HEAD"
             and not request.path.startswith(_SHAPED_ROUTES)
         ):
@@ -191,10 +207,15 @@ class UpstreamConnection(asyncio.Protocol):
             status = 200
         else:
             status, body = self._status_and_body(request, action, seq)
-            head = response_head(status, len(body), action.headers)
+            headers = action.headers + (_CONNECTION_CLOSE if self._announces_close else b"")
+            head = response_head(status, len(body), headers)
             self._write(head if request.method == "HEAD" else head + body)
         server.counters.by_status[status] += 1
-        if not request.keep_alive:
+        self._idle_since = server.clock()
+        if self._announces_close:
+            server.counters.announced_closes += 1
+            self.drop(reset=False)
+        elif not request.keep_alive:
             self.drop(reset=False)
         server._notify()
 
@@ -203,6 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             await self._deliver_later(request, action, seq)
         finally:
+            self._server.in_flight -= 1
             self._busy = False
             self._server._notify()
         if not self._is_finished:
@@ -307,6 +329,21 @@ class UpstreamConnection(asyncio.Protocol):
         """Close at once, discarding unsent data (server shutdown: never wait on a slow reader)."""
         if self._transport is not None and not self.closed:
             self._transport.abort()
+
+    def _is_stale(self, now: float) -> bool:
+        """This request meets a dead connection: past the unannounced request cap, or after
+        an idle time that the upstream's idle timeout cut short (`stale_idle`)."""
+        if self.budget is not None and self.requests > self.budget:
+            return True
+        stale_idle = self._server.plan.stale_idle
+        idle_since = self._idle_since
+        return stale_idle is not None and idle_since is not None and now - idle_since >= stale_idle
+
+    @property
+    def _announces_close(self) -> bool:
+        """This answer is the last of an announced request cap (`close_after`)."""
+        cap = self._server.plan.close_after
+        return cap is not None and self.requests >= cap
 
     @property
     def _is_finished(self) -> bool:

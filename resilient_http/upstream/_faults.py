@@ -56,6 +56,7 @@ class Action:
     """0: send the body at once; else in this many pieces, `slow_delay` seconds apart."""
     slow_delay: float = 0.0
     is_rate_limited: bool = False
+    is_over_capacity: bool = False
 
     @property
     def outcome(self) -> str:
@@ -96,6 +97,7 @@ class FaultEngine:
             or plan.reset_probability
             or plan.reset_mid_body_probability
             or plan.slow_body
+            or plan.capacity
         )
 
     def connection_budget(self) -> int | None:
@@ -106,17 +108,29 @@ class FaultEngine:
         return budget
 
     def decide(
-        self, path: str, client: str, *, method: str = "GET", target: str | None = None
+        self,
+        path: str,
+        client: str,
+        *,
+        method: str = "GET",
+        target: str | None = None,
+        in_flight: int = 1,
     ) -> Action:
         """The action for the next request (stale closes are the connection's business).
 
         `method` and `target` (path plus query; None: `path`) only matter to a throttle with
-        `repeat=False`, which lets the retry of a throttled request through.
+        `repeat=False`, which lets the retry of a throttled request through. `in_flight` is the
+        number of requests being answered, this one included (for `capacity`).
         """
         self._requests += 1
         if self._is_healthy:
             return RESPOND_OK
         plan, rng, number = self.plan, self._fault_rng, self._requests
+        if plan.capacity is not None and in_flight > plan.capacity:
+            # At once, without latency: an overloaded server sheds load before doing the work.
+            retry_after = plan.capacity_retry_after
+            headers = self._retry_after_header(retry_after.form, retry_after.seconds)
+            return Action("respond", 503, headers, is_over_capacity=True)
         if plan.hang_probability and rng.random() < plan.hang_probability:
             return _HANG
         if plan.rate_limit is not None:

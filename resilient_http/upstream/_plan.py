@@ -346,9 +346,11 @@ class FaultPlan:
     """Everything one upstream does wrong; the default plan is a healthy, fast upstream.
 
     Per request the faults are tried in this order, first match wins: stale keep-alive close
-    (request N+1 on a connection), hang, rate limit, scripts, throttle, reset before responding,
-    reset mid-body; then latency and a slow body shape the response. Each kind of draw has its own
-    `random.Random` stream derived from `seed`, so adding latency does not move the resets.
+    (request N+1 on a connection, or a reuse after `stale_idle`), capacity, hang, rate limit,
+    scripts, throttle, reset before responding, reset mid-body; then latency and a slow body
+    shape the response; `close_after` announces the close on its last answer. Each kind of
+    draw has its own `random.Random` stream derived from `seed`, so adding latency does not
+    move the resets.
     """
 
     seed: int = 0
@@ -360,6 +362,19 @@ class FaultPlan:
     stale_mode: StaleMode = "close"
     idle_timeout: float | None = None
     """Close (FIN) a keep-alive connection after this many idle seconds."""
+    stale_idle: float | None = None
+    """An idle timeout that crosses a reuse (the production race): a request that arrives on a
+    connection idle for at least this many seconds is closed unanswered (FIN, or RST with
+    `stale_mode="reset"`), as if the upstream's idle close and the client's reuse crossed on
+    the wire. (`idle_timeout` closes first, which a client on loopback notices before reuse.)"""
+    close_after: int | None = None
+    """A per-connection request cap that is announced: the N-th answer on a connection says
+    `Connection: close` and the connection is closed after it (nginx's `keepalive_requests`).
+    The unannounced cap is `stale_after`."""
+    capacity: int | None = None
+    """Capacity throttling: a request that arrives while more than this many requests are
+    being answered (all connections) gets 503 at once, with `capacity_retry_after`."""
+    capacity_retry_after: RetryAfter = field(default_factory=lambda: RetryAfter("seconds", 0.0))
     reset_probability: float = 0.0
     reset_mid_body_probability: float = 0.0
     hang_probability: float = 0.0
@@ -383,8 +398,14 @@ class FaultPlan:
             raise ValueError(f"stale_after must be N >= 1 or (lo, hi) with 1 <= lo <= hi: {low}")
         if self.stale_mode not in get_args(StaleMode):
             raise ValueError(f"stale_mode must be one of {get_args(StaleMode)}")
-        if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be > 0, got {self.idle_timeout!r}")
+        for name in ("idle_timeout", "stale_idle"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("close_after", "capacity"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value!r}")
         if not self.client_id_header:
             raise ValueError("client_id_header must not be empty")
 

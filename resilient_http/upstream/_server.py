@@ -64,6 +64,8 @@ class FaultyUpstream:
         self._clock = clock
         self._wall_clock = wall_clock
         self.counters = Counters(record_limit)
+        self.in_flight = 0
+        """Requests being answered by a task (latency, slow bodies), over all connections."""
         self._server: asyncio.Server | None = None
         self._is_closed = False
         self._connections: set[UpstreamConnection] = set()
@@ -137,6 +139,10 @@ class FaultyUpstream:
     def plan(self) -> FaultPlan:
         """The plan in force."""
         return self.engine.plan
+
+    def clock(self) -> float:
+        """Monotonic seconds (injectable): idle times of connections."""
+        return self._clock()
 
     def set_plan(self, plan: FaultPlan) -> None:
         """Install `plan`, restarting its random streams, scripts, buckets and request numbers.

@@ -71,6 +71,10 @@ class UpstreamStats:
     """Scripted `close` steps: FIN without an answer."""
     hangs: int
     rate_limited: int
+    over_capacity: int
+    """503s answered because more than `capacity` requests were being answered."""
+    announced_closes: int
+    """Connections closed after an answer that said `Connection: close` (`close_after`)."""
     request_log: tuple[RequestRecord, ...]
     """The most recent requests in arrival order (bounded by `record_limit`)."""
 
@@ -131,6 +135,8 @@ class Counters:
         self.disconnects = 0
         self.hangs = 0
         self.rate_limited = 0
+        self.over_capacity = 0
+        self.announced_closes = 0
         self.log: deque[RequestRecord] = deque(maxlen=self.record_limit)
 
     def connection_opened(self, connection_id: int) -> None:
@@ -206,5 +212,7 @@ class Counters:
             disconnects=self.disconnects,
             hangs=self.hangs,
             rate_limited=self.rate_limited,
+            over_capacity=self.over_capacity,
+            announced_closes=self.announced_closes,
             request_log=tuple(self.log),
         )

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import resilient_http as rh
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.rules import (
     POOL_WAIT_P95_HIGH_MS,
@@ -172,7 +173,7 @@ def test_stale_keepalive() -> None:
         "5",
     )
     assert "80 connection_closed retries of 85 retries" in rec.evidence
-    assert "15 s (default)" in rec.evidence
+    assert "15 s (assumed default" in rec.evidence
     from_env = Settings.from_env({"RESILIENT_HTTP_KEEPALIVE_TIMEOUT": "4"})
     assert advice(stale, settings=from_env)["stale-keepalive"].value == "2"
     assert "4 s (environment)" in advice(stale, settings=from_env)["stale-keepalive"].evidence
@@ -305,18 +306,22 @@ def test_identical_advice_for_several_hosts_is_merged() -> None:
     assert rec.evidence.count("connection_closed retries") == 2
 
 
-def test_bad_environment_values_fall_back_to_defaults() -> None:
-    settings = Settings.from_env(
-        {
-            "RESILIENT_HTTP_LIMIT": "lots",
-            "RESILIENT_HTTP_TIMEOUT_READ": "3",
-            "RESILIENT_HTTP_RETRY_AFTER_MAX": "nan",
-            "RESILIENT_HTTP_KEEPALIVE_TIMEOUT": "-1",
-        }
-    )
-    assert (settings.limit, settings.timeout_read) == (100, 3.0)
-    assert (settings.retry_after_max, settings.keepalive_timeout) == (30.0, 15.0)
-    assert settings.from_environment == {"timeout_read"}
+def test_settings_are_read_by_the_sdks_own_reader() -> None:
+    # LIMIT=5 lowers the default per-host limit in the analysis as in ClientConfig.
+    environ = {"RESILIENT_HTTP_LIMIT": "5", "RESILIENT_HTTP_TIMEOUT_READ": "3"}
+    settings = Settings.from_env(environ)
+    config = rh.ClientConfig.from_env(environ)
+    assert (settings.limit, settings.limit_per_host) == (config.limit, config.limit_per_host)
+    assert settings.limit_per_host == 5
+    assert settings.source("RESILIENT_HTTP_TIMEOUT_READ") == "environment"
+    assert settings.source("RESILIENT_HTTP_LIMIT_PER_HOST").startswith("default, lowered")
+    # Invalid values are an error, as for the SDK, never silently a default.
+    with pytest.raises(rh.ConfigError, match="RESILIENT_HTTP_LIMIT='lots'"):
+        Settings.from_env({"RESILIENT_HTTP_LIMIT": "lots"})
+
+
+def test_settings_without_telemetry_say_they_are_assumed() -> None:
+    assert "15 s (assumed default" in Settings().describe("keepalive_timeout", 15, " s")
 
 
 @pytest.mark.parametrize("rule", [rule.name for rule in RULES])

@@ -153,6 +153,16 @@ def test_dashboard_covers_the_pool_and_retry_questions(dashboard: Config) -> Non
 # ---------------------------------------------------------------- (h) the checks can fail
 
 
+def test_dashboard_pool_wait_is_over_all_acquisitions(dashboard: Config) -> None:
+    # One definition of pool wait (SPEC): over all acquisitions, with the share that queued.
+    (panel,) = [p for p in dashboard["panels"] if p.get("title", "").startswith("Pool wait")]
+    p95, share = (t["expr"] for t in panel["targets"])
+    assert p95.startswith("histogram_quantile(0.95,")
+    assert "resilient_http_connection_acquired_total" in p95
+    assert "resilient_http_pool_wait_duration_seconds_count" in share
+    assert "resilient_http_connection_acquired_total" in share
+
+
 def test_detects_a_dashboard_metric_the_stack_does_not_produce(
     collector: Config, dashboard: Config, datasource_uids: dict[str, str]
 ) -> None:

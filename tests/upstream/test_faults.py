@@ -13,7 +13,7 @@ import errno
 import aiohttp
 import pytest
 
-from resilient_http.upstream import FaultPlan, Latency, SlowBody, down_url
+from resilient_http.upstream import FaultPlan, Latency, RetryAfter, SlowBody, down_url
 from tests.upstream.conftest import Factory, get_status
 
 
@@ -84,6 +84,64 @@ async def test_idle_timeout_closes_idle_connections(make_upstream: Factory) -> N
         assert await get_status(client, upstream.make_url("/")) == 200
     stats = upstream.stats()
     assert (stats.requests, stats.connections_opened, stats.stale_closes) == (2, 2, 0)
+
+
+async def test_stale_idle_closes_a_reuse_after_the_idle_boundary(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    # The injected clock says how long the connection was idle; nothing waits.
+    now = [100.0]
+    upstream = await make_upstream(FaultPlan(stale_idle=1.0), clock=lambda: now[0])
+    url = upstream.make_url("/")
+    assert await get_status(session, url) == 200
+    now[0] += 0.9  # below the boundary: reused and answered
+    assert await get_status(session, url) == 200
+    now[0] += 1.0  # at the boundary: closed unanswered when the reuse arrives
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await get_status(session, url)
+    assert await get_status(session, url) == 200  # a new connection is fine
+    stats = upstream.stats()
+    assert (stats.stale_closes, stats.idle_closes, stats.responses) == (1, 0, 3)
+    assert stats.requests_per_connection == (3, 1)
+
+
+async def test_close_after_announces_the_request_cap(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream(FaultPlan(close_after=2))
+    headers = []
+    for _ in range(5):
+        async with session.get(upstream.make_url("/")) as resp:
+            await resp.read()
+            headers.append(resp.headers.get("Connection"))
+    # Announced: no request ever meets a dead connection.
+    assert headers == [None, "close", None, "close", None]
+    stats = upstream.stats()
+    assert (stats.announced_closes, stats.stale_closes, stats.responses) == (2, 0, 5)
+    assert stats.requests_per_connection == (2, 2, 1)
+
+
+async def test_capacity_answers_503_beyond_k_in_flight(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+
+    async def held(seconds: float) -> None:
+        await release.wait()
+
+    plan = FaultPlan(
+        latency=Latency.fixed(1.0), capacity=2, capacity_retry_after=RetryAfter("seconds", 3)
+    )
+    upstream = await make_upstream(plan, sleep=held)
+    url = upstream.make_url("/")
+    first = [asyncio.create_task(get_status(session, url)) for _ in range(2)]
+    await upstream.wait_for(lambda s: s.requests == 2)
+    async with session.get(url) as resp:  # the third in flight
+        assert (resp.status, resp.headers["Retry-After"]) == (503, "3")
+    release.set()
+    assert await asyncio.gather(*first) == [200, 200]
+    assert await get_status(session, url) == 200  # load gone: answered again
+    assert upstream.stats().over_capacity == 1
 
 
 # -- resets, hangs, refused ------------------------------------------------------------------------
