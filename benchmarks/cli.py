@@ -21,6 +21,8 @@ from typing import Any
 
 from .analyze_bench import AnalyzeResult, run_analyze_bench
 from .report import evaluate_goals, goals_to_dicts, machine_info, render_text
+from .resilience import RESILIENCE_SCENARIOS, run_resilience, scaled_settings
+from .resilience import render as render_resilience
 from .runner import RunPlan, ScenarioResult, run_scenario
 from .scaling import (
     BODY_SIZES,
@@ -54,10 +56,14 @@ FAULT_SCENARIOS = {
 # throttle-once by target, and one shared URL would hand a call's pass to whichever call of
 # the 64 in flight came next.
 PER_CALL_TARGETS = frozenset({"throttle"})
-SCENARIOS = ("healthy", *FAULT_SCENARIOS, "scaling", "analyze")
+SCENARIOS = ("healthy", *FAULT_SCENARIOS, "scaling", *RESILIENCE_SCENARIOS, "analyze")
 # The run sizes the time caps are given for; a larger run gets a proportionally longer cap.
 DEFAULT_REQUESTS, DEFAULT_FAULT_REQUESTS = 6_000, 1_000
-_ALIASES = {"faults": tuple(FAULT_SCENARIOS), "all": SCENARIOS}
+_ALIASES = {
+    "faults": tuple(FAULT_SCENARIOS),
+    "resilience": RESILIENCE_SCENARIOS,
+    "all": SCENARIOS,
+}
 
 
 def _csv(text: str) -> list[str]:
@@ -119,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         type=_csv,
         default=["all"],
-        help=f"comma list of {', '.join(SCENARIOS)}, or 'faults' / 'all' (default all)",
+        help=f"comma list of {', '.join(SCENARIOS)}, or 'faults' / 'resilience' / 'all' "
+        "(default all)",
     )
     add(
         "--fault-requests",
@@ -185,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale up: 30000 requests, 7 rounds, 10000 fault requests, 5 fault rounds, scaling "
         "rows x3 requests and 5 rounds, 1M spans",
     )
+    add(
+        "--resilience-scale",
+        type=float,
+        default=1.0,
+        help="the outage, overloaded and long-tail scenarios' durations and call counts "
+        "times this (default 1: about 70 s in all)",
+    )
     add("--json", action="store_true", help="print the results as JSON instead of the table")
     add("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -211,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--fault-requests, --fault-rounds and --scaling-rounds must be >= 1")
     if args.scaling_scale <= 0:
         parser.error("--scaling-scale must be > 0")
+    if args.resilience_scale <= 0:
+        parser.error("--resilience-scale must be > 0")
     sizes = sorted(set(args.analyze_spans) | ({100_000, 1_000_000} if args.analyze_1m else set()))
 
     def progress(message: str) -> None:
@@ -220,11 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     machine = machine_info()
     results, scaling = asyncio.run(_run_http(args, scenarios, progress))
+    chosen = [name for name in scenarios if name in RESILIENCE_SCENARIOS]
+    resilience = asyncio.run(
+        run_resilience(chosen, scaled_settings(args.resilience_scale), progress)
+    )
     analyze: list[AnalyzeResult] = []
     if "analyze" in scenarios and sizes:
         analyze = run_analyze_bench(sizes, (None, 1), progress)
     elapsed = time.perf_counter() - started
     goals = evaluate_goals(results, analyze, scaling, scaling_run="scaling" in scenarios)
+    goals += [goal for result in resilience for goal in result.goals]
     if args.json:
         document: dict[str, Any] = {
             "machine": machine,
@@ -232,13 +253,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "client_settings": asdict(ClientSettings(limit_per_host=args.concurrency)),
             "scenarios": {name: result.to_dict() for name, result in results.items()},
             "scaling": [result.to_dict() for result in scaling],
+            "resilience": [result.to_dict() for result in resilience],
             "analyze": [result.to_dict() for result in analyze],
             "goals": goals_to_dicts(goals),
             "elapsed_s": elapsed,
         }
         print(json.dumps(_finite(document), indent=2, allow_nan=False))
     else:
-        print(render_text(machine, results, analyze, goals, elapsed, scaling))
+        text = render_text(machine, results, analyze, goals, elapsed, scaling)
+        if resilience:  # before the goals, as the other tables are
+            head, goals_part = text.split("\nGoals:", 1)
+            text = "\n".join([head, *render_resilience(resilience), "", "Goals:" + goals_part])
+        print(text)
     return 0
 
 

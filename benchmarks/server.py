@@ -52,10 +52,15 @@ class UpstreamServer:
     ``fault_args`` are the upstream's own flags (``--stale-after 1-3``, ``--throttle ...``);
     ``--no-echo`` is always passed, so a 200 is one pre-built body and the server does little.
     ``hosts`` upstreams listen on as many ports of 127.0.0.1 (one child process either way).
+    ``port`` (one host) listens on that port, so that an upstream can be stopped and started
+    again at the same address (the outage scenario); 0 picks a free one.
     """
 
-    def __init__(self, fault_args: Sequence[str] = (), *, seed: int = 1, hosts: int = 1) -> None:
+    def __init__(
+        self, fault_args: Sequence[str] = (), *, seed: int = 1, hosts: int = 1, port: int = 0
+    ) -> None:
         self.fault_args = list(fault_args)
+        self._port = port
         self._seed = seed
         self._hosts = hosts
         self._process: subprocess.Popen[str] | None = None
@@ -64,7 +69,7 @@ class UpstreamServer:
         self.ports: list[int] = []
 
     def __enter__(self) -> Self:
-        module = ["resilient_http.upstream", "--port", "0"]
+        module = ["resilient_http.upstream", "--port", str(self._port)]
         if self._hosts > 1:
             module = ["benchmarks.multi_upstream", "--hosts", str(self._hosts)]
         command = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import aiohttp
@@ -70,27 +71,29 @@ class AttemptStage:
             kwargs = observer.attempt_started(attempt.number, kwargs, attempt.hedge)
             started = time.perf_counter()
         timeout = attempt_timeout(call.timeout, call.expires_at - self._clock())
-        # aiohttp's request() only wraps its coroutine: nothing runs (or raises) until awaited
-        sending = self._session.request(call.method, call.url, timeout=timeout, **kwargs)
+        # Bound now, called in await_attempt: a request coroutine made here would be left
+        # unawaited when the attempt is cancelled before it starts (a hedge, at once outrun).
+        sending = partial(self._session.request, call.method, call.url, timeout=timeout, **kwargs)
         return await_attempt(call, attempt, sending, self._upstreams, started)
 
 
 async def await_attempt(
     call: Call,
     attempt: AttemptSpec,
-    sending: Awaitable[aiohttp.ClientResponse],
+    sending: Callable[[], Awaitable[aiohttp.ClientResponse]],
     upstreams: UpstreamLabels,
     started: float,
 ) -> AttemptOutcome:
-    """Await attempt ``attempt`` of ``call`` (``sending``, not yet started): the connector
-    learns whether it wants a fresh connection and notes the one it gave, and the outcome
-    (``started``: the ``perf_counter`` it began at) goes to the call's observer."""
+    """Send attempt ``attempt`` of ``call`` with ``sending()`` (called here, so that even an
+    error raised at once is the attempt's outcome): the connector learns whether it wants a
+    fresh connection and notes the one it gave, and the outcome (``started``: the
+    ``perf_counter`` it began at) goes to the call's observer."""
     record = AttemptRecord(attempt.fresh)
     token = ATTEMPT_RECORD.set(record)
     received: aiohttp.ClientResponse | None = None
     failure: Exception | None = None
     try:
-        received = await sending
+        received = await sending()
     except Exception as error:
         failure = error
     finally:

@@ -23,7 +23,7 @@ the call's observer; it knows nothing of retries, the pool or telemetry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -34,7 +34,7 @@ from ._events import BreakerEvent, RejectionEvent
 from ._exceptions import CircuitOpenError
 from ._pipeline import Call, CallHandler
 from .config import BreakerPolicy
-from .retry import RetryReason, classify_failure
+from .retry import RetryReason, asks_for_less_load, classify_failure
 
 __all__ = [
     "CLOSED",
@@ -56,18 +56,23 @@ _TARGET_CACHE_SIZE: Final = 1024
 _FAILING_REASONS: Final = frozenset({RetryReason.CONNECT_ERROR, RetryReason.TIMEOUT})
 
 
-def is_failure(status: int | None, error: BaseException | None) -> bool | None:
+def is_failure(
+    status: int | None, error: BaseException | None, headers: Mapping[str, str] | None = None
+) -> bool | None:
     """Whether a call's outcome counts against its upstream: True (a failure), False (a
-    success), None (not counted: cancellation, or an error that says nothing of the upstream's
-    health, such as a stale connection or an invalid URL)."""
+    success), None (not counted: cancellation, an error that says nothing of the upstream's
+    health, such as a stale connection or an invalid URL, or a 503 asking for less load)."""
     if error is None:
         assert status is not None
+        if status == 503 and headers is not None and asks_for_less_load(status, headers):
+            return None
         return status >= 500 and status != 501
     if (
         isinstance(error, aiohttp.ClientResponseError)
         and type(error) is aiohttp.ClientResponseError
     ):
-        return error.status >= 500 and error.status != 501  # raised by raise_for_status
+        # raised by raise_for_status: judged as the response would be
+        return is_failure(error.status, None, error.headers or {})
     kind = classify_failure(error)
     if kind is not None and kind.reason in _FAILING_REASONS:
         return True
@@ -186,7 +191,7 @@ class CircuitBreaker:
         if (status < 500 or status == 501) and not probe and circuit.state == CLOSED:
             circuit.succeeded(self._clock())  # the common case, without _ended()'s checks
         else:
-            self._ended(call, circuit, probe, status >= 500 and status != 501)
+            self._ended(call, circuit, probe, is_failure(status, None, response.headers))
         return response
 
     def _circuit_of(self, target: Any) -> BreakerState:

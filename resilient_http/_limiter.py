@@ -5,14 +5,17 @@ retries"). Each upstream (``host:port``) gets a limit between 1 and the pool's p
 AIMD as in TCP congestion control, Netflix concurrency-limits' ``AIMDLimit`` and the AWS SDKs'
 adaptive retry mode:
 
-- **multiplicative decrease** (x ``DECREASE``) when an attempt is throttled (429, or 503 with
+- **multiplicative decrease** of what was in flight (x ``FIRST_DECREASE`` the first time, when
+  the limit is still a guess, then x ``DECREASE``) when an attempt is throttled (429, or 503 with
   ``Retry-After``) or when latency rises (the recent average of successful attempts above
   ``LATENCY_TOLERANCE`` x the long-run average). At most once per round trip: an attempt that
   started before the last decrease cannot lower the limit again, so a burst of throttled answers
   to one window of calls counts once (TCP's rule for one loss window).
 - **additive increase** of about one per limit's worth of successful attempts (+1/limit each),
   only while the limit is in use (at least half of it in flight), so an idle upstream's limit
-  does not drift up unearned.
+  does not drift up unearned; past the limit that was last too many (the plateau) growth slows to
+  ``PLATEAU_STEP`` of that, as CUBIC creeps near its last maximum, since each probe past it costs
+  throttled attempts.
 
 Why AIMD rather than Vegas or Gradient2: throttling is the signal the SPEC names first, and AIMD
 reacts to it directly and predictably; the latency rule adds Gradient2's one useful idea (a short
@@ -35,11 +38,22 @@ from typing import Final
 from ._attempt import UpstreamLabels
 from ._events import QueuedEvent
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
-from .config import THROTTLING_STATUSES
+from .retry import asks_for_less_load
 
-__all__ = ["DECREASE", "LATENCY_TOLERANCE", "AdaptiveLimiter", "UpstreamLimit"]
+__all__ = [
+    "DECREASE",
+    "FIRST_DECREASE",
+    "LATENCY_TOLERANCE",
+    "PLATEAU_STEP",
+    "AdaptiveLimiter",
+    "UpstreamLimit",
+]
 
-DECREASE: Final = 0.7
+DECREASE: Final = 0.9
+#: The first decrease: nothing is known of the upstream's capacity yet.
+FIRST_DECREASE: Final = 0.5
+#: Growth near the plateau, as a share of the usual +1 per window.
+PLATEAU_STEP: Final = 0.1
 LATENCY_TOLERANCE: Final = 2.0
 # A machine's own hiccups (a busy core, a GC pause) raise a few attempts' latency at once: the
 # recent average spans about 20 attempts so that only a sustained rise counts.
@@ -49,11 +63,9 @@ _WARMED_UP: Final = 100  # attempts before the latency rule may act
 
 
 def is_throttled(outcome: AttemptOutcome) -> bool:
-    """429, or a 503 that says when to come back: the upstream asks for less load."""
+    """The attempt was answered with a request for less load (``asks_for_less_load``)."""
     response = outcome.response
-    if response is None or response.status not in THROTTLING_STATUSES:
-        return False
-    return response.status == 429 or "Retry-After" in response.headers
+    return response is not None and asks_for_less_load(response.status, response.headers)
 
 
 class UpstreamLimit:
@@ -68,6 +80,7 @@ class UpstreamLimit:
         "host",
         "in_flight",
         "limit",
+        "plateau",
         "port",
         "waiters",
     )
@@ -80,6 +93,8 @@ class UpstreamLimit:
         self.in_flight = 0
         self.decreased_at = float("-inf")
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: the limit when it was last lowered (too many); growth slows down near it
+        self.plateau = float("inf")
         self._short = 0.0
         self._long = 0.0
         self._samples = 0
@@ -115,12 +130,22 @@ class UpstreamLimit:
         if self._samples >= _WARMED_UP and self._short > LATENCY_TOLERANCE * self._long:
             self._decrease(started, now)
         elif self.in_flight + 1 >= self.limit / 2:  # in use: earn one more place per window
-            self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+            # near the limit that was last too many, creep (as CUBIC does near its last
+            # maximum): each probe past it costs throttled attempts
+            step = PLATEAU_STEP if self.limit >= self.plateau else 1.0
+            self.limit = min(float(self.ceiling), self.limit + step / self.limit)
 
     def _decrease(self, started: float, now: float) -> None:
         if started < self.decreased_at:
             return  # sent before the last decrease: the same congestion, already answered
-        self.limit = max(1.0, self.limit * DECREASE)
+        # from what was in flight (this attempt included), not from an unused limit: a limit
+        # far above the calls made would take many round trips to come down (TCP halves its
+        # flight size, not its window)
+        first = self.plateau == float("inf")
+        self.plateau = min(self.limit, float(self.in_flight + 1))
+        # the first time, the limit is a guess (the ceiling): halve it, as TCP leaves slow
+        # start; after that the plateau is known and gentle cuts keep goodput up
+        self.limit = max(1.0, self.plateau * (FIRST_DECREASE if first else DECREASE))
         self.decreased_at = now
 
 

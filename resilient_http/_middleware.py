@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import aiohttp
@@ -132,5 +133,4 @@ class _HandlerStage:
             for name, value in traced["headers"].items():  # the attempt's trace context
                 request.headers[name] = value
             started = time.perf_counter()
-        # aiohttp's handlers are coroutine functions: the call only creates the coroutine
-        return await_attempt(call, attempt, handler(request), self._upstreams, started)
+        return await_attempt(call, attempt, partial(handler, request), self._upstreams, started)

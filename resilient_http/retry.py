@@ -37,6 +37,7 @@ __all__ = [
     "RetryReason",
     "SuppressionReason",
     "Tried",
+    "asks_for_less_load",
     "body_is_replayable",
     "classify_failure",
     "classify_status",
@@ -137,6 +138,14 @@ def classify_failure(
         if isinstance(exc, exc_type):
             return kind
     return None
+
+
+def asks_for_less_load(status: int, headers: Mapping[str, str]) -> bool:
+    """429, or a 503 that says when to come back (``Retry-After``): the upstream is up and asks
+    its clients to slow down, which the adaptive limiter acts on and the breaker leaves alone."""
+    if status == 429:
+        return True
+    return status == 503 and "Retry-After" in headers
 
 
 def classify_status(status: int, statuses: AbstractSet[int]) -> RetryReason | None:

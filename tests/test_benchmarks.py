@@ -348,3 +348,31 @@ def test_a_goal_is_the_median_of_per_round_ratios_between_its_two_variants() -> 
     assert goal.value.startswith("0.96x (rounds 0.50 1.00 0.96; by CPU 0.96x)")
     assert goals[GOAL_TEXTS[1]].status == "not run"  # aiohttp_retry did not run
     assert goals[GOAL_TEXTS[6]].status == "not run"  # nor did the scaling table
+
+
+def test_the_resilience_scenarios_report_their_figures_and_goals() -> None:
+    document = run_bench("--scenario", "resilience", "--resilience-scale", "0.2")
+    results = {result["scenario"]: result["rows"] for result in document["resilience"]}
+    assert set(results) == {"outage", "overloaded", "long-tail"}
+    assert set(results["outage"]) == {"sdk_breaker", "aiohttp_retry"}
+    for row in results["outage"].values():
+        assert row["calls"] > 0
+        assert row["connects_during_outage"] > 0  # the hanging upstream was reached
+    assert set(results["overloaded"]) == {
+        "sdk_static_10",
+        "sdk_static_50",
+        "sdk_adaptive",
+        "aiohttp_retry",
+    }
+    assert results["overloaded"]["sdk_static_10"]["throttled_share"] == 0  # capacity exactly
+    assert results["overloaded"]["sdk_static_50"]["throttled_share"] > 0.2  # far over it
+    tail = results["long-tail"]
+    assert tail["sdk_no_hedging"]["extra_requests_share"] == 0  # nothing but the calls
+    assert tail["sdk_no_hedging"]["p99_ms"] >= 1000  # the 1 s answers are the p99
+    goals = [
+        goal
+        for goal in document["goals"]
+        if goal["goal"].startswith(("outage:", "overloaded:", "long-tail:"))
+    ]
+    assert len(goals) == 5
+    assert {goal["status"] for goal in goals} <= {"met", "missed"}

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 import resilient_http as rh
 from resilient_http._assembly import assemble
@@ -104,13 +105,24 @@ def test_what_counts_against_an_upstream(
     assert is_failure(status, error) is counted
 
 
+def test_a_503_asking_for_less_load_is_not_counted() -> None:
+    assert is_failure(503, None, CIMultiDict({"Retry-After": "2"})) is None
+    assert is_failure(503, None, CIMultiDict()) is True
+
+
 def test_raise_for_status_errors_count_by_their_status() -> None:
-    def raised(status: int) -> aiohttp.ClientResponseError:
-        return aiohttp.ClientResponseError(None, (), status=status)  # type: ignore[arg-type]
+    def raised(status: int, **headers: str) -> aiohttp.ClientResponseError:
+        return aiohttp.ClientResponseError(
+            None,  # type: ignore[arg-type]
+            (),
+            status=status,
+            headers=CIMultiDict(headers),
+        )
 
     assert is_failure(None, raised(502)) is True
     assert is_failure(None, raised(501)) is False
     assert is_failure(None, raised(429)) is False
+    assert is_failure(None, raised(503, **{"Retry-After": "1"})) is None
 
 
 async def test_opens_at_the_ratio_then_rejects_without_touching_the_upstream() -> None:

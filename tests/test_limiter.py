@@ -5,19 +5,48 @@ from __future__ import annotations
 
 import pytest
 
-from resilient_http._limiter import DECREASE, LATENCY_TOLERANCE, UpstreamLimit
+from resilient_http._limiter import (
+    DECREASE,
+    FIRST_DECREASE,
+    LATENCY_TOLERANCE,
+    PLATEAU_STEP,
+    UpstreamLimit,
+)
 
 
 def test_a_throttled_answer_lowers_the_limit_once_per_round_trip() -> None:
     limit = UpstreamLimit(10, "h", 80)
+    limit.in_flight = 9  # this attempt has left: 10 were in flight
     limit.adjust(throttled=True, succeeded=False, started=1.0, now=2.0)
-    assert limit.limit == pytest.approx(10 * DECREASE)
+    assert limit.limit == pytest.approx(10 * FIRST_DECREASE)  # the first time: halved
     # sent before that decrease: the same burst of congestion, not counted again
     limit.adjust(throttled=True, succeeded=False, started=1.5, now=2.1)
-    assert limit.limit == pytest.approx(10 * DECREASE)
+    assert limit.limit == pytest.approx(10 * FIRST_DECREASE)
+    limit.in_flight = 4
     limit.adjust(throttled=True, succeeded=False, started=2.0, now=3.0)
-    assert limit.limit == pytest.approx(10 * DECREASE**2)
-    assert limit.places == int(10 * DECREASE**2)
+    assert limit.limit == pytest.approx(10 * FIRST_DECREASE * DECREASE)  # then gently
+    assert limit.places == int(10 * FIRST_DECREASE * DECREASE)
+
+
+def test_a_decrease_starts_from_what_was_in_flight() -> None:
+    limit = UpstreamLimit(50, "h", 80)
+    limit.in_flight = 11  # 12 in flight, far below the ceiling of 50
+    limit.adjust(throttled=True, succeeded=False, started=1.0, now=2.0)
+    assert limit.limit == pytest.approx(12 * FIRST_DECREASE)
+    assert limit.plateau == 12
+
+
+def test_growth_slows_down_near_the_plateau() -> None:
+    limit = UpstreamLimit(50, "h", 80)
+    limit.in_flight = 9
+    limit.adjust(throttled=True, succeeded=False, started=1.0, now=2.0)  # plateau 10, limit 5
+    limit.in_flight = 5
+    while limit.limit < 10:  # below the plateau: about +1 per window
+        limit.adjust(throttled=False, succeeded=True, started=3.0, now=3.01)
+    below = limit.limit
+    for _ in range(10):  # one window's worth past it
+        limit.adjust(throttled=False, succeeded=True, started=3.0, now=3.01)
+    assert limit.limit - below == pytest.approx(10 * PLATEAU_STEP / 10, rel=0.1)
 
 
 def test_the_limit_never_falls_below_one_or_rises_above_the_ceiling() -> None:
@@ -58,5 +87,5 @@ def test_rising_latency_lowers_it() -> None:
         limit.adjust(throttled=False, succeeded=True, started=float(n), now=n + 0.1)
         if limit.limit < 10:
             break
-    assert limit.limit == pytest.approx(10 * DECREASE)
+    assert limit.limit == pytest.approx(10 * FIRST_DECREASE)
     assert LATENCY_TOLERANCE * 0.01 < 0.1
