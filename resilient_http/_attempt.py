@@ -9,6 +9,7 @@ timer running until the body is read). Timeouts fire when aiohttp says they do.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -96,10 +97,27 @@ async def await_attempt(
         received = await sending()
     except Exception as error:
         failure = error
+    except asyncio.CancelledError as cancelled:
+        # the call was cancelled, or a hedge answered first: the attempt did go out, and ends
+        # here (its span and duration say so) before the cancellation goes on
+        _report(call, attempt, record, upstreams, None, cancelled, started)
+        raise
     finally:
         ATTEMPT_RECORD.reset(token)
+    return _report(call, attempt, record, upstreams, received, failure, started)
+
+
+def _report(
+    call: Call,
+    attempt: AttemptSpec,
+    record: AttemptRecord,
+    upstreams: UpstreamLabels,
+    received: aiohttp.ClientResponse | None,
+    failure: BaseException | None,
+    started: float,
+) -> AttemptOutcome:
+    """The attempt's outcome, told to the call's observer."""
     upstream, reused = record.acquired or (upstreams.of(call.target), record.reused)
-    outcome = AttemptOutcome(received, failure, upstream, reused)
     observer = call.observer
     if observer is not None:
         observer.attempt_ended(
@@ -115,7 +133,8 @@ async def await_attempt(
                 hedge=attempt.hedge,
             )
         )
-    return outcome
+    error = failure if isinstance(failure, Exception) else None
+    return AttemptOutcome(received, error, upstream, reused)
 
 
 class UpstreamLabels:

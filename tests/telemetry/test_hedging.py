@@ -68,13 +68,17 @@ async def test_a_slow_attempt_is_hedged_and_the_loser_is_cut_off(providers: Prov
     assert len(upstream.peers) == 2
     assert upstream.peers[0] != upstream.peers[1]  # another connection
     assert [(h.attempt, h.hedge, h.won) for h in recorder.hedges] == [(1, 1, True)]
-    # the abandoned attempt was cancelled: it has no outcome (its span ends with the call)
-    assert [(a.number, a.hedge) for a in recorder.attempts] == [(1, 1)]
+    # the hedge answered; the first attempt was cancelled then, and says so
+    assert [(a.number, a.hedge, a.status) for a in recorder.attempts] == [(1, 1, 200), (1, 0, None)]
+    assert isinstance(recorder.attempts[1].error, asyncio.CancelledError)
     assert recorder.retries == []
     clients = [s for s in providers.spans() if s.kind is SpanKind.CLIENT]
     hedged = [s for s in clients if s.attributes and s.attributes.get("resilient_http.hedge")]
     assert len(clients) == 2
     assert len(hedged) == 1
+    (abandoned,) = [s for s in clients if s not in hedged]
+    assert abandoned.attributes is not None
+    assert abandoned.attributes["error.type"] == "CancelledError"
     counted = values_by(metrics["resilient_http.hedges"], "resilient_http.hedge.outcome")
     assert counted == {"won": 1}
 
