@@ -9,10 +9,10 @@ The public names are those in ``__all__``; every other module is private to the 
 
 from . import telemetry, testing
 from ._exceptions import CircuitOpenError, ConfigError, ConfigWarning
-from ._middleware import middleware
+from ._middleware import create_connector, middleware
 from ._version import __version__
 from .config import BreakerPolicy, ClientConfig, RetryPolicy, TimeoutConfig
-from .pool import HostPoolStats, PoolStats, create_connector, pool_stats
+from .pool import HostPoolStats, PoolStats, pool_stats
 from .session import RequestContextManager, ResilientSession
 from .telemetry.setup import TelemetryHandle, configure_telemetry
 

@@ -28,6 +28,7 @@ from typing import Any, Final
 import aiohttp
 from opentelemetry import metrics, trace
 
+from . import pool
 from ._assembly import assemble
 from ._attempt import UpstreamLabels, await_attempt
 from ._listeners import SessionListeners
@@ -36,7 +37,7 @@ from .config import ClientConfig, RetryPolicy
 from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
 
-__all__ = ["is_sdk_middleware", "middleware", "session_middleware"]
+__all__ = ["create_connector", "is_sdk_middleware", "middleware", "session_middleware"]
 
 Handler = Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
 Middleware = Callable[[aiohttp.ClientRequest, Handler], Awaitable[aiohttp.ClientResponse]]
@@ -45,6 +46,30 @@ _UNUSED_TIMEOUT: Final = aiohttp.ClientTimeout()
 #: Every middleware the SDK built and that is still alive: how the zero-code instrumentation
 #: tells a session that already has one (no second pipeline around the first).
 _BUILT: Final[weakref.WeakSet[Middleware]] = weakref.WeakSet()
+
+
+def create_connector(
+    config: ClientConfig | None = None,
+    *,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> aiohttp.TCPConnector:
+    """An ``aiohttp.TCPConnector`` tuned by ``config`` (default ``ClientConfig.from_env()``),
+    whose pool the SDK observes: ``rh.pool_stats(connector)``, and the pool's metrics (open
+    connections, acquisitions, pool wait, connection lifetimes) on ``meter_provider`` (default:
+    the global one as it is now; none set = no metrics), as a ``ResilientSession`` reports them.
+
+    Must be called with an event loop running, as aiohttp's own constructor requires::
+
+        connector = rh.create_connector()
+        async with aiohttp.ClientSession(
+            connector=connector, middlewares=(rh.middleware(),)
+        ) as session:
+            ...
+            print(rh.pool_stats(connector).active)
+    """
+    connector = pool.create_connector(config if config is not None else ClientConfig.from_env())
+    SessionTelemetry(trace.NoOpTracerProvider(), meter_provider).report_pool(connector)
+    return connector
 
 
 def middleware(

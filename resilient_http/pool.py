@@ -113,15 +113,8 @@ def create_connector(
     config: ClientConfig | None = None, observer: PoolObserver | None = None
 ) -> aiohttp.TCPConnector:
     """An ``aiohttp.TCPConnector`` tuned by ``config`` (default ``ClientConfig.from_env()``)
-    and observed by the SDK's pool counters, for an ``aiohttp.ClientSession`` of your own.
-
-    Must be called with an event loop running, as aiohttp's own constructor requires::
-
-        connector = rh.create_connector()
-        async with aiohttp.ClientSession(connector=connector) as session:
-            ...
-            print(rh.pool_stats(connector).active)
-    """
+    and observed by the SDK's pool counters, reporting to ``observer``. The entry points build
+    theirs here (``rh.create_connector()`` adds the pool's metrics)."""
     if config is None:
         config = ClientConfig.from_env()
     cleanup = config.enable_cleanup_closed

@@ -8,6 +8,7 @@ innermost stage differs (a ``ClientSession.request`` per attempt, or the middlew
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,7 +55,8 @@ async def native_session(providers: Providers, **kwargs: Any) -> AsyncIterator[C
         **kwargs,
     )
     async with aiohttp.ClientSession(
-        connector=rh.create_connector(config), middlewares=(middleware,)
+        connector=rh.create_connector(config, meter_provider=providers.meter_provider),
+        middlewares=(middleware,),
     ) as client:
         yield client
 
@@ -165,6 +167,26 @@ async def test_a_refused_connection_is_retried_then_raised_with_notes(
     assert [note.split(":")[0] for note in notes] == ["attempt 1", "attempt 2", "attempt 3"]
     assert not any("s3cret" in note for note in notes)
     assert [r.reason for r in recorder.retries] == ["connect_error"] * 2
+
+
+async def test_the_pool_is_reported(entry: ClientFactory, providers: Providers) -> None:
+    config = rh.ClientConfig(limit_per_host=1)
+    async with FaultyUpstream(FaultPlan()) as upstream, entry(providers, config=config) as client:
+
+        async def get() -> None:
+            async with client.get(f"{upstream.url}/x") as resp:
+                await resp.read()
+
+        await asyncio.gather(get(), get())  # one connection: the second call waits for it
+        metrics = providers.metrics()
+    acquired = values_by(
+        metrics["resilient_http.connection.acquired"], "resilient_http.connection.reused"
+    )
+    assert acquired == {False: 1, True: 1}
+    opened = values_by(metrics["http.client.open_connections"], "http.connection.state")
+    assert opened == {"active": 0, "idle": 1}
+    waits = metrics["resilient_http.pool.wait.duration"]
+    assert sum(point.count for _, point in waits) == 1
 
 
 async def test_retry_false_sends_once(entry: ClientFactory, providers: Providers) -> None:
