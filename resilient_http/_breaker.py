@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
-from yarl import URL
 
-from ._attempt import UpstreamLabels
 from ._events import BreakerEvent, RejectionEvent
 from ._exceptions import CircuitOpenError
+from ._per_upstream import PerUpstream
 from ._pipeline import Call, CallHandler
 from .config import BreakerPolicy
 from .retry import RetryReason, asks_for_less_load, classify_failure
@@ -52,7 +51,6 @@ HALF_OPEN: Final = "half_open"
 #: Probe calls let through per half-open period (SPEC: at most 5).
 PROBES_PER_OPENING: Final = 5
 _BUCKETS: Final = 10
-_TARGET_CACHE_SIZE: Final = 1024
 _FAILING_REASONS: Final = frozenset({RetryReason.CONNECT_ERROR, RetryReason.TIMEOUT})
 
 
@@ -155,15 +153,15 @@ class CircuitBreaker:
     def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self._clock = clock
-        self._labels = UpstreamLabels()
-        self._circuits: dict[str, BreakerState] = {}
-        # URL (as the caller gave it) -> its upstream's circuit: one dict lookup per call
-        self._by_target: dict[Any, BreakerState] = {}
+        window = policy.window
+        self._circuits = PerUpstream(
+            lambda label, host, port: BreakerState(label, host, port, window)
+        )
         self._proceed: CallHandler | None = None
 
     def circuits(self) -> list[BreakerState]:
         """Every upstream's circuit (a copy of the list: telemetry reads it from its thread)."""
-        return list(self._circuits.values())
+        return self._circuits.values()
 
     def bind(self, proceed: CallHandler) -> CallHandler:
         """The call handler that guards ``proceed``."""
@@ -175,9 +173,8 @@ class CircuitBreaker:
         how it ended."""
         proceed = self._proceed
         assert proceed is not None, "bind() first"
-        circuit = self._by_target.get(call.target)
-        if circuit is None:
-            circuit = self._circuit_of(call.target)
+        circuits = self._circuits
+        circuit = circuits.by_target.get(call.target) or circuits.add(call.target)
         probe = circuit.state != CLOSED and self._admit(call, circuit)
         try:
             response = await proceed(call)
@@ -193,24 +190,6 @@ class CircuitBreaker:
         else:
             self._ended(call, circuit, probe, is_failure(status, None, response.headers))
         return response
-
-    def _circuit_of(self, target: Any) -> BreakerState:
-        label = self._labels.of(target)
-        circuit = self._circuits.get(label)
-        if circuit is None:
-            circuit = self._circuits[label] = self._new_circuit(label, target)
-        if len(self._by_target) >= _TARGET_CACHE_SIZE:
-            self._by_target.clear()
-        self._by_target[target] = circuit
-        return circuit
-
-    def _new_circuit(self, label: str, target: Any) -> BreakerState:
-        try:
-            url = target if isinstance(target, URL) else URL(str(target))
-            host, port = url.host or "", url.port
-        except (TypeError, ValueError):
-            host, port = label.rpartition(":")[0], None
-        return BreakerState(label, host, port, self.policy.window)
 
     def _admit(self, call: Call, circuit: BreakerState) -> bool:
         """For a circuit that is not closed: True to let the call through as a probe; raises

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from ._attempt import UpstreamLabels
 from ._budget import RetryBudget
 from ._events import HedgeEvent
+from ._per_upstream import PerUpstream
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
 from .retry import body_is_replayable, is_idempotent
 
@@ -44,9 +44,18 @@ class LatencySketch:
     """A running quantile of latencies: log-spaced buckets (mergeable by adding counts, as
     DDSketch's), over the current and the previous generation of samples."""
 
-    __slots__ = ("_current", "_current_count", "_previous", "_previous_count", "hedge_after")
+    __slots__ = (
+        "_current",
+        "_current_count",
+        "_previous",
+        "_previous_count",
+        "hedge_after",
+        "label",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "") -> None:
+        #: ``host:port`` of the upstream whose latencies these are
+        self.label = label
         self._current: dict[int, int] = {}
         self._previous: dict[int, int] = {}
         self._current_count = 0
@@ -100,8 +109,7 @@ class Hedging:
         self.most = most
         self._budget = budget
         self._clock = clock
-        self._labels = UpstreamLabels()
-        self._sketches: dict[str, LatencySketch] = {}
+        self._sketches = PerUpstream(lambda label, host, port: LatencySketch(label))
         self._send: AttemptHandler | None = None
 
     def bind(self, send: AttemptHandler) -> AttemptHandler:
@@ -109,12 +117,10 @@ class Hedging:
         self._send = send
         return self.send
 
-    def delay(self, upstream: str) -> float | None:
-        """Seconds without an answer before a hedge goes to ``upstream``; None: no hedging."""
-        if self.after != "auto":
-            return self.after
-        sketch = self._sketches.get(upstream)
-        return None if sketch is None else sketch.hedge_after
+    def delay(self, target: Any) -> float | None:
+        """Seconds without an answer before a hedge goes to ``target``'s upstream (None: no
+        hedging yet)."""
+        return self.after if self.after != "auto" else self._sketches.of(target).hedge_after
 
     async def send(self, call: Call, attempt: AttemptSpec) -> AttemptOutcome:
         """Make the attempt, hedged when it may be."""
@@ -122,22 +128,23 @@ class Hedging:
         assert send is not None, "bind() first"
         if not _may_hedge(call):
             return await send(call, attempt)
-        upstream = self._labels.of(call.target)
-        delay = self.delay(upstream)
+        sketches = self._sketches
+        sketch = sketches.by_target.get(call.target) or sketches.add(call.target)
+        delay = self.after if self.after != "auto" else sketch.hedge_after
         if delay is None:
             started = self._clock()
             outcome = await send(call, attempt)
             if outcome.response is not None:
-                self._learn(upstream, self._clock() - started)
+                sketch.add(self._clock() - started)
             return outcome
-        return await self._race(send, call, attempt, upstream, delay)
+        return await self._race(send, call, attempt, sketch, delay)
 
     async def _race(
         self,
         send: AttemptHandler,
         call: Call,
         attempt: AttemptSpec,
-        upstream: str,
+        sketch: LatencySketch,
         delay: float,
     ) -> AttemptOutcome:
         # The first attempt runs in the caller's task, as an unhedged one does; a timer starts
@@ -149,6 +156,7 @@ class Hedging:
         loop = asyncio.get_running_loop()
         race = _Race(task)
         started = self._clock()
+        upstream = sketch.label
 
         def launch() -> None:
             race.timer = None
@@ -180,18 +188,11 @@ class Hedging:
             await _cancel({hedge for hedge in race.hedges if not hedge.done()})
             _close_losers(race.hedges, race.winner)
         self._report(call, attempt, upstream, race)
-        # the first attempt's time to an answer, or (lost or failed) at least its time so far:
-        # a sketch that forgot the slow ones would hedge ever sooner
-        self._learn(upstream, self._clock() - started)
+        if self.after == "auto":
+            # the first attempt's time to an answer, or (lost or failed) at least its time so
+            # far: a sketch that forgot the slow ones would hedge ever sooner
+            sketch.add(self._clock() - started)
         return outcome
-
-    def _learn(self, upstream: str, seconds: float) -> None:
-        if self.after != "auto":
-            return
-        sketch = self._sketches.get(upstream)
-        if sketch is None:
-            sketch = self._sketches[upstream] = LatencySketch()
-        sketch.add(seconds)
 
     def _report(self, call: Call, attempt: AttemptSpec, upstream: str, race: _Race) -> None:
         observer = call.observer

@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ._attempt import UpstreamLabels
 from ._events import QueuedEvent
+from ._per_upstream import PerUpstream
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
 from .retry import asks_for_less_load
 
@@ -160,13 +160,12 @@ class AdaptiveLimiter:
     def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ceiling = ceiling
         self._clock = clock
-        self._labels = UpstreamLabels()
-        self._limits: dict[str, UpstreamLimit] = {}
+        self._limits = PerUpstream(lambda label, host, port: UpstreamLimit(ceiling, host, port))
         self._send: AttemptHandler | None = None
 
     def limits(self) -> list[UpstreamLimit]:
         """Every upstream's limit (a copy of the list: telemetry reads it from its thread)."""
-        return list(self._limits.values())
+        return self._limits.values()
 
     def bind(self, send: AttemptHandler) -> AttemptHandler:
         """The attempt handler that holds each attempt to its upstream's limit."""
@@ -177,13 +176,8 @@ class AdaptiveLimiter:
         """Wait for a place under the upstream's limit, make the attempt, adjust the limit."""
         send = self._send
         assert send is not None, "bind() first"
-        label = self._labels.of(call.target)
-        upstream = self._limits.get(label)
-        if upstream is None:
-            host, _, port = label.rpartition(":")
-            upstream = self._limits[label] = UpstreamLimit(
-                self.ceiling, host, int(port) if port.isdigit() else None
-            )
+        limits = self._limits
+        upstream = limits.by_target.get(call.target) or limits.add(call.target)
         if upstream.in_flight < upstream.places and not upstream.waiters:
             upstream.in_flight += 1
         else:

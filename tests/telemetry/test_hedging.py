@@ -134,13 +134,15 @@ def test_the_running_p95_needs_enough_answers_then_follows_them() -> None:
     for n in range(1, 101):
         sketch.add(n / 1000)  # 1 ms .. 100 ms
     assert sketch.quantile(0.95) == pytest.approx(0.095, rel=0.03)
-    hedging = Hedging("auto", 1, RetryBudget(0.2, 10))
+    tight, spread = LatencySketch(), LatencySketch()
     for _ in range(AUTO_MIN_SAMPLES - 1):
-        hedging._learn("h:1", 0.010)
-    assert hedging.delay("h:1") is None  # not enough answers yet
-    hedging._learn("h:1", 0.010)
+        tight.add(0.010)
+    assert tight.hedge_after is None  # not enough answers yet
+    tight.add(0.010)
     # a tight distribution: twice the median (10 ms), not its p95 (also 10 ms)
-    assert hedging.delay("h:1") == pytest.approx(2 * 0.010, rel=0.03)
+    assert tight.hedge_after == pytest.approx(2 * 0.010, rel=0.03)
     for n in range(1, 97):  # the quantiles are read again every 16 answers
-        hedging._learn("h:2", n / 1000)
-    assert hedging.delay("h:2") == pytest.approx(max(0.091, MEDIAN_FACTOR * 0.048), rel=0.03)
+        spread.add(n / 1000)
+    assert spread.hedge_after == pytest.approx(max(0.091, MEDIAN_FACTOR * 0.048), rel=0.03)
+    hedging = Hedging("auto", 1, RetryBudget(0.2, 10))
+    assert hedging.delay("http://h:1/") is None  # an upstream it has no answers from
