@@ -37,10 +37,17 @@ def test_without_compose_v2_make_says_so_in_one_line(
         fake = tmp_path / "docker"
         fake.write_text(DOCKER_WITHOUT_COMPOSE)
         fake.chmod(0o755)
-    # Only tmp_path on PATH: make's recipes run /bin/sh, and no docker is found but ours.
+    # Only tmp_path on PATH: make's recipes run /bin/sh, and no docker is found but ours. A
+    # top-level make, as a user's: none of the variables of the make that may run this suite
+    # (`make test` sets MAKELEVEL, and its errors then read "make[1]: ***").
+    env = {
+        name: value
+        for name, value in clean_environ(PATH=str(tmp_path)).items()
+        if name not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+    }
     result = subprocess.run(
         [make, "--no-print-directory", "-s", "-C", str(REPO_ROOT), target],
-        env=clean_environ(PATH=str(tmp_path)),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
