@@ -110,6 +110,7 @@ async def await_attempt(
                 fresh=attempt.fresh,
                 duration=time.perf_counter() - started,
                 hedge=attempt.hedge,
+                connection=record.connection,
             )
         )
     return outcome
