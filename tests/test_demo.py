@@ -244,16 +244,18 @@ async def test_ctrl_c_leaves_an_analyzable_file_and_reports_interrupted_calls(
     ("scenario", "requests", "expected"),
     [
         ("healthy", 100, {}),
-        ("stale-keepalive", 100, {KEEPALIVE: "5"}),
+        ("stale-keepalive", 100, {KEEPALIVE: "15"}),
         ("pool-starved", 150, {PER_HOST: "20"}),
-        ("throttled", 120, {PER_HOST: "5"}),
+        ("throttled", 120, {"RESILIENT_HTTP_CONCURRENCY": "adaptive"}),
     ],
 )
 async def test_each_scenario_moves_the_advice_its_own_way(
     tmp_path: Path, scenario: str, requests: int, expected: dict[str, str]
 ) -> None:
     # Defaults in force: LIMIT_PER_HOST 10, KEEPALIVE_TIMEOUT 15 s. Starved raises the per-host
-    # limit, throttled lowers it, stale keep-alive lowers the keep-alive, healthy changes nothing.
+    # limit, throttled (a rate limit: 429) asks for adaptive concurrency, stale keep-alive (every
+    # connection closed after one answer: a request cap) keeps the keep-alive, healthy changes
+    # nothing.
     document = await run_json(
         "--scenario", scenario, "--requests", str(requests), telemetry_file=tmp_path / "t.jsonl"
     )
@@ -263,7 +265,7 @@ async def test_each_scenario_moves_the_advice_its_own_way(
     assert row["requests"] == requests
     if scenario == "throttled":
         (advice,) = document["report"]["recommendations"]
-        assert "RETRY_AFTER_MAX" in advice["reason"]
+        assert "RETRY_AFTER_MAX" not in advice["reason"]  # every Retry-After was honoured
         assert row["throttled_share"] > 0.05
     if scenario == "stale-keepalive":
         assert row["retries"] == {"connection_closed": document["upstream"]["stale_closes"]}

@@ -1,8 +1,9 @@
 """The rules that set the pool limits (``LIMIT``, ``LIMIT_PER_HOST``), and their thresholds.
 
-They have to agree with each other, since they move the same two settings: starved pools raise
-a limit, a throttling upstream lowers the per-host one, an idle pool may lower it. An upstream
-that throttles at all (``RuleContext.is_throttling``) never gets a raised limit: the requests
+They have to agree with each other, since they move the calls in flight: starved pools raise
+a limit, an upstream throttling under load gets adaptive concurrency, an idle pool may lower the
+per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s, or
+503s that grow with load; random 503s are server errors) never gets a raised limit: the requests
 queueing for its connections are the backpressure that keeps it within its rate, and the advice
 says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is below the
 throttled rule's threshold). The table that runs them is ``rules.py``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from resilient_http.analysis.advice import Recommendation, RuleContext, retry_after_max_advised
+from resilient_http.analysis.advice import Expect, Recommendation, RuleContext
 from resilient_http.analysis.settings import PREFIX, fmt
 
 __all__ = [
@@ -42,8 +43,9 @@ POOL_WAIT_P95_HIGH_MS = 50.0
 LIMIT_SATURATION = 0.9
 # Raising a binding limit: double it (one step gives a clear before/after to compare).
 LIMIT_RAISE_FACTOR = 2
-# Throttling to act on: more than 5 % of attempts answered 429/503 (the floor for "throttles at
-# all", which only stops limits from being raised, is in advice.py).
+# Throttling to act on: more than 5 % of attempts throttled under load (429s, and 503s shown to
+# grow with load; the floor for "throttles at all", which only stops limits from being raised,
+# is in advice.py).
 THROTTLED_SHARE_HIGH = 0.05
 # Over-provisioned per-host limit: optional advice, given only on strong evidence, since the
 # limit matters in exactly the bursts a telemetry window may not contain.
@@ -85,6 +87,7 @@ def per_host_advice(c: RuleContext) -> Recommendation:
         f"{c.limit_per_host}; {_not_throttling_text(c)}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
+        expect=POOL_WAIT_DOWN,
     )
 
 
@@ -105,42 +108,42 @@ def total_advice(c: RuleContext) -> Recommendation:
         f"{_not_throttling_text(c)}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_total_peak": peak},
         current=str(c.limit),
+        expect=POOL_WAIT_DOWN,
     )
 
 
 def throttled(c: RuleContext) -> bool:
-    """More than ``THROTTLED_SHARE_HIGH`` of the attempts of a busy upstream throttled."""
-    return c.busy and (c.upstream.throttled_share or 0.0) > THROTTLED_SHARE_HIGH
+    """More than ``THROTTLED_SHARE_HIGH`` of the attempts of a busy upstream throttled under
+    load, with static concurrency (adaptive concurrency already sends fewer calls when it
+    throttles: no further advice, so applying the advice converges)."""
+    return (
+        c.busy and c.throttled_share > THROTTLED_SHARE_HIGH and c.settings.concurrency == "static"
+    )
 
 
 def throttled_advice(c: RuleContext) -> Recommendation:
-    """Halve ``LIMIT_PER_HOST``; Retry-After must stay honoured."""
-    # Unlimited per host (0): halve the peak seen instead.
-    current = c.limit_per_host or math.ceil(c.upstream.active_peak or c.settings.limit_per_host)
-    share = c.upstream.throttled_share or 0.0
-    # The value the retry-after rule gives, when it fires: the two never disagree.
-    advised = retry_after_max_advised(c)
-    retry_after = (
-        f"set RESILIENT_HTTP_RETRY_AFTER_MAX to {fmt(advised)} s or more"
-        if advised is not None
-        else f"keep RESILIENT_HTTP_RETRY_AFTER_MAX at {fmt(c.settings.retry_after_max)} s or more"
-    )
+    """``CONCURRENCY=adaptive``: fewer calls in flight while the upstream throttles, as many as
+    ``LIMIT_PER_HOST`` while it does not."""
     queue = ""
     if _queueing(c):
         queue = (
             f"; requests also queue for a connection, {_queue_text(c)}: that is the "
-            "backpressure fewer connections give, not a reason to raise the limit"
+            "backpressure fewer calls in flight give, not a reason to raise the limit"
         )
     return Recommendation(
         "throttled",
-        PREFIX + "LIMIT_PER_HOST",
-        str(max(1, current // 2)),
-        "the upstream throttles (429/503): send fewer concurrent requests to it, and "
-        f"{retry_after} so its Retry-After is honoured",
-        f"{fmt(share * 100)} % of {fmt(c.upstream.attempts)} attempts throttled "
-        f"(> {fmt(THROTTLED_SHARE_HIGH * 100)} %), limit_per_host {current}{queue}",
-        data={"throttled_share": share, "attempts": c.upstream.attempts},
-        current=str(c.limit_per_host),
+        PREFIX + "CONCURRENCY",
+        "adaptive",
+        "the upstream throttles more the more calls it is sent at once: let the SDK send fewer "
+        "concurrent calls while it throttles (adaptive concurrency lowers the calls in flight on "
+        "429 and 503 with Retry-After, and raises them again up to LIMIT_PER_HOST while calls "
+        "succeed); a lower LIMIT_PER_HOST would do the same, for good",
+        f"{fmt(c.throttled_share * 100)} % of {fmt(c.upstream.attempts)} attempts throttled "
+        f"under load (> {fmt(THROTTLED_SHARE_HIGH * 100)} %); {c.load_text()}; limit_per_host "
+        f"{c.limit_per_host}{queue}",
+        data={"throttled_share": c.throttled_share, "attempts": c.upstream.attempts},
+        current=c.settings.concurrency,
+        expect=Expect("throttled_share", "down"),
     )
 
 
@@ -209,10 +212,13 @@ def overprovisioned_advice(c: RuleContext) -> Recommendation:
         f"wait p95 {fmt(c.pool_wait_p95)} ms over all acquisitions",
         data={"connections_opened": bound, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
+        expect=Expect("new_connections", "down"),
     )
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+POOL_WAIT_DOWN = Expect("pool_wait_ms.p95", "down")
 
 
 def _queueing(c: RuleContext) -> bool:
@@ -261,7 +267,7 @@ def _queue_text(c: RuleContext) -> str:
 
 
 def _not_throttling_text(c: RuleContext) -> str:
-    return f"no throttling ({fmt(c.throttled_attempts)} attempts answered 429/503)"
+    return f"no throttling under load ({c.load_text()})"
 
 
 def _overprovision_bound(c: RuleContext) -> float | None:

@@ -11,7 +11,9 @@ acquisitions known and no wait recorded, every percentile is 0 (null only when t
 pool metrics). ``pool_queued`` is the number of acquisitions that queued, ``pool_queued_share``
 their share of all acquisitions, and ``pool_queued_wait_ms`` the percentiles among them only.
 Each recommendation also carries ``current``: the value in force when known (a recommendation
-whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``).
+whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``), and ``expect``:
+the figure it should move (``{"figure", "direction", "upstream"}``; null for a keep, which
+changes nothing; advice merged over several hosts names the first, ``upstreams`` lists all).
 """
 
 from __future__ import annotations
@@ -118,6 +120,13 @@ def _recommendation_json(r: Recommendation) -> dict[str, Any]:
         "rule": r.rule,
         "current": r.current,
         "upstreams": list(r.upstreams),
+        "expect": None
+        if r.expect is None
+        else {
+            "figure": r.expect.figure,
+            "direction": r.expect.direction,
+            "upstream": r.upstreams[0] if r.upstreams else None,
+        },
     }
 
 
@@ -196,6 +205,10 @@ def render_text(analysis: Analysis, console: Console) -> None:
         console.print(f"  [bold]{r.variable}={r.value}[/bold]{keep}", highlight=False)
         console.print(f"    why: {r.reason}", highlight=False, markup=False)
         console.print(f"    evidence: {r.evidence}", highlight=False, markup=False)
+        if r.expect is not None:
+            console.print(
+                f"    expect: {r.expect.figure} {r.expect.direction}", highlight=False, markup=False
+            )
 
 
 def _render_peak_sampling(analysis: Analysis, console: Console) -> None:

@@ -49,6 +49,12 @@ class Attempt:
     delay: float = 0.0
     pool_wait: float = 0.0
     reused: bool = True
+    idle: float | None = None
+    """Seconds its connection lay idle before this reuse (on the CLIENT span when given)."""
+    served: int = 0
+    """Requests its connection had served before (on the CLIENT span with ``idle``)."""
+    in_use: int | None = None
+    """Connections to the upstream in use once it was acquired (on the CLIENT span when given)."""
 
 
 @dataclass
@@ -141,8 +147,18 @@ class SdkTelemetry:
             if index:
                 attributes[names.RESEND_COUNT] = index
             end = now + round(attempt.seconds * 1e9)
+            span_attributes = dict(attributes)
+            if attempt.in_use is not None:
+                span_attributes[names.CONNECTION_IN_USE] = attempt.in_use
+            if attempt.reused and attempt.idle is not None:
+                span_attributes[names.CONNECTION_IDLE_TIME] = attempt.idle
+                span_attributes[names.CONNECTION_REQUESTS] = attempt.served
             client = self.tracer.start_span(
-                method, context=context, kind=SpanKind.CLIENT, start_time=now, attributes=attributes
+                method,
+                context=context,
+                kind=SpanKind.CLIENT,
+                start_time=now,
+                attributes=span_attributes,
             )
             client.end(end_time=end)
             self._instruments["attempt"].record(attempt.seconds, attributes)
