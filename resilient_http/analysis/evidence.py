@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "STALE_ERROR_TYPES",
+    "CalmLevel",
     "ConnectionEvidence",
     "IdleTimeout",
+    "LoadSplit",
     "RequestCap",
 ]
 
@@ -53,6 +55,11 @@ CAP_SHARE_OF_STALE = 0.8
 LOAD_SPLIT_MIN_SHARE = 0.1
 LOAD_RATE_FACTOR = 2.0
 LOAD_MIN_Z = 3.0
+# A calm level: at most the given share throttled among the attempts with that many connections
+# in use or fewer, and at most twice that share at the level itself, which holds at least 5 % of
+# the attempts (a few attempts at a level say nothing about it).
+LEVEL_SHARE_FACTOR = 2.0
+LEVEL_MIN_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,16 @@ class LoadSplit:
     low_share: float
     high_share: float
     grows: bool
+
+
+@dataclass(frozen=True)
+class CalmLevel:
+    """With at most ``in_use`` connections in use, ``share`` of ``attempts`` were throttled."""
+
+    in_use: int
+    share: float
+    attempts: float
+    highest_seen: int
 
 
 @dataclass(slots=True)
@@ -157,6 +174,10 @@ class ConnectionEvidence:
             return None
         return RequestCap(count, failed, stale, reuses)
 
+    def calm_level(self, max_share: float) -> CalmLevel | None:
+        """The most connections in use with at most ``max_share`` of the attempts throttled."""
+        return _calm_level(self.in_use, max_share)
+
     def load_split(self) -> LoadSplit | None:
         """Throttled shares below and above the median connections in use (None: the load
         never varied enough to tell)."""
@@ -174,6 +195,34 @@ class ConnectionEvidence:
         z = (high - low) / spread if spread > 0 else 0.0
         grows = high >= LOAD_RATE_FACTOR * low and z >= LOAD_MIN_Z
         return LoadSplit(split, low, high, grows)
+
+
+def _calm_level(table: dict[int, list[float]], max_share: float) -> CalmLevel | None:
+    """The most connections in use at which the upstream still throttled at most ``max_share``
+    of the attempts (those with that many or fewer in use, at least ``LOAD_SPLIT_MIN_SHARE`` of
+    all), below the most seen; None when no such level exists."""
+    total = sum(row[0] for row in table.values())
+    levels = sorted(table)
+    if total <= 0 or len(levels) < 2:
+        return None
+    found = None
+    count = failed = 0.0
+    for level in levels[:-1]:
+        here, throttled_here = table[level]
+        count += here
+        failed += throttled_here
+        # The level itself must be calm too, not only diluted by the calm levels below it, and
+        # common enough to speak for itself.
+        calm_here = throttled_here <= LEVEL_SHARE_FACTOR * max_share * here
+        common = here >= LEVEL_MIN_SHARE * total
+        if (
+            count >= LOAD_SPLIT_MIN_SHARE * total
+            and failed <= max_share * count
+            and calm_here
+            and common
+        ):
+            found = CalmLevel(level, failed / count, count, levels[-1])
+    return found
 
 
 def _median_split(table: dict[int, list[float]], total: float) -> int | None:

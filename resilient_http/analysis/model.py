@@ -86,6 +86,10 @@ class UpstreamReport:
     pool_queued: float | None = None
     pool_queued_share: float | None = None
     pool_queued_wait_ms: dict[str, float | None] = field(default_factory=dict)
+    # Means in seconds, for Little's law: the pool wait over all acquisitions, and an attempt
+    # (which runs from asking the pool for a connection to the answer's headers); None unknown.
+    pool_wait_mean_s: float | None = None
+    attempt_mean_s: float | None = None
     reuse_ratio: float | None = None
     connections_acquired: float | None = None
     new_connections: float | None = None
@@ -270,6 +274,8 @@ def _request_figures(
         )
     call_hist = _merged(view.calls.get(key, ()))
     attempt_hist = _merged(view.attempts.get(key, ()))
+    if attempt_hist.count:
+        report.attempt_mean_s = attempt_hist.sum / attempt_hist.count
     report.latency_ms = _percentiles(call.latency if call and call.spans else call_hist)
     report.attempt_latency_ms = _percentiles(
         attempt.latency if attempt and attempt.spans else attempt_hist
@@ -414,6 +420,7 @@ def _add_pool_wait(
         report.pool_queued_share = hist.count / total
         zeros = total - hist.count
         report.pool_wait_ms = {label: hist.quantile_ms(q, zeros) for label, q in QUANTILES.items()}
+        report.pool_wait_mean_s = hist.sum / total
 
 
 def _span_window_s(call: CallStats | None, attempt: AttemptStats | None) -> float | None:

@@ -29,7 +29,7 @@ from resilient_http.analysis.settings import Settings
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
 
-__all__ = ["Analysis", "render_text", "to_json"]
+__all__ = ["Analysis", "render_text", "to_json", "upstream_json"]
 
 # Attempt chains listed per upstream in the JSON (most frequent first).
 TOP_CHAINS = 5
@@ -65,12 +65,13 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
             "pools": analysis.limits.pools,
         },
         "settings": analysis.settings.to_json(),
-        "upstreams": [_upstream_json(u) for u in analysis.upstreams],
+        "upstreams": [upstream_json(u) for u in analysis.upstreams],
         "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
     }
 
 
-def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
+def upstream_json(u: UpstreamReport) -> dict[str, Any]:
+    """One upstream row of the ``--json`` document (``expect`` figures are paths in it)."""
     chains = sorted(u.attempt_chains.items(), key=lambda item: (-item[1], item[0]))[:TOP_CHAINS]
     return {
         "server.address": u.address,

@@ -221,3 +221,26 @@ def _outcome(attempt: Attempt) -> dict[str, str | int]:
     elif attempt.status is not None and attempt.status >= 500:
         outcome[names.ERROR_TYPE] = str(attempt.status)
     return outcome
+
+
+def idle_timeout_calls(
+    telemetry: SdkTelemetry, *, stale: bool = True, address: str = "api.test", method: str = "GET"
+) -> None:
+    """60 calls behind an upstream idle timeout of about 4 s: with ``stale``, every third GET
+    reuses a connection idle 4.2 s that the upstream had closed (retried on a new one); the
+    other calls (``method``) reuse connections idle up to 2 s, which never fail."""
+    for i in range(60):
+        if stale and i % 3 == 0:
+            closed = Attempt(
+                0.001,
+                status=None,
+                error_type="ServerDisconnectedError",
+                retry="connection_closed",
+                idle=4.2,
+                served=i % 5,
+                in_use=1,
+            )
+            telemetry.call([closed, Attempt(0.02, reused=False, in_use=1)], address=address)
+        else:
+            fine = Attempt(0.02, idle=0.05 * (i % 40 + 1), in_use=1)
+            telemetry.call([fine], address=address, method=method)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from resilient_http.analysis.command import add_arguments, main, run
-from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
+from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry, idle_timeout_calls
 
 UPSTREAM_KEYS = {
     "server.address",
@@ -39,20 +39,7 @@ def telemetry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("telemetry")
     telemetry = SdkTelemetry(folder / "traces.jsonl", folder / "nested" / "metrics.jsonl")
     telemetry.pool_limits(100, 10)
-    for i in range(60):
-        if i % 3 == 0:  # reuses idle 4.2 s met a closed connection
-            closed = Attempt(
-                0.001,
-                status=None,
-                error_type="ServerDisconnectedError",
-                retry="connection_closed",
-                idle=4.2,
-                served=i % 5,
-                in_use=1,
-            )
-            telemetry.call([closed, Attempt(0.02, reused=False, in_use=1)])
-        else:  # reuses idle up to 2 s did not
-            telemetry.call([Attempt(0.02, idle=0.05 * (i % 40 + 1), in_use=1)], method="POST")
+    idle_timeout_calls(telemetry, method="POST")
     telemetry.flush_metrics()
     telemetry.close()
     return folder

@@ -130,6 +130,19 @@ def test_pool_starved_per_host() -> None:
     assert "10 of limit_per_host 10" in rec.evidence
     assert "no throttling under load (0 attempts answered 429/503" in rec.evidence
     assert (rec.current, rec.upstreams) == ("10", ("api.test:8080",))
+    # With the means in the data, as many connections as the calls wanted at once (Little's
+    # law): attempts of 250 ms, 200 ms of them queued -> 10 x 250 / 50 = 50.
+    means = replace(starved, attempt_mean_s=0.25, pool_wait_mean_s=0.2)
+    little = advice(means)["pool-starved-per-host"]
+    assert little.value == "50"
+    assert "calls wanted about 50 connections at once" in little.evidence
+    lowered = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "4"})
+    four = PoolLimits(limit=100, limit_per_host=4, active_total_peak=4)
+    at_four = advice(replace(means, active_peak=4), four, lowered)["pool-starved-per-host"]
+    assert at_four.value == "20"
+    assert "LIMIT_PER_HOST was lowered in the environment: if that was for an upstream" in (
+        at_four.evidence
+    )
     # Capped by the total limit.
     capped = advice(starved, PoolLimits(limit=15, limit_per_host=10, active_total_peak=10))
     assert capped["pool-starved-per-host"].value == "15"
