@@ -294,7 +294,17 @@ def test_throttled() -> None:
 def test_503s_that_grow_with_load_are_throttling_and_random_ones_are_not() -> None:
     grows = answered_503(1000, 100, grows=True)
     (rec,) = advice(grows).values()
-    assert rec.rule == "throttled"
+    # The most connections in use with at most 5 % throttled (0 % at 2): the limit the data
+    # bounds; applied, the same data no longer asks for less (no walk).
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
+        "throttled",
+        "RESILIENT_HTTP_LIMIT_PER_HOST",
+        "2",
+        "10",
+    )
+    assert "with at most 2 connections in use 0 % of 500 attempts were throttled" in rec.evidence
+    two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    assert "throttled" not in advice(grows, two)
     assert "429/503 grow with load: 0 % of attempts with at most 2 connections in use, 20 %" in (
         rec.evidence
     )
@@ -310,6 +320,19 @@ def test_503s_that_grow_with_load_are_throttling_and_random_ones_are_not() -> No
     assert set(advice(replace(constant, pool_wait_ms={"p95": 120.0}, active_peak=10))) == {
         "pool-starved-per-host"
     }
+
+
+def test_a_rate_limit_gets_the_calls_its_rate_allows() -> None:
+    # 1200 attempts in 10 s, 240 answered 429: 96 attempts/s let through, each holding a
+    # connection 30 ms (50 ms an attempt, 20 ms of it queued): 2.88 calls at once -> 2.
+    limited = throttling(
+        1200, 240, window_s=10.0, attempt_mean_s=0.05, pool_wait_mean_s=0.02, connections=None
+    )
+    rec = advice(limited)["throttled"]
+    assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2")
+    assert "it answered 96 attempts/s without throttling, at 30 ms an attempt" in rec.evidence
+    at_two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    assert "throttled" not in advice(limited, at_two)
 
 
 def test_retry_after_too_long() -> None:
