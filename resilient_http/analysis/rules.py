@@ -4,14 +4,17 @@ Each ``Rule`` (``advice.py``) has a predicate over a ``RuleContext`` (one upstre
 together, plus the pool limits and the settings in force) and a builder for its
 ``Recommendation``: the full ``RESILIENT_HTTP_*`` name, the value to set, why, and the numbers
 behind it. Rules run per host because the settings are per pool, not per method; identical
-advice for several hosts is merged. Thresholds are named constants below. Settings the
-telemetry does not carry (keep-alive, timeouts, retry settings) come from ``settings.py``: the
-analysing process's environment when set there, else the SPEC defaults, and the evidence says
-which.
+advice for several hosts is merged. Thresholds are named constants below. The settings in
+force come from the telemetry's resource (``settings.py``; the SPEC defaults, marked assumed,
+where it carries none), and the evidence says which. Each recommendation names the figure it
+should move (``Expect``), which ``resilient-http compare`` checks.
 
-The rules that move the pool limits (starved pools, throttling, an idle pool) are
-``limit_rules.py``: they must agree with each other, and an upstream that throttles at all never
-gets a raised limit there. This module holds the others and the table that runs them all.
+Stale closes are told apart by the connection evidence on the attempt spans (``evidence.py``):
+an idle timeout gets a keep-alive below it, a per-connection request cap a keep; without that
+evidence no keep-alive value is advised. The rules that move the pool limits (starved pools,
+throttling, an idle pool) are ``limit_rules.py``: they must agree with each other, and an
+upstream that throttles under load never gets a raised limit there. This module holds the
+others and the table that runs them all.
 """
 
 from __future__ import annotations
