@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from resilient_http.analysis.model import UpstreamReport
-from resilient_http.analysis.report import Analysis, upstream_json
-
-if TYPE_CHECKING:  # rich only when text is rendered
+if TYPE_CHECKING:  # imported on use: building the parser must not need the cli extra
     from rich.console import Console
+
+    from resilient_http.analysis.model import UpstreamReport
+    from resilient_http.analysis.report import Analysis
 
 __all__ = [
     "FIGURES",
@@ -67,8 +67,7 @@ class UpstreamPair:
 
     def figures(self) -> dict[str, tuple[float | None, float | None]]:
         """``FIGURES`` before and after."""
-        before = None if self.before is None else upstream_json(self.before)
-        after = None if self.after is None else upstream_json(self.after)
+        before, after = _documents(self)
         return {path: (figure_value(before, path), figure_value(after, path)) for path in FIGURES}
 
 
@@ -154,9 +153,17 @@ def figure_value(document: dict[str, Any] | None, path: str) -> float | None:
 
 
 def _values(pair: UpstreamPair, figure: str) -> tuple[float | None, float | None]:
+    before, after = _documents(pair)
+    return figure_value(before, figure), figure_value(after, figure)
+
+
+def _documents(pair: UpstreamPair) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Both sides as ``--json`` upstream objects (None: absent)."""
+    from resilient_http.analysis.report import upstream_json
+
     before = None if pair.before is None else upstream_json(pair.before)
     after = None if pair.after is None else upstream_json(pair.after)
-    return figure_value(before, figure), figure_value(after, figure)
+    return before, after
 
 
 def _pair(before: list[UpstreamReport], after: list[UpstreamReport]) -> list[UpstreamPair]:

@@ -28,12 +28,12 @@ from opentelemetry import metrics, trace
 
 import resilient_http as rh
 from resilient_http.analysis.stats import LatencySketch
+from resilient_http.demo.scenarios import IdleGaps
 from resilient_http.retry import RetryReason, classify_failure
 from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
 
 __all__ = [
     "ClientSetup",
-    "IdleGaps",
     "LoadResult",
     "RunResult",
     "drive_load",
@@ -45,21 +45,6 @@ CALL_PATH = "/items"
 
 Get = Callable[[str], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 CallDone = Callable[[bool], None]
-
-
-@dataclass(frozen=True)
-class IdleGaps:
-    """Pauses in the load: each worker, after every ``every`` calls, pauses for the next of
-    ``seconds`` (in turn), so that pooled connections lie idle as between a service's bursts."""
-
-    every: int
-    seconds: tuple[float, ...]
-
-    def pause_after(self, calls_done: int) -> float:
-        """Seconds to pause after a worker's ``calls_done``-th call (0: none)."""
-        if calls_done % self.every:
-            return 0.0
-        return self.seconds[(calls_done // self.every - 1) % len(self.seconds)]
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resilient_http.demo.load import IdleGaps
 from resilient_http.upstream import FaultPlan, Latency, RateLimit, RetryAfter, Throttle
 
-__all__ = ["DEFAULT_SCENARIO", "SCENARIOS", "Scenario"]
+__all__ = ["DEFAULT_SCENARIO", "SCENARIOS", "IdleGaps", "Scenario"]
 
 # One seed for every scenario: the upstream's draws (latency, faults) repeat run after run.
 SEED = 7
+
+
+@dataclass(frozen=True)
+class IdleGaps:
+    """Pauses in the load: each worker, after every ``every`` calls, pauses for the next of
+    ``seconds`` (in turn), so that pooled connections lie idle as between a service's bursts."""
+
+    every: int
+    seconds: tuple[float, ...]
+
+    def pause_after(self, calls_done: int) -> float:
+        """Seconds to pause after a worker's ``calls_done``-th call (0: none)."""
+        if calls_done % self.every:
+            return 0.0
+        return self.seconds[(calls_done // self.every - 1) % len(self.seconds)]
 
 
 @dataclass(frozen=True)
