@@ -131,6 +131,7 @@ def _report(
                 fresh=attempt.fresh,
                 duration=time.perf_counter() - started,
                 hedge=attempt.hedge,
+                connection=record.connection,
             )
         )
     error = failure if isinstance(failure, Exception) else None

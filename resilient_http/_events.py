@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._pool_state import ConnectionUse
+
 __all__ = [
     "AttemptEvent",
     "BreakerEvent",
@@ -50,6 +52,9 @@ class AttemptEvent:
     """Seconds from sending to the response's headers (or the failure)."""
     hedge: int = 0
     """0, or k for the k-th hedge of attempt ``number`` (sent beside it)."""
+    connection: ConnectionUse | None = None
+    """The connection's idle time, request count and the upstream's connections in use, as
+    the pool saw them when it handed the connection out (None: not known)."""
 
     @property
     def error_type(self) -> str | None:

@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = [
     "ATTEMPT_RECORD",
     "AttemptRecord",
+    "ConnectionUse",
     "HostCounters",
     "HostPoolStats",
     "PoolStats",
@@ -92,11 +93,25 @@ class HostCounters:
         self.reused_tag: tuple[str, bool | None] = (self.label, True)
 
 
+class ConnectionUse(NamedTuple):
+    """The connection an attempt got, as the pool saw it at acquisition: the evidence that
+    tells an upstream's idle timeout (closes after an idle time) from a per-connection request
+    cap (closes after a request count), and throttling that grows with load from the rest."""
+
+    in_use: int
+    """Connections to the upstream in use once this one was acquired, itself included (0:
+    unknown, where aiohttp's release could not be observed)."""
+    idle_time: float | None
+    """Seconds the connection lay idle in the pool before this reuse (None: newly opened)."""
+    requests: int
+    """Requests the connection had served before this one (0: newly opened)."""
+
+
 class AttemptRecord:
     """What the attempt stage asks of the connector for one attempt, and what the connector
     did: the one channel between them, through a context variable of the attempt's task."""
 
-    __slots__ = ("acquired", "fresh", "reused")
+    __slots__ = ("acquired", "connection", "fresh", "reused")
 
     def __init__(self, fresh: bool) -> None:
         #: the attempt wants a newly opened connection, not an idle pooled one
@@ -106,6 +121,9 @@ class AttemptRecord:
         #: whether the connection was reused, as aiohttp's trace signals tell it (for a
         #: connector the SDK did not build: no ``acquired`` then)
         self.reused: bool | None = None
+        #: the acquired connection's idle time, request count and the upstream's connections in
+        #: use (a connector the SDK did not build: None)
+        self.connection: ConnectionUse | None = None
 
 
 ATTEMPT_RECORD: Final[ContextVar[AttemptRecord | None]] = ContextVar(

@@ -1,4 +1,4 @@
-"""The ``resilient-http`` command line: ``config``, ``demo`` and ``analyze``.
+"""The ``resilient-http`` command line: ``config``, ``demo``, ``analyze`` and ``compare``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``;
 this module only dispatches, so ``--help`` stays fast and CLI-only dependencies load on use.
@@ -38,6 +38,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None]] = {
     "analyze": (
         "resilient_http.analysis.command",
         "read OTLP JSON telemetry and recommend pool and retry settings",
+        "cli",
+    ),
+    "compare": (
+        "resilient_http.analysis.compare",
+        "check that settings applied after BEFORE moved each advised figure the promised way",
         "cli",
     ),
 }

@@ -55,6 +55,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from ._exceptions import ConfigWarning
 from ._pool_state import (
+    ConnectionUse,
     HostCounters,
     HostPoolStats,
     PoolStats,
@@ -260,6 +261,9 @@ class _TrackedProtocol(ResponseHandler):
         self.rh_connector = connector
         self.rh_host: HostCounters | None = None  # set when a request first receives it
         self.rh_opened_at = 0.0
+        # when it last went back to the pool (0: never), and the requests it has been given
+        self.rh_released_at = 0.0
+        self.rh_requests = 0
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -308,9 +312,13 @@ class _ObservedConnector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         proto = connection.protocol
         host: HostCounters | None = getattr(proto, "rh_host", None)
+        idle_time = None
         if host is not None:  # a pooled connection a request had before: the common case
             host.acquired_reused += 1
             acquired = host.reused_tag
+            released_at: float = getattr(proto, "rh_released_at", 0.0)
+            if released_at:  # 0 when _release_acquired could not be wrapped
+                idle_time = time.monotonic() - released_at
         else:
             host = self._counters(req.host, req.port)
             host.acquired_new += 1
@@ -325,6 +333,10 @@ class _ObservedConnector(aiohttp.TCPConnector):
             self._active[proto] = host
             host.active += 1
         record = current_attempt()
+        if isinstance(proto, _TrackedProtocol):
+            if record is not None:
+                record.connection = ConnectionUse(host.active, idle_time, proto.rh_requests)
+            proto.rh_requests += 1
         if record is not None:
             record.acquired = acquired
         return connection
@@ -356,6 +368,9 @@ class _ObservedConnector(aiohttp.TCPConnector):
             host = self._active.pop(proto, None)
             if host is not None:
                 host.active -= 1
+            if isinstance(proto, _TrackedProtocol):
+                # the start of its idle time, if it goes back to the pool (else it is closing)
+                proto.rh_released_at = time.monotonic()
             original(key, proto)
 
         return _release_acquired

@@ -35,6 +35,7 @@ PLAIN_INSTALL_RUNS: dict[str, list[str]] = {
     "config": [],
     "demo": ["--requests", "1"],
     "analyze": ["telemetry.jsonl"],
+    "compare": ["before.jsonl", "after.jsonl"],
 }
 
 # A service's first call, in the clean venv: an aiohttp server on 127.0.0.1 in the same

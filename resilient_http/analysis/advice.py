@@ -2,14 +2,19 @@
 
 The rules themselves, their thresholds and the table that runs them are ``rules.py``; this
 module holds the vocabulary they share, including the one judgement several rules depend on:
-whether an upstream throttles at all (``RuleContext.is_throttling``).
+whether an upstream throttles under load (``RuleContext.is_throttling``): 429 answers (a rate
+limit, by their meaning), or 503 answers shown to be more frequent with more connections in use
+(``evidence.py``). 503s at the same rate whatever the load are server errors: no rule lowers
+concurrency for them, and queueing is judged on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from resilient_http.analysis.evidence import LoadSplit
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.settings import Settings, fmt
 
@@ -17,6 +22,7 @@ __all__ = [
     "MIN_REQUESTS",
     "THROTTLING_FLOOR_ATTEMPTS",
     "THROTTLING_FLOOR_SHARE",
+    "Expect",
     "Recommendation",
     "Rule",
     "RuleContext",
@@ -36,10 +42,21 @@ THROTTLING_FLOOR_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
+class Expect:
+    """What applying a recommendation should change: ``figure`` (a path in the ``--json``
+    upstream object, e.g. ``pool_wait_ms.p95``) moves ``direction``; ``resilient-http compare``
+    checks it."""
+
+    figure: str
+    direction: Literal["down", "up"]
+
+
+@dataclass(frozen=True)
 class Recommendation:
     """One piece of advice: set ``variable`` to ``value``, because ``reason`` (``evidence``).
 
     ``current`` is the value in force when it is known (equal to ``value``: keep it as it is).
+    ``expect`` is the figure it should move (None for a keep, which changes nothing).
     """
 
     rule: str
@@ -50,6 +67,7 @@ class Recommendation:
     upstreams: tuple[str, ...] = ()
     data: dict[str, float | None] = field(default_factory=dict)
     current: str | None = None
+    expect: Expect | None = None
 
 
 @dataclass(frozen=True)
@@ -82,13 +100,34 @@ class RuleContext:
         return (self.upstream.requests or 0.0) >= MIN_REQUESTS
 
     @property
-    def throttled_attempts(self) -> float:
+    def answered_429_503(self) -> float:
         """Attempts answered 429/503, retried or final (0 when unknown)."""
         return self.upstream.throttled_attempts or 0.0
 
     @property
+    def load_split(self) -> LoadSplit | None:
+        """429/503 shares with fewer and with more connections in use (None: not known)."""
+        evidence = self.upstream.connections
+        return None if evidence is None else evidence.load_split()
+
+    @property
+    def throttled_attempts(self) -> float:
+        """Attempts throttled under load: the 429s, and the 503s too when they grow with load
+        (0 when unknown)."""
+        split = self.load_split
+        if split is not None and split.grows:
+            return self.answered_429_503
+        return min(self.upstream.rate_limited or 0.0, self.answered_429_503)
+
+    @property
+    def throttled_share(self) -> float:
+        """``throttled_attempts`` per attempt."""
+        attempts = self.upstream.attempts or 0.0
+        return self.throttled_attempts / attempts if attempts else 0.0
+
+    @property
     def is_throttling(self) -> bool:
-        """The upstream throttles at all (above the floor above)."""
+        """The upstream throttles under load at all (above the floor above)."""
         attempts = self.upstream.attempts or 0.0
         throttled = self.throttled_attempts
         return (
@@ -106,15 +145,32 @@ class RuleContext:
         return self.upstream.suppressed.get(reason, 0.0)
 
     def throttling_text(self) -> str:
-        """``the upstream is throttling: 7 of 307 attempts (2.28 %) answered 429/503, 7
-        retried``: evidence for any advice that depends on it."""
+        """``the upstream is throttling: 7 of 307 attempts (2.28 %) throttled under load, 7
+        retried; ...``: evidence for any advice that depends on it."""
         attempts = self.upstream.attempts or 0.0
-        share = self.throttled_attempts / attempts if attempts else 0.0
         return (
             f"the upstream is throttling: {fmt(self.throttled_attempts)} of {fmt(attempts)} "
-            f"attempts ({fmt(share * 100)} %) answered 429/503, "
-            f"{fmt(self.retries('throttled'))} retried"
+            f"attempts ({fmt(self.throttled_share * 100)} %) throttled under load, "
+            f"{fmt(self.retries('throttled'))} retried; {self.load_text()}"
         )
+
+    def load_text(self) -> str:
+        """How the 429/503 answers relate to load, for evidence text."""
+        limited = self.upstream.rate_limited
+        answered = self.answered_429_503
+        split = self.load_split
+        parts = [f"{fmt(answered)} attempts answered 429/503"]
+        if limited is not None:
+            parts.append(f"{fmt(limited)} of them 429 (a rate limit)")
+        if split is None:
+            parts.append("whether the 503s grow with load is unknown (no varying load seen)")
+        else:
+            grows = "grow with load" if split.grows else "do not grow with load"
+            parts.append(
+                f"429/503 {grows}: {fmt(split.low_share * 100)} % of attempts with at most "
+                f"{split.in_use} connections in use, {fmt(split.high_share * 100)} % with more"
+            )
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The rules that set the pool limits (``LIMIT``, ``LIMIT_PER_HOST``), and their thresholds.
 
-They have to agree with each other, since they move the same two settings: starved pools raise
-a limit, a throttling upstream lowers the per-host one, an idle pool may lower it. An upstream
-that throttles at all (``RuleContext.is_throttling``) never gets a raised limit: the requests
+They have to agree with each other, since they move the calls in flight: starved pools raise
+a limit, an upstream throttling under load gets adaptive concurrency, an idle pool may lower the
+per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s, or
+503s that grow with load; random 503s are server errors) never gets a raised limit: the requests
 queueing for its connections are the backpressure that keeps it within its rate, and the advice
 says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is below the
 throttled rule's threshold). The table that runs them is ``rules.py``.
@@ -11,9 +12,12 @@ throttled rule's threshold). The table that runs them is ``rules.py``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from resilient_http.analysis.advice import Recommendation, RuleContext, retry_after_max_advised
+from resilient_http.analysis.advice import Expect, Recommendation, RuleContext
+from resilient_http.analysis.evidence import CalmLevel
 from resilient_http.analysis.settings import PREFIX, fmt
+from resilient_http.config import ClientConfig
 
 __all__ = [
     "POOL_WAIT_P95_HIGH_MS",
@@ -40,11 +44,21 @@ POOL_WAIT_P95_HIGH_MS = 50.0
 # full (90 % counts as reaching it) or when the per-host limit cannot be the tighter one;
 # otherwise the per-host limit, even when the sampled gauge never caught it full.
 LIMIT_SATURATION = 0.9
-# Raising a binding limit: double it (one step gives a clear before/after to compare).
+# Raising a binding limit: the per-host one to the connections the calls wanted at once
+# (Little's law, ``_raised_per_host``), else (and the total one) double it.
 LIMIT_RAISE_FACTOR = 2
-# Throttling to act on: more than 5 % of attempts answered 429/503 (the floor for "throttles at
-# all", which only stops limits from being raised, is in advice.py).
+# Throttling to act on: more than 5 % of attempts throttled under load (429s, and 503s shown to
+# grow with load; the floor for "throttles at all", which only stops limits from being raised,
+# is in advice.py).
 THROTTLED_SHARE_HIGH = 0.05
+# A per-host limit for throttling is advised at a number of connections in use where at most
+# half as many attempts were throttled as over all (evidence.CalmLevel): a clear drop, and, once
+# applied, a run whose calm level promises no such drop gets no further advice (no walk).
+CALM_SHARE_OF_OVERALL = 0.5
+# A rate limit: at least half the attempts throttled under load were answered 429. Its bound is
+# the rate the upstream let through times the time an attempt holds a connection, rounded down
+# (the rate measured over the whole run, waits included, errs low: fewer calls, never more).
+RATE_LIMITED_SHARE = 0.5
 # Over-provisioned per-host limit: optional advice, given only on strong evidence, since the
 # limit matters in exactly the bursts a telemetry window may not contain.
 # - The peak of connections in use at once is bounded EXACTLY by the connections the pool ever
@@ -82,9 +96,10 @@ def per_host_advice(c: RuleContext) -> Recommendation:
         "requests queue for a pooled connection while the per-host limit is fully used",
         f"{_queue_text(c)}, peak active connections "
         f"{_peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
-        f"{c.limit_per_host}; {_not_throttling_text(c)}",
+        f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{_lowered_text(c)}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
+        expect=POOL_WAIT_DOWN,
     )
 
 
@@ -105,42 +120,87 @@ def total_advice(c: RuleContext) -> Recommendation:
         f"{_not_throttling_text(c)}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_total_peak": peak},
         current=str(c.limit),
+        expect=POOL_WAIT_DOWN,
     )
 
 
 def throttled(c: RuleContext) -> bool:
-    """More than ``THROTTLED_SHARE_HIGH`` of the attempts of a busy upstream throttled."""
-    return c.busy and (c.upstream.throttled_share or 0.0) > THROTTLED_SHARE_HIGH
+    """More than ``THROTTLED_SHARE_HIGH`` of the attempts of a busy upstream throttled under
+    load, and a remedy not yet in force: a per-host limit the data bounds (a calm level below
+    it), else adaptive concurrency (already adaptive: no further advice, so applying the advice
+    converges)."""
+    if not (c.busy and c.throttled_share > THROTTLED_SHARE_HIGH):
+        return False
+    bound = _rate_bound(c)
+    if bound is not None:
+        return bound.limit < c.limit_per_host or c.limit_per_host == 0
+    calm = _calm_level(c)
+    if calm is not None:
+        return calm.in_use < c.limit_per_host or c.limit_per_host == 0
+    return c.settings.concurrency == "static"
 
 
 def throttled_advice(c: RuleContext) -> Recommendation:
-    """Halve ``LIMIT_PER_HOST``; Retry-After must stay honoured."""
-    # Unlimited per host (0): halve the peak seen instead.
-    current = c.limit_per_host or math.ceil(c.upstream.active_peak or c.settings.limit_per_host)
-    share = c.upstream.throttled_share or 0.0
-    # The value the retry-after rule gives, when it fires: the two never disagree.
-    advised = retry_after_max_advised(c)
-    retry_after = (
-        f"set RESILIENT_HTTP_RETRY_AFTER_MAX to {fmt(advised)} s or more"
-        if advised is not None
-        else f"keep RESILIENT_HTTP_RETRY_AFTER_MAX at {fmt(c.settings.retry_after_max)} s or more"
-    )
+    """``LIMIT_PER_HOST`` at the most connections in use the upstream stayed calm at, else
+    ``CONCURRENCY=adaptive``."""
     queue = ""
     if _queueing(c):
         queue = (
             f"; requests also queue for a connection, {_queue_text(c)}: that is the "
-            "backpressure fewer connections give, not a reason to raise the limit"
+            "backpressure fewer calls in flight give, not a reason to raise the limit"
+        )
+    evidence = (
+        f"{fmt(c.throttled_share * 100)} % of {fmt(c.upstream.attempts)} attempts throttled "
+        f"under load (> {fmt(THROTTLED_SHARE_HIGH * 100)} %); {c.load_text()}; limit_per_host "
+        f"{c.limit_per_host}{queue}"
+    )
+    data: dict[str, float | None] = {
+        "throttled_share": c.throttled_share,
+        "attempts": c.upstream.attempts,
+    }
+    bound = _rate_bound(c)
+    if bound is not None:
+        return Recommendation(
+            "throttled",
+            PREFIX + "LIMIT_PER_HOST",
+            str(bound.limit),
+            "the upstream rate-limits (429): send no more calls at once than its rate allows "
+            "at the time an attempt takes (Little's law)",
+            f"{evidence}; it answered {fmt(bound.rate)} attempts/s without throttling, at "
+            f"{fmt(bound.service_s * 1000)} ms an attempt holds a connection: "
+            f"{fmt(bound.rate * bound.service_s)} calls at once",
+            data={**data, "rate_per_s": bound.rate},
+            current=str(c.limit_per_host),
+            expect=Expect("throttled_share", "down"),
+        )
+    calm = _calm_level(c)
+    if calm is not None:
+        return Recommendation(
+            "throttled",
+            PREFIX + "LIMIT_PER_HOST",
+            str(calm.in_use),
+            "the upstream throttles more the more calls it is sent at once: send no more at "
+            "once than it answered without throttling (RESILIENT_HTTP_CONCURRENCY=adaptive "
+            "finds such a limit by itself where the upstream's capacity varies)",
+            f"{evidence}; with at most {calm.in_use} connections in use "
+            f"{fmt(calm.share * 100)} % of {fmt(calm.attempts)} attempts were throttled "
+            f"(up to {calm.highest_seen} in use seen)",
+            data={**data, "calm_in_use": float(calm.in_use)},
+            current=str(c.limit_per_host),
+            expect=Expect("throttled_share", "down"),
         )
     return Recommendation(
         "throttled",
-        PREFIX + "LIMIT_PER_HOST",
-        str(max(1, current // 2)),
-        "the upstream throttles (429/503): send fewer concurrent requests to it, and "
-        f"{retry_after} so its Retry-After is honoured",
-        f"{fmt(share * 100)} % of {fmt(c.upstream.attempts)} attempts throttled "
-        f"(> {fmt(THROTTLED_SHARE_HIGH * 100)} %), limit_per_host {current}{queue}",
-        data={"throttled_share": share, "attempts": c.upstream.attempts},
-        current=str(c.limit_per_host),
+        PREFIX + "CONCURRENCY",
+        "adaptive",
+        "the upstream throttles more the more calls it is sent at once: let the SDK send fewer "
+        "concurrent calls while it throttles (adaptive concurrency lowers the calls in flight on "
+        "429 and 503 with Retry-After, and raises them again up to LIMIT_PER_HOST while calls "
+        "succeed); the data shows no number of calls in flight the upstream stayed calm at",
+        evidence,
+        data=data,
+        current=c.settings.concurrency,
+        expect=Expect("throttled_share", "down"),
     )
 
 
@@ -209,10 +269,47 @@ def overprovisioned_advice(c: RuleContext) -> Recommendation:
         f"wait p95 {fmt(c.pool_wait_p95)} ms over all acquisitions",
         data={"connections_opened": bound, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
+        expect=Expect("new_connections", "down"),
     )
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+POOL_WAIT_DOWN = Expect("pool_wait_ms.p95", "down")
+
+
+@dataclass(frozen=True)
+class _RateBound:
+    limit: int
+    rate: float
+    service_s: float
+
+
+def _rate_bound(c: RuleContext) -> _RateBound | None:
+    """For a rate limit (most throttled attempts answered 429): the calls in flight the rate
+    the upstream let through allows, by Little's law (rate x the time an attempt holds a
+    connection); None for other throttling, or without the means and the window."""
+    limited = c.upstream.rate_limited or 0.0
+    attempts, window = c.upstream.attempts or 0.0, c.upstream.window_s
+    attempt, wait = c.upstream.attempt_mean_s, c.upstream.pool_wait_mean_s or 0.0
+    if limited < RATE_LIMITED_SHARE * c.throttled_attempts or not window or attempt is None:
+        return None
+    service = attempt - wait
+    rate = (attempts - c.throttled_attempts) / window
+    if service <= 0 or rate <= 0:
+        return None
+    return _RateBound(max(1, math.floor(rate * service)), rate, service)
+
+
+def _calm_level(c: RuleContext) -> CalmLevel | None:
+    """The most connections in use the upstream throttled at most ``THROTTLED_SHARE_HIGH`` of
+    the attempts at, where that is at most half the share over all attempts (a limit there
+    promises a clear drop); None without evidence, or without such a level."""
+    evidence = c.upstream.connections
+    calm = None if evidence is None else evidence.calm_level(THROTTLED_SHARE_HIGH)
+    if calm is None or calm.share > CALM_SHARE_OF_OVERALL * c.throttled_share:
+        return None
+    return calm
 
 
 def _queueing(c: RuleContext) -> bool:
@@ -236,7 +333,16 @@ def _total_binds(c: RuleContext) -> bool:
 
 
 def _raised_per_host(c: RuleContext) -> int:
-    raised = c.limit_per_host * LIMIT_RAISE_FACTOR
+    """The connections the calls wanted at once, by Little's law: calls in flight (queued or
+    holding a connection) over connections held = mean attempt time over mean time holding a
+    connection (the attempt less its pool wait); doubled when the means are not in the data."""
+    current = c.limit_per_host
+    attempt, wait = c.upstream.attempt_mean_s, c.upstream.pool_wait_mean_s
+    if attempt is not None and wait is not None and 0 < wait < attempt:
+        # rounded first: 10 x 0.25 / 0.05 is 50.000000000000004 in floats, not 51 connections
+        raised = max(math.ceil(round(current * attempt / (attempt - wait), 6)), current + 1)
+    else:
+        raised = current * LIMIT_RAISE_FACTOR
     return min(raised, c.limit) if c.limit > 0 else raised
 
 
@@ -260,8 +366,31 @@ def _queue_text(c: RuleContext) -> str:
     )
 
 
+def _demand_text(c: RuleContext) -> str:
+    attempt, wait = c.upstream.attempt_mean_s, c.upstream.pool_wait_mean_s
+    if attempt is None or wait is None or not 0 < wait < attempt:
+        return "the means of attempts and pool waits are not in the data: doubled"
+    return (
+        f"calls wanted about {fmt(c.limit_per_host * attempt / (attempt - wait))} connections "
+        f"at once (mean attempt {fmt(attempt * 1000)} ms, of which {fmt(wait * 1000)} ms "
+        "queued for a connection: Little's law)"
+    )
+
+
+def _lowered_text(c: RuleContext) -> str:
+    """A per-host limit lowered in the environment may have been lowered for throttling, which
+    a run at that limit no longer shows: say so (this run alone cannot tell)."""
+    source = c.settings.source(PREFIX + "LIMIT_PER_HOST")
+    if source != "environment" or c.limit_per_host >= ClientConfig().limit_per_host:
+        return ""
+    return (
+        "; LIMIT_PER_HOST was lowered in the environment: if that was for an upstream that "
+        "throttled above it, keep it (raising it brings the throttling back)"
+    )
+
+
 def _not_throttling_text(c: RuleContext) -> str:
-    return f"no throttling ({fmt(c.throttled_attempts)} attempts answered 429/503)"
+    return f"no throttling under load ({c.load_text()})"
 
 
 def _overprovision_bound(c: RuleContext) -> float | None:

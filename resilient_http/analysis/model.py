@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from resilient_http.analysis import names
+from resilient_http.analysis.evidence import ConnectionEvidence
 from resilient_http.analysis.grouping import HostKey, MetricView, port_number
 from resilient_http.analysis.metrics import MetricStore, Stream, attributes_dict
 from resilient_http.analysis.settings import Settings
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+# 429 Too Many Requests: a rate limit by its meaning, throttling that grows with load.
+RATE_LIMITED_STATUS = 429
 
 
 @dataclass
@@ -83,6 +86,10 @@ class UpstreamReport:
     pool_queued: float | None = None
     pool_queued_share: float | None = None
     pool_queued_wait_ms: dict[str, float | None] = field(default_factory=dict)
+    # Means in seconds, for Little's law: the pool wait over all acquisitions, and an attempt
+    # (which runs from asking the pool for a connection to the answer's headers); None unknown.
+    pool_wait_mean_s: float | None = None
+    attempt_mean_s: float | None = None
     reuse_ratio: float | None = None
     connections_acquired: float | None = None
     new_connections: float | None = None
@@ -92,6 +99,12 @@ class UpstreamReport:
     suppressed: dict[str, float] = field(default_factory=dict)
     throttled_attempts: float | None = None
     throttled_share: float | None = None
+    # Of those, answered 429 (a rate limit by its meaning); from the attempt histogram, None
+    # without it.
+    rate_limited: float | None = None
+    # How the pool handed out connections (idle time, requests served, connections in use),
+    # from attempt spans; None without them.
+    connections: ConnectionEvidence | None = None
     errors: float | None = None
     error_rate: float | None = None
     # Calls the application cancelled (a Ctrl-C, say): not errors, and not in ``errors``.
@@ -261,10 +274,16 @@ def _request_figures(
         )
     call_hist = _merged(view.calls.get(key, ()))
     attempt_hist = _merged(view.attempts.get(key, ()))
+    if attempt_hist.count:
+        report.attempt_mean_s = attempt_hist.sum / attempt_hist.count
     report.latency_ms = _percentiles(call.latency if call and call.spans else call_hist)
     report.attempt_latency_ms = _percentiles(
         attempt.latency if attempt and attempt.spans else attempt_hist
     )
+    if attempt is not None and report.rate_limited is None and attempt.spans:
+        report.rate_limited = attempt.rate_limited
+    if attempt is not None and attempt.connections.in_use:
+        report.connections = attempt.connections
     if call is not None:
         report.error_types = dict(call.error_types)
         report.attempt_chains = call.chain_counts()
@@ -295,6 +314,9 @@ def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: MetricView) -
         )
     if any((h[0], h[1]) == host for h in view.attempts):
         report.attempts = sum(_count(s) for s in attempts)
+        report.rate_limited = sum(
+            _count(s) for s in attempts if s.attributes.get(names.STATUS) == RATE_LIMITED_STATUS
+        )
         if report.throttled_attempts is None:
             report.throttled_attempts = sum(
                 _count(s) for s in attempts if s.attributes.get(names.STATUS) in THROTTLING_STATUSES
@@ -398,6 +420,7 @@ def _add_pool_wait(
         report.pool_queued_share = hist.count / total
         zeros = total - hist.count
         report.pool_wait_ms = {label: hist.quantile_ms(q, zeros) for label, q in QUANTILES.items()}
+        report.pool_wait_mean_s = hist.sum / total
 
 
 def _span_window_s(call: CallStats | None, attempt: AttemptStats | None) -> float | None:

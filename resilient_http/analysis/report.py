@@ -11,7 +11,9 @@ acquisitions known and no wait recorded, every percentile is 0 (null only when t
 pool metrics). ``pool_queued`` is the number of acquisitions that queued, ``pool_queued_share``
 their share of all acquisitions, and ``pool_queued_wait_ms`` the percentiles among them only.
 Each recommendation also carries ``current``: the value in force when known (a recommendation
-whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``).
+whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``), and ``expect``:
+the figure it should move (``{"figure", "direction", "upstream"}``; null for a keep, which
+changes nothing; advice merged over several hosts names the first, ``upstreams`` lists all).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from resilient_http.analysis.settings import Settings
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
 
-__all__ = ["Analysis", "render_text", "to_json"]
+__all__ = ["Analysis", "render_text", "to_json", "upstream_json"]
 
 # Attempt chains listed per upstream in the JSON (most frequent first).
 TOP_CHAINS = 5
@@ -63,12 +65,13 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
             "pools": analysis.limits.pools,
         },
         "settings": analysis.settings.to_json(),
-        "upstreams": [_upstream_json(u) for u in analysis.upstreams],
+        "upstreams": [upstream_json(u) for u in analysis.upstreams],
         "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
     }
 
 
-def _upstream_json(u: UpstreamReport) -> dict[str, Any]:
+def upstream_json(u: UpstreamReport) -> dict[str, Any]:
+    """One upstream row of the ``--json`` document (``expect`` figures are paths in it)."""
     chains = sorted(u.attempt_chains.items(), key=lambda item: (-item[1], item[0]))[:TOP_CHAINS]
     return {
         "server.address": u.address,
@@ -118,6 +121,13 @@ def _recommendation_json(r: Recommendation) -> dict[str, Any]:
         "rule": r.rule,
         "current": r.current,
         "upstreams": list(r.upstreams),
+        "expect": None
+        if r.expect is None
+        else {
+            "figure": r.expect.figure,
+            "direction": r.expect.direction,
+            "upstream": r.upstreams[0] if r.upstreams else None,
+        },
     }
 
 
@@ -196,6 +206,10 @@ def render_text(analysis: Analysis, console: Console) -> None:
         console.print(f"  [bold]{r.variable}={r.value}[/bold]{keep}", highlight=False)
         console.print(f"    why: {r.reason}", highlight=False, markup=False)
         console.print(f"    evidence: {r.evidence}", highlight=False, markup=False)
+        if r.expect is not None:
+            console.print(
+                f"    expect: {r.expect.figure} {r.expect.direction}", highlight=False, markup=False
+            )
 
 
 def _render_peak_sampling(analysis: Analysis, console: Console) -> None:

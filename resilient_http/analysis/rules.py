@@ -4,28 +4,35 @@ Each ``Rule`` (``advice.py``) has a predicate over a ``RuleContext`` (one upstre
 together, plus the pool limits and the settings in force) and a builder for its
 ``Recommendation``: the full ``RESILIENT_HTTP_*`` name, the value to set, why, and the numbers
 behind it. Rules run per host because the settings are per pool, not per method; identical
-advice for several hosts is merged. Thresholds are named constants below. Settings the
-telemetry does not carry (keep-alive, timeouts, retry settings) come from ``settings.py``: the
-analysing process's environment when set there, else the SPEC defaults, and the evidence says
-which.
+advice for several hosts is merged. Thresholds are named constants below. The settings in
+force come from the telemetry's resource (``settings.py``; the SPEC defaults, marked assumed,
+where it carries none), and the evidence says which. Each recommendation names the figure it
+should move (``Expect``), which ``resilient-http compare`` checks.
 
-The rules that move the pool limits (starved pools, throttling, an idle pool) are
-``limit_rules.py``: they must agree with each other, and an upstream that throttles at all never
-gets a raised limit there. This module holds the others and the table that runs them all.
+Stale closes are told apart by the connection evidence on the attempt spans (``evidence.py``):
+an idle timeout gets a keep-alive below it, a per-connection request cap a keep; without that
+evidence no keep-alive value is advised. The rules that move the pool limits (starved pools,
+throttling, an idle pool) are ``limit_rules.py``: they must agree with each other, and an
+upstream that throttles under load never gets a raised limit there. This module holds the
+others and the table that runs them all.
 """
 
 from __future__ import annotations
+
+import math
 
 from resilient_http.analysis import limit_rules
 from resilient_http.analysis.advice import (
     MIN_REQUESTS,
     THROTTLING_FLOOR_ATTEMPTS,
     THROTTLING_FLOOR_SHARE,
+    Expect,
     Recommendation,
     Rule,
     RuleContext,
     retry_after_max_advised,
 )
+from resilient_http.analysis.evidence import IdleTimeout, RequestCap
 from resilient_http.analysis.limit_rules import POOL_WAIT_P95_HIGH_MS, THROTTLED_SHARE_HIGH
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.settings import PREFIX, Settings, fmt
@@ -44,14 +51,16 @@ __all__ = [
     "evaluate_rules",
 ]
 
-# Stale keep-alive connections: below 60 % reuse, with connection_closed making at least half
-# of the retries and at least 1 % of the calls, pooled connections outlive the upstream's idle
-# timeout.
-REUSE_RATIO_LOW = 0.6
-STALE_SHARE_OF_RETRIES = 0.5
+# Stale keep-alive connections: connection_closed retries of at least 1 % of the calls, and the
+# connection evidence (evidence.py) says why: an idle timeout (advise a keep-alive below it) or a
+# per-connection request cap (say so, keep the keep-alive: no setting avoids it). Without
+# evidence no keep-alive value is advised: the data does not bound one.
 STALE_SHARE_OF_REQUESTS = 0.01
-# Keep-alive to suggest: below common upstream idle timeouts (nginx/ALB 60 s, Node.js 5 s).
-KEEPALIVE_SUGGESTED_S = 5.0
+# The keep-alive to advise: this share of the shortest idle time a stale close followed, to the
+# 0.1 s below (the client's idle clock starts when it has read the answer, a little after the
+# upstream's), never below 0.1 s.
+KEEPALIVE_MARGIN = 0.8
+KEEPALIVE_STEP_S = 0.1
 # Read timeouts: more than 1 % of attempts ended waiting for the response. The SDK records the
 # exception class as error.type; these are aiohttp's read timeouts (sock_read). Not counted:
 # ConnectionTimeoutError (pool wait + connect: TIMEOUT_CONNECT, or a starved pool) and a plain
@@ -103,40 +112,83 @@ def _with(advice: Recommendation, evidence: str, upstreams: tuple[str, ...]) -> 
         upstreams,
         advice.data,
         advice.current,
+        advice.expect,
     )
 
 
 # --- keep-alive, retries, timeouts -------------------------------------------------------------
 
 
-def _stale(c: RuleContext) -> bool:
+def _stale_closes(c: RuleContext) -> bool:
     closed = c.retries("connection_closed")
-    reuse = c.upstream.reuse_ratio
-    return (
-        c.busy
-        and closed > 0
-        and closed >= STALE_SHARE_OF_RETRIES * c.upstream.retries_total
-        and closed >= STALE_SHARE_OF_REQUESTS * (c.upstream.requests or 0.0)
-        and (reuse is None or reuse < REUSE_RATIO_LOW)
-        and c.settings.keepalive_timeout > 1.0
-    )
+    return c.busy and closed > 0 and closed >= STALE_SHARE_OF_REQUESTS * (c.upstream.requests or 0)
+
+
+def _idle_timeout(c: RuleContext) -> IdleTimeout | None:
+    evidence = c.upstream.connections
+    return None if evidence is None or not _stale_closes(c) else evidence.idle_timeout()
+
+
+def _advised_keepalive(found: IdleTimeout) -> float:
+    steps = math.floor(found.boundary_s * KEEPALIVE_MARGIN / KEEPALIVE_STEP_S)
+    return round(max(1, steps) * KEEPALIVE_STEP_S, 1)
+
+
+def _stale(c: RuleContext) -> bool:
+    found = _idle_timeout(c)
+    return found is not None and c.settings.keepalive_timeout > _advised_keepalive(found)
 
 
 def _stale_advice(c: RuleContext) -> Recommendation:
+    found = _idle_timeout(c)
+    assert found is not None  # _stale said so
     current = c.settings.keepalive_timeout
-    value = KEEPALIVE_SUGGESTED_S if current > KEEPALIVE_SUGGESTED_S else max(1.0, current / 2)
-    reuse = c.upstream.reuse_ratio
     return Recommendation(
         "stale-keepalive",
         PREFIX + "KEEPALIVE_TIMEOUT",
-        fmt(value),
-        "the upstream closes idle keep-alive connections before the pool drops them: keep "
-        "them for less time than the upstream's idle timeout",
-        f"{fmt(c.retries('connection_closed'))} connection_closed retries of "
-        f"{fmt(c.upstream.retries_total)} retries, {fmt(c.upstream.requests)} requests; "
-        f"reuse ratio {'unknown' if reuse is None else fmt(reuse)}; keepalive "
+        fmt(_advised_keepalive(found)),
+        "the upstream closes keep-alive connections idle longer than its idle timeout, and the "
+        "pool keeps them longer: drop them from the pool before the upstream does",
+        f"stale only on connections idle >= {fmt(found.boundary_s)} s: {fmt(found.stale)} of "
+        f"{fmt(found.reuses_above)} reuses idle that long met a closed connection; 0 of "
+        f"{fmt(found.reuses_below)} reuses idle up to {fmt(found.longest_fine_below_s)} s "
+        f"failed; {fmt(c.retries('connection_closed'))} connection_closed retries in "
+        f"{fmt(c.upstream.requests)} calls; keepalive "
         f"{c.settings.describe('keepalive_timeout', current, ' s')}",
-        data={"connection_closed": c.retries("connection_closed"), "reuse_ratio": reuse},
+        data={"connection_closed": c.retries("connection_closed"), "boundary_s": found.boundary_s},
+        current=fmt(current),
+        expect=Expect("retries.connection_closed", "down"),
+    )
+
+
+def _request_cap(c: RuleContext) -> RequestCap | None:
+    evidence = c.upstream.connections
+    if evidence is None or not _stale_closes(c) or evidence.idle_timeout() is not None:
+        return None
+    return evidence.request_cap()
+
+
+def _capped(c: RuleContext) -> bool:
+    return _request_cap(c) is not None
+
+
+def _capped_advice(c: RuleContext) -> Recommendation:
+    found = _request_cap(c)
+    assert found is not None  # _capped said so
+    current = c.settings.keepalive_timeout
+    return Recommendation(
+        "per-connection-request-cap",
+        PREFIX + "KEEPALIVE_TIMEOUT",
+        fmt(current),
+        "the upstream closes each connection after a number of requests (a per-connection "
+        "request cap, as nginx's keepalive_requests), without saying so: no keep-alive setting "
+        "avoids it; the SDK resends those calls at once on a new connection, for free",
+        f"{fmt(found.stale)} of {fmt(found.stale_total)} stale closes came on a connection "
+        f"that had served {found.requests} requests ({fmt(found.stale)} of "
+        f"{fmt(found.reuses_at_cap)} such reuses failed), whatever its idle time; "
+        f"{fmt(c.retries('connection_closed'))} connection_closed retries in "
+        f"{fmt(c.upstream.requests)} calls",
+        data={"requests": float(found.requests), "stale": found.stale},
         current=fmt(current),
     )
 
@@ -158,6 +210,7 @@ def _retry_after_advice(c: RuleContext) -> Recommendation:
         f"{c.settings.describe('retry_after_max', current, ' s')}",
         data={"suppressed": c.suppressed("retry_after_too_long")},
         current=fmt(current),
+        expect=Expect("retries_suppressed.retry_after_too_long", "down"),
     )
 
 
@@ -181,6 +234,7 @@ def _budget_advice(c: RuleContext) -> Recommendation:
         f"{c.settings.describe('retry_budget_ratio', current)}",
         data={"suppressed": c.suppressed("budget"), "error_rate": rate},
         current=fmt(current),
+        expect=Expect("retries_suppressed.budget", "down"),
     )
 
 
@@ -216,6 +270,7 @@ def _timeout_advice(c: RuleContext) -> Recommendation:
         f"{waited}; timeout_read {c.settings.describe('timeout_read', current, ' s')}",
         data={"read_timeouts": _read_timeouts(c), "attempt_p99_ms": latency.get("p99")},
         current=fmt(current),
+        expect=Expect("retries.timeout", "down"),
     )
 
 
@@ -224,6 +279,7 @@ RULES: tuple[Rule, ...] = (
     Rule("pool-starved-total", limit_rules.total_starved, limit_rules.total_advice),
     Rule("pool-backpressure", limit_rules.backpressure, limit_rules.backpressure_advice),
     Rule("stale-keepalive", _stale, _stale_advice),
+    Rule("per-connection-request-cap", _capped, _capped_advice),
     Rule("throttled", limit_rules.throttled, limit_rules.throttled_advice),
     Rule("retry-after-too-long", _retry_after_long, _retry_after_advice),
     Rule("retry-budget-exhausted", _budget, _budget_advice),

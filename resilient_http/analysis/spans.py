@@ -12,14 +12,18 @@ comprehension and only the few keys needed are decoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from resilient_http.analysis import names
+from resilient_http.analysis.evidence import STALE_ERROR_TYPES, ConnectionEvidence
 from resilient_http.analysis.stats import LatencySketch
 from resilient_http.config import THROTTLING_STATUSES
 
 __all__ = ["AttemptStats", "CallStats", "SpanAggregator", "UpstreamKey", "adjusted_count"]
+
+_N = TypeVar("_N", int, float)
 
 # (server.address, server.port, http.request.method); port and method may be unknown.
 UpstreamKey = tuple[str, int | None, str | None]
@@ -47,6 +51,10 @@ _ATTEMPTS = names.ATTEMPTS
 _RESEND_COUNT = names.RESEND_COUNT
 _RETRY_EVENT = names.RETRY_EVENT
 _RETRY_REASON = names.RETRY_REASON
+_IN_USE = names.CONNECTION_IN_USE
+_IDLE_TIME = names.CONNECTION_IDLE_TIME
+_REQUESTS = names.CONNECTION_REQUESTS
+_RATE_LIMITED = 429  # Too Many Requests: a rate limit by its meaning
 _KINDS = {"SPAN_KIND_INTERNAL": _INTERNAL, "SPAN_KIND_CLIENT": _CLIENT}
 
 INTERRUPTED_ERROR_TYPE = "CancelledError"
@@ -113,8 +121,11 @@ class AttemptStats:
     errors: float = 0.0
     interrupted: float = 0.0
     throttled: float = 0.0
+    rate_limited: float = 0.0  # answered 429
     latency: LatencySketch = field(default_factory=LatencySketch)
     error_types: dict[str, float] = field(default_factory=dict)
+    # How the pool handed out the connections (idle time, requests served, connections in use)
+    connections: ConnectionEvidence = field(default_factory=ConnectionEvidence)
     first_start: int = 0
     last_end: int = 0
 
@@ -126,9 +137,11 @@ class AttemptStats:
         self.errors += other.errors
         self.interrupted += other.interrupted
         self.throttled += other.throttled
+        self.rate_limited += other.rate_limited
         self.latency.merge(other.latency)
         for label, count in other.error_types.items():
             _bump(self.error_types, label, count)
+        self.connections.merge(other.connections)
         self.first_start, self.last_end = _window(self, other)
 
 
@@ -283,8 +296,17 @@ class SpanAggregator:
                     # Calls without retries: counted by outcome, named only when reported.
                     outcome = error_type or status
                     stats.plain_outcomes[outcome] = stats.plain_outcomes.get(outcome, 0.0) + weight
-            elif status in THROTTLING_STATUSES:
-                stats.throttled += weight
+            else:
+                throttled = status in THROTTLING_STATUSES
+                if throttled:
+                    stats.throttled += weight
+                    if status == _RATE_LIMITED:
+                        stats.rate_limited += weight
+                value = get(_IN_USE)
+                if value is not None:
+                    _add_connection_use(
+                        stats.connections, get, value, error_type, throttled, weight
+                    )
             if start and (not stats.first_start or start < stats.first_start):
                 stats.first_start = start
             if end > stats.last_end:
@@ -313,6 +335,26 @@ class SpanAggregator:
         if _ODD not in raw_key:  # the cache stays bounded by the number of upstreams
             cache[raw_key] = stats
         return stats
+
+
+def _add_connection_use(
+    evidence: ConnectionEvidence,
+    get: Any,
+    in_use: dict[str, Any],
+    error_type: str | None,
+    throttled: bool,
+    weight: float,
+) -> None:
+    """Fold an attempt span's connection attributes into its upstream's evidence."""
+    evidence.add_attempt(_int(in_use) or 0, throttled, weight)
+    idle = get(_IDLE_TIME)
+    if idle is not None:
+        evidence.add_reuse(
+            _float(idle) or 0.0,
+            _int(get(_REQUESTS)) or 0,
+            error_type in STALE_ERROR_TYPES,
+            weight,
+        )
 
 
 def adjusted_count(trace_state: str) -> float:
@@ -370,11 +412,20 @@ def _text(value: dict[str, Any] | None) -> str | None:
 
 
 def _int(value: dict[str, Any] | None) -> int | None:
+    return _number(value, int)
+
+
+def _float(value: dict[str, Any] | None) -> float | None:
+    return _number(value, float)
+
+
+def _number(value: dict[str, Any] | None, kind: Callable[[Any], _N]) -> _N | None:
+    """An OTLP ``AnyValue`` read as ``kind`` (None: absent or not a number)."""
     if not value:
         return None
     for raw in value.values():
         try:
-            return int(raw)
+            return kind(raw)
         except (TypeError, ValueError):
             return None
     return None

@@ -28,6 +28,7 @@ from opentelemetry import metrics, trace
 
 import resilient_http as rh
 from resilient_http.analysis.stats import LatencySketch
+from resilient_http.demo.scenarios import IdleGaps
 from resilient_http.retry import RetryReason, classify_failure
 from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
 
@@ -134,19 +135,32 @@ async def drive_load(
     concurrency: int,
     on_call_done: CallDone,
     stop: asyncio.Event | None = None,
+    gaps: IdleGaps | None = None,
 ) -> LoadResult:
-    """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time, or fewer: once
-    ``stop`` is set no call starts, and those in flight are cancelled."""
+    """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time, or fewer, each worker
+    pausing as ``gaps`` says: once ``stop`` is set no call starts, and those in flight are
+    cancelled."""
     result = LoadResult()
     stopped = stop if stop is not None else asyncio.Event()
     started_calls = 0
 
     async def worker() -> None:
         nonlocal started_calls
+        done = 0
         while started_calls < requests and not stopped.is_set():
             started_calls += 1
+            # One turn of the loop first: calls queued for a connection take the one this
+            # worker's last call released, as they would if each call came from its own task.
+            # Without it the worker barges ahead of them (aiohttp hands a released connection to
+            # whoever asks first), and a few queued calls wait for the whole run.
+            await asyncio.sleep(0)
             ok = await _one_call(get, url, result)
             on_call_done(ok)
+            done += 1
+            pause = gaps.pause_after(done) if gaps is not None else 0.0
+            if pause and started_calls < requests:
+                # The idle gap itself is the scenario (an upstream's idle timeout meets it).
+                await asyncio.sleep(pause)
 
     started = time.perf_counter()
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, requests))]
@@ -211,13 +225,14 @@ async def run_once(
     concurrency: int,
     on_call_done: CallDone,
     stop: asyncio.Event | None = None,
+    gaps: IdleGaps | None = None,
 ) -> RunResult:
-    """Start a fresh upstream with ``plan``, drive the load through ``setup`` (until ``stop``),
-    collect both sides' counts."""
+    """Start a fresh upstream with ``plan``, drive the load through ``setup`` (until ``stop``,
+    pausing as ``gaps`` says), collect both sides' counts."""
     async with UpstreamProcess(plan) as upstream:
         async with _client(setup) as get:
             url = upstream.make_url(CALL_PATH)
-            load = await drive_load(get, url, requests, concurrency, on_call_done, stop)
+            load = await drive_load(get, url, requests, concurrency, on_call_done, stop, gaps)
         # After the client closed: its connections are counted as closed too.
         stats = await upstream.stats()
         return RunResult(setup, load, stats, f"{upstream.host}:{upstream.port}")

@@ -179,7 +179,13 @@ class _Load:
                 bar.update(task, advance=1, failed=failed)
 
             return await run_once(
-                self.scenario.plan, setup, self.requests, self.concurrency, call_done, stop
+                self.scenario.plan,
+                setup,
+                self.requests,
+                self.concurrency,
+                call_done,
+                stop,
+                self.scenario.gaps,
             )
 
 

@@ -1,25 +1,28 @@
 """The demo's scenarios: what the upstream does wrong, and how much load meets it.
 
-Each scenario is a seeded ``FaultPlan`` for the bundled upstream plus default load (calls and
-concurrency), chosen so that the tuning report's advice moves the way an operator would expect:
+Each scenario is a seeded ``FaultPlan`` for the bundled upstream plus default load (calls,
+concurrency and idle gaps), chosen so that the tuning report's advice is right for it, and
+applying it moves the figure it names (``expect``) the promised way:
 
 - ``healthy``: fast answers, concurrency below the per-host limit: no recommendation;
 - ``pool-starved``: a slow upstream and far more concurrent calls than ``LIMIT_PER_HOST``:
   calls queue for a pooled connection, so the report raises ``LIMIT_PER_HOST``;
-- ``stale-keepalive``: the upstream drops every keep-alive connection after one answer without
-  saying so (no ``Connection: close``), so every reuse meets a dead connection, as when a pool
-  keeps connections longer than the upstream's idle timeout: the report lowers
-  ``KEEPALIVE_TIMEOUT``;
+- ``stale-keepalive``: the upstream's idle timeout (0.5 s) crosses reuses: the load pauses
+  0.25 s and 0.7 s in turn, and a reuse after the long pause is closed unanswered; the report
+  lowers ``KEEPALIVE_TIMEOUT`` below the idle time the closes start at;
+- ``max-requests``: the upstream closes every connection after 20 requests, unannounced (a
+  per-connection request cap): the report says so and changes no keep-alive;
+- ``overloaded``: the upstream answers 503 (``Retry-After``) while more than 4 requests are being
+  answered, 10 calls at a time: throttling that grows with load -> adaptive concurrency;
+- ``flaky``: 5 % random 503s (no ``Retry-After``) whatever the load: server errors, retried; no
+  pool or concurrency advice;
 - ``throttled``: a rate limit (429, ``Retry-After`` in seconds) and random 503s (``Retry-After``
-  as an HTTP-date): the report lowers the per-host concurrency and says to keep
-  ``RETRY_AFTER_MAX`` long enough to honour ``Retry-After``;
-- ``mixed``: a bit of everything at a concurrency above the per-host limit.
+  as an HTTP-date): the 429s are throttling -> adaptive concurrency;
+- ``mixed``: a bit of everything at a concurrency above the per-host limit; its 503s are random,
+  so the queue for connections is judged on its own -> a higher ``LIMIT_PER_HOST``.
 
-The stale close happens when request N+1 arrives on a connection (``stale_after``), not after
-an idle time: on loopback a client notices an idle close before reusing the connection, so the
-race that bites in production (reuse just as the upstream closes) is reproduced by the upstream
-closing on reuse, deterministically. Only faults the upstream counts exactly are used, so the
-report can be checked against the upstream's own counters.
+Only faults the upstream counts exactly are used, so the report can be checked against the
+upstream's own counters.
 """
 
 from __future__ import annotations
@@ -28,10 +31,25 @@ from dataclasses import dataclass
 
 from resilient_http.upstream import FaultPlan, Latency, RateLimit, RetryAfter, Throttle
 
-__all__ = ["DEFAULT_SCENARIO", "SCENARIOS", "Scenario"]
+__all__ = ["DEFAULT_SCENARIO", "SCENARIOS", "IdleGaps", "Scenario"]
 
 # One seed for every scenario: the upstream's draws (latency, faults) repeat run after run.
 SEED = 7
+
+
+@dataclass(frozen=True)
+class IdleGaps:
+    """Pauses in the load: each worker, after every ``every`` calls, pauses for the next of
+    ``seconds`` (in turn), so that pooled connections lie idle as between a service's bursts."""
+
+    every: int
+    seconds: tuple[float, ...]
+
+    def pause_after(self, calls_done: int) -> float:
+        """Seconds to pause after a worker's ``calls_done``-th call (0: none)."""
+        if calls_done % self.every:
+            return 0.0
+        return self.seconds[(calls_done // self.every - 1) % len(self.seconds)]
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,8 @@ class Scenario:
     plan: FaultPlan
     requests: int
     concurrency: int
+    gaps: IdleGaps | None = None
+    """Pauses in each worker's calls (None: back to back)."""
 
 
 _SCENARIOS = (
@@ -53,7 +73,8 @@ _SCENARIOS = (
         "mixed",
         "lognormal latency (median 20 ms), keep-alive connections dropped after 3-12 "
         "requests, 0.5 % resets, 3 % 503 with Retry-After (HTTP-date)",
-        "several retry reasons; 30 concurrent calls queue for 10 per-host connections",
+        "several retry reasons; random 503s are no throttling, so 30 concurrent calls queuing "
+        "for 10 per-host connections -> a higher LIMIT_PER_HOST",
         FaultPlan(
             seed=SEED,
             latency=Latency.lognormal(0.02, 0.5),
@@ -74,18 +95,56 @@ _SCENARIOS = (
     ),
     Scenario(
         "stale-keepalive",
-        "every keep-alive connection is dropped, unannounced, when it is reused",
-        "connection_closed retries and a low reuse ratio -> lower KEEPALIVE_TIMEOUT",
-        FaultPlan(seed=SEED, latency=Latency.lognormal(0.005, 0.3), stale_after=1),
+        "an idle timeout of 0.5 s that crosses reuses: a request on a connection idle that long "
+        "is closed unanswered; the load pauses 0.25 s and 0.7 s in turn every 10 calls",
+        "stale closes only after the long pauses -> KEEPALIVE_TIMEOUT below the idle time they "
+        "start at",
+        FaultPlan(seed=SEED, latency=Latency.lognormal(0.02, 0.3), stale_idle=0.5),
         requests=400,
+        concurrency=8,
+        gaps=IdleGaps(every=10, seconds=(0.25, 0.7)),
+    ),
+    Scenario(
+        "max-requests",
+        "every connection is closed, unannounced, when request 21 arrives on it (a "
+        "per-connection request cap)",
+        "stale closes at one request count -> a request cap: no keep-alive change",
+        FaultPlan(seed=SEED, latency=Latency.lognormal(0.005, 0.3), stale_after=20),
+        requests=400,
+        concurrency=8,
+    ),
+    Scenario(
+        "overloaded",
+        "503 at once (Retry-After: 1 s) while more than 4 requests are being answered; "
+        "answers take 20 ms; 20 calls at a time",
+        "throttling that grows with the calls in flight -> LIMIT_PER_HOST at the calls in flight "
+        "it stayed calm at",
+        FaultPlan(
+            seed=SEED,
+            latency=Latency.lognormal(0.02, 0.3),
+            capacity=4,
+            capacity_retry_after=RetryAfter("seconds", 1),
+        ),
+        requests=300,
+        concurrency=20,
+    ),
+    Scenario(
+        "flaky",
+        "5 % random 503s without Retry-After, whatever the load; answers take 10 ms",
+        "server errors, retried: no pool or concurrency advice",
+        FaultPlan(
+            seed=SEED,
+            latency=Latency.lognormal(0.01, 0.3),
+            throttle=Throttle(503, probability=0.05, retry_after=RetryAfter("none")),
+        ),
+        requests=300,
         concurrency=8,
     ),
     Scenario(
         "throttled",
         "a 200/s rate limit answering 429 (Retry-After: seconds) and 2 % 503 "
         "(Retry-After: HTTP-date); answers take 10 ms",
-        "a high throttled share -> fewer concurrent calls (LIMIT_PER_HOST) and Retry-After "
-        "honoured (RETRY_AFTER_MAX)",
+        "429s, a rate limit: throttling that grows with load -> adaptive concurrency",
         FaultPlan(
             seed=SEED,
             latency=Latency.lognormal(0.01, 0.3),

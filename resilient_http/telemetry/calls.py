@@ -33,6 +33,7 @@ from .._events import (
     RetryEvent,
     SuppressionEvent,
 )
+from .._pool_state import ConnectionUse
 from .._version import __version__
 from ..pool import HostCounters, observe_pool
 from . import names
@@ -276,7 +277,10 @@ class CallTelemetry:
             instruments.attempt_duration.record(event.duration, attributes)
         span = self._attempt_spans.pop(event.hedge, None)
         if span is not None:
-            _end_span(span, _outcome_only(attributes), event.status, event.error)
+            span_attributes = _outcome_only(attributes)
+            if event.connection is not None:
+                _add_connection_use(span_attributes, event.connection)
+            _end_span(span, span_attributes, event.status, event.error)
 
     def retried(self, event: RetryEvent) -> None:
         """Count the retry and add it to the call's span as an event."""
@@ -378,6 +382,15 @@ _OUTCOME_KEYS: Final = (names.STATUS, names.ERROR_TYPE)
 def _outcome_only(attributes: dict[str, Any]) -> dict[str, Any]:
     """What an outcome adds to a span that already has the request's attributes."""
     return {key: attributes[key] for key in _OUTCOME_KEYS if key in attributes}
+
+
+def _add_connection_use(attributes: dict[str, Any], use: ConnectionUse) -> None:
+    """The evidence the analysis tells idle timeouts, request caps and load apart by."""
+    if use.in_use:
+        attributes[names.CONNECTION_IN_USE] = use.in_use
+    if use.idle_time is not None:
+        attributes[names.CONNECTION_IDLE_TIME] = use.idle_time
+        attributes[names.CONNECTION_REQUESTS] = use.requests
 
 
 def _end_span(

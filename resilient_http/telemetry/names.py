@@ -23,6 +23,9 @@ __all__ = [
     "CONFIG_PREFIX",
     "CONNECTIONS_ACQUIRED",
     "CONNECTION_DURATION",
+    "CONNECTION_IDLE_TIME",
+    "CONNECTION_IN_USE",
+    "CONNECTION_REQUESTS",
     "CONNECTION_STATE",
     "ERROR_TYPE",
     "HEDGE",
@@ -64,6 +67,12 @@ RESEND_COUNT = "http.request.resend_count"
 ATTEMPTS = "resilient_http.attempts"
 CONNECTION_STATE = "http.connection.state"
 REUSED = "resilient_http.connection.reused"
+# On CLIENT attempt spans, as the pool saw the connection it handed out: seconds it lay idle
+# before this reuse and requests it had served before this one (reuses only), and connections
+# to the upstream in use once it was acquired (this one included). docs/telemetry.md#connections
+CONNECTION_IDLE_TIME = "resilient_http.connection.idle_time"
+CONNECTION_REQUESTS = "resilient_http.connection.requests"
+CONNECTION_IN_USE = "resilient_http.connection.in_use"
 RETRY_REASON = "resilient_http.retry.reason"
 RETRY_DELAY = "resilient_http.retry.delay"
 SUPPRESSION_REASON = "resilient_http.suppression.reason"

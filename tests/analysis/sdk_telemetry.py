@@ -49,6 +49,12 @@ class Attempt:
     delay: float = 0.0
     pool_wait: float = 0.0
     reused: bool = True
+    idle: float | None = None
+    """Seconds its connection lay idle before this reuse (on the CLIENT span when given)."""
+    served: int = 0
+    """Requests its connection had served before (on the CLIENT span with ``idle``)."""
+    in_use: int | None = None
+    """Connections to the upstream in use once it was acquired (on the CLIENT span when given)."""
 
 
 @dataclass
@@ -141,8 +147,18 @@ class SdkTelemetry:
             if index:
                 attributes[names.RESEND_COUNT] = index
             end = now + round(attempt.seconds * 1e9)
+            span_attributes = dict(attributes)
+            if attempt.in_use is not None:
+                span_attributes[names.CONNECTION_IN_USE] = attempt.in_use
+            if attempt.reused and attempt.idle is not None:
+                span_attributes[names.CONNECTION_IDLE_TIME] = attempt.idle
+                span_attributes[names.CONNECTION_REQUESTS] = attempt.served
             client = self.tracer.start_span(
-                method, context=context, kind=SpanKind.CLIENT, start_time=now, attributes=attributes
+                method,
+                context=context,
+                kind=SpanKind.CLIENT,
+                start_time=now,
+                attributes=span_attributes,
             )
             client.end(end_time=end)
             self._instruments["attempt"].record(attempt.seconds, attributes)
@@ -205,3 +221,26 @@ def _outcome(attempt: Attempt) -> dict[str, str | int]:
     elif attempt.status is not None and attempt.status >= 500:
         outcome[names.ERROR_TYPE] = str(attempt.status)
     return outcome
+
+
+def idle_timeout_calls(
+    telemetry: SdkTelemetry, *, stale: bool = True, address: str = "api.test", method: str = "GET"
+) -> None:
+    """60 calls behind an upstream idle timeout of about 4 s: with ``stale``, every third GET
+    reuses a connection idle 4.2 s that the upstream had closed (retried on a new one); the
+    other calls (``method``) reuse connections idle up to 2 s, which never fail."""
+    for i in range(60):
+        if stale and i % 3 == 0:
+            closed = Attempt(
+                0.001,
+                status=None,
+                error_type="ServerDisconnectedError",
+                retry="connection_closed",
+                idle=4.2,
+                served=i % 5,
+                in_use=1,
+            )
+            telemetry.call([closed, Attempt(0.02, reused=False, in_use=1)], address=address)
+        else:
+            fine = Attempt(0.02, idle=0.05 * (i % 40 + 1), in_use=1)
+            telemetry.call([fine], address=address, method=method)

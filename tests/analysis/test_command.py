@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from resilient_http.analysis.command import add_arguments, main, run
-from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
+from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry, idle_timeout_calls
 
 UPSTREAM_KEYS = {
     "server.address",
@@ -39,14 +39,7 @@ def telemetry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("telemetry")
     telemetry = SdkTelemetry(folder / "traces.jsonl", folder / "nested" / "metrics.jsonl")
     telemetry.pool_limits(100, 10)
-    for i in range(60):
-        if i % 3 == 0:
-            closed = Attempt(
-                0.001, status=None, error_type="ServerDisconnectedError", retry="connection_closed"
-            )
-            telemetry.call([closed, Attempt(0.02, reused=False)])
-        else:
-            telemetry.call([Attempt(0.02, reused=False)], method="POST")
+    idle_timeout_calls(telemetry, method="POST")
     telemetry.flush_metrics()
     telemetry.close()
     return folder
@@ -92,15 +85,21 @@ def test_json_document_has_the_spec_keys(
     (recommendation,) = document["recommendations"]
     assert set(recommendation) >= RECOMMENDATION_KEYS
     assert recommendation["variable"] == "RESILIENT_HTTP_KEEPALIVE_TIMEOUT"
-    assert (recommendation["value"], recommendation["current"]) == ("5", "15")
-    assert "reuse ratio 0.25" in recommendation["evidence"]  # 20 reused of 80 acquisitions
+    assert (recommendation["value"], recommendation["current"]) == ("3.3", "15")
+    assert "stale only on connections idle >= 4.2 s" in recommendation["evidence"]
+    assert "0 of 40 reuses idle up to 1.95 s failed" in recommendation["evidence"]
+    assert recommendation["expect"] == {
+        "figure": "retries.connection_closed",
+        "direction": "down",
+        "upstream": "api.test:8080",
+    }
 
 
 def test_text_report(telemetry_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(_parse(str(telemetry_dir))) == 0
     out = capsys.readouterr().out
     assert "api.test:8080 GET" in out
-    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=5" in out
+    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=3.3" in out
     assert "connection_closed" in out
 
 
@@ -121,7 +120,7 @@ def test_html_report(
     json.loads(capsys.readouterr().out)  # stdout stays pure JSON
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>")
-    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=5" in html
+    assert "RESILIENT_HTTP_KEEPALIVE_TIMEOUT=3.3" in html
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "empty-dir"])
@@ -167,7 +166,7 @@ def test_runs_as_a_module_in_a_subprocess(telemetry_dir: Path, tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["recommendations"][0]["value"] == "5"
+    assert json.loads(done.stdout)["recommendations"][0]["value"] == "3.3"
 
     missing = subprocess.run(
         [sys.executable, "-m", "resilient_http.analysis", str(tmp_path / "nope")],

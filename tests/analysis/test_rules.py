@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 
 import resilient_http as rh
+from resilient_http.analysis.evidence import ConnectionEvidence
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.rules import (
     POOL_WAIT_P95_HIGH_MS,
     READ_TIMEOUT_TYPES,
     RULES,
-    THROTTLED_SHARE_HIGH,
     Recommendation,
     evaluate_rules,
 )
@@ -59,9 +59,45 @@ def throttling(attempts: float, throttled: float, **changes: Any) -> UpstreamRep
         attempts=attempts,
         throttled_attempts=throttled,
         throttled_share=throttled / attempts,
+        rate_limited=throttled,
         retries={"throttled": throttled},
         **changes,
     )
+
+
+def answered_503(attempts: int, throttled: int, *, grows: bool) -> UpstreamReport:
+    """``throttled`` of ``attempts`` attempts answered 503 (none 429), half of the attempts with
+    2 connections in use and half with 10: all 503s with 10 in use when ``grows``, evenly
+    spread otherwise."""
+    evidence = ConnectionEvidence()
+    half = attempts // 2
+    for index in range(attempts):
+        in_use = 2 if index < half else 10
+        if grows:
+            failed = index >= half and index - half < throttled
+        else:
+            failed = index % half < throttled // 2
+        evidence.add_attempt(in_use, failed, 1.0)
+    return healthy(
+        attempts=attempts,
+        throttled_attempts=throttled,
+        throttled_share=throttled / attempts,
+        rate_limited=0,
+        retries={"throttled": throttled},
+        connections=evidence,
+    )
+
+
+def reuses(stale_idle: float | None = None, cap: int | None = None) -> ConnectionEvidence:
+    """400 reuses, idle 0.01 to 8 s, on connections that served 0 to 19 requests: those idle at
+    least ``stale_idle`` seconds, or that served ``cap`` requests, met a closed connection."""
+    evidence = ConnectionEvidence()
+    for index in range(400):
+        idle, served = 0.01 + (index % 40) * 0.2, index % 20
+        stale = (stale_idle is not None and idle >= stale_idle) or served == cap
+        evidence.add_reuse(idle, served, stale, 1.0)
+        evidence.add_attempt(5, False, 1.0)
+    return evidence
 
 
 def advice(
@@ -92,8 +128,21 @@ def test_pool_starved_per_host() -> None:
         rec.evidence
     )
     assert "10 of limit_per_host 10" in rec.evidence
-    assert "no throttling (0 attempts answered 429/503)" in rec.evidence
+    assert "no throttling under load (0 attempts answered 429/503" in rec.evidence
     assert (rec.current, rec.upstreams) == ("10", ("api.test:8080",))
+    # With the means in the data, as many connections as the calls wanted at once (Little's
+    # law): attempts of 250 ms, 200 ms of them queued -> 10 x 250 / 50 = 50.
+    means = replace(starved, attempt_mean_s=0.25, pool_wait_mean_s=0.2)
+    little = advice(means)["pool-starved-per-host"]
+    assert little.value == "50"
+    assert "calls wanted about 50 connections at once" in little.evidence
+    lowered = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "4"})
+    four = PoolLimits(limit=100, limit_per_host=4, active_total_peak=4)
+    at_four = advice(replace(means, active_peak=4), four, lowered)["pool-starved-per-host"]
+    assert at_four.value == "20"
+    assert "LIMIT_PER_HOST was lowered in the environment: if that was for an upstream" in (
+        at_four.evidence
+    )
     # Capped by the total limit.
     capped = advice(starved, PoolLimits(limit=15, limit_per_host=10, active_total_peak=10))
     assert capped["pool-starved-per-host"].value == "15"
@@ -147,9 +196,10 @@ def test_pool_backpressure() -> None:
         "2",
         "2",
     )
-    assert "the upstream is throttling: 7 of 307 attempts (2.28 %) answered 429/503" in (
+    assert "the upstream is throttling: 7 of 307 attempts (2.28 %) throttled under load" in (
         rec.evidence
     )
+    assert rec.expect is None  # a keep changes nothing
     assert "pool wait p95 916 ms" in rec.evidence
     # The total limit, when that is the one in use.
     total = PoolLimits(limit=10, limit_per_host=20, active_total_peak=10)
@@ -165,25 +215,49 @@ def test_pool_backpressure() -> None:
 
 
 def test_stale_keepalive() -> None:
-    stale = healthy(reuse_ratio=0.4, retries={"connection_closed": 80, "throttled": 5})
+    # Reuses idle 4.01 s or more failed (100 of them), those idle up to 3.81 s never did.
+    evidence = reuses(stale_idle=4.0)
+    stale = healthy(retries={"connection_closed": 100, "throttled": 5}, connections=evidence)
     (rec,) = advice(stale).values()
-    assert (rec.rule, rec.variable, rec.value) == (
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
         "stale-keepalive",
         "RESILIENT_HTTP_KEEPALIVE_TIMEOUT",
-        "5",
+        "3.2",
+        "15",
     )
-    assert "80 connection_closed retries of 85 retries" in rec.evidence
+    assert "stale only on connections idle >= 4 s: 200 of 200 reuses idle that long" in (
+        rec.evidence
+    )
+    assert "0 of 200 reuses idle up to 3.81 s failed" in rec.evidence
     assert "15 s (assumed default" in rec.evidence
+    assert rec.expect is not None
+    assert (rec.expect.figure, rec.expect.direction) == ("retries.connection_closed", "down")
     from_env = Settings.from_env({"RESILIENT_HTTP_KEEPALIVE_TIMEOUT": "4"})
-    assert advice(stale, settings=from_env)["stale-keepalive"].value == "2"
     assert "4 s (environment)" in advice(stale, settings=from_env)["stale-keepalive"].evidence
-    # Quiet: good reuse, or stale retries a minor part of the retries, or too few of them.
-    assert advice(replace(stale, reuse_ratio=0.6)) == {}
-    minor = replace(stale, retries={"connection_closed": 40, "server_error": 41})
-    assert "stale-keepalive" not in advice(minor)
+    # Converges: a keep-alive already at the advised value (or below) gets no advice.
+    applied = Settings.from_env({"RESILIENT_HTTP_KEEPALIVE_TIMEOUT": "3.2"})
+    assert advice(stale, settings=applied) == {}
+    # Quiet: too few stale retries, or no evidence (the data bounds no value), or closes that
+    # follow no idle time.
     assert advice(replace(stale, retries={"connection_closed": 9})) == {}
-    # Traces alone (reuse unknown) still show it.
-    assert "stale-keepalive" in advice(replace(stale, reuse_ratio=None))
+    assert advice(replace(stale, connections=None)) == {}
+    assert advice(replace(stale, connections=reuses())) == {}
+
+
+def test_per_connection_request_cap() -> None:
+    # Every reuse of a connection that had served 7 requests failed, whatever its idle time.
+    capped = healthy(retries={"connection_closed": 20}, connections=reuses(cap=7))
+    (rec,) = advice(capped).values()
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
+        "per-connection-request-cap",
+        "RESILIENT_HTTP_KEEPALIVE_TIMEOUT",
+        "15",
+        "15",
+    )
+    assert "20 of 20 stale closes came on a connection that had served 7 requests" in (rec.evidence)
+    assert "request cap" in rec.reason
+    assert rec.expect is None
+    assert advice(replace(capped, retries={"connection_closed": 9})) == {}
 
 
 def test_throttled() -> None:
@@ -191,25 +265,74 @@ def test_throttled() -> None:
     (rec,) = advice(throttled).values()
     assert (rec.rule, rec.variable, rec.value, rec.current) == (
         "throttled",
-        "RESILIENT_HTTP_LIMIT_PER_HOST",
-        "5",
-        "10",
+        "RESILIENT_HTTP_CONCURRENCY",
+        "adaptive",
+        "static",
     )
-    assert "keep RESILIENT_HTTP_RETRY_AFTER_MAX at 30 s or more" in rec.reason
-    assert "20 % of 1200 attempts" in rec.evidence
+    assert "RETRY_AFTER_MAX" not in rec.reason  # no Retry-After was refused
+    assert "20 % of 1200 attempts throttled under load" in rec.evidence
+    assert "240 of them 429 (a rate limit)" in rec.evidence
     assert "queue" not in rec.evidence
+    assert rec.expect is not None
+    assert (rec.expect.figure, rec.expect.direction) == ("throttled_share", "down")
     # Calls queueing too: the evidence says it is the expected backpressure, nothing raises.
     queued = advice(replace(throttled, pool_wait_ms={"p95": 300.0}, active_peak=10))
     assert set(queued) == {"throttled"}
     assert "requests also queue for a connection, pool wait p95 300 ms" in (
         queued["throttled"].evidence
     )
-    # Retry-After waits refused: the reason asks for the value the retry-after rule gives.
+    # Retry-After waits refused: the retry-after rule speaks.
     refused = advice(replace(throttled, suppressed={"retry_after_too_long": 5}))
-    assert "set RESILIENT_HTTP_RETRY_AFTER_MAX to 60 s or more" in refused["throttled"].reason
     assert refused["retry-after-too-long"].value == "60"
-    assert advice(replace(throttled, throttled_share=THROTTLED_SHARE_HIGH)) == {}
+    # Converges: adaptive concurrency in force gets no further concurrency advice.
+    adaptive = Settings.from_env({"RESILIENT_HTTP_CONCURRENCY": "adaptive"})
+    assert advice(throttled, settings=adaptive) == {}
+    assert advice(replace(throttled, rate_limited=12)) == {}  # 1 %: below the threshold
     assert advice(replace(throttled, requests=10)) == {}  # too few calls to judge
+
+
+def test_503s_that_grow_with_load_are_throttling_and_random_ones_are_not() -> None:
+    grows = answered_503(1000, 100, grows=True)
+    (rec,) = advice(grows).values()
+    # The most connections in use with at most 5 % throttled (0 % at 2): the limit the data
+    # bounds; applied, the same data no longer asks for less (no walk).
+    assert (rec.rule, rec.variable, rec.value, rec.current) == (
+        "throttled",
+        "RESILIENT_HTTP_LIMIT_PER_HOST",
+        "2",
+        "10",
+    )
+    assert "with at most 2 connections in use 0 % of 500 attempts were throttled" in rec.evidence
+    two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    assert "throttled" not in advice(grows, two)
+    assert "429/503 grow with load: 0 % of attempts with at most 2 connections in use, 20 %" in (
+        rec.evidence
+    )
+    # The same 503s spread evenly over the load are server errors: no concurrency advice, and
+    # queueing is judged on its own (the per-host limit is raised).
+    spread = answered_503(1000, 100, grows=False)
+    assert advice(spread) == {}
+    starved = advice(replace(spread, pool_wait_ms={"p95": 120.0}, active_peak=10))
+    assert set(starved) == {"pool-starved-per-host"}
+    assert "do not grow with load" in starved["pool-starved-per-host"].evidence
+    # A load that never varied tells nothing: the 503s are not taken for throttling.
+    constant = replace(spread, connections=None)
+    assert set(advice(replace(constant, pool_wait_ms={"p95": 120.0}, active_peak=10))) == {
+        "pool-starved-per-host"
+    }
+
+
+def test_a_rate_limit_gets_the_calls_its_rate_allows() -> None:
+    # 1200 attempts in 10 s, 240 answered 429: 96 attempts/s let through, each holding a
+    # connection 30 ms (50 ms an attempt, 20 ms of it queued): 2.88 calls at once -> 2.
+    limited = throttling(
+        1200, 240, window_s=10.0, attempt_mean_s=0.05, pool_wait_mean_s=0.02, connections=None
+    )
+    rec = advice(limited)["throttled"]
+    assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2")
+    assert "it answered 96 attempts/s without throttling, at 30 ms an attempt" in rec.evidence
+    at_two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    assert "throttled" not in advice(limited, at_two)
 
 
 def test_retry_after_too_long() -> None:
@@ -298,12 +421,13 @@ def test_pool_overprovisioned() -> None:
 
 
 def test_identical_advice_for_several_hosts_is_merged() -> None:
-    stale = {"reuse_ratio": 0.3, "retries": {"connection_closed": 50}}
+    stale = {"retries": {"connection_closed": 50}, "connections": reuses(stale_idle=4.0)}
     a = healthy(**stale)
     b = healthy(address="b.test", **stale)
     (rec,) = evaluate_rules([a, b], LIMITS, Settings())
     assert rec.upstreams == ("api.test:8080", "b.test:8080")
     assert rec.evidence.count("connection_closed retries") == 2
+    assert rec.expect is not None
 
 
 def test_settings_are_read_by_the_sdks_own_reader() -> None:
@@ -332,6 +456,7 @@ def test_rule_names_are_stable(rule: str) -> None:
         "pool-starved-total",
         "pool-backpressure",
         "stale-keepalive",
+        "per-connection-request-cap",
         "throttled",
         "retry-after-too-long",
         "retry-budget-exhausted",

@@ -45,24 +45,44 @@ def test_healthy_sdk_traffic_gets_no_advice(tmp_path: Path) -> None:
     assert _recorded(tmp_path, record) == {}
 
 
-def test_stale_keepalive_sdk_traffic(tmp_path: Path) -> None:
-    def record(t: SdkTelemetry) -> None:
-        for i in range(100):
-            if i % 4 == 0:  # every fourth call hits a pooled connection the upstream closed
-                closed = Attempt(
-                    0.001,
-                    status=None,
-                    error_type="ServerDisconnectedError",
-                    retry="connection_closed",
-                )
-                t.call([closed, Attempt(0.01, reused=False)])  # retried on a new connection
-            else:
-                t.call([Attempt(0.01, reused=i % 4 == 1)])
-        # Reuse: 25 stale + 25 reused of 125 acquisitions = 0.4.
+def _stale_reuses(t: SdkTelemetry, *, idle: float, served: int | None) -> None:
+    """100 calls; every fourth reuses a connection idle ``idle`` seconds (that had served
+    ``served`` requests, else 1 to 25) that the upstream closed; the others reuse connections
+    idle 0.1 to 2.5 s that had served 1 to 3 requests."""
+    for i in range(100):
+        if i % 4 == 0:  # every fourth call hits a pooled connection the upstream closed
+            closed = Attempt(
+                0.001,
+                status=None,
+                error_type="ServerDisconnectedError",
+                retry="connection_closed",
+                idle=idle,
+                served=i // 4 + 1 if served is None else served,
+                in_use=2,
+            )
+            t.call([closed, Attempt(0.01, reused=False, in_use=2)])  # on a new connection
+        else:
+            t.call([Attempt(0.01, idle=0.1 * (i % 25 + 1), served=i % 3 + 1, in_use=2)])
 
-    recommendations = _recorded(tmp_path, record)
+
+def test_stale_keepalive_sdk_traffic(tmp_path: Path) -> None:
+    recommendations = _recorded(tmp_path, lambda t: _stale_reuses(t, idle=5.0, served=None))
     assert set(recommendations) == {"stale-keepalive"}
-    assert recommendations["stale-keepalive"].value == "5"
+    advice = recommendations["stale-keepalive"]
+    assert advice.value == "4"
+    assert "stale only on connections idle >= 5 s" in advice.evidence
+    assert "0 of 75 reuses idle up to 2.5 s failed" in advice.evidence
+
+
+def test_request_cap_sdk_traffic_gets_no_keepalive_change(tmp_path: Path) -> None:
+    # The closed connections had each served 4 requests; their idle times are short, as others.
+    recommendations = _recorded(tmp_path, lambda t: _stale_reuses(t, idle=0.3, served=4))
+    assert set(recommendations) == {"per-connection-request-cap"}
+    capped = recommendations["per-connection-request-cap"]
+    assert capped.value == capped.current == "15"
+    assert "25 of 25 stale closes came on a connection that had served 4 requests" in (
+        capped.evidence
+    )
 
 
 def test_throttled_sdk_traffic_lowers_the_limit_even_while_calls_queue(tmp_path: Path) -> None:
@@ -72,12 +92,12 @@ def test_throttled_sdk_traffic_lowers_the_limit_even_while_calls_queue(tmp_path:
         t.suppressed("retry_after_too_long", 2)
 
     recommendations = _recorded(tmp_path, record)
-    # Lowered, never raised: the queue is the backpressure the throttled advice asks for.
+    # Fewer calls in flight, never more: the queue is the backpressure the advice asks for.
     assert set(recommendations) == {"throttled", "retry-after-too-long"}
     throttled = recommendations["throttled"]
-    assert (throttled.value, throttled.current) == ("5", "10")
+    assert (throttled.variable, throttled.value) == ("RESILIENT_HTTP_CONCURRENCY", "adaptive")
     assert "requests also queue for a connection" in throttled.evidence
-    assert "set RESILIENT_HTTP_RETRY_AFTER_MAX to 60 s or more" in throttled.reason
+    assert recommendations["retry-after-too-long"].value == "60"
 
 
 def test_lowered_limit_is_not_raised_back_while_the_upstream_throttles(tmp_path: Path) -> None:
@@ -90,7 +110,7 @@ def test_lowered_limit_is_not_raised_back_while_the_upstream_throttles(tmp_path:
     assert set(recommendations) == {"pool-backpressure"}
     kept = recommendations["pool-backpressure"]
     assert (kept.variable, kept.value, kept.current) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "5", "5")
-    assert "the upstream is throttling: 5 of 205 attempts (2.44 %) answered 429/503" in (
+    assert "the upstream is throttling: 5 of 205 attempts (2.44 %) throttled under load" in (
         kept.evidence
     )
     assert "5 of limit_per_host 5" in kept.evidence

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,16 @@ def session(providers: Providers, **kwargs: Any) -> rh.ResilientSession:
     )
 
 
+def without_connection_use(span: ReadableSpan) -> dict[str, Any]:
+    """A CLIENT span's attributes less the SDK's connection evidence (the contrib
+    instrumentation has none)."""
+    return {
+        key: value
+        for key, value in (span.attributes or {}).items()
+        if not key.startswith("resilient_http.connection.")
+    }
+
+
 def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
     return [s for s in spans if s.kind is kind]
 
@@ -72,6 +83,7 @@ async def test_one_call_one_internal_and_one_client_span(
         "server.address": "127.0.0.1",
         "server.port": port,
         "http.response.status_code": 200,
+        "resilient_http.connection.in_use": 1,
     }
     assert dict(internal.attributes or {}) == {
         "http.request.method": "GET",
@@ -236,7 +248,7 @@ async def test_attempt_spans_match_the_contrib_instrumentation(
         contrib.kind,
         contrib.status.status_code,
     )
-    assert dict(ours.attributes or {}) == dict(contrib.attributes or {})
+    assert without_connection_use(ours) == dict(contrib.attributes or {})
 
 
 async def test_attempt_span_of_a_failure_matches_the_contrib_instrumentation(
@@ -262,7 +274,7 @@ async def test_attempt_span_of_a_failure_matches_the_contrib_instrumentation(
         contrib.status.status_code,
         contrib.status.description,
     )
-    assert dict(ours.attributes or {}) == dict(contrib.attributes or {})
+    assert without_connection_use(ours) == dict(contrib.attributes or {})
 
 
 async def test_no_double_spans_with_the_contrib_instrumentor(
@@ -359,3 +371,52 @@ async def test_a_method_outside_http_is_named_as_semconv_says(
         assert attributes["http.request.method_original"] == "PURGE"
     durations = providers.metrics()["http.client.request.duration"]
     assert [(a["http.request.method"], p.count) for a, p in durations] == [("_OTHER", 2)]
+
+
+async def test_attempt_spans_carry_the_connections_idle_time_and_request_count(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    """Reuses carry the idle time before reuse and the requests served before; a new
+    connection carries neither; every attempt carries the connections in use."""
+    url = recording_server.url("/a")
+    async with session(providers) as client:
+        for _ in range(3):
+            async with client.get(url) as resp:
+                await resp.read()
+            released = time.monotonic()
+        async with client.get(url) as resp:
+            await resp.read()
+            idle_at_most = time.monotonic() - released
+    attempts = sorted(by_kind(providers.spans(), SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    evidence = [
+        (
+            (s.attributes or {}).get(names.CONNECTION_REQUESTS),
+            (s.attributes or {}).get(names.CONNECTION_IN_USE),
+        )
+        for s in attempts
+    ]
+    assert evidence == [(None, 1), (1, 1), (2, 1), (3, 1)]
+    assert names.CONNECTION_IDLE_TIME not in (attempts[0].attributes or {})
+    idle = (attempts[-1].attributes or {})[names.CONNECTION_IDLE_TIME]
+    assert isinstance(idle, float)
+    assert 0.0 <= idle <= idle_at_most
+
+
+async def test_a_stale_reuse_carries_the_idle_time_it_failed_after(providers: Providers) -> None:
+    """The upstream's idle timeout closes a reuse after an idle time: the failed attempt says
+    how long its connection had been idle, the free retry is on a new connection."""
+    async with FaultyUpstream(FaultPlan(stale_idle=0.05)) as upstream, session(providers) as client:
+        async with client.get(f"{upstream.url}/a") as resp:
+            await resp.read()
+        idle_from = time.monotonic()
+        await asyncio.sleep(0.06)  # the idle gap itself, not a wait for a server
+        async with client.get(f"{upstream.url}/a") as resp:
+            assert resp.status == 200
+    attempts = sorted(by_kind(providers.spans(), SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    failed = dict(attempts[1].attributes or {})
+    assert failed["error.type"] == "ServerDisconnectedError"
+    assert failed[names.CONNECTION_REQUESTS] == 1
+    idle = failed[names.CONNECTION_IDLE_TIME]
+    assert isinstance(idle, float)
+    assert 0.05 <= idle <= time.monotonic() - idle_from
+    assert names.CONNECTION_IDLE_TIME not in (attempts[2].attributes or {})
