@@ -15,9 +15,47 @@ from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.spans import UpstreamKey
 from resilient_http.analysis.stats import BucketHistogram
 
-__all__ = ["HostKey", "MetricView", "port_number"]
+__all__ = ["HostKey", "MetricView", "Resilience", "port_number"]
 
 HostKey = tuple[str, int | None]
+
+
+RESILIENCE_METRICS = (
+    names.BREAKER_REJECTED,
+    names.BREAKER_STATE,
+    names.HEDGES,
+    names.CONCURRENCY_LIMIT,
+)
+
+
+class Resilience:
+    """What the circuit breaker, adaptive concurrency and hedging did for one host."""
+
+    __slots__ = ("breaker_opened", "breaker_rejected", "hedges", "limit_last", "limit_low")
+
+    def __init__(self) -> None:
+        self.breaker_rejected: float | None = None
+        #: whether any export saw the breaker open (the gauge is sampled: a short opening
+        #: between two exports shows in the rejections only)
+        self.breaker_opened: bool | None = None
+        self.hedges: dict[str, float] = {}
+        self.limit_low: float | None = None
+        self.limit_last: float | None = None
+
+    def add(self, stream: Stream) -> None:
+        """Fold one stream of the resilience metrics in."""
+        name, attributes = stream.name, stream.attributes
+        if name == names.BREAKER_REJECTED:
+            self.breaker_rejected = (self.breaker_rejected or 0.0) + stream.value
+        elif name == names.BREAKER_STATE:
+            if attributes.get(names.BREAKER_STATE) == "open":
+                self.breaker_opened = bool(self.breaker_opened) or stream.peak >= 1
+        elif name == names.HEDGES:
+            outcome = str(attributes.get(names.HEDGE_OUTCOME, "unknown"))
+            self.hedges[outcome] = self.hedges.get(outcome, 0.0) + stream.value
+        elif name == names.CONCURRENCY_LIMIT:
+            low = stream.low if self.limit_low is None else min(self.limit_low, stream.low)
+            self.limit_low, self.limit_last = low, stream.value
 
 
 class MetricView:
@@ -66,6 +104,12 @@ class MetricView:
             if host is not None:
                 peak = max(self.open_peaks.get((host, state), 0.0), stream.peak)
                 self.open_peaks[(host, state)] = peak
+        self.resilience: dict[HostKey, Resilience] = {}
+        for name in RESILIENCE_METRICS:
+            for stream in store.by_name(name):
+                host = self.host_key(stream.attributes)
+                if host is not None:
+                    self.resilience.setdefault(host, Resilience()).add(stream)
         pool_hosts = set(self.pool_wait) | set(self.acquired) | {h for h, _ in self.open_peaks}
         self.rows: set[UpstreamKey] = set(self.calls) | set(self.attempts)
         # Retries make a row of their own only for a host without duration metrics (retries

@@ -49,6 +49,8 @@ class Stream:
     level: bool = False
     value: float = 0.0
     peak: float = -math.inf
+    low: float = math.inf
+    """The lowest level seen (levels only): where an adaptive limit went down to."""
     hist: BucketHistogram | None = None
 
 
@@ -157,6 +159,7 @@ class MetricStore:
                 # An older point (files read out of order): keep the latest, note its level.
                 if is_level:
                     stream.peak = max(stream.peak, _number(point))
+                    stream.low = min(stream.low, _number(point))
                 continue
             elif is_level and time > stream.time and stream.time:
                 self._note_interval(time - stream.time)
@@ -174,6 +177,7 @@ class MetricStore:
             stream.value = stream.value + number if delta else number
             if is_level:
                 stream.peak = max(stream.peak, stream.value)
+                stream.low = min(stream.low, stream.value)
         if name == names.OPEN_CONNECTIONS:
             self._update_active_total(resource)
 

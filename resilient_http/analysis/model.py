@@ -120,6 +120,14 @@ class UpstreamReport:
     # cannot show a peak (the run was shorter than one interval, or exported once).
     peak_sampling_s: float | None = None
     peak_caveat: str | None = None
+    # The resilience strategies (None: their metrics are not in the data): calls an open
+    # breaker failed at once, whether an export saw it open, hedges by outcome (won / lost),
+    # and the concurrency limit per upstream, its lowest and its last value.
+    breaker_rejected: float | None = None
+    breaker_opened: bool | None = None
+    hedges: dict[str, float] = field(default_factory=dict)
+    concurrency_limit_low: float | None = None
+    concurrency_limit_last: float | None = None
     sampled: bool = False
 
     @property
@@ -366,6 +374,13 @@ def _add_pool_figures(report: UpstreamReport, host: HostKey, view: MetricView) -
     idle = view.open_peaks.get((host, "idle"))
     report.active_peak = active
     report.idle_peak = idle
+    resilience = view.resilience.get(host)
+    if resilience is not None:
+        report.breaker_rejected = resilience.breaker_rejected
+        report.breaker_opened = resilience.breaker_opened
+        report.hedges = dict(resilience.hedges)
+        report.concurrency_limit_low = resilience.limit_low
+        report.concurrency_limit_last = resilience.limit_last
 
 
 def _add_peak_sampling(report: UpstreamReport, interval_s: float | None) -> None:

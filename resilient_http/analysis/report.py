@@ -109,6 +109,12 @@ def upstream_json(u: UpstreamReport) -> dict[str, Any]:
             "sampling_interval_s": _num(u.peak_sampling_s),
             "caveat": u.peak_caveat,
         },
+        "breaker": {"rejected": _whole(u.breaker_rejected), "opened": u.breaker_opened},
+        "hedges": {outcome: _whole(n) for outcome, n in sorted(u.hedges.items())},
+        "concurrency_limit": {
+            "low": _num(u.concurrency_limit_low),
+            "last": _num(u.concurrency_limit_last),
+        },
     }
 
 
@@ -197,6 +203,7 @@ def render_text(analysis: Analysis, console: Console) -> None:
     console.print(pools)
     _render_peak_sampling(analysis, console)
     _render_retries(analysis, console)
+    _render_resilience(analysis, console)
     if not analysis.recommendations:
         console.print("Recommendations: no change needed.")
         return
@@ -236,6 +243,30 @@ def _render_peak_sampling(analysis: Analysis, console: Console) -> None:
             markup=False,
             soft_wrap=True,
         )
+
+
+def _render_resilience(analysis: Analysis, console: Console) -> None:
+    """One line per upstream where the breaker, adaptive concurrency or hedging acted."""
+    lines = []
+    for host in analysis.hosts:
+        parts = []
+        if host.breaker_rejected or host.breaker_opened:
+            opened = "opened; " if host.breaker_opened else ""
+            parts.append(
+                f"circuit breaker {opened}{_whole(host.breaker_rejected or 0)} calls rejected"
+            )
+        low, last = host.concurrency_limit_low, host.concurrency_limit_last
+        if low is not None and last is not None and low < last:
+            parts.append(f"adaptive limit down to {_whole(low)}, now {_whole(last)}")
+        if host.hedges:
+            won, lost = host.hedges.get("won", 0.0), host.hedges.get("lost", 0.0)
+            parts.append(f"{_whole(won + lost)} hedges ({_whole(won)} won)")
+        if parts:
+            lines.append(f"  {host.upstream}: " + "; ".join(parts))
+    if lines:
+        console.print("Resilience:", highlight=False)
+        for line in lines:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _render_retries(analysis: Analysis, console: Console) -> None:

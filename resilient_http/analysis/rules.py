@@ -274,6 +274,52 @@ def _timeout_advice(c: RuleContext) -> Recommendation:
     )
 
 
+# --- hedging -------------------------------------------------------------------------------------
+
+#: A tail worth hedging: the attempts' p99 at least this many times their p50 ...
+TAIL_FACTOR = 10.0
+#: ... on an otherwise fast upstream (attempt p50 at most this, in ms), where a copy is cheap ...
+FAST_P50_MS = 100.0
+#: ... and not a tail of throttling (its waits are the upstream's to set: a copy adds load).
+TAIL_THROTTLED_SHARE_MAX = 0.01
+
+
+def _long_tail(c: RuleContext) -> bool:
+    """Slow answers, not waits: the attempts' own latency (retries' backoff and Retry-After
+    waits are not in it), with neither throttling nor a queue for connections to explain it."""
+    latency = c.upstream.attempt_latency_ms
+    p50, p99 = latency.get("p50"), latency.get("p99")
+    return (
+        c.busy
+        and c.settings.config.hedge_after == "off"
+        and not c.upstream.hedges
+        and p50 is not None
+        and p99 is not None
+        and 0 < p50 <= FAST_P50_MS
+        and p99 >= TAIL_FACTOR * p50
+        and (c.upstream.throttled_share or 0.0) <= TAIL_THROTTLED_SHARE_MAX
+        and c.pool_wait_p95 <= p50
+    )
+
+
+def _hedge_advice(c: RuleContext) -> Recommendation:
+    latency = c.upstream.attempt_latency_ms
+    return Recommendation(
+        "long-tail",
+        PREFIX + "HEDGE_AFTER",
+        "auto",
+        "a few slow answers set the tail of an otherwise fast upstream: a second copy of a "
+        "slow idempotent call, sent after the upstream's running p95 (and at least twice its "
+        "median), usually answers first; each copy is charged to the retry budget",
+        f"attempt p50 {fmt(latency.get('p50'))} ms, p99 {fmt(latency.get('p99'))} ms "
+        f"(>= {fmt(TAIL_FACTOR)}x the p50), no throttling or queue for connections to explain "
+        f"it (pool wait p95 {fmt(c.pool_wait_p95)} ms); hedging is off",
+        data={"p50_ms": latency.get("p50"), "p99_ms": latency.get("p99")},
+        current=c.settings.values.get(PREFIX + "HEDGE_AFTER", "off"),
+        expect=Expect("latency_ms.p99", "down"),
+    )
+
+
 RULES: tuple[Rule, ...] = (
     Rule("pool-starved-per-host", limit_rules.per_host_starved, limit_rules.per_host_advice),
     Rule("pool-starved-total", limit_rules.total_starved, limit_rules.total_advice),
@@ -284,5 +330,6 @@ RULES: tuple[Rule, ...] = (
     Rule("retry-after-too-long", _retry_after_long, _retry_after_advice),
     Rule("retry-budget-exhausted", _budget, _budget_advice),
     Rule("timeouts", _timeouts, _timeout_advice),
+    Rule("long-tail", _long_tail, _hedge_advice),
     Rule("pool-overprovisioned", limit_rules.overprovisioned, limit_rules.overprovisioned_advice),
 )

@@ -127,3 +127,25 @@ def test_queueing_without_throttling_raises_the_limit(tmp_path: Path) -> None:
     assert (raised.value, raised.current) == ("10", "5")
     # 67 of 200 acquisitions queued 300 ms: the p95 over all of them is in the 300 ms bucket.
     assert "33.5 % of them queued" in raised.evidence
+
+
+def _tail(t: SdkTelemetry, slow_every: int | None) -> None:
+    """200 calls of 5 ms; every ``slow_every``-th takes 1 s."""
+    for i in range(200):
+        slow = slow_every is not None and i % slow_every == 0
+        t.call([Attempt(1.0 if slow else 0.005)])
+    t.open_connections(active=2, idle=2)
+
+
+def test_a_long_tail_on_a_fast_upstream_gets_hedging(tmp_path: Path) -> None:
+    recommendations = _recorded(tmp_path, lambda t: _tail(t, slow_every=40))
+    assert set(recommendations) == {"long-tail"}
+    advice = recommendations["long-tail"]
+    assert (advice.variable, advice.value) == ("RESILIENT_HTTP_HEDGE_AFTER", "auto")
+    assert advice.expect is not None
+    assert (advice.expect.figure, advice.expect.direction) == ("latency_ms.p99", "down")
+    assert "hedging is off" in advice.evidence
+
+
+def test_an_even_upstream_gets_no_hedging(tmp_path: Path) -> None:
+    assert _recorded(tmp_path, lambda t: _tail(t, slow_every=None)) == {}
