@@ -54,12 +54,17 @@ SDK_INSTRUMENTS: Final = (
     Instrument("resilient_http.retries", "counter", "{retry}"),
     Instrument("resilient_http.retries.suppressed", "counter", "{retry}"),
     Instrument("resilient_http.pool.limit", "gauge", "{connection}"),
+    Instrument("resilient_http.breaker.state", "gauge", "1"),
+    Instrument("resilient_http.breaker.rejected", "counter", "{call}"),
+    Instrument("resilient_http.concurrency.limit", "gauge", "{request}"),
+    Instrument("resilient_http.hedges", "counter", "{attempt}"),
 )
 SDK_ATTRIBUTES: Final = frozenset(
     {"server.address", "server.port", "http.request.method", "http.response.status_code",
      "error.type", "http.connection.state", "resilient_http.connection.reused",
      "resilient_http.retry.reason", "resilient_http.suppression.reason",
-     "resilient_http.pool.limit.scope"}
+     "resilient_http.pool.limit.scope", "resilient_http.breaker.state",
+     "resilient_http.hedge.outcome"}
 )  # fmt: skip
 # Labels every series may carry besides the attributes: job/instance come from the resource
 # (service.name, service.instance.id), le from histogram buckets.

@@ -97,11 +97,15 @@ def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None
         "resilient_http_retries_total",
         "resilient_http_retries_suppressed_total",
         "resilient_http_pool_limit",
+        "resilient_http_breaker_state_ratio",
+        "resilient_http_breaker_rejected_total",
+        "resilient_http_concurrency_limit",
+        "resilient_http_hedges_total",
         "traces_span_metrics_calls_total",
         "traces_span_metrics_duration_seconds_bucket",
     } <= names
     assert "traces_span_metrics_duration_milliseconds_bucket" not in names
-    assert len(names) == 3 * 4 + 6 + 1 + 3  # 4 SDK histograms, 6 other SDK, spanmetrics 1 + 3
+    assert len(names) == 3 * 4 + 10 + 1 + 3  # 4 SDK histograms, 10 other SDK, spanmetrics 1 + 3
 
 
 @pytest.mark.parametrize(
