@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ from resilient_http.analysis.stats import BucketHistogram
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
 JOB = "job"
+#: Jobs per group of queries (see ``_shards``).
+JOBS_PER_SHARD = 25
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
 # clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
 _SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
@@ -127,19 +130,43 @@ async def _fill_store(url: str, since_s: float, selector: str) -> tuple[MetricSt
         source = Source(session, url, since_s, selector)
         await _check_reachable(source)
         store = MetricStore()
-        results = await asyncio.gather(
-            *(_histogram(source, store, name) for name in _HISTOGRAMS),
-            *(_counter(source, store, name) for name in _COUNTERS),
-            _gauge_peaks(source, store),
-            _pool_limits(source, store),
-            _active_total_peaks(source, store),
-        )
-    return store, sum(results)
+        series = 0
+        for shard in await _shards(source):
+            results = await asyncio.gather(
+                *(_histogram(shard, store, name) for name in _HISTOGRAMS),
+                *(_counter(shard, store, name) for name in _COUNTERS),
+                _gauge_peaks(shard, store),
+                _pool_limits(shard, store),
+                _active_total_peaks(shard, store),
+            )
+            series += sum(results)
+    return store, series
 
 
 async def _check_reachable(source: Source) -> None:
     # One cheap query first, so that a wrong URL is one clear error, not one per query.
     await source.query("vector(1)")
+
+
+async def _shards(source: Source) -> list[Source]:
+    """The fleet in groups of ``JOBS_PER_SHARD`` jobs, queried one group after the other: an
+    answer holds one group's rows, so memory (here and in Prometheus, whose per-query sample
+    limit a whole large fleet would exceed) is bounded by the group, not by the fleet."""
+    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in _COUNTERS]
+    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in _HISTOGRAMS]
+    jobs = sorted(await source.label_values(JOB, selectors))
+    if len(jobs) <= JOBS_PER_SHARD:
+        return [source]
+    return [
+        source.narrowed(f'{JOB}=~"{_any_of(jobs[i : i + JOBS_PER_SHARD])}"')
+        for i in range(0, len(jobs), JOBS_PER_SHARD)
+    ]
+
+
+def _any_of(values: list[str]) -> str:
+    """A regular expression matching exactly ``values``, quoted for a PromQL string."""
+    pattern = "|".join(re.escape(value) for value in values)
+    return pattern.replace("\\", "\\\\").replace('"', '\\"')
 
 
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:

@@ -23,6 +23,7 @@ one number per label group, not per sample.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+import orjson
 
 from resilient_http.analysis import names
 
@@ -41,6 +43,7 @@ __all__ = [
     "Series",
     "Source",
     "attribute_label",
+    "counter_increase",
     "exact_increase",
     "parse_duration",
 ]
@@ -96,6 +99,15 @@ def parse_duration(text: str) -> float:
     return float(seconds)
 
 
+def counter_increase(selector: str, range_: str) -> str:
+    """PromQL for the increase over ``range_`` of each counter series of ``selector`` that did
+    not reset in it: last value minus the baseline (the last sample at or before the range's
+    start), 0 for a series without one. The Grafana dashboard's report panels use it too."""
+    last = f"last_over_time({selector}[{range_}])"
+    baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {range_})"
+    return f"({last} - ({baseline} or {last} * 0))"
+
+
 def exact_increase(samples: Sequence[Sample], start: float) -> float:
     """A counter's increase after ``start`` from its raw samples (sorted by time): from the last
     sample at or before ``start`` (0 if none: it started later, from zero), each reset (a value
@@ -123,6 +135,20 @@ class Source:
         self.matchers = _selector_matchers(selector)
         self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
 
+    def narrowed(self, matcher: str) -> Source:
+        """This source (same range, same connection) with one more matcher on every series."""
+        narrow = copy.copy(self)
+        narrow.matchers = ", ".join(m for m in (self.matchers, matcher) if m)
+        return narrow
+
+    async def label_values(self, label: str, selectors: Iterable[str]) -> list[str]:
+        """Values of ``label`` on the series of ``selectors`` within the range: read from the
+        index, no samples touched."""
+        params = [("match[]", s) for s in selectors]
+        params += [("start", f"{self.start:.3f}"), ("end", f"{self.end:.3f}")]
+        body = await self._get(f"/api/v1/label/{label}/values", params)
+        return [str(value) for value in body.get("data") or ()]
+
     def select(self, metric: str, *matchers: str) -> str:
         """A series selector for ``metric`` with ``--selector``'s matchers and ``matchers``."""
         inner = ", ".join(m for m in (self.matchers, *matchers) if m)
@@ -137,14 +163,9 @@ class Source:
         """The exact increase over the range of every counter series ``selector`` selects,
         summed ``by`` the given labels (see the module docstring)."""
         group = ", ".join(by)
-        r, lookback = self.range, f"{BASELINE_LOOKBACK_S}s"
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
-        last = f"last_over_time({selector}[{r}])"
         resets = f"resets({selector}[{widened}]) > 0"
-        common = (
-            f"sum by ({group}) (({last} - (last_over_time({selector}[{lookback}] offset {r}) "
-            f"or {last} * 0)) unless {resets})"
-        )
+        common = f"sum by ({group}) ({counter_increase(selector, self.range)} unless {resets})"
         sums, resetting = await asyncio.gather(self.query(common), self.query(resets))
         if not resetting:
             return sums
@@ -177,26 +198,42 @@ class Source:
             return await self._query(promql)
 
     async def _query(self, promql: str) -> list[Series]:
+        form = {"query": promql, "time": f"{self.end:.3f}"}
+        return _series((await self._post("/api/v1/query", form)).get("data") or {})
+
+    async def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        return await self._call("POST", path, form)
+
+    async def _get(self, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        async with self._slots:
+            return await self._call("GET", path, params)
+
+    async def _call(self, method: str, path: str, arguments: Any) -> dict[str, Any]:
+        """One API call; its decoded body, or ``PrometheusError`` in one line."""
+        where = "params" if method == "GET" else "data"
         try:
-            async with self.session.post(
-                f"{self.url}/api/v1/query", data={"query": promql, "time": f"{self.end:.3f}"}
+            async with self.session.request(
+                method, f"{self.url}{path}", **{where: arguments}
             ) as resp:
                 try:
-                    body = await resp.json(content_type=None)
+                    body = await resp.json(content_type=None, loads=_loads)
                 except ValueError:
                     body = None
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from None
         if not isinstance(body, dict) or "status" not in body:
-            raise PrometheusError(
-                f"{self.url} is not a Prometheus API (HTTP {status} on /api/v1/query)"
-            )
+            raise PrometheusError(f"{self.url} is not a Prometheus API (HTTP {status} on {path})")
         if body["status"] != "success":
             raise PrometheusError(
                 f"Prometheus at {self.url} refused a query: {body.get('error', body['status'])}"
             )
-        return _series(body.get("data") or {})
+        return body
+
+
+def _loads(text: str) -> Any:
+    # orjson (the cli extra) parses the large answers of a fleet several times faster.
+    return orjson.loads(text)
 
 
 def _series(data: dict[str, Any]) -> list[Series]:

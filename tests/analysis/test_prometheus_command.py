@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from resilient_http.analysis import prometheus
 from resilient_http.analysis.promql import exact_increase, parse_duration
 from tests.helpers import clean_environ, run_python
 from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
@@ -64,7 +65,7 @@ def _openmetrics(now: float) -> str:
             "checkout",
             [(12 * minute, 4), (8 * minute, 9), (6 * minute, 2), (3 * minute, 5)],
         )
-        + series("throttled", "search", [(5 * minute, 1), (minute, 4)])
+        + series("throttled", "search.v2", [(5 * minute, 1), (minute, 4)])
         + "# EOF\n"
     )
 
@@ -75,7 +76,9 @@ def _write_fleet(folder: Path) -> tuple[Path, Path]:
     return source, folder / "data"
 
 
-async def test_counts_are_exact_on_backfilled_data(tmp_path: Path) -> None:
+async def test_counts_are_exact_on_backfilled_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prometheus_binary()
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -98,21 +101,25 @@ async def test_counts_are_exact_on_backfilled_data(tmp_path: Path) -> None:
         report = json.loads(out)
         code, out, err = await run_python(
             "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m",
-            "--selector", '{job="search"}', "--json", cwd=ROOT, env=clean_environ(),
+            "--selector", '{job="search.v2"}', "--json", cwd=ROOT, env=clean_environ(),
         )  # fmt: skip
         assert code == 0, err
         selected = json.loads(out)
+        # One job per group of queries: the same report (job names are regex-escaped).
+        monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
+        sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
+        assert prometheus.fleet_json(sharded)["services"] == report["services"]
     (row,) = report["upstreams"]
     assert (row["server.address"], row["server.port"]) == ("api.example", 443)
     assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
     services = {s["job"]: s["upstreams"][0]["retries"] for s in report["services"]}
     assert services == {
         "checkout": {"connection_closed": 10, "throttled": 5, "timeout": 7},
-        "search": {"throttled": 4},
+        "search.v2": {"throttled": 4},
     }
     assert selected["upstreams"][0]["retries"] == {"throttled": 4}
-    assert [s["job"] for s in selected["services"]] == ["search"]
-    assert selected["prometheus"]["selector"] == '{job="search"}'
+    assert [s["job"] for s in selected["services"]] == ["search.v2"]
+    assert selected["prometheus"]["selector"] == '{job="search.v2"}'
 
 
 async def _analyze(*args: str) -> tuple[int, str, str]:
