@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-__all__ = ["free_port", "prometheus_binary", "query", "running_prometheus"]
+__all__ = ["free_port", "prometheus_binary", "query", "run_promtool", "running_prometheus"]
 
 # Generous: Prometheus replays its write-ahead log and loads blocks before it is ready.
 READY_SAFETY_NET_S = 60.0
@@ -31,6 +31,19 @@ def prometheus_binary() -> str:
     return found
 
 
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """``promtool ARGS`` (its output captured), or skip the test saying how to get it."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip(
+            "promtool is not on PATH: `make promtool` installs Debian's prometheus package "
+            "(as root, with apt-get)"
+        )
+    return subprocess.run(
+        [promtool, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def free_port() -> int:
     """A port nothing listens on now."""
     with socket.socket() as probe:
@@ -41,11 +54,12 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def running_prometheus(
-    config: str, folder: Path, *, data: Path | None = None
+    config: str, folder: Path, *, data: Path | None = None, files: dict[str, str] | None = None
 ) -> AsyncIterator[str]:
-    """Start Prometheus with ``config`` (YAML text) and yield its URL once ``/-/ready`` says so."""
+    """Start Prometheus with ``config`` (YAML text; ``files`` are written beside it, e.g. rule
+    files it names) and yield its URL once ``/-/ready`` says so."""
     binary = prometheus_binary()
-    config_file, log_file = _prepare(folder, config)
+    config_file, log_file = _prepare(folder, config, files or {})
     port = free_port()
     with log_file.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -84,8 +98,10 @@ async def query(url: str, promql: str) -> list[dict[str, object]]:
     return rows
 
 
-def _prepare(folder: Path, config: str) -> tuple[Path, Path]:
+def _prepare(folder: Path, config: str, files: dict[str, str]) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
     config_file = folder / "prometheus.yml"
     config_file.write_text(config)
     return config_file, folder / "prometheus.log"

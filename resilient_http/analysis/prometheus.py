@@ -44,6 +44,8 @@ from resilient_http.analysis.stats import BucketHistogram
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
 JOB = "job"
+# Steps at which the first and last sample of the acquisition counters are looked up.
+_WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
 JOBS_PER_SHARD = 25
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
@@ -74,20 +76,27 @@ class FleetAnalysis:
     url: str
     since: str
     selector: str
+    recorded: bool
     whole: Analysis
     services: dict[str, Analysis] = field(default_factory=dict)
     series: int = 0
 
 
 def analyze_prometheus(
-    url: str, since: str = "1h", selector: str = "", settings: Settings | None = None
+    url: str,
+    since: str = "1h",
+    selector: str = "",
+    settings: Settings | None = None,
+    *,
+    recorded: bool = False,
 ) -> FleetAnalysis:
-    """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job.
+    """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
+    (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
 
     Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
     (a bad ``since`` or ``selector``), each with a one-line message."""
     since_s = parse_duration(since)
-    store, series = asyncio.run(_fill_store(url, since_s, selector))
+    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded))
     rules_settings = settings or Settings.from_env()
     whole = analysis_of(store, SpanAggregator(), ReadCounts(), rules_settings)
     if whole is None:
@@ -96,7 +105,7 @@ def analyze_prometheus(
             + (f" matching {selector}" if selector else "")
         )
     whole.metric_points = series
-    fleet = FleetAnalysis(url, since, selector, whole, series=series)
+    fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
     for job in sorted({s.resource for s in store.streams.values()}):
         part = _only(store, job)
         analysis = analysis_of(part, SpanAggregator(), ReadCounts(), rules_settings)
@@ -118,16 +127,23 @@ def fleet_json(fleet: FleetAnalysis) -> dict[str, Any]:
         }
         for job, analysis in fleet.services.items()
     ]
-    document["prometheus"] = {"url": fleet.url, "since": fleet.since, "selector": fleet.selector}
+    document["prometheus"] = {
+        "url": fleet.url,
+        "since": fleet.since,
+        "selector": fleet.selector,
+        "recorded": fleet.recorded,
+    }
     return document
 
 
-async def _fill_store(url: str, since_s: float, selector: str) -> tuple[MetricStore, int]:
+async def _fill_store(
+    url: str, since_s: float, selector: str, recorded: bool
+) -> tuple[MetricStore, int]:
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        source = Source(session, url, since_s, selector)
+        source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
         store = MetricStore()
         series = 0
@@ -171,8 +187,8 @@ def _any_of(values: list[str]) -> str:
 
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
-    selector = source.select(PROMETHEUS_NAMES[name] + "_bucket", *_scope(name))
-    rows = await source.counter_sums(selector, [JOB, *_labels(attributes), "le"])
+    series = PROMETHEUS_NAMES[name] + "_bucket"
+    rows = await source.counter_sums(series, _scope(name), [JOB, *_labels(attributes), "le"])
     hists: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[float, float]]] = {}
     for row in rows:
         identity = _identity(row.labels, attributes)
@@ -189,7 +205,7 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    rows = await source.counter_sums(selector, [JOB, *_labels(attributes)])
+    rows = await source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
     window = await _windows(source, selector) if name == names.CONNECTIONS_ACQUIRED else {}
     for row in rows:
         job, identity = row.labels.get(JOB, ""), _identity(row.labels, attributes)
@@ -202,9 +218,12 @@ async def _windows(
     source: Source, selector: str
 ) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
     """First and last sample time per job and host, within the range: the window in which
-    connections were counted (new connections per second)."""
+    connections were counted (new connections per second). Looked up at ``_WINDOW_STEPS``
+    steps over the range (a step per scrape would cost as much as all the counts): the window
+    is known to a step, which is plenty for a rate."""
     by = ", ".join([JOB, *_labels(_HOST)])
-    stamps = f"timestamp({selector})[{source.range}:]"
+    step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
+    stamps = f"timestamp({selector})[{source.range}:{step}]"
     first, last = await asyncio.gather(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
         source.query(f"max by ({by}) (max_over_time({stamps}))"),

@@ -46,6 +46,7 @@ __all__ = [
     "counter_increase",
     "exact_increase",
     "parse_duration",
+    "recorded_name",
 ]
 
 #: The series name of each metric the analysis reads (histograms: add _bucket).
@@ -99,6 +100,12 @@ def parse_duration(text: str) -> float:
     return float(seconds)
 
 
+def recorded_name(series: str) -> str:
+    """The series that ``recording_rules`` records for a counter series (``level:metric:
+    operation``, as Prometheus names recording rules)."""
+    return f"job:{series}:increase"
+
+
 def counter_increase(selector: str, range_: str) -> str:
     """PromQL for the increase over ``range_`` of each counter series of ``selector`` that did
     not reset in it: last value minus the baseline (the last sample at or before the range's
@@ -125,8 +132,15 @@ class Source:
     """One Prometheus, one range ending now, one selector: runs the analysis's queries."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, url: str, since_s: float, selector: str = ""
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        since_s: float,
+        selector: str = "",
+        *,
+        recorded: bool = False,
     ) -> None:
+        self.recorded = recorded
         self.url = url.rstrip("/")
         self.session = session
         self.since_s = since_s
@@ -159,10 +173,17 @@ class Source:
         """The range as a PromQL duration (whole milliseconds)."""
         return f"{round(self.since_s * 1000)}ms"
 
-    async def counter_sums(self, selector: str, by: Iterable[str]) -> list[Series]:
-        """The exact increase over the range of every counter series ``selector`` selects,
-        summed ``by`` the given labels (see the module docstring)."""
+    async def counter_sums(
+        self, series: str, matchers: Sequence[str], by: Iterable[str]
+    ) -> list[Series]:
+        """The exact increase over the range of every counter series of ``series`` with
+        ``matchers``, summed ``by`` the given labels (see the module docstring); with
+        ``recorded``, the sum of what the recording rules recorded in the range."""
         group = ", ".join(by)
+        if self.recorded:
+            recorded = self.select(recorded_name(series), *matchers)
+            return await self.query(f"sum by ({group}) (sum_over_time({recorded}[{self.range}]))")
+        selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
         resets = f"resets({selector}[{widened}]) > 0"
         common = f"sum by ({group}) ({counter_increase(selector, self.range)} unless {resets})"
@@ -171,9 +192,9 @@ class Source:
             return sums
         totals = {_key(s.labels, by): s.value for s in sums}
         keys = list(by)
-        for series in resetting:  # rare: a restarted process under the same labels
-            raw = await self.raw_samples(selector, series.labels, widened)
-            key = _key(series.labels, keys)
+        for row in resetting:  # rare: a restarted process under the same labels
+            raw = await self.raw_samples(selector, row.labels, widened)
+            key = _key(row.labels, keys)
             totals[key] = totals.get(key, 0.0) + exact_increase(raw, self.start)
         return [Series(dict(zip(keys, key, strict=True)), value) for key, value in totals.items()]
 
@@ -183,9 +204,8 @@ class Source:
         """The raw samples of the one series of ``selector`` with exactly ``labels``."""
         exact = [f'{name}="{_escape(value)}"' for name, value in sorted(labels.items())]
         metric, _, inner = selector.partition("{")
-        narrowed = (
-            f"{metric}{{{', '.join([*exact, inner.rstrip('}')] if inner.rstrip('}') else exact)}}}"
-        )
+        matchers = [*exact, inner.removesuffix("}")] if inner.removesuffix("}") else exact
+        narrowed = f"{metric}{{{', '.join(matchers)}}}"
         for series in await self.query(f"{narrowed}[{window}]"):
             rest = {k: v for k, v in series.labels.items() if k != "__name__"}
             if rest == labels:
