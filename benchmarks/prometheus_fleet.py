@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -32,11 +33,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from resilient_http.analysis.promql import BASELINE_LOOKBACK_S, recorded_name
+from resilient_http.analysis.recording_rules import INTERVAL_S
+
 __all__ = ["main"]
 
 _BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 _SCOPE = 'otel_scope_name="resilient_http"'
 _READY_SAFETY_NET_S = 300.0
+# Recorded lines held in memory before they go to the side file.
+_RECORDED_BUFFER = 200_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,15 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(figures))
-    return 0 if figures["counts_exact"] else 1
+    return 0 if figures["counts_exact"] and figures["recorded_counts_exact"] else 1
 
 
 def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str) -> dict[str, Any]:
     began = time.time()
     source = folder / "fleet.om"
     with source.open("w") as out:
+        # The hour ends a few minutes ago: the rules' last evaluations over it are past too.
+        end = began - 3 * INTERVAL_S
         series, samples, calls = _write_fleet(
-            out, args.services, args.upstreams, began - args.hours * 3600, began, args.interval
+            out, args.services, args.upstreams, end - args.hours * 3600, end, args.interval
         )
     generated = time.time()
     data = folder / "data"
@@ -97,13 +105,15 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
         try:
             url = f"http://127.0.0.1:{port}"
             _until_ready(url, server)
-            since_s = int(time.time() - began + args.hours * 3600) + 60
-            report, seconds, rss_kb = _analyze(url, f"{since_s}s")
+            since = f"{int(time.time() - end + args.hours * 3600) + 60}s"
+            report, seconds, rss_kb = _analyze(url, since, recorded=False)
+            recorded, recorded_seconds, recorded_rss_kb = _analyze(url, since, recorded=True)
             prometheus_rss_kb = _peak_rss_kb(server.pid)
         finally:
             server.terminate()
             server.wait()
     counted = sum(u["requests"] for u in report["upstreams"])
+    counted_recorded = sum(u["requests"] for u in recorded["upstreams"])
     return {
         "services": args.services,
         "upstreams": args.upstreams,
@@ -115,11 +125,14 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
         "backfill_s": round(backfilled - generated, 1),
         "analyze_s": round(seconds, 2),
         "analyze_peak_rss_mb": round(rss_kb / 1024, 1),
+        "recorded_analyze_s": round(recorded_seconds, 2),
+        "recorded_analyze_peak_rss_mb": round(recorded_rss_kb / 1024, 1),
         "prometheus_peak_rss_mb": round(prometheus_rss_kb / 1024, 1),
         "report_services": len(report["services"]),
         "report_upstreams": len(report["upstreams"]),
         "calls": calls,
         "counts_exact": counted == calls,
+        "recorded_counts_exact": counted_recorded == calls,
     }
 
 
@@ -128,6 +141,10 @@ def _write_fleet(
 ) -> tuple[int, int, int]:
     """The fleet as OpenMetrics text, family by family; (series, samples, calls made)."""
     rng = random.Random(18)
+    # Recorded samples wait in a side file until the raw families are written (OpenMetrics
+    # wants each family in one piece).
+    sides: dict[str, IO[str]] = {}  # closed (and deleted) at the end
+    recorded_side: dict[str, list[str]] = {}
     times = [start + i * interval for i in range(int((end - start) // interval) + 1)]
     pairs = [(s, u) for s in range(services) for u in range(upstreams)]
     # Calls per sample interval and a latency profile per pair: some slow, some throttled.
@@ -142,6 +159,19 @@ def _write_fleet(
         for at, value in zip(times, values, strict=False):
             out.write(f"{name}{{{labels}}} {value:g} {at:.3f}\n")
             samples += 1
+
+    def emit_counter(name: str, labels: str, per_step: float) -> None:
+        """A counter series, and what the recording rules would record from it."""
+        nonlocal series, samples
+        emit(name, labels, cumulative(per_step))
+        recorded_labels = labels.replace(f",{_instance_label(labels)}", "")
+        recorded = recorded_side.setdefault(recorded_name(name), [])
+        for at, value in _recorded(times, list(cumulative(per_step)), interval):
+            recorded.append(f"{{{recorded_labels}}} {value:g} {at:.3f}\n")
+            samples += 1
+        series += 1
+        if sum(len(lines) for lines in recorded_side.values()) > _RECORDED_BUFFER:
+            _flush(sides, recorded_side)
 
     def base(pair: tuple[int, int]) -> str:
         service, upstream = pair
@@ -168,7 +198,7 @@ def _write_fleet(
             shares = _latency_shares(slow[pair])
             for bound, share in zip((*_BOUNDS, float("inf")), shares, strict=True):
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                emit(f"{family}_bucket", f'{labels},le="{le}"', cumulative(rates[pair] * share))
+                emit_counter(f"{family}_bucket", f'{labels},le="{le}"', rates[pair] * share)
             if family.startswith("resilient_http"):
                 calls += rates[pair] * len(times)
     out.write("# TYPE resilient_http_pool_wait_duration_seconds histogram\n")
@@ -178,23 +208,22 @@ def _write_fleet(
             for bound, share in zip((*_BOUNDS, float("inf")), shares, strict=True):
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 labels = f'{base(pair)},le="{le}"'
-                emit(
+                emit_counter(
                     "resilient_http_pool_wait_duration_seconds_bucket",
                     labels,
-                    cumulative(rates[pair] * share / 2),
+                    rates[pair] * share / 2,
                 )
     out.write("# TYPE resilient_http_retries counter\n")
     for pair in pairs:
         if throttled[pair]:
             labels = f'{base(pair)},http_request_method="GET"'
             labels += ',resilient_http_retry_reason="throttled"'
-            emit("resilient_http_retries_total", labels, cumulative(rates[pair] / 4))
+            emit_counter("resilient_http_retries_total", labels, rates[pair] / 4)
     out.write("# TYPE resilient_http_connection_acquired counter\n")
     for pair in pairs:
         for reused, share in (("true", 0.95), ("false", 0.05)):
             labels = f'{base(pair)},resilient_http_connection_reused="{reused}"'
-            values = cumulative(rates[pair] * share)
-            emit("resilient_http_connection_acquired_total", labels, values)
+            emit_counter("resilient_http_connection_acquired_total", labels, rates[pair] * share)
     out.write("# TYPE http_client_open_connections gauge\n")
     for pair in pairs:
         for state in ("active", "idle"):
@@ -205,8 +234,50 @@ def _write_fleet(
         for scope, limit in (("total", 100), ("per_host", 10)):
             labels = f'job="svc-{service:03d}",resilient_http_pool_limit_scope="{scope}"'
             emit("resilient_http_pool_limit", labels, (limit for _ in times))
+    _flush(sides, recorded_side)
+    for name, side in sides.items():  # the recorded series, family by family
+        out.write(f"# TYPE {name} unknown\n")
+        side.seek(0)
+        out.writelines(name + line for line in side)
+        side.close()
     out.write("# EOF\n")
     return series, samples, calls
+
+
+def _recorded(
+    times: list[float], values: list[float], interval: int
+) -> Iterator[tuple[float, float]]:
+    """What ``recording_rules.render_rules()`` records from one counter series sampled every
+    ``interval`` seconds from ``times[0]``: at each minute t, the last value in (t - 90 s,
+    t - 30 s] minus the last in (t - 390 s, t - 90 s], or that value itself for a new series."""
+    step, first = INTERVAL_S, times[0]
+
+    def last_index(at_or_before: float, after: float) -> int | None:
+        index = min(math.floor((at_or_before - first) / interval), len(times) - 1)
+        return index if index >= 0 and times[index] > after else None
+
+    evaluation = first + step
+    while evaluation <= times[-1] + step * 2:
+        last = last_index(evaluation - step / 2, evaluation - 1.5 * step)
+        if last is not None:
+            before = last_index(
+                evaluation - 1.5 * step, evaluation - 1.5 * step - BASELINE_LOOKBACK_S
+            )
+            value, baseline = values[last], None if before is None else values[before]
+            yield evaluation, value if baseline is None or value < baseline else value - baseline
+        evaluation += step
+
+
+def _flush(sides: dict[str, IO[str]], recorded: dict[str, list[str]]) -> None:
+    for name, lines in recorded.items():
+        sides.setdefault(name, tempfile.TemporaryFile("w+")).writelines(lines)  # noqa: SIM115
+        lines.clear()
+
+
+def _instance_label(labels: str) -> str:
+    start = labels.index("instance=")
+    end = labels.index('"', labels.index('"', start) + 1) + 1
+    return labels[start:end]
 
 
 def _latency_shares(slow: bool) -> list[float]:
@@ -224,19 +295,23 @@ def _latency_shares(slow: bool) -> list[float]:
     return shares
 
 
-def _analyze(url: str, since: str) -> tuple[dict[str, Any], float, int]:
-    """Run the command in a child; (report, seconds, the child's peak RSS in KiB)."""
+def _analyze(url: str, since: str, *, recorded: bool) -> tuple[dict[str, Any], float, int]:
+    """Run the analysis in a child; (report, seconds, the child's peak RSS in KiB)."""
     code = (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         "from resilient_http.analysis.prometheus import analyze_prometheus, fleet_json\n"
         "t = time.perf_counter()\n"
-        "report = fleet_json(analyze_prometheus(sys.argv[1], sys.argv[2]))\n"
+        "fleet = analyze_prometheus(sys.argv[1], sys.argv[2], recorded=sys.argv[3] == 'yes')\n"
+        "report = fleet_json(fleet)\n"
         "seconds = time.perf_counter() - t\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
         "print(json.dumps({'report': report, 'seconds': seconds, 'rss_kb': int(hwm)}))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, url, since], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code, url, since, "yes" if recorded else "no"],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(done.stdout)
     return result["report"], result["seconds"], result["rss_kb"]

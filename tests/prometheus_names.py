@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from tests.stack_checks import Config
+from tests.stack_checks import REPO_ROOT, Config, load_yaml
+
+RECORDING_RULES_PATH: Final = REPO_ROOT / "otel-collector" / "recording-rules.yml"
 
 __all__ = [
     "SDK_ATTRIBUTES",
@@ -67,8 +69,10 @@ SDK_ATTRIBUTES: Final = frozenset(
      "resilient_http.hedge.outcome"}
 )  # fmt: skip
 # Labels every series may carry besides the attributes: job/instance come from the resource
-# (service.name, service.instance.id), le from histogram buckets.
-_PROMETHEUS_LABELS: Final = frozenset({"job", "instance", "le"})
+# (service.name, service.instance.id), le from histogram buckets, otel_scope_name from the
+# instrumentation scope (both the collector's exporter and opentelemetry-exporter-prometheus
+# add it; the analysis reads semconv http_client_* series of the SDK's scopes only).
+_PROMETHEUS_LABELS: Final = frozenset({"job", "instance", "le", "otel_scope_name"})
 _SPANMETRICS_DEFAULT_DIMENSIONS: Final = ("service.name", "span.name", "span.kind", "status.code")
 _SPANMETRICS_DEFAULT_NAMESPACE: Final = "traces.span.metrics"
 _SPANMETRICS_DEFAULT_UNIT: Final = "ms"  # v0.139.0; the config sets `s` explicitly
@@ -158,10 +162,14 @@ def _exporter_namespace(config: Config) -> str:
 
 
 def expected_prometheus_names(config: Config) -> frozenset[str]:
-    """Every series name Prometheus can hold: the SDK's instruments plus spanmetrics."""
+    """Every series name Prometheus can hold: the SDK's instruments, spanmetrics, and what the
+    shipped recording rules (otel-collector/recording-rules.yml) record."""
     namespace = _exporter_namespace(config)
     instruments = [*SDK_INSTRUMENTS, *_spanmetrics(config)[0]]
-    return frozenset(name for inst in instruments for name in _series_names(inst, namespace))
+    names = {name for inst in instruments for name in _series_names(inst, namespace)}
+    rules = load_yaml(RECORDING_RULES_PATH)
+    names |= {rule["record"] for group in rules["groups"] for rule in group["rules"]}
+    return frozenset(names)
 
 
 def expected_prometheus_labels(config: Config) -> frozenset[str]:

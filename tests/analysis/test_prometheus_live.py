@@ -31,6 +31,7 @@ from tests.prometheus_server import free_port, prometheus_binary, query, running
 pytestmark = pytest.mark.prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "otel-collector" / "grafana" / "dashboards" / "resilient-http.json"
 SCENARIOS = ("mixed", "throttled", "stale-keepalive")
 # Figures that are counts (exact from metrics in both sources).
 COUNTS = (
@@ -140,6 +141,24 @@ async def _scraped_after_done(url: str, services: list[Service]) -> float:
             await asyncio.sleep(0.2)  # spaces the queries out; the scrape result is the wait
 
 
+async def _dashboard_figures(url: str) -> dict[str, dict[tuple[Any, ...], int]]:
+    """The Grafana dashboard's report panels, evaluated as Grafana would over the last 10m."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    figures: dict[str, dict[tuple[Any, ...], int]] = {}
+    for key, title in (("calls", "Calls over the range"), ("retries", "Retries by reason")):
+        (panel,) = [p for p in panels if p["title"].startswith(title) and p["type"] == "table"]
+        expr = panel["targets"][0]["expr"]
+        for variable, value in (("$service", ".*"), ("$upstream", ".*"), ("$__range", "10m")):
+            expr = expr.replace(variable, value)
+        figures[key] = {}
+        for row in await query(url, expr):
+            labels: dict[str, str] = row["metric"]  # type: ignore[assignment]
+            reason = labels.get("resilient_http_retry_reason")
+            host = (labels["server_address"], int(labels["server_port"]))
+            figures[key][host + ((reason,) if reason else ())] = round(float(row["value"][1]))  # type: ignore[index]
+    return figures
+
+
 async def _recorded_after(url: str, scraped_at: float) -> None:
     """Wait until the recording rules have read the samples up to ``scraped_at`` (their windows
     end half an interval before each evaluation)."""
@@ -221,6 +240,7 @@ async def test_prometheus_report_counts_what_the_files_count(
             cwd=ROOT, env=clean_environ(),
         )  # fmt: skip
         assert code == 0, err
+        dashboard = await _dashboard_figures(url)
         await _recorded_after(url, scraped_at)
         code, recorded_out, err = await run_python(
             "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m", "--json",
@@ -244,6 +264,12 @@ async def test_prometheus_report_counts_what_the_files_count(
     assert code == 0, err
     from_files = json.loads(out)
     _same_counts(from_prometheus, from_files)
+    # The dashboard's report row shows the report's own figures.
+    hosts = {(u["server.address"], u["server.port"]): u for u in from_prometheus["upstreams"]}
+    assert dashboard["calls"] == {host: u["requests"] for host, u in hosts.items()}
+    assert dashboard["retries"] == {
+        (*host, reason): n for host, u in hosts.items() for reason, n in u["retries"].items()
+    }
     from_rules = json.loads(recorded_out)
     assert from_rules["prometheus"]["recorded"] is True
     _same_counts(from_rules, from_files)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
+from resilient_http.analysis.promql import counter_increase, recorded_name
+from resilient_http.analysis.recording_rules import COUNTER_SERIES
 from tests import prometheus_names as pn
 from tests import stack_checks as sc
 from tests.stack.conftest import GRAFANA_DIR, Config
@@ -105,7 +108,8 @@ def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None
         "traces_span_metrics_duration_seconds_bucket",
     } <= names
     assert "traces_span_metrics_duration_milliseconds_bucket" not in names
-    assert len(names) == 3 * 4 + 10 + 1 + 3  # 4 SDK histograms, 10 other SDK, spanmetrics 1 + 3
+    # 4 SDK histograms, 10 other SDK, spanmetrics 1 + 3, 6 recording rules
+    assert len(names) == 3 * 4 + 10 + 1 + 3 + 6
 
 
 @pytest.mark.parametrize(
@@ -152,6 +156,38 @@ def test_dashboard_covers_the_pool_and_retry_questions(dashboard: Config) -> Non
         "histogram_quantile(0.99, sum by (le, server_address)",  # p99 per upstream
     ):
         assert needle in exprs
+
+
+def _prometheus_exprs(dashboard: Config) -> list[tuple[str, str]]:
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets") or []
+        if (target.get("datasource") or {}).get("type") == "prometheus" and target.get("expr")
+    ]
+
+
+def test_the_dashboard_reads_counters_as_the_report_does(dashboard: Config) -> None:
+    """A counter on the dashboard is either a recording rule's series or, in the report row,
+    the report's own exact-increase PromQL over the dashboard's range."""
+    report_panels = 0
+    for title, expr in _prometheus_exprs(dashboard):
+        raw = pn.promql_metric_names(expr) & set(COUNTER_SERIES)
+        if not raw:
+            continue
+        report_panels += 1
+        series = "|".join(raw)
+        selectors = re.findall(rf"\b(?:{series})\{{[^}}]*\}}", expr)
+        assert selectors, (title, expr)
+        for selector in selectors:
+            assert counter_increase(selector, "$__range") in expr, (title, selector)
+        assert not re.search(r"\b(rate|irate|increase)\(", expr), title
+    assert report_panels >= 4
+    recorded = {recorded_name(series) for series in COUNTER_SERIES}
+    used = {
+        name for _, expr in _prometheus_exprs(dashboard) for name in pn.promql_metric_names(expr)
+    }
+    assert recorded <= used, recorded - used
 
 
 # ---------------------------------------------------------------- (h) the checks can fail
