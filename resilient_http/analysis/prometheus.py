@@ -156,6 +156,12 @@ async def _fill_store(
                 _active_total_peaks(shard, store),
             )
             series += sum(results)
+    counted = (*_HISTOGRAMS, *_COUNTERS)
+    if recorded and not any(s.name in counted for s in store.streams.values()):
+        raise PrometheusError(
+            f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
+            "otel-collector/recording-rules.yml into it, or leave out --recorded"
+        )
     return store, series
 
 

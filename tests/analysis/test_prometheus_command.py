@@ -105,6 +105,12 @@ async def test_counts_are_exact_on_backfilled_data(
         )  # fmt: skip
         assert code == 0, err
         selected = json.loads(out)
+        # --recorded needs the recording rules' series, which this Prometheus has not.
+        code, _out, without_rules = await run_python(
+            "-m", "resilient_http", "analyze", "--prometheus", url, "--recorded",
+            cwd=ROOT, env=clean_environ(),
+        )  # fmt: skip
+        assert code == 1
         # One job per group of queries: the same report (job names are regex-escaped).
         monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
         sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
@@ -117,6 +123,7 @@ async def test_counts_are_exact_on_backfilled_data(
         "checkout": {"connection_closed": 10, "throttled": 5, "timeout": 7},
         "search.v2": {"throttled": 4},
     }
+    assert "load otel-collector/recording-rules.yml" in without_rules
     assert selected["upstreams"][0]["retries"] == {"throttled": 4}
     assert [s["job"] for s in selected["services"]] == ["search.v2"]
     assert selected["prometheus"]["selector"] == '{job="search.v2"}'
