@@ -17,6 +17,7 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -34,8 +35,10 @@ from resilient_http.analysis.promql import (
     Source,
     attribute_label,
     parse_duration,
+    recorded_name,
 )
 from resilient_http.analysis.reader import ReadCounts
+from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
 from resilient_http.analysis.report import Analysis, to_json
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
@@ -106,8 +109,7 @@ def analyze_prometheus(
         )
     whole.metric_points = series
     fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
-    for job in sorted({s.resource for s in store.streams.values()}):
-        part = _only(store, job)
+    for job, part in sorted(_per_job(store).items()):
         analysis = analysis_of(part, SpanAggregator(), ReadCounts(), rules_settings)
         if analysis is not None:
             fleet.services[job.decode()] = analysis
@@ -195,16 +197,19 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
     rows = await source.counter_sums(series, _scope(name), [JOB, *_labels(attributes), "le"])
-    hists: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[float, float]]] = {}
+    # A histogram's rows (one per le) are grouped by their other labels first, so that the
+    # attribute translation runs once per histogram, not once per bucket.
+    labels = _labels(attributes)
+    hists: dict[tuple[str, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
     for row in rows:
-        identity = _identity(row.labels, attributes)
-        hists.setdefault((row.labels.get(JOB, ""), identity), []).append(
-            (float(row.labels["le"]), row.value)
-        )
-    for (job, identity), cumulative in hists.items():
+        found = row.labels
+        key = (found.get(JOB, ""), *(found.get(label, "") for label in labels))
+        hists.setdefault(key, (found, []))[1].append((float(found["le"]), row.value))
+    for first, cumulative in hists.values():
         hist = _from_cumulative(cumulative)
         if hist.count > 0:
-            _add(store, name, job, identity, hist=hist, source=source)
+            identity = _identity(first, attributes)
+            _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
     return len(rows)
 
 
@@ -228,6 +233,8 @@ async def _windows(
     steps over the range (a step per scrape would cost as much as all the counts): the window
     is known to a step, which is plenty for a rate."""
     by = ", ".join([JOB, *_labels(_HOST)])
+    if source.recorded:
+        return await _recorded_windows(source, by)
     step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
     stamps = f"timestamp({selector})[{source.range}:{step}]"
     first, last = await asyncio.gather(
@@ -239,6 +246,21 @@ async def _windows(
         _job_host(s.labels): (max(s.value, source.start), ends.get(_job_host(s.labels), s.value))
         for s in first
     }
+
+
+async def _recorded_windows(
+    source: Source, by: str
+) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
+    """With ``--recorded``: the rules record a sample per evaluation while a series has data,
+    so the number of samples times the rules' interval is how long connections were counted
+    (to an interval), without reading the raw series."""
+    recorded = source.select(recorded_name(PROMETHEUS_NAMES[names.CONNECTIONS_ACQUIRED]))
+    rows, interval = await asyncio.gather(
+        source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))"),
+        source.rule_interval(GROUP),
+    )
+    step = interval or INTERVAL_S
+    return {_job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
 
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
@@ -323,27 +345,38 @@ def _add(
     store.streams[(resource, name, identity)] = stream
 
 
-def _only(store: MetricStore, job: bytes) -> MetricStore:
-    part = MetricStore()
-    part.streams = {k: s for k, s in store.streams.items() if s.resource == job}
-    if job in store.active_total_peak:
-        part.active_total_peak = {job: store.active_total_peak[job]}
-    return part
+def _per_job(store: MetricStore) -> dict[bytes, MetricStore]:
+    """The store split by job (resource), in one pass."""
+    parts: dict[bytes, MetricStore] = {}
+    for key, stream in store.streams.items():
+        part = parts.get(stream.resource)
+        if part is None:
+            part = parts[stream.resource] = MetricStore()
+            peak = store.active_total_peak.get(stream.resource)
+            if peak is not None:
+                part.active_total_peak = {stream.resource: peak}
+        part.streams[key] = stream
+    return parts
 
 
 def _scope(name: str) -> tuple[str, ...]:
     return (_SCOPE_MATCHER,) if name.startswith("http.client.") else ()
 
 
+@functools.cache
+def _label(attribute: str) -> str:
+    return attribute_label(attribute)
+
+
 def _labels(attributes: Iterable[str]) -> list[str]:
-    return [attribute_label(a) for a in attributes]
+    return [_label(a) for a in attributes]
 
 
 def _identity(labels: dict[str, str], attributes: Iterable[str]) -> tuple[tuple[str, Any], ...]:
     """The OTel attributes of a result row (an empty label is an absent attribute)."""
     found: list[tuple[str, Any]] = []
     for attribute in attributes:
-        text = labels.get(attribute_label(attribute), "")
+        text = labels.get(_label(attribute), "")
         if text:
             value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
             found.append((attribute, value))

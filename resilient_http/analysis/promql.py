@@ -163,6 +163,18 @@ class Source:
         body = await self._get(f"/api/v1/label/{label}/values", params)
         return [str(value) for value in body.get("data") or ()]
 
+    async def rule_interval(self, group: str) -> float | None:
+        """The evaluation interval (seconds) of the rule group ``group``; None where the API
+        does not list it (a querier without the rules API)."""
+        try:
+            body = await self._get("/api/v1/rules", [("type", "record")])
+        except PrometheusError:
+            return None
+        for found in (body.get("data") or {}).get("groups") or ():
+            if found.get("name") == group and found.get("interval"):
+                return float(found["interval"])
+        return None
+
     def select(self, metric: str, *matchers: str) -> str:
         """A series selector for ``metric`` with ``--selector``'s matchers and ``matchers``."""
         inner = ", ".join(m for m in (self.matchers, *matchers) if m)
