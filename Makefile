@@ -35,8 +35,9 @@ $(SUITE_STAMP): $(STAMP)
 pytest: $(SUITE_STAMP) promtool
 	$(BIN)/python -m pytest
 
-# promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml.
-# Installed where apt-get can run (as root); elsewhere, or offline, that one test skips and says why.
+# promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml
+# and the recording rules; the package's prometheus binary runs the tests of analyze --prometheus.
+# Installed where apt-get can run (as root); elsewhere, or offline, those tests skip and say why.
 # The package's service is not started in containers (policy-rc.d); nothing here needs it.
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
