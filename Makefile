@@ -35,8 +35,9 @@ $(SUITE_STAMP): $(STAMP)
 pytest: $(SUITE_STAMP) promtool
 	$(BIN)/python -m pytest
 
-# promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml.
-# Installed where apt-get can run (as root); elsewhere, or offline, that one test skips and says why.
+# promtool (in Debian's prometheus package) lets tests/stack check otel-collector/prometheus.yml
+# and the recording rules; the package's prometheus binary runs the tests of analyze --prometheus.
+# Installed where apt-get can run (as root); elsewhere, or offline, those tests skip and say why.
 # The package's service is not started in containers (policy-rc.d); nothing here needs it.
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -53,11 +54,13 @@ promtool:
 # minor installed in .venv; nox keeps one venv per minor in .nox/ and reinstalls only when
 # pyproject.toml changes. The distribution tests are left out there: their clean venv installs
 # the newest aiohttp whatever the session's minor, so they would repeat the same 30 s; the
-# scenario runs are left out too: they test the advice, which no aiohttp minor changes.
+# scenario runs are left out too (they test the advice, which no aiohttp minor changes), and so
+# are the tests on a real Prometheus, which check PromQL and the exporters, not aiohttp.
 matrix: $(SUITE_STAMP) promtool
 	sessions="$$($(BIN)/python noxfile.py)" && \
 	  if [ -n "$$sessions" ]; then \
-	    $(BIN)/nox -s $$sessions -- -q -p no:cacheprovider -m 'not distribution and not scenarios'; \
+	    $(BIN)/nox -s $$sessions -- -q -p no:cacheprovider \
+	      -m 'not distribution and not scenarios and not prometheus'; \
 	  else echo "matrix: .venv's aiohttp is the only minor"; fi
 
 test: lint pytest matrix

@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from tests.stack_checks import Config
+from tests.stack_checks import REPO_ROOT, Config, load_yaml
+
+RECORDING_RULES_PATH: Final = REPO_ROOT / "otel-collector" / "recording-rules.yml"
 
 __all__ = [
     "SDK_ATTRIBUTES",
@@ -54,16 +56,23 @@ SDK_INSTRUMENTS: Final = (
     Instrument("resilient_http.retries", "counter", "{retry}"),
     Instrument("resilient_http.retries.suppressed", "counter", "{retry}"),
     Instrument("resilient_http.pool.limit", "gauge", "{connection}"),
+    Instrument("resilient_http.breaker.state", "gauge", "1"),
+    Instrument("resilient_http.breaker.rejected", "counter", "{call}"),
+    Instrument("resilient_http.concurrency.limit", "gauge", "{request}"),
+    Instrument("resilient_http.hedges", "counter", "{attempt}"),
 )
 SDK_ATTRIBUTES: Final = frozenset(
     {"server.address", "server.port", "http.request.method", "http.response.status_code",
      "error.type", "http.connection.state", "resilient_http.connection.reused",
      "resilient_http.retry.reason", "resilient_http.suppression.reason",
-     "resilient_http.pool.limit.scope", "resilient_http.pool.id"}
+     "resilient_http.pool.limit.scope", "resilient_http.pool.id",
+     "resilient_http.breaker.state", "resilient_http.hedge.outcome"}
 )  # fmt: skip
 # Labels every series may carry besides the attributes: job/instance come from the resource
-# (service.name, service.instance.id), le from histogram buckets.
-_PROMETHEUS_LABELS: Final = frozenset({"job", "instance", "le"})
+# (service.name, service.instance.id), le from histogram buckets, otel_scope_name from the
+# instrumentation scope (both the collector's exporter and opentelemetry-exporter-prometheus
+# add it; the analysis reads semconv http_client_* series of the SDK's scopes only).
+_PROMETHEUS_LABELS: Final = frozenset({"job", "instance", "le", "otel_scope_name"})
 _SPANMETRICS_DEFAULT_DIMENSIONS: Final = ("service.name", "span.name", "span.kind", "status.code")
 _SPANMETRICS_DEFAULT_NAMESPACE: Final = "traces.span.metrics"
 _SPANMETRICS_DEFAULT_UNIT: Final = "ms"  # v0.139.0; the config sets `s` explicitly
@@ -153,10 +162,14 @@ def _exporter_namespace(config: Config) -> str:
 
 
 def expected_prometheus_names(config: Config) -> frozenset[str]:
-    """Every series name Prometheus can hold: the SDK's instruments plus spanmetrics."""
+    """Every series name Prometheus can hold: the SDK's instruments, spanmetrics, and what the
+    shipped recording rules (otel-collector/recording-rules.yml) record."""
     namespace = _exporter_namespace(config)
     instruments = [*SDK_INSTRUMENTS, *_spanmetrics(config)[0]]
-    return frozenset(name for inst in instruments for name in _series_names(inst, namespace))
+    names = {name for inst in instruments for name in _series_names(inst, namespace)}
+    rules = load_yaml(RECORDING_RULES_PATH)
+    names |= {rule["record"] for group in rules["groups"] for rule in group["rules"]}
+    return frozenset(names)
 
 
 def expected_prometheus_labels(config: Config) -> frozenset[str]:

@@ -33,7 +33,7 @@ from resilient_http.analysis.rules import evaluate_rules
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
 
-__all__ = ["NoTelemetryError", "analyze_paths"]
+__all__ = ["NoTelemetryError", "analysis_of", "analyze_paths"]
 
 # Below this much input, starting processes costs more than it saves (8 MB is ~13k spans).
 PARALLEL_MIN_BYTES = 8 << 20
@@ -77,24 +77,35 @@ def analyze_paths(
     files = find_input_files(path_list)
     whole = _read(files, _job_count(files, jobs))
     whole.counts.files = len(files)
-    store, spans, counts = whole.metrics, whole.spans, whole.counts
-    upstreams = build_upstreams(store, spans, split_method=True)
-    if not upstreams:
+    counts = whole.counts
+    analysis = analysis_of(whole.metrics, whole.spans, counts, settings)
+    if analysis is None:
         where = ", ".join(str(p) for p in path_list)
         raise NoTelemetryError(
             f"no resilient_http spans or metrics found in {where} ({counts.files} file(s), "
             f"{counts.lines} line(s), {counts.corrupt_lines} corrupt)"
         )
+    return analysis
+
+
+def analysis_of(
+    store: MetricStore, spans: SpanAggregator, counts: ReadCounts, settings: Settings | None
+) -> Analysis | None:
+    """The report rows and the advice from folded metrics and spans, wherever they were read
+    (files here, Prometheus in ``prometheus.py``); None when no upstream is in them.
+    ``settings`` None: those the telemetry carries (else the defaults)."""
+    upstreams = build_upstreams(store, spans, split_method=True)
+    if not upstreams:
+        return None
     hosts = build_upstreams(store, spans, split_method=False)
     limits = build_pool_limits(store)
     settings = settings or build_settings(store)
-    recommendations = evaluate_rules(hosts, limits, settings)
     return Analysis(
         counts=counts,
         upstreams=upstreams,
         hosts=hosts,
         limits=limits,
-        recommendations=recommendations,
+        recommendations=evaluate_rules(hosts, limits, settings),
         settings=settings,
         spans=spans.spans,
         metric_points=store.points,

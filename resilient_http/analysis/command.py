@@ -1,4 +1,5 @@
-"""``resilient-http analyze PATH... [--json] [--html FILE] [--jobs N]``: argparse wiring.
+"""``resilient-http analyze PATH... [--json] [--html FILE] [--jobs N]``, or ``analyze
+--prometheus URL [--since DURATION] [--selector '{...}']``: argparse wiring.
 
 ``resilient_http/cli.py`` calls ``add_arguments`` on its ``analyze`` sub-parser and ``run`` with
 the parsed namespace; ``python -m resilient_http.analysis`` does the same on its own parser.
@@ -22,10 +23,10 @@ PROG = "resilient-http analyze"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare PATH..., ``--json`` and ``--html FILE`` on ``parser``."""
+    """Declare PATH..., ``--prometheus``, ``--json`` and ``--html FILE`` on ``parser``."""
     parser.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
         help="OTLP JSON lines files or folders (searched recursively for *.json, *.jsonl, "
         "rotated and .gz files)",
@@ -40,6 +41,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="reading processes (default: one per CPU for inputs over 8 MB)",
     )
+    parser.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="analyse the SDK's metrics in this Prometheus (or Thanos/Mimir query API) instead "
+        "of files, per upstream and per service (job)",
+    )
+    parser.add_argument(
+        "--since",
+        default="1h",
+        metavar="DURATION",
+        help="with --prometheus: the range, ending now, as a Prometheus duration (default 1h)",
+    )
+    parser.add_argument(
+        "--selector",
+        default="",
+        metavar="'{MATCHERS}'",
+        help="with --prometheus: label matchers applied to every series read, "
+        """e.g. '{job=~"checkout|search"}'""",
+    )
+    parser.add_argument(
+        "--recorded",
+        action="store_true",
+        help="with --prometheus: counts from the bundled recording rules' series (one sample "
+        "per minute: fast on large fleets, exact to the rules' step)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from resilient_http.analysis.reader import InputError
     from resilient_http.analysis.report import render_text, to_json
 
+    prometheus = getattr(args, "prometheus", None)
+    if bool(prometheus) == bool(args.paths):
+        print(f"{PROG}: error: give PATH... or --prometheus URL (one of them)", file=sys.stderr)
+        return 2
+    if prometheus:
+        return _run_prometheus(args, prometheus)
     try:
         analysis = analyze_paths(args.paths, jobs=getattr(args, "jobs", None))
     except InputError as exc:
@@ -72,6 +104,37 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"{PROG}: error: cannot write {html_path}: {exc.strerror}", file=sys.stderr)
                 return 1
+    return 0
+
+
+def _run_prometheus(args: argparse.Namespace, url: str) -> int:
+    from resilient_http.analysis.prometheus import (
+        PrometheusError,
+        analyze_prometheus,
+        fleet_json,
+    )
+    from resilient_http.analysis.report import render_text
+
+    try:
+        fleet = analyze_prometheus(url, args.since, args.selector, recorded=args.recorded)
+    except ValueError as exc:  # a bad --since or --selector
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except PrometheusError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(fleet_json(fleet), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"Prometheus {url}, last {args.since} {args.selector}".rstrip(), markup=False)
+    render_text(fleet.whole, console)
+    for job, analysis in fleet.services.items():
+        console.rule(f"service {job}")
+        render_text(analysis, console)
     return 0
 
 

@@ -191,8 +191,7 @@ def build_settings(store: MetricStore) -> Settings:
     upstream_resources: dict[str, list[bytes]] = {}
     for stream in store.streams.values():
         if stream.resource not in found:
-            attributes = attributes_dict(orjson.loads(stream.resource))
-            found[stream.resource] = Settings.from_resource(attributes)
+            found[stream.resource] = _carried_settings(stream.resource)
         if found[stream.resource] is None:
             continue
         address = stream.attributes.get(names.ADDRESS)
@@ -209,6 +208,18 @@ def build_settings(store: MetricStore) -> Settings:
     }
     first = carried[0]
     return Settings(first.config, first.sources, per_upstream, first.values)
+
+
+def _carried_settings(resource: bytes) -> Settings | None:
+    """The settings a stream's resource carries: an OTLP resource's attributes as JSON. A
+    resource of another source (Prometheus series are keyed by their job) carries none."""
+    try:
+        attributes = orjson.loads(resource)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(attributes, list):
+        return None
+    return Settings.from_resource(attributes_dict(attributes))
 
 
 def _loosest(limits: Iterable[int]) -> int | None:

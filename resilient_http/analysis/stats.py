@@ -359,6 +359,9 @@ class BucketHistogram:
             target -= zeros
         if total <= 0:
             return None
+        spans.sort()
+        if all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)):
+            return _disjoint_quantile(spans, target)
         # The combined CDF is piecewise linear between bucket edges, with steps at zero-width
         # buckets (point masses). Sweep the edges in order until it reaches the target.
         edges = sorted({edge for lower, upper, _ in spans for edge in (lower, upper)})
@@ -401,3 +404,17 @@ class BucketHistogram:
                 lower, upper = min(lower, high), min(upper, high)
             spans.append((lower, max(lower, upper), weight))
         return spans
+
+
+def _disjoint_quantile(spans: list[tuple[float, float, float]], target: float) -> float:
+    """The sweep of ``BucketHistogram.quantile`` for buckets that do not overlap (sorted): the
+    usual case, one set of boundaries, in one pass instead of one per edge. The report of a
+    fleet computes hundreds of thousands of these."""
+    cumulative = 0.0
+    for lower, upper, weight in spans:
+        if cumulative + weight >= target:
+            if upper == lower:
+                return lower
+            return lower + (upper - lower) * (target - cumulative) / weight
+        cumulative += weight
+    return spans[-1][1]

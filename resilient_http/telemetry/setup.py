@@ -3,7 +3,8 @@
 Opt-in, for applications (a library never configures global providers; ``ResilientSession``
 only uses what it is given or finds). Reads ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_EXPORTER`` /
 ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``, and ``resilient_http_file``, the
-file's entry point name, so one environment also serves ``opentelemetry-instrument``),
+file's entry point name, so one environment also serves ``opentelemetry-instrument``; metrics
+also take ``prometheus``, a ``/metrics`` endpoint, see ``prometheus_endpoint.py``),
 ``OTEL_EXPORTER_OTLP_PROTOCOL``
 (``http/protobuf``, or ``grpc`` with the ``grpc`` extra), ``OTEL_TRACES_SAMPLER(_ARG)`` and
 ``OTEL_METRIC_EXPORT_INTERVAL``, and checks what the SDK and the OTLP exporters read themselves
@@ -60,6 +61,11 @@ from .otlp_file import (
     OTLPJsonFileSpanExporter,
     telemetry_file_from_environment,
 )
+from .prometheus_endpoint import (
+    PROMETHEUS_EXPORTER_NAME,
+    check_prometheus_settings,
+    prometheus_reader,
+)
 
 __all__ = ["TelemetryHandle", "config_resource_attributes", "configure_telemetry"]
 
@@ -93,6 +99,8 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     for signal, kinds in (("TRACES", trace_exporters), ("METRICS", metric_exporters)):
         if "otlp" in kinds:
             _protocol(signal)  # validated before anything is installed
+    if PROMETHEUS_EXPORTER_NAME in metric_exporters:
+        check_prometheus_settings()
     sampler = _sampler()
     interval_ms = _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_INTERVAL_MS)
     _check_exporter_settings()
@@ -127,6 +135,9 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
                 )
             )
         for kind in _besides_the_file(metric_exporters):
+            if kind == PROMETHEUS_EXPORTER_NAME:  # pulled by Prometheus, not pushed
+                readers.append(prometheus_reader())
+                continue
             metric_exporter = QuietMetricExporter(_metric_exporter(kind), warn_every)
             readers.append(
                 PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
@@ -216,7 +227,9 @@ def _exporters(name: str, path: str | None) -> list[str]:
     environment serves opentelemetry-instrument too; the file is written whenever ``path`` is."""
     text = os.environ.get(name, "").strip() or "otlp"
     kinds = [part.strip().lower() for part in text.split(",")]
-    allowed = ("otlp", "console", FILE_EXPORTER_NAME, "none")
+    allowed: tuple[str, ...] = ("otlp", "console", FILE_EXPORTER_NAME, "none")
+    if name == "OTEL_METRICS_EXPORTER":
+        allowed = (*allowed[:-1], PROMETHEUS_EXPORTER_NAME, "none")
     for kind in kinds:
         if kind not in allowed:
             raise ConfigError(

@@ -116,6 +116,21 @@ def test_healthy_upstream_gets_no_advice() -> None:
     assert advice(healthy()) == {}
 
 
+def test_long_tail() -> None:
+    tail = healthy(attempt_latency_ms={"p50": 5.0, "p95": 8.0, "p99": 1000.0})
+    (rec,) = advice(tail).values()
+    assert (rec.rule, rec.variable, rec.value) == (
+        "long-tail",
+        "RESILIENT_HTTP_HEDGE_AFTER",
+        "auto",
+    )
+    # a tail that throttling or a queue for connections explains is not hedged
+    assert advice(replace(tail, throttled_share=0.05)).get("long-tail") is None
+    assert advice(replace(tail, pool_wait_ms={"p95": 50.0})).get("long-tail") is None
+    hedged = Settings.from_env({"RESILIENT_HTTP_HEDGE_AFTER": "0.2"})
+    assert advice(tail, settings=hedged).get("long-tail") is None  # hedging is on already
+
+
 def test_pool_starved_per_host() -> None:
     starved = healthy(pool_wait_ms={"p95": 120.0}, active_peak=10)
     (rec,) = advice(starved).values()
@@ -462,4 +477,5 @@ def test_rule_names_are_stable(rule: str) -> None:
         "retry-budget-exhausted",
         "timeouts",
         "pool-overprovisioned",
+        "long-tail",
     }

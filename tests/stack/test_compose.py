@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import DEFAULT_ENDPOI
 
 from tests import compose_checks as cc
 from tests import stack_checks as sc
+from tests.prometheus_server import run_promtool
 from tests.stack.conftest import COMPOSE_PATH, GRAFANA_DIR, Config
 
 PROMETHEUS_CONFIG_PATH = sc.REPO_ROOT / "otel-collector" / "prometheus.yml"
@@ -178,19 +178,7 @@ def test_grafana_data_sources_point_at_the_services(compose: Config) -> None:
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip(
-            "promtool is not on PATH: `make promtool` installs Debian's prometheus package "
-            "(as root, with apt-get)"
-        )
-    result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS_CONFIG_PATH)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_promtool("check", "config", str(PROMETHEUS_CONFIG_PATH))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
+from resilient_http.analysis.promql import counter_increase, recorded_name
+from resilient_http.analysis.recording_rules import COUNTER_SERIES
 from tests import prometheus_names as pn
 from tests import stack_checks as sc
 from tests.stack.conftest import GRAFANA_DIR, Config
@@ -97,11 +100,16 @@ def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None
         "resilient_http_retries_total",
         "resilient_http_retries_suppressed_total",
         "resilient_http_pool_limit",
+        "resilient_http_breaker_state_ratio",
+        "resilient_http_breaker_rejected_total",
+        "resilient_http_concurrency_limit",
+        "resilient_http_hedges_total",
         "traces_span_metrics_calls_total",
         "traces_span_metrics_duration_seconds_bucket",
     } <= names
     assert "traces_span_metrics_duration_milliseconds_bucket" not in names
-    assert len(names) == 3 * 4 + 6 + 1 + 3  # 4 SDK histograms, 6 other SDK, spanmetrics 1 + 3
+    # 4 SDK histograms, 10 other SDK, spanmetrics 1 + 3, 6 recording rules
+    assert len(names) == 3 * 4 + 10 + 1 + 3 + 6
 
 
 @pytest.mark.parametrize(
@@ -150,6 +158,38 @@ def test_dashboard_covers_the_pool_and_retry_questions(dashboard: Config) -> Non
         assert needle in exprs
 
 
+def _prometheus_exprs(dashboard: Config) -> list[tuple[str, str]]:
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets") or []
+        if (target.get("datasource") or {}).get("type") == "prometheus" and target.get("expr")
+    ]
+
+
+def test_the_dashboard_reads_counters_as_the_report_does(dashboard: Config) -> None:
+    """A counter on the dashboard is either a recording rule's series or, in the report row,
+    the report's own exact-increase PromQL over the dashboard's range."""
+    report_panels = 0
+    for title, expr in _prometheus_exprs(dashboard):
+        raw = pn.promql_metric_names(expr) & set(COUNTER_SERIES)
+        if not raw:
+            continue
+        report_panels += 1
+        series = "|".join(raw)
+        selectors = re.findall(rf"\b(?:{series})\{{[^}}]*\}}", expr)
+        assert selectors, (title, expr)
+        for selector in selectors:
+            assert counter_increase(selector, "$__range") in expr, (title, selector)
+        assert not re.search(r"\b(rate|irate|increase)\(", expr), title
+    assert report_panels >= 4
+    recorded = {recorded_name(series) for series in COUNTER_SERIES}
+    used = {
+        name for _, expr in _prometheus_exprs(dashboard) for name in pn.promql_metric_names(expr)
+    }
+    assert recorded <= used, recorded - used
+
+
 # ---------------------------------------------------------------- (h) the checks can fail
 
 
@@ -159,7 +199,9 @@ def test_dashboard_pool_wait_is_over_all_acquisitions(dashboard: Config) -> None
     p95, share = (t["expr"] for t in panel["targets"])
     assert p95.startswith("histogram_quantile(0.95,")
     assert "resilient_http_connection_acquired_total" in p95
-    assert "resilient_http_pool_wait_duration_seconds_count" in share
+    # the waits counted: the +Inf bucket of the recorded wait histogram
+    assert "resilient_http_pool_wait_duration_seconds_bucket:increase" in share
+    assert 'le="+Inf"' in share or 'le="+Inf"' in share
     assert "resilient_http_connection_acquired_total" in share
 
 

@@ -138,7 +138,9 @@ async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Pa
     ("variable", "value", "message"),
     [
         ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER='zipkin': expected"),
-        ("OTEL_METRICS_EXPORTER", "prometheus", "OTEL_METRICS_EXPORTER='prometheus'"),
+        ("OTEL_METRICS_EXPORTER", "statsd", "OTEL_METRICS_EXPORTER='statsd'"),
+        ("OTEL_TRACES_EXPORTER", "prometheus", "OTEL_TRACES_EXPORTER='prometheus': expected"),
+        ("OTEL_EXPORTER_PROMETHEUS_PORT", "0", "OTEL_EXPORTER_PROMETHEUS_PORT='0': expected"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "not supported"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon", "expected one of"),
         ("OTEL_TRACES_SAMPLER", "sometimes", "OTEL_TRACES_SAMPLER='sometimes'"),
@@ -173,6 +175,8 @@ def test_bad_values_are_config_errors_before_anything_is_installed(
     from opentelemetry import trace
 
     monkeypatch.setenv(variable, value)
+    if variable.startswith("OTEL_EXPORTER_PROMETHEUS_"):
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
     before = trace.get_tracer_provider()
     with pytest.raises(rh.ConfigError, match=message):
         rh.configure_telemetry()

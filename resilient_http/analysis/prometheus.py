@@ -1,0 +1,392 @@
+"""``analyze --prometheus``: the file analysis's model, fed from Prometheus instead of files.
+
+The queries (``promql.py``) return, per service (the ``job`` label) and attribute set, the
+figures the file reader folds OTLP points into: exact counter increases over the range, bucket
+counts of the duration histograms, the peaks and last values of the pool gauges. They become the
+same ``Stream`` objects in a ``MetricStore`` (one resource per job), and from there everything is
+the file analysis's own code: ``build_upstreams``, ``build_pool_limits``, ``evaluate_rules`` and
+``to_json``. So the report and its advice cannot drift from the file analysis: there is one
+model and one rules table, and this module is only a second way of filling the store.
+
+Counts are exact (see ``promql.py``); quantiles come from the bucket counts, so they agree with
+the file analysis within a bucket (the file also knows each stream's min and max, which tighten
+the first and last bucket). Gauges are seen at scrape times, so a peak between two scrapes may be
+missed, as one between two exports is by the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from resilient_http.analysis import names
+from resilient_http.analysis.analyze import analysis_of
+from resilient_http.analysis.metrics import MetricStore, Stream
+from resilient_http.analysis.promql import (
+    PROMETHEUS_NAMES,
+    PrometheusError,
+    Source,
+    attribute_label,
+    parse_duration,
+    recorded_name,
+)
+from resilient_http.analysis.reader import ReadCounts
+from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
+from resilient_http.analysis.report import Analysis, to_json
+from resilient_http.analysis.settings import Settings
+from resilient_http.analysis.spans import SpanAggregator
+from resilient_http.analysis.stats import BucketHistogram
+
+__all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
+
+JOB = "job"
+# Steps at which the first and last sample of the acquisition counters are looked up.
+_WINDOW_STEPS = 30
+#: Jobs per group of queries (see ``_shards``).
+JOBS_PER_SHARD = 25
+# The attempt histogram and the open-connections gauge have semconv names that other HTTP
+# clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
+_SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
+_HOST = (names.ADDRESS, names.PORT)
+# Attributes kept per metric (the ones the file analysis groups or filters by).
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    names.CALL_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
+    names.ATTEMPT_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
+    names.POOL_WAIT: _HOST,
+    names.RETRIES: (*_HOST, names.METHOD, names.RETRY_REASON),
+    names.RETRIES_SUPPRESSED: (*_HOST, names.SUPPRESSION_REASON),
+    names.CONNECTIONS_ACQUIRED: (*_HOST, names.REUSED),
+    names.OPEN_CONNECTIONS: (*_HOST, names.CONNECTION_STATE),
+    names.POOL_LIMIT: (names.LIMIT_SCOPE,),
+}
+_HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
+_COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
+_INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
+_SECONDS_TO_NS = 1_000_000_000
+
+
+@dataclass
+class FleetAnalysis:
+    """The report over all selected jobs and one per job, and where the data came from."""
+
+    url: str
+    since: str
+    selector: str
+    recorded: bool
+    whole: Analysis
+    services: dict[str, Analysis] = field(default_factory=dict)
+    series: int = 0
+
+
+def analyze_prometheus(
+    url: str,
+    since: str = "1h",
+    selector: str = "",
+    settings: Settings | None = None,
+    *,
+    recorded: bool = False,
+) -> FleetAnalysis:
+    """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
+    (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
+
+    Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
+    (a bad ``since`` or ``selector``), each with a one-line message."""
+    since_s = parse_duration(since)
+    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded))
+    # None: the settings the series carry, else the defaults (as the file analysis does)
+    whole = analysis_of(store, SpanAggregator(), ReadCounts(), settings)
+    if whole is None:
+        raise PrometheusError(
+            f"no resilient_http metrics in Prometheus at {url} over the last {since}"
+            + (f" matching {selector}" if selector else "")
+        )
+    whole.metric_points = series
+    fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
+    for job, part in sorted(_per_job(store).items()):
+        analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
+        if analysis is not None:
+            fleet.services[job.decode()] = analysis
+    return fleet
+
+
+def fleet_json(fleet: FleetAnalysis) -> dict[str, Any]:
+    """The ``--json`` document: the file report's keys (``files``, ``lines`` and
+    ``corrupt_lines`` 0), plus ``services`` (one report per job) and ``prometheus``."""
+    document = to_json(fleet.whole)
+    document["services"] = [
+        {
+            JOB: job,
+            "upstreams": (part := to_json(analysis))["upstreams"],
+            "recommendations": part["recommendations"],
+            "pool_limits": part["pool_limits"],
+        }
+        for job, analysis in fleet.services.items()
+    ]
+    document["prometheus"] = {
+        "url": fleet.url,
+        "since": fleet.since,
+        "selector": fleet.selector,
+        "recorded": fleet.recorded,
+    }
+    return document
+
+
+async def _fill_store(
+    url: str, since_s: float, selector: str, recorded: bool
+) -> tuple[MetricStore, int]:
+    # A query over a long range of a large fleet takes seconds on the server: no total timeout,
+    # but a connection that cannot be made fails fast.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        source = Source(session, url, since_s, selector, recorded=recorded)
+        await _check_reachable(source)
+        store = MetricStore()
+        series = 0
+        for shard in await _shards(source):
+            results = await asyncio.gather(
+                *(_histogram(shard, store, name) for name in _HISTOGRAMS),
+                *(_counter(shard, store, name) for name in _COUNTERS),
+                _gauge_peaks(shard, store),
+                _pool_limits(shard, store),
+                _active_total_peaks(shard, store),
+            )
+            series += sum(results)
+    counted = (*_HISTOGRAMS, *_COUNTERS)
+    if recorded and not any(s.name in counted for s in store.streams.values()):
+        raise PrometheusError(
+            f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
+            "otel-collector/recording-rules.yml into it, or leave out --recorded"
+        )
+    return store, series
+
+
+async def _check_reachable(source: Source) -> None:
+    # One cheap query first, so that a wrong URL is one clear error, not one per query.
+    await source.query("vector(1)")
+
+
+async def _shards(source: Source) -> list[Source]:
+    """The fleet in groups of ``JOBS_PER_SHARD`` jobs, queried one group after the other: an
+    answer holds one group's rows, so memory (here and in Prometheus, whose per-query sample
+    limit a whole large fleet would exceed) is bounded by the group, not by the fleet."""
+    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in _COUNTERS]
+    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in _HISTOGRAMS]
+    jobs = sorted(await source.label_values(JOB, selectors))
+    if len(jobs) <= JOBS_PER_SHARD:
+        return [source]
+    return [
+        source.narrowed(f'{JOB}=~"{_any_of(jobs[i : i + JOBS_PER_SHARD])}"')
+        for i in range(0, len(jobs), JOBS_PER_SHARD)
+    ]
+
+
+def _any_of(values: list[str]) -> str:
+    """A regular expression matching exactly ``values``, quoted for a PromQL string."""
+    pattern = "|".join(re.escape(value) for value in values)
+    return pattern.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def _histogram(source: Source, store: MetricStore, name: str) -> int:
+    attributes = _ATTRIBUTES[name]
+    series = PROMETHEUS_NAMES[name] + "_bucket"
+    rows = await source.counter_sums(series, _scope(name), [JOB, *_labels(attributes), "le"])
+    # A histogram's rows (one per le) are grouped by their other labels first, so that the
+    # attribute translation runs once per histogram, not once per bucket.
+    labels = _labels(attributes)
+    hists: dict[tuple[str, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
+    for row in rows:
+        found = row.labels
+        key = (found.get(JOB, ""), *(found.get(label, "") for label in labels))
+        hists.setdefault(key, (found, []))[1].append((float(found["le"]), row.value))
+    for first, cumulative in hists.values():
+        hist = _from_cumulative(cumulative)
+        if hist.count > 0:
+            identity = _identity(first, attributes)
+            _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
+    return len(rows)
+
+
+async def _counter(source: Source, store: MetricStore, name: str) -> int:
+    attributes = _ATTRIBUTES[name]
+    selector = source.select(PROMETHEUS_NAMES[name])
+    rows = await source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
+    window = await _windows(source, selector) if name == names.CONNECTIONS_ACQUIRED else {}
+    for row in rows:
+        job, identity = row.labels.get(JOB, ""), _identity(row.labels, attributes)
+        start, end = window.get((job, _host_of(identity)), (source.start, source.end))
+        _add(store, name, job, identity, value=row.value, source=source, start=start, end=end)
+    return len(rows)
+
+
+async def _windows(
+    source: Source, selector: str
+) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
+    """First and last sample time per job and host, within the range: the window in which
+    connections were counted (new connections per second). Looked up at ``_WINDOW_STEPS``
+    steps over the range (a step per scrape would cost as much as all the counts): the window
+    is known to a step, which is plenty for a rate."""
+    by = ", ".join([JOB, *_labels(_HOST)])
+    if source.recorded:
+        return await _recorded_windows(source, by)
+    step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
+    stamps = f"timestamp({selector})[{source.range}:{step}]"
+    first, last = await asyncio.gather(
+        source.query(f"min by ({by}) (min_over_time({stamps}))"),
+        source.query(f"max by ({by}) (max_over_time({stamps}))"),
+    )
+    ends = {_job_host(s.labels): s.value for s in last}
+    return {
+        _job_host(s.labels): (max(s.value, source.start), ends.get(_job_host(s.labels), s.value))
+        for s in first
+    }
+
+
+async def _recorded_windows(
+    source: Source, by: str
+) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
+    """With ``--recorded``: the rules record a sample per evaluation while a series has data,
+    so the number of samples times the rules' interval is how long connections were counted
+    (to an interval), without reading the raw series."""
+    recorded = source.select(recorded_name(PROMETHEUS_NAMES[names.CONNECTIONS_ACQUIRED]))
+    rows, interval = await asyncio.gather(
+        source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))"),
+        source.rule_interval(GROUP),
+    )
+    step = interval or INTERVAL_S
+    return {_job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
+
+
+async def _gauge_peaks(source: Source, store: MetricStore) -> int:
+    name = names.OPEN_CONNECTIONS
+    attributes = _ATTRIBUTES[name]
+    selector = source.select(PROMETHEUS_NAMES[name], *_scope(name))
+    by = ", ".join([JOB, *_labels(attributes)])
+    rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
+    for row in rows:
+        identity = _identity(row.labels, attributes)
+        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
+    return len(rows)
+
+
+async def _pool_limits(source: Source, store: MetricStore) -> int:
+    name = names.POOL_LIMIT
+    selector = source.select(PROMETHEUS_NAMES[name])
+    by = ", ".join([JOB, *_labels(_ATTRIBUTES[name])])
+    rows = await source.query(f"max by ({by}) (last_over_time({selector}[{source.range}]))")
+    for row in rows:
+        identity = _identity(row.labels, _ATTRIBUTES[name])
+        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value)
+    return len(rows)
+
+
+async def _active_total_peaks(source: Source, store: MetricStore) -> int:
+    """Per job, the peak over time of one process's active connections over all upstreams
+    (what the total limit is compared with), at the server's evaluation interval."""
+    state = f'{attribute_label(names.CONNECTION_STATE)}="active"'
+    name = names.OPEN_CONNECTIONS
+    selector = source.select(PROMETHEUS_NAMES[name], state, *_scope(name))
+    per_process = f"sum by ({JOB}, instance) ({selector})"
+    rows = await source.query(f"max by ({JOB}) (max_over_time({per_process}[{source.range}:]))")
+    for row in rows:
+        store.active_total_peak[row.labels.get(JOB, "").encode()] = row.value
+    return len(rows)
+
+
+def _from_cumulative(cumulative: list[tuple[float, float]]) -> BucketHistogram:
+    """Prometheus's cumulative ``le`` buckets -> the OTLP-style per-bucket counts."""
+    cumulative.sort()
+    bounds = [le for le, _ in cumulative if not math.isinf(le)]
+    counts: list[float] = []
+    below = 0.0
+    for _, total in cumulative:
+        counts.append(max(total - below, 0.0))
+        below = max(below, total)
+    if len(counts) == len(bounds):  # no +Inf bucket in the data: nothing lies above the last
+        counts.append(0.0)
+    return BucketHistogram.from_explicit(
+        bounds, counts, total=below, total_sum=0.0, minimum=None, maximum=None
+    )
+
+
+def _add(
+    store: MetricStore,
+    name: str,
+    job: str,
+    identity: tuple[tuple[str, Any], ...],
+    *,
+    value: float = 0.0,
+    peak: float = -math.inf,
+    hist: BucketHistogram | None = None,
+    source: Source | None = None,
+    start: float | None = None,
+    end: float | None = None,
+) -> None:
+    resource = job.encode()
+    first = start if start is not None else (source.start if source else 0.0)
+    last = end if end is not None else (source.end if source else 0.0)
+    stream = Stream(
+        name,
+        resource,
+        dict(identity),
+        round(first * _SECONDS_TO_NS),
+        round(last * _SECONDS_TO_NS),
+        level=peak != -math.inf,
+        value=value,
+        peak=peak,
+        hist=hist,
+    )
+    store.streams[(resource, name, identity)] = stream
+
+
+def _per_job(store: MetricStore) -> dict[bytes, MetricStore]:
+    """The store split by job (resource), in one pass."""
+    parts: dict[bytes, MetricStore] = {}
+    for key, stream in store.streams.items():
+        part = parts.get(stream.resource)
+        if part is None:
+            part = parts[stream.resource] = MetricStore()
+            peak = store.active_total_peak.get(stream.resource)
+            if peak is not None:
+                part.active_total_peak = {stream.resource: peak}
+        part.streams[key] = stream
+    return parts
+
+
+def _scope(name: str) -> tuple[str, ...]:
+    return (_SCOPE_MATCHER,) if name.startswith("http.client.") else ()
+
+
+@functools.cache
+def _label(attribute: str) -> str:
+    return attribute_label(attribute)
+
+
+def _labels(attributes: Iterable[str]) -> list[str]:
+    return [_label(a) for a in attributes]
+
+
+def _identity(labels: dict[str, str], attributes: Iterable[str]) -> tuple[tuple[str, Any], ...]:
+    """The OTel attributes of a result row (an empty label is an absent attribute)."""
+    found: list[tuple[str, Any]] = []
+    for attribute in attributes:
+        text = labels.get(_label(attribute), "")
+        if text:
+            value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
+            found.append((attribute, value))
+    return tuple(found)
+
+
+def _host_of(identity: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
+    values = dict(identity)
+    return (values.get(names.ADDRESS), values.get(names.PORT))
+
+
+def _job_host(labels: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
+    return labels.get(JOB, ""), _host_of(_identity(labels, _HOST))

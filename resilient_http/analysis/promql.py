@@ -1,0 +1,303 @@
+"""PromQL over Prometheus's HTTP API: the queries behind ``analyze --prometheus``.
+
+Only ``/api/v1/query`` (instant queries, evaluated at the end of the range) is used, over
+aiohttp, which the SDK already depends on: a Prometheus client library would add a dependency
+for two endpoints. Every query selects through ``Source.select``, so ``--selector`` reaches
+every series read, gauges included. Series names are those of the collector's ``prometheus``
+exporter and of ``opentelemetry-exporter-prometheus`` (``PROMETHEUS_NAMES``; both translate
+``http.client.request.duration`` in seconds to ``http_client_request_duration_seconds``, dots
+in attributes to ``_``, and add ``_total`` to counters); tests check both.
+
+Exact counts. ``increase()`` extrapolates to the range's edges and ignores the first sample's
+value, so a process that started inside the range and was first scraped at 57 calls would count
+fewer. Instead the increase of a counter series is ``last value - baseline``, where the baseline
+is the series' last sample at or before the range's start (``last_over_time(s[5m] offset
+range)``) and 0 when the series has none: it started inside the range, from zero. This holds
+while the counter never went down; the few series that reset within the range (a restarted
+process under the same labels) are left out of that sum (``unless resets(...) > 0``) and
+counted from their raw samples instead (``exact_increase``). Both parts are computed per series
+and summed on the server only for the common case, so the answer is exact and the data moved is
+one number per label group, not per sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from resilient_http.analysis import names
+
+__all__ = [
+    "BASELINE_LOOKBACK_S",
+    "PROMETHEUS_NAMES",
+    "PrometheusError",
+    "Sample",
+    "Series",
+    "Source",
+    "attribute_label",
+    "counter_increase",
+    "exact_increase",
+    "parse_duration",
+    "recorded_name",
+]
+
+#: The series name of each metric the analysis reads (histograms: add _bucket).
+PROMETHEUS_NAMES: Final = {
+    names.CALL_DURATION: "resilient_http_request_duration_seconds",
+    names.ATTEMPT_DURATION: "http_client_request_duration_seconds",
+    names.POOL_WAIT: "resilient_http_pool_wait_duration_seconds",
+    names.RETRIES: "resilient_http_retries_total",
+    names.RETRIES_SUPPRESSED: "resilient_http_retries_suppressed_total",
+    names.CONNECTIONS_ACQUIRED: "resilient_http_connection_acquired_total",
+    names.OPEN_CONNECTIONS: "http_client_open_connections",
+    names.POOL_LIMIT: "resilient_http_pool_limit",
+}
+#: How far before the range a counter's baseline sample is looked for: Prometheus's default
+#: lookback, so a series Prometheus shows at the range's start has one.
+BASELINE_LOOKBACK_S: Final = 300
+# Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
+_CONCURRENT_QUERIES: Final = 4
+_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_S: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+Sample = tuple[float, float]  # (Unix seconds, value)
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be asked (unreachable, not Prometheus, a query refused)."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One result row: its labels and its value (instant) or samples (range)."""
+
+    labels: dict[str, str]
+    value: float = 0.0
+    samples: tuple[Sample, ...] = ()
+
+
+def attribute_label(attribute: str) -> str:
+    """The Prometheus label of an OTel attribute, as both exporters write it."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration (``30s``, ``15m``, ``1h30m``); ValueError otherwise."""
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 15m, 1h)")
+    seconds = sum(int(n) * _UNIT_S[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the duration must be positive")
+    return float(seconds)
+
+
+def recorded_name(series: str) -> str:
+    """The series that ``recording_rules`` records for a counter series (``level:metric:
+    operation``, as Prometheus names recording rules)."""
+    return f"job:{series}:increase"
+
+
+def counter_increase(selector: str, range_: str) -> str:
+    """PromQL for the increase over ``range_`` of each counter series of ``selector`` that did
+    not reset in it: last value minus the baseline (the last sample at or before the range's
+    start), 0 for a series without one. The Grafana dashboard's report panels use it too."""
+    last = f"last_over_time({selector}[{range_}])"
+    baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {range_})"
+    return f"({last} - ({baseline} or {last} * 0))"
+
+
+def exact_increase(samples: Sequence[Sample], start: float) -> float:
+    """A counter's increase after ``start`` from its raw samples (sorted by time): from the last
+    sample at or before ``start`` (0 if none: it started later, from zero), each reset (a value
+    lower than the one before) restarting from zero."""
+    previous = 0.0
+    total = 0.0
+    for at, value in samples:
+        if at > start:
+            total += value if value < previous else value - previous
+        previous = value
+    return total
+
+
+class Source:
+    """One Prometheus, one range ending now, one selector: runs the analysis's queries."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        since_s: float,
+        selector: str = "",
+        *,
+        recorded: bool = False,
+    ) -> None:
+        self.recorded = recorded
+        self.url = url.rstrip("/")
+        self.session = session
+        self.since_s = since_s
+        self.end = time.time()
+        self.start = self.end - since_s
+        self.matchers = _selector_matchers(selector)
+        self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
+
+    def narrowed(self, matcher: str) -> Source:
+        """This source (same range, same connection) with one more matcher on every series."""
+        narrow = copy.copy(self)
+        narrow.matchers = ", ".join(m for m in (self.matchers, matcher) if m)
+        return narrow
+
+    async def label_values(self, label: str, selectors: Iterable[str]) -> list[str]:
+        """Values of ``label`` on the series of ``selectors`` within the range: read from the
+        index, no samples touched."""
+        params = [("match[]", s) for s in selectors]
+        params += [("start", f"{self.start:.3f}"), ("end", f"{self.end:.3f}")]
+        body = await self._get(f"/api/v1/label/{label}/values", params)
+        return [str(value) for value in body.get("data") or ()]
+
+    async def rule_interval(self, group: str) -> float | None:
+        """The evaluation interval (seconds) of the rule group ``group``; None where the API
+        does not list it (a querier without the rules API)."""
+        try:
+            body = await self._get("/api/v1/rules", [("type", "record")])
+        except PrometheusError:
+            return None
+        for found in (body.get("data") or {}).get("groups") or ():
+            if found.get("name") == group and found.get("interval"):
+                return float(found["interval"])
+        return None
+
+    def select(self, metric: str, *matchers: str) -> str:
+        """A series selector for ``metric`` with ``--selector``'s matchers and ``matchers``."""
+        inner = ", ".join(m for m in (self.matchers, *matchers) if m)
+        return f"{metric}{{{inner}}}"
+
+    @property
+    def range(self) -> str:
+        """The range as a PromQL duration (whole milliseconds)."""
+        return f"{round(self.since_s * 1000)}ms"
+
+    async def counter_sums(
+        self, series: str, matchers: Sequence[str], by: Iterable[str]
+    ) -> list[Series]:
+        """The exact increase over the range of every counter series of ``series`` with
+        ``matchers``, summed ``by`` the given labels (see the module docstring); with
+        ``recorded``, the sum of what the recording rules recorded in the range."""
+        group = ", ".join(by)
+        if self.recorded:
+            recorded = self.select(recorded_name(series), *matchers)
+            return await self.query(f"sum by ({group}) (sum_over_time({recorded}[{self.range}]))")
+        selector = self.select(series, *matchers)
+        widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
+        resets = f"resets({selector}[{widened}]) > 0"
+        common = f"sum by ({group}) ({counter_increase(selector, self.range)} unless {resets})"
+        sums, resetting = await asyncio.gather(self.query(common), self.query(resets))
+        if not resetting:
+            return sums
+        totals = {_key(s.labels, by): s.value for s in sums}
+        keys = list(by)
+        for row in resetting:  # rare: a restarted process under the same labels
+            raw = await self.raw_samples(selector, row.labels, widened)
+            key = _key(row.labels, keys)
+            totals[key] = totals.get(key, 0.0) + exact_increase(raw, self.start)
+        return [Series(dict(zip(keys, key, strict=True)), value) for key, value in totals.items()]
+
+    async def raw_samples(
+        self, selector: str, labels: dict[str, str], window: str
+    ) -> tuple[Sample, ...]:
+        """The raw samples of the one series of ``selector`` with exactly ``labels``."""
+        exact = [f'{name}="{_escape(value)}"' for name, value in sorted(labels.items())]
+        metric, _, inner = selector.partition("{")
+        matchers = [*exact, inner.removesuffix("}")] if inner.removesuffix("}") else exact
+        narrowed = f"{metric}{{{', '.join(matchers)}}}"
+        for series in await self.query(f"{narrowed}[{window}]"):
+            rest = {k: v for k, v in series.labels.items() if k != "__name__"}
+            if rest == labels:
+                return series.samples
+        return ()
+
+    async def query(self, promql: str) -> list[Series]:
+        """Run an instant query at the range's end."""
+        async with self._slots:
+            return await self._query(promql)
+
+    async def _query(self, promql: str) -> list[Series]:
+        form = {"query": promql, "time": f"{self.end:.3f}"}
+        return _series((await self._post("/api/v1/query", form)).get("data") or {})
+
+    async def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        return await self._call("POST", path, form)
+
+    async def _get(self, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        async with self._slots:
+            return await self._call("GET", path, params)
+
+    async def _call(self, method: str, path: str, arguments: Any) -> dict[str, Any]:
+        """One API call; its decoded body, or ``PrometheusError`` in one line."""
+        where = "params" if method == "GET" else "data"
+        try:
+            async with self.session.request(
+                method, f"{self.url}{path}", **{where: arguments}
+            ) as resp:
+                try:
+                    body = await resp.json(content_type=None, loads=_loads)
+                except ValueError:
+                    body = None
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+        if not isinstance(body, dict) or "status" not in body:
+            raise PrometheusError(f"{self.url} is not a Prometheus API (HTTP {status} on {path})")
+        if body["status"] != "success":
+            raise PrometheusError(
+                f"Prometheus at {self.url} refused a query: {body.get('error', body['status'])}"
+            )
+        return body
+
+
+def _loads(text: str) -> Any:
+    # orjson (the cli extra) parses the large answers of a fleet several times faster.
+    return orjson.loads(text)
+
+
+def _series(data: dict[str, Any]) -> list[Series]:
+    kind = data.get("resultType")
+    rows = data.get("result") or []
+    if kind == "vector":
+        return [Series(dict(r["metric"]), float(r["value"][1])) for r in rows]
+    if kind == "matrix":
+        return [
+            Series(dict(r["metric"]), samples=tuple((float(t), float(v)) for t, v in r["values"]))
+            for r in rows
+        ]
+    if kind == "scalar":
+        return [Series({}, float(rows[1]))]
+    return []
+
+
+def _key(labels: dict[str, str], by: Iterable[str]) -> tuple[str, ...]:
+    return tuple(labels.get(name, "") for name in by)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _selector_matchers(selector: str) -> str:
+    """The matchers inside ``{...}`` (a bare metric name is refused: the queries name their
+    own metrics)."""
+    text = selector.strip()
+    if not text:
+        return ""
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"--selector {selector!r}: expected label matchers in braces, e.g. "
+                         "'{job=~\"checkout|search\"}'")  # fmt: skip
+    return text[1:-1].strip().rstrip(",")

@@ -1,0 +1,171 @@
+"""``analyze --prometheus`` on data backfilled with ``promtool`` (counters that existed before
+the range, started inside it, or reset in it), and its one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from resilient_http.analysis import prometheus
+from resilient_http.analysis.promql import exact_increase, parse_duration
+from tests.helpers import clean_environ, run_python
+from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
+from tests.servers import serving
+
+ROOT = Path(__file__).resolve().parents[2]
+RETRIES = "resilient_http_retries_total"
+
+
+def test_exact_increase_counts_from_the_baseline_and_across_resets() -> None:
+    start = 100.0
+    assert exact_increase([(90, 10), (110, 12), (130, 15)], start) == 5  # baseline 10
+    assert exact_increase([(110, 3), (130, 7)], start) == 7  # started inside: from zero
+    assert exact_increase([(95, 4), (110, 9), (120, 2), (130, 5)], start) == 5 + 2 + 3
+    assert exact_increase([(90, 10)], start) == 0  # nothing inside the range
+
+
+@pytest.mark.parametrize("text", ["", "1", "h", "5 m", "0s", "1h-5m", "1.5h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_durations_are_prometheus_durations() -> None:
+    assert parse_duration("30s") == 30
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+
+
+def _openmetrics(now: float) -> str:
+    """Three retry counters of one service (range: the last 10 minutes) and one of another."""
+
+    def series(reason: str, job: str, points: list[tuple[float, float]]) -> str:
+        labels = (
+            f'job="{job}",server_address="api.example",server_port="443",'
+            f'resilient_http_retry_reason="{reason}"'
+        )
+        return "".join(f"{RETRIES}{{{labels}}} {v} {now - ago:.3f}\n" for ago, v in points)
+
+    minute = 60.0
+    return (
+        "# TYPE resilient_http_retries counter\n"
+        # Existed before the range (10 at 12 min ago): counts 15 - 10.
+        + series("throttled", "checkout", [(12 * minute, 10), (9 * minute, 12), (minute, 15)])
+        # Started inside the range: counts from zero.
+        + series("timeout", "checkout", [(8 * minute, 3), (2 * minute, 7)])
+        # Reset inside the range (a restarted process): 9 - 4, then 2, then 5 - 2.
+        + series(
+            "connection_closed",
+            "checkout",
+            [(12 * minute, 4), (8 * minute, 9), (6 * minute, 2), (3 * minute, 5)],
+        )
+        + series("throttled", "search.v2", [(5 * minute, 1), (minute, 4)])
+        + "# EOF\n"
+    )
+
+
+def _write_fleet(folder: Path) -> tuple[Path, Path]:
+    source = folder / "fleet.om"
+    source.write_text(_openmetrics(time.time()))
+    return source, folder / "data"
+
+
+async def test_counts_are_exact_on_backfilled_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prometheus_binary()
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (make promtool installs it)")
+    source, data = _write_fleet(tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(120):  # a safety net only
+        output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    config = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
+    async with running_prometheus(config, tmp_path / "prometheus", data=data) as url:
+        code, out, err = await run_python(
+            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m", "--json",
+            cwd=ROOT, env=clean_environ(),
+        )  # fmt: skip
+        assert code == 0, err
+        report = json.loads(out)
+        code, out, err = await run_python(
+            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m",
+            "--selector", '{job="search.v2"}', "--json", cwd=ROOT, env=clean_environ(),
+        )  # fmt: skip
+        assert code == 0, err
+        selected = json.loads(out)
+        # --recorded needs the recording rules' series, which this Prometheus has not.
+        code, _out, without_rules = await run_python(
+            "-m", "resilient_http", "analyze", "--prometheus", url, "--recorded",
+            cwd=ROOT, env=clean_environ(),
+        )  # fmt: skip
+        assert code == 1
+        # One job per group of queries: the same report (job names are regex-escaped).
+        monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
+        sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
+        assert prometheus.fleet_json(sharded)["services"] == report["services"]
+    (row,) = report["upstreams"]
+    assert (row["server.address"], row["server.port"]) == ("api.example", 443)
+    assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
+    services = {s["job"]: s["upstreams"][0]["retries"] for s in report["services"]}
+    assert services == {
+        "checkout": {"connection_closed": 10, "throttled": 5, "timeout": 7},
+        "search.v2": {"throttled": 4},
+    }
+    assert "load otel-collector/recording-rules.yml" in without_rules
+    assert selected["upstreams"][0]["retries"] == {"throttled": 4}
+    assert [s["job"] for s in selected["services"]] == ["search.v2"]
+    assert selected["prometheus"]["selector"] == '{job="search.v2"}'
+
+
+async def _analyze(*args: str) -> tuple[int, str, str]:
+    return await run_python("-m", "resilient_http", "analyze", *args, cwd=ROOT, env=clean_environ())
+
+
+async def test_an_unreachable_url_is_one_line_naming_it() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = await _analyze("--prometheus", url)
+    assert code == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert f"cannot reach Prometheus at {url}" in err
+
+
+async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>hi</html>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", page)
+    async with serving(app) as url:
+        code, _out, err = await _analyze("--prometheus", url)
+    assert code == 1
+    assert err.strip() == (
+        f"resilient-http analyze: error: {url} is not a Prometheus API (HTTP 200 on /api/v1/query)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prometheus", "http://127.0.0.1:9", "--since", "soon"], "not a Prometheus duration"),
+        (["--prometheus", "http://127.0.0.1:9", "--selector", "job=x"], "label matchers"),
+        (["--since", "1h"], "give PATH... or --prometheus URL"),
+    ],
+)
+async def test_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    code, _out, err = await _analyze(*args)
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1
