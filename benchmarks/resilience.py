@@ -40,6 +40,7 @@ from resilient_http.upstream import unused_port
 
 from .report import Goal
 from .server import UpstreamServer
+from .variants import RETRY_STATUSES, ClientSettings, Fetch, session_fetch
 
 __all__ = [
     "RESILIENCE_SCENARIOS",
@@ -53,6 +54,8 @@ __all__ = [
 RESILIENCE_SCENARIOS = ("outage", "overloaded", "long-tail")
 _ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=0.5, sock_read=0.5)
 _RETRIED = {aiohttp.ClientError, asyncio.TimeoutError}
+#: bodies read whole, as the other benchmark runs read them
+_WHOLE_BODIES = ClientSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +124,12 @@ class _Connects:
         return sum(start <= t < end for t in self.times)
 
 
-Fetch = Callable[[str], Awaitable[int]]
-
-
 @contextlib.asynccontextmanager
 async def _sdk(config: rh.ClientConfig, connects: _Connects) -> AsyncIterator[Fetch]:
     async with rh.ResilientSession(
         config=config, trace_configs=[connects.trace_config()]
     ) as client:
-
-        async def fetch(url: str) -> int:
-            async with client.get(url) as response:
-                await response.read()
-                return response.status
-
-        yield fetch
+        yield session_fetch(client, _WHOLE_BODIES)
 
 
 @contextlib.asynccontextmanager
@@ -147,16 +141,10 @@ async def _aiohttp_retry(limit_per_host: int, connects: _Connects) -> AsyncItera
         timeout=_ATTEMPT_TIMEOUT,
         trace_configs=[connects.trace_config()],
     )
-    options = ExponentialRetry(attempts=3, statuses={429, 502, 503, 504}, exceptions=_RETRIED)
+    options = ExponentialRetry(attempts=3, statuses=set(RETRY_STATUSES), exceptions=_RETRIED)
     client = RetryClient(client_session=session, retry_options=options)
     try:
-
-        async def fetch(url: str) -> int:
-            async with client.get(url) as response:
-                await response.read()
-                return response.status
-
-        yield fetch
+        yield session_fetch(client, _WHOLE_BODIES)
     finally:
         await client.close()
 

@@ -51,11 +51,13 @@ from .otel import Providers, make_providers
 
 __all__ = [
     "BASELINE",
+    "RETRY_STATUSES",
     "VARIANTS",
     "ClientSettings",
     "Fetch",
     "Variant",
     "VariantUnavailable",
+    "session_fetch",
 ]
 
 Fetch = Callable[[str], Awaitable[int]]
@@ -151,9 +153,10 @@ async def _read_status(response: aiohttp.ClientResponse, chunk_bytes: int | None
     return response.status
 
 
-def _aiohttp_fetch(session: Any, settings: ClientSettings) -> Fetch:
-    # `session` is an aiohttp.ClientSession, a RetryClient or a ResilientSession: all three
-    # give `get(url)` as an async context manager that releases the connection on exit.
+def session_fetch(session: Any, settings: ClientSettings) -> Fetch:
+    """The ``Fetch`` of ``session``: an aiohttp.ClientSession, a RetryClient or a
+    ResilientSession (all three give ``get(url)`` as an async context manager that releases
+    the connection on exit), reading bodies as ``settings`` says."""
     chunk_bytes = settings.read_chunk_bytes
 
     async def fetch(url: str) -> int:
@@ -167,7 +170,7 @@ def _aiohttp_fetch(session: Any, settings: ClientSettings) -> Fetch:
 async def aiohttp_tuned(settings: ClientSettings) -> AsyncIterator[Fetch]:
     """The baseline: a plain ``ClientSession`` on the shared connector settings."""
     async with aiohttp.ClientSession(connector=settings.connector()) as session:
-        yield _aiohttp_fetch(session, settings)
+        yield session_fetch(session, settings)
 
 
 @contextlib.asynccontextmanager
@@ -176,7 +179,7 @@ async def aiohttp_same_timeouts(settings: ClientSettings) -> AsyncIterator[Fetch
     connect=5, sock_read=10)``: plain aiohttp doing the timing work the SDK does."""
     connector = settings.connector()
     async with aiohttp.ClientSession(connector=connector, timeout=settings.sdk_timeout()) as s:
-        yield _aiohttp_fetch(s, settings)
+        yield session_fetch(s, settings)
 
 
 @contextlib.asynccontextmanager
@@ -185,7 +188,7 @@ async def aiohttp_retry(settings: ClientSettings) -> AsyncIterator[Fetch]:
     session = aiohttp.ClientSession(connector=settings.connector())
     client = RetryClient(client_session=session, retry_options=ExponentialRetry(attempts=3))
     try:
-        yield _aiohttp_fetch(client, settings)
+        yield session_fetch(client, settings)
     finally:
         await client.close()
 
@@ -238,7 +241,7 @@ async def otel_contrib(settings: ClientSettings) -> AsyncIterator[Fetch]:
         async with aiohttp.ClientSession(
             connector=settings.connector(), trace_configs=[trace_config]
         ) as session:
-            yield _aiohttp_fetch(session, settings)
+            yield session_fetch(session, settings)
     finally:
         providers.shutdown()
 
@@ -282,7 +285,7 @@ async def httpx_client(settings: ClientSettings) -> AsyncIterator[Fetch]:
 async def sdk_plain(settings: ClientSettings) -> AsyncIterator[Fetch]:
     """``ResilientSession``: retries on (defaults), no telemetry providers."""
     async with rh.ResilientSession(config=settings.sdk_config()) as client:
-        yield _aiohttp_fetch(client, settings)
+        yield session_fetch(client, settings)
 
 
 def _sdk_strategies(on: bool) -> VariantFactory:
@@ -297,7 +300,7 @@ def _sdk_strategies(on: bool) -> VariantFactory:
             hedge_after="auto" if on else "off",
         )
         async with rh.ResilientSession(config=config) as client:
-            yield _aiohttp_fetch(client, settings)
+            yield session_fetch(client, settings)
 
     return factory
 
@@ -308,7 +311,7 @@ async def sdk_plain_aiohttp_timeouts(settings: ClientSettings) -> AsyncIterator[
     SPEC's ``timeout=`` override): the SDK minus its connect/sock_read timer handles."""
     timeout = aiohttp.ClientTimeout()
     async with rh.ResilientSession(config=settings.sdk_config(), timeout=timeout) as client:
-        yield _aiohttp_fetch(client, settings)
+        yield session_fetch(client, settings)
 
 
 def _sdk_with_telemetry(sampling_ratio: float) -> VariantFactory:
@@ -317,7 +320,7 @@ def _sdk_with_telemetry(sampling_ratio: float) -> VariantFactory:
         providers = make_providers(sampling_ratio)
         try:
             async with _telemetry_session(settings, providers) as client:
-                yield _aiohttp_fetch(client, settings)
+                yield session_fetch(client, settings)
         finally:
             providers.shutdown()
 
