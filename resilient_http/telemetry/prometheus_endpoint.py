@@ -24,6 +24,7 @@ __all__ = [
     "PROMETHEUS_EXPORTER_NAME",
     "check_prometheus_settings",
     "endpoint_from_environment",
+    "import_extra",
     "prometheus_reader",
 ]
 
@@ -86,10 +87,15 @@ def prometheus_reader() -> MetricReader:
 
 
 def _import(module: str) -> Any:
+    return import_extra(module, "OTEL_METRICS_EXPORTER='prometheus'", "Prometheus", "prometheus")
+
+
+def import_extra(module: str, setting: str, exporter: str, extra: str) -> Any:
+    """``module``, from an optional extra that ``setting`` needs: a ``ConfigError`` naming the
+    extra to install when it is missing."""
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(
-            "OTEL_METRICS_EXPORTER='prometheus' needs the Prometheus exporter: "
-            "pip install 'resilient-http-sdk[prometheus]'"
+            f"{setting} needs the {exporter} exporter: pip install 'resilient-http-sdk[{extra}]'"
         ) from None

@@ -64,6 +64,7 @@ from .otlp_file import (
 from .prometheus_endpoint import (
     PROMETHEUS_EXPORTER_NAME,
     check_prometheus_settings,
+    import_extra,
     prometheus_reader,
 )
 
@@ -393,12 +394,4 @@ def _metric_exporter(kind: str) -> MetricExporter:
 
 
 def _import_grpc(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            "OTEL_EXPORTER_OTLP_PROTOCOL='grpc' needs the gRPC exporter: "
-            "pip install 'resilient-http-sdk[grpc]'"
-        ) from None
+    return import_extra(module, "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'", "gRPC", "grpc")
