@@ -65,8 +65,8 @@ matrix: $(SUITE_STAMP) promtool
 
 test: lint pytest matrix
 
-# Benchmarks (issue 8; 4.4 minutes measured on the shared 2-core machine with other tests
-# running, less when it is quiet): the bench extra (httpx, sniffio) is installed on first use.
+# Benchmarks (about 8 minutes measured on the shared 2-core machine with other tests running,
+# less when it is quiet): the bench extra (httpx, sniffio) is installed on first use.
 # Scale up or choose with BENCH_ARGS, e.g. make bench BENCH_ARGS='--full' or '--json'.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

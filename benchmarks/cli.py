@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every default is the default run (``make bench``)."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Overhead of resilience and telemetry versus raw aiohttp and its peers "
-        "(issue 8). Prints a table and the goals, or --json.",
+        description="Overhead of resilience and telemetry versus raw aiohttp and its peers, "
+        "and what the resilience strategies do under faults. Prints a table and the goals, "
+        "or --json.",
     )
     add = parser.add_argument
     add("--requests", type=int, default=DEFAULT_REQUESTS, help="GETs per run (default 6000)")
