@@ -44,7 +44,8 @@ class SessionListeners:
             self._stop_watching.append(telemetry.instruments.limiters.register(limiter))
 
     def close(self) -> None:
-        """Stop reporting what ``watch_breaker`` started (the session closed)."""
+        """Stop reporting what ``watch_breaker`` and ``watch_limiter`` started (the session
+        closed)."""
         while self._stop_watching:
             self._stop_watching.pop()()
 
