@@ -18,10 +18,12 @@ any other.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from ._budget import RetryBudget
 from ._events import HedgeEvent
@@ -111,6 +113,7 @@ class Hedging:
         self._clock = clock
         self._sketches = PerUpstream(lambda label, host, port: LatencySketch(label))
         self._send: AttemptHandler | None = None
+        self._deadlines: _Deadlines[_Race] = _Deadlines(self._launch)
 
     def bind(self, send: AttemptHandler) -> AttemptHandler:
         """The attempt handler that hedges slow attempts sent through ``send``."""
@@ -131,45 +134,21 @@ class Hedging:
         sketches = self._sketches
         sketch = sketches.by_target.get(call.target) or sketches.add(call.target)
         delay = self.after if self.after != "auto" else sketch.hedge_after
+        started = self._clock()
         if delay is None:
-            started = self._clock()
             outcome = await send(call, attempt)
             if outcome.response is not None:
                 sketch.add(self._clock() - started)
             return outcome
-        return await self._race(send, call, attempt, sketch, delay)
-
-    async def _race(
-        self,
-        send: AttemptHandler,
-        call: Call,
-        attempt: AttemptSpec,
-        sketch: LatencySketch,
-        delay: float,
-    ) -> AttemptOutcome:
-        # The first attempt runs in the caller's task, as an unhedged one does; a timer starts
-        # hedges as tasks of their own, and a hedge that answers first interrupts it by
-        # cancelling the caller's task (as asyncio.timeout() does). Most calls never hedge: they
-        # pay for one timer, not for a task, a future and a wait per call.
+        # The first attempt runs in the caller's task, as an unhedged one does; once its delay
+        # has passed, hedges start as tasks of their own, and a hedge that answers first
+        # interrupts it by cancelling the caller's task (as asyncio.timeout() does). Most calls
+        # never hedge: they pay for a place in the deadline queue, not for a task per call.
         task = asyncio.current_task()
         assert task is not None
+        race = _Race(task, send, call, attempt, sketch.label, delay)
         loop = asyncio.get_running_loop()
-        race = _Race(task)
-        started = self._clock()
-        upstream = sketch.label
-
-        def launch() -> None:
-            race.timer = None
-            if race.settled or not self._budget.allows_retry(upstream):
-                return
-            self._budget.charge_retry(upstream)
-            hedge = asyncio.ensure_future(send(call, attempt._replace(hedge=len(race.hedges) + 1)))
-            race.hedges.append(hedge)
-            hedge.add_done_callback(race.hedge_ended)
-            if len(race.hedges) < self.most:
-                race.timer = loop.call_later(delay, launch)
-
-        race.timer = loop.call_later(delay, launch)
+        self._deadlines.add(loop, loop.time() + delay, race)
         try:
             try:
                 outcome = await send(call, attempt)
@@ -178,29 +157,104 @@ class Hedging:
                     raise  # cancelled from outside (too): the call itself ends
                 outcome = race.winner.result()
             else:
-                race.settled = True
+                race.settle()
                 if outcome.response is None and race.hedges:  # failed: a hedge may answer
                     outcome = await race.first_answer(outcome)
         finally:
-            race.settled = True
-            if race.timer is not None:
-                race.timer.cancel()
-            await _cancel({hedge for hedge in race.hedges if not hedge.done()})
-            _close_losers(race.hedges, race.winner)
-        self._report(call, attempt, upstream, race)
+            race.settle()
+            if race.hedges:
+                await _cancel({hedge for hedge in race.hedges if not hedge.done()})
+                _close_losers(race.hedges, race.winner)
+        if race.hedges:
+            self._report(call, attempt, race)
         if self.after == "auto":
             # the first attempt's time to an answer, or (lost or failed) at least its time so
             # far: a sketch that forgot the slow ones would hedge ever sooner
             sketch.add(self._clock() - started)
         return outcome
 
-    def _report(self, call: Call, attempt: AttemptSpec, upstream: str, race: _Race) -> None:
+    def _launch(self, race: _Race) -> None:
+        """``race``'s delay has passed without an answer: send one more copy, when the budget
+        allows, and queue the next one's deadline while ``most`` allows."""
+        send, call, attempt = race.send, race.call, race.attempt
+        if race.settled or send is None or call is None or attempt is None:
+            return
+        if not self._budget.allows_retry(race.upstream):
+            return
+        self._budget.charge_retry(race.upstream)
+        hedge = asyncio.ensure_future(send(call, attempt._replace(hedge=len(race.hedges) + 1)))
+        race.hedges.append(hedge)
+        hedge.add_done_callback(race.hedge_ended)
+        if len(race.hedges) < self.most:
+            loop = asyncio.get_running_loop()
+            self._deadlines.add(loop, loop.time() + race.delay, race)
+
+    def _report(self, call: Call, attempt: AttemptSpec, race: _Race) -> None:
         observer = call.observer
         if observer is None:
             return
         for index, hedge in enumerate(race.hedges, start=1):
             won = hedge is race.winner
-            observer.hedged(HedgeEvent(call.method, upstream, attempt.number, index, won))
+            observer.hedged(HedgeEvent(call.method, race.upstream, attempt.number, index, won))
+
+
+class _Settles(Protocol):
+    settled: bool
+
+
+_R = TypeVar("_R", bound=_Settles)
+
+
+class _Deadlines(Generic[_R]):
+    """When hedged attempts outlive their delay: one asyncio timer, set for the earliest
+    deadline of the attempts in flight, instead of a timer per attempt.
+
+    Most attempts answer before their delay. Scheduling and cancelling a timer for each one was
+    most of what hedging cost a healthy upstream (asyncio keeps cancelled timers in its heap
+    until they come due; docs/performance.md). Here an attempt takes a place in a heap of
+    deadlines, and the one timer stays set for the earliest deadline still pending, so a hedge
+    starts at its deadline exactly as it would with its own timer; an answered attempt's place
+    is dropped when it comes to the top. The heap holds each attempt at most until its deadline.
+    """
+
+    __slots__ = ("_at", "_heap", "_launch", "_order", "_timer")
+
+    def __init__(self, launch: Callable[[_R], None]) -> None:
+        self._launch = launch
+        self._heap: list[tuple[float, int, _R]] = []
+        self._order = itertools.count()  # ties: first come, first hedged (races do not compare)
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def add(self, loop: asyncio.AbstractEventLoop, deadline: float, race: _R) -> None:
+        """Launch a hedge for ``race`` at ``deadline`` (loop time) unless it settles first."""
+        heap = self._heap
+        while heap and heap[0][2].settled:
+            heapq.heappop(heap)
+        heapq.heappush(heap, (deadline, next(self._order), race))
+        if deadline < self._at:
+            self._set(loop, deadline)
+
+    def _set(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(at, self._due, loop, at)
+        self._at = at
+
+    def _due(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        self._timer, self._at = None, math.inf
+        # asyncio runs a timer up to its clock resolution early: what it was set for is due
+        now = max(loop.time(), at)
+        heap = self._heap
+        while heap:
+            deadline, _, race = heap[0]
+            if not race.settled and deadline > now:
+                break
+            heapq.heappop(heap)
+            if not race.settled:
+                self._launch(race)  # may add the race's next deadline (and set the timer)
+        if heap and heap[0][0] < self._at:
+            self._set(loop, heap[0][0])
 
 
 def _may_hedge(call: Call) -> bool:
@@ -214,17 +268,46 @@ def _may_hedge(call: Call) -> bool:
 
 
 class _Race:
-    """One hedged attempt: its hedges, the one that answered first, and the caller's task."""
+    """One hedged attempt: what a hedge of it sends, its hedges, the one that answered first,
+    and the caller's task."""
 
-    __slots__ = ("_task", "hedges", "settled", "timer", "winner")
+    __slots__ = (
+        "_task",
+        "attempt",
+        "call",
+        "delay",
+        "hedges",
+        "send",
+        "settled",
+        "upstream",
+        "winner",
+    )
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(
+        self,
+        task: asyncio.Task[Any],
+        send: AttemptHandler,
+        call: Call,
+        attempt: AttemptSpec,
+        upstream: str,
+        delay: float,
+    ) -> None:
         self._task = task
+        self.send: AttemptHandler | None = send
+        self.call: Call | None = call
+        self.attempt: AttemptSpec | None = attempt
+        self.upstream = upstream
+        self.delay = delay
         self.hedges: list[asyncio.Future[AttemptOutcome]] = []
         self.winner: asyncio.Future[AttemptOutcome] | None = None
         self.settled = False
         """The race has its outcome (or is over): no more hedges, no interruption."""
-        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self) -> None:
+        """No more hedges. Its place in the deadline queue may outlive it until its deadline:
+        what a hedge would have sent (the call's body among it) is let go now."""
+        self.settled = True
+        self.call = self.attempt = self.send = None
 
     def hedge_ended(self, hedge: asyncio.Future[AttemptOutcome]) -> None:
         """A hedge's done callback: the first one with a response wins while the first

@@ -5,6 +5,8 @@ metrics reported."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -12,7 +14,13 @@ from opentelemetry.trace import SpanKind
 
 import resilient_http as rh
 from resilient_http._budget import RetryBudget
-from resilient_http._hedging import AUTO_MIN_SAMPLES, MEDIAN_FACTOR, Hedging, LatencySketch
+from resilient_http._hedging import (
+    AUTO_MIN_SAMPLES,
+    MEDIAN_FACTOR,
+    Hedging,
+    LatencySketch,
+    _Deadlines,
+)
 from tests.helpers import until
 from tests.servers import serving
 from tests.telemetry.conftest import Providers, values_by
@@ -26,7 +34,8 @@ class Upstream:
     request's connection, and keeps the held one's transport (closed when the client cuts it
     off: aiohttp does not cancel a handler whose client went away)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: int = 1) -> None:
+        self.hold = hold
         self.peers: list[object] = []
         self.held_transport: asyncio.BaseTransport | None = None
         self.held = asyncio.Event()
@@ -38,7 +47,7 @@ class Upstream:
         transport = request.transport
         assert transport is not None
         self.peers.append(transport.get_extra_info("peername"))
-        if len(self.peers) == 1:
+        if len(self.peers) <= self.hold:
             self.held_transport = transport
             self.held.set()
             await self.gate.wait()
@@ -81,6 +90,18 @@ async def test_a_slow_attempt_is_hedged_and_the_loser_is_cut_off(providers: Prov
     assert abandoned.attributes["error.type"] == "CancelledError"
     counted = values_by(metrics["resilient_http.hedges"], "resilient_http.hedge.outcome")
     assert counted == {"won": 1}
+
+
+async def test_up_to_hedge_max_hedges_each_on_a_connection_of_its_own() -> None:
+    upstream = Upstream(hold=2)  # the first attempt and the first hedge never answer
+    config = rh.ClientConfig(hedge_after=0.02, hedge_max=2)
+    with rh.testing.record() as recorder:
+        async with serving(upstream.app) as url, rh.ResilientSession(config) as client:
+            async with asyncio.timeout(10), client.get(url) as resp:  # a safety net only
+                assert await resp.text() == "answer 3"
+            upstream.gate.set()
+    assert len(set(upstream.peers)) == 3  # each on a connection of its own
+    assert [(h.hedge, h.won) for h in recorder.hedges] == [(1, False), (2, True)]
 
 
 async def test_a_post_is_not_hedged() -> None:
@@ -146,3 +167,56 @@ def test_the_running_p95_needs_enough_answers_then_follows_them() -> None:
     assert spread.hedge_after == pytest.approx(max(0.091, MEDIAN_FACTOR * 0.048), rel=0.03)
     hedging = Hedging("auto", 1, RetryBudget(0.2, 10))
     assert hedging.delay("http://h:1/") is None  # an upstream it has no answers from
+
+
+class _Pending:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.settled = False
+
+
+class _CountingLoop:
+    """The running loop, counting the timers asked of it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.timers = 0
+
+    def time(self) -> float:
+        return self._loop.time()
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        self.timers += 1
+        return self._loop.call_at(when, callback, *args)
+
+
+async def test_the_deadline_queue_launches_each_unsettled_race_at_its_deadline_on_one_timer() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    counting = _CountingLoop(loop)
+    launched: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    def launch(race: _Pending) -> None:
+        launched.append((race.name, loop.time()))
+        if len(launched) == 3:
+            done.set()
+
+    deadlines: _Deadlines[_Pending] = _Deadlines(launch)
+    start = loop.time()
+    at = {"late": start + 0.06, "early": start + 0.02, "middle": start + 0.04}
+    races = {name: _Pending(name) for name in ("late", "early", "middle", "answered")}
+    plain = cast(asyncio.AbstractEventLoop, counting)
+    deadlines.add(plain, at["late"], races["late"])  # the timer
+    deadlines.add(plain, at["early"], races["early"])  # earlier: the timer moves
+    deadlines.add(plain, at["middle"], races["middle"])  # later than the timer: no new timer
+    deadlines.add(plain, start + 0.05, races["answered"])  # answers before its deadline
+    races["answered"].settled = True
+    await asyncio.wait_for(done.wait(), timeout=10)
+    assert [name for name, _ in launched] == ["early", "middle", "late"]
+    for name, when in launched:
+        assert when >= at[name] - time.get_clock_info("monotonic").resolution
+    # set for the late race, moved for the early one, then at each launch for the next
+    # race still out (the answered one is skipped): 4 timers for 4 calls, not 4 plus cancels
+    assert counting.timers == 4
