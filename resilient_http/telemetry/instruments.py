@@ -66,6 +66,7 @@ class _PoolEntry:
     limit: int
     limit_per_host: int
     pool_id: int
+    limits_reported: bool = False
 
     def counters(self) -> list[pool.HostCounters]:
         return list(self.hosts.values())
@@ -80,6 +81,10 @@ class PoolRegistry:
         self._pool_ids = itertools.count(1)
         # Acquisitions of pools that are gone: counters must not go backwards when one closes.
         self._retired: dict[tuple[str, int | None], list[int]] = {}
+        # Pools that closed before any collection reported their limits (a short script's
+        # session, closed before its telemetry is flushed): reported once more, so the analysis
+        # knows the limits its calls ran under.
+        self._closed_unreported: list[_PoolEntry] = []
 
     def register(self, connector: aiohttp.BaseConnector) -> Callable[[], None]:
         """Report ``connector``'s pool until the returned function is called or it is freed."""
@@ -97,6 +102,8 @@ class PoolRegistry:
     def _retire(self, key: int) -> None:
         with self._lock:
             entry = self._pools.pop(key, None)
+            if entry is not None and not entry.limits_reported:
+                self._closed_unreported.append(entry)
             for host in entry.counters() if entry else ():
                 totals = self._retired.setdefault((host.host, host.port), [0, 0])
                 totals[0] += host.acquired_new
@@ -153,8 +160,13 @@ class PoolRegistry:
         without an upstream, before its first call). Pools are never folded into one value:
         a larger limit would hide an unlimited pool (0), and the analysis needs to know which
         limit an upstream's calls queued at."""
+        with self._lock:
+            entries = [*self._pools.values(), *self._closed_unreported]
+            self._closed_unreported.clear()
+            for entry in entries:
+                entry.limits_reported = True
         observations = []
-        for entry in self.entries():
+        for entry in entries:
             pool_id: dict[str, str | int] = {names.POOL_ID: entry.pool_id}
             observations.append(Observation(entry.limit, {names.LIMIT_SCOPE: "total", **pool_id}))
             per_host: dict[str, str | int] = {names.LIMIT_SCOPE: "per_host", **pool_id}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -171,6 +172,21 @@ async def test_metrics_and_pool_gauges_agree_with_pool_stats(
     for attributes, _ in attempt_durations + calls + waits:
         assert "url.full" not in attributes  # bounded cardinality: no URLs on metrics
         assert attributes["server.address"] == "127.0.0.1"
+
+
+async def test_a_pool_closed_before_any_collection_reports_its_limits_once(
+    providers: Providers, recording_server: RecordingServer
+) -> None:
+    config = rh.ClientConfig(limit=9, limit_per_host=4)
+    async with (
+        session(providers, config=config) as client,
+        client.get(recording_server.url("/")) as resp,
+    ):
+        await resp.read()
+    gc.collect()  # the pool is gone from the registry whether or not a reference lingered
+    first = providers.metrics()["resilient_http.pool.limit"]
+    assert values_by(first, "resilient_http.pool.limit.scope") == {"total": 9, "per_host": 4}
+    assert "resilient_http.pool.limit" not in providers.metrics()  # once, not forever
 
 
 async def test_connection_lifetime_is_recorded_when_closed(
