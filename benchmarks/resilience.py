@@ -15,9 +15,10 @@ Each scenario runs its clients one after another against the bundled upstream in
   at once (closed loop). The SDK with ``LIMIT_PER_HOST`` = capacity (the ideal static setting),
   = 5 x capacity, adaptive (with 5 x capacity as its ceiling), and ``aiohttp_retry``. Measured:
   goodput (successful calls per second) and the share of attempts throttled.
-- **long-tail**: 1.5 % of answers take 1 s, the rest 2 ms (a little over 1 %, so that the
-  unhedged p99 lands in the tail rather than on its edge). The SDK without hedging and with
-  ``HEDGE_AFTER=auto``. Measured: p99 latency and the extra requests hedging sent.
+- **long-tail**: the demo's long tail (``LONG_TAIL``: 1.5 % of answers take 1 s, the rest 2 ms;
+  a little over 1 %, so that the unhedged p99 lands in the tail rather than on its edge). The
+  SDK without hedging and with ``HEDGE_AFTER=auto``. Measured: p99 latency and the extra
+  requests hedging sent.
 
 The goals (issue "Adaptive resilience") are evaluated from these figures; wall-clock figures on
 the shared 2-core machine are noisy, so each goal compares clients of the same run.
@@ -36,6 +37,7 @@ import aiohttp
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 import resilient_http as rh
+from resilient_http.demo.scenarios import LONG_TAIL
 from resilient_http.upstream import unused_port
 
 from .report import Goal
@@ -340,7 +342,7 @@ async def _overloaded(settings: ResilienceSettings) -> ResilienceResult:
 
 async def _long_tail(settings: ResilienceSettings) -> ResilienceResult:
     result = ResilienceResult("long-tail")
-    flags = ["--latency", "tail:0.002:1.0:0.015"]
+    flags = ["--latency", str(LONG_TAIL)]
     # the SDK's default timeouts: a 1 s answer is slow, not timed out (and retried)
     limit = 2 * settings.tail_concurrency
     configs = {

@@ -40,13 +40,17 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
     if row is None:  # the run left nothing in the file: every figure is missing
         row = UpstreamReport(run.upstream_address, None, None, "none")
     load, upstream = run.load, run.upstream
-    dropped = upstream.stale_closes + upstream.resets + upstream.disconnects
+    dropped = (
+        upstream.stale_closes + upstream.resets + upstream.disconnects + upstream.outage_closes
+    )
     throttled = sum(upstream.responses_by_status.get(status, 0) for status in THROTTLING_STATUSES)
     return [
         Check("calls", _whole(row.requests), load.calls, "demo: calls made"),
+        # Attempts that had a connection sent their request; the others (refused by a down
+        # upstream, or a hedge cancelled while it waited for one) never reached it.
         Check(
-            "attempts",
-            _whole(row.attempts),
+            "attempts sent",
+            _whole(row.connections_acquired),
             upstream.requests,
             "upstream: requests",
         ),
@@ -60,7 +64,8 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
             "connection_closed retries",
             _whole(row.retries.get("connection_closed", 0.0) if row.source != "none" else None),
             dropped - load.connection_errors,
-            f"upstream: {dropped} stale closes + resets - {load.connection_errors} failed calls",
+            f"upstream: {dropped} stale closes + resets + outage closes - "
+            f"{load.connection_errors} failed calls",
         ),
         Check(
             "throttled attempts",

@@ -203,8 +203,9 @@ async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
         # A failed call is part of what the demo shows (the SDK raises aiohttp's errors).
         result.errors[type(exc).__name__] += 1
         # Only calls that ended on a closed or reset connection consumed a dropped one;
-        # timeouts are ClientConnectionErrors too, but the upstream did not drop anything.
-        failure = classify_failure(exc)
+        # timeouts are ClientConnectionErrors too, but the upstream did not drop anything,
+        # and an open circuit breaker failed its calls with no connection at all.
+        failure = None if isinstance(exc, rh.CircuitOpenError) else classify_failure(exc)
         if failure is not None and failure.reason is RetryReason.CONNECTION_CLOSED:
             result.connection_errors += 1
         status = 0
