@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from resilient_http.analysis.model import UpstreamReport
 from resilient_http.analysis.report import Analysis
-from resilient_http.config import THROTTLING_STATUSES
 from resilient_http.demo.load import RunResult
 
 __all__ = ["Check", "cross_check"]
@@ -43,7 +42,6 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
     dropped = (
         upstream.stale_closes + upstream.resets + upstream.disconnects + upstream.outage_closes
     )
-    throttled = sum(upstream.responses_by_status.get(status, 0) for status in THROTTLING_STATUSES)
     return [
         Check("calls", _whole(row.requests), load.calls, "demo: calls made"),
         # Attempts that had a connection sent their request; the others (refused by a down
@@ -70,7 +68,7 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
         Check(
             "throttled attempts",
             _whole(row.throttled_attempts),
-            throttled,
+            run.throttled,
             "upstream: 429 and 503 answers",
         ),
         Check("failed calls", _whole(row.errors), load.failed, "demo: raised or 4xx/5xx"),

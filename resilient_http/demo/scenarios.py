@@ -20,7 +20,7 @@ applying it moves the figure it names (``expect``) the promised way:
   as an HTTP-date): the 429s are throttling -> adaptive concurrency;
 - ``mixed``: a bit of everything at a concurrency above the per-host limit; its 503s are random,
   so the queue for connections is judged on its own -> a higher ``LIMIT_PER_HOST``;
-- ``outage``: the upstream refuses connections for 2 s, then is back at the same address; calls
+- ``outage``: the upstream refuses connections for 5 s, then is back at the same address; calls
   paced at about 100 a second: the circuit breaker opens, fails calls at once, probes after
   ``BREAKER_OPEN_FOR`` and closes;
 - ``long-tail``: a little over 1 % of answers take 1 s, the rest 2 ms -> ``HEDGE_AFTER=auto``
@@ -172,15 +172,15 @@ _SCENARIOS = (
     ),
     Scenario(
         "outage",
-        "fast answers (median 5 ms), then, 0.3 s into the load, connections refused for 2 s "
+        "fast answers (median 5 ms), then, 0.3 s into the load, connections refused for 5 s "
         "(requests on open connections closed unanswered), then back at the same address; "
         "each worker pauses 0.1 s between calls",
         "the circuit breaker opens and fails calls at once while the upstream is down, probes "
         "after BREAKER_OPEN_FOR (5 s) and closes once it is back",
         FaultPlan(
-            seed=SEED, latency=Latency.lognormal(0.005, 0.3), outage=Outage("refuse", 0.3, 2.0)
+            seed=SEED, latency=Latency.lognormal(0.005, 0.3), outage=Outage("refuse", 0.3, 5.0)
         ),
-        requests=600,
+        requests=700,
         concurrency=10,
         gaps=IdleGaps(every=1, seconds=(0.1,)),
     ),
