@@ -15,9 +15,10 @@ Each scenario runs its clients one after another against the bundled upstream in
   at once (closed loop). The SDK with ``LIMIT_PER_HOST`` = capacity (the ideal static setting),
   = 5 x capacity, adaptive (with 5 x capacity as its ceiling), and ``aiohttp_retry``. Measured:
   goodput (successful calls per second) and the share of attempts throttled.
-- **long-tail**: 1.5 % of answers take 1 s, the rest 2 ms (a little over 1 %, so that the
-  unhedged p99 lands in the tail rather than on its edge). The SDK without hedging and with
-  ``HEDGE_AFTER=auto``. Measured: p99 latency and the extra requests hedging sent.
+- **long-tail**: the demo's long tail (``LONG_TAIL``: 1.5 % of answers take 1 s, the rest 2 ms;
+  a little over 1 %, so that the unhedged p99 lands in the tail rather than on its edge). The
+  SDK without hedging and with ``HEDGE_AFTER=auto``. Measured: p99 latency and the extra
+  requests hedging sent.
 
 The goals (issue "Adaptive resilience") are evaluated from these figures; wall-clock figures on
 the shared 2-core machine are noisy, so each goal compares clients of the same run.
@@ -33,9 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp_retry import ExponentialRetry, RetryClient
 
 import resilient_http as rh
+from resilient_http.demo.load import ConnectAttempts, aiohttp_retry_client
+from resilient_http.demo.scenarios import LONG_TAIL
 from resilient_http.upstream import unused_port
 
 from .report import Goal
@@ -53,7 +55,7 @@ __all__ = [
 
 RESILIENCE_SCENARIOS = ("outage", "overloaded", "long-tail")
 _ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=0.5, sock_read=0.5)
-_RETRIED = {aiohttp.ClientError, asyncio.TimeoutError}
+_MakeClient = Callable[[ConnectAttempts], contextlib.AbstractAsyncContextManager[Fetch]]
 #: bodies read whole, as the other benchmark runs read them
 _WHOLE_BODIES = ClientSettings()
 
@@ -105,27 +107,8 @@ class ResilienceResult:
         return {"scenario": self.scenario, "rows": self.rows}
 
 
-@dataclass
-class _Connects:
-    """Connection attempts a client made, with their times (an aiohttp trace signal)."""
-
-    times: list[float] = field(default_factory=list)
-
-    def trace_config(self) -> aiohttp.TraceConfig:
-        config = aiohttp.TraceConfig()
-
-        async def started(*_: Any) -> None:
-            self.times.append(time.monotonic())
-
-        config.on_connection_create_start.append(started)
-        return config
-
-    def between(self, start: float, end: float) -> int:
-        return sum(start <= t < end for t in self.times)
-
-
 @contextlib.asynccontextmanager
-async def _sdk(config: rh.ClientConfig, connects: _Connects) -> AsyncIterator[Fetch]:
+async def _sdk(config: rh.ClientConfig, connects: ConnectAttempts) -> AsyncIterator[Fetch]:
     async with rh.ResilientSession(
         config=config, trace_configs=[connects.trace_config()]
     ) as client:
@@ -133,7 +116,7 @@ async def _sdk(config: rh.ClientConfig, connects: _Connects) -> AsyncIterator[Fe
 
 
 @contextlib.asynccontextmanager
-async def _aiohttp_retry(limit_per_host: int, connects: _Connects) -> AsyncIterator[Fetch]:
+async def _aiohttp_retry(limit_per_host: int, connects: ConnectAttempts) -> AsyncIterator[Fetch]:
     """``aiohttp_retry`` as services use it: aiohttp's connector (``limit_per_host`` 0 is
     aiohttp's default, unlimited), 3 attempts, retrying connection errors and timeouts too."""
     session = aiohttp.ClientSession(
@@ -141,8 +124,7 @@ async def _aiohttp_retry(limit_per_host: int, connects: _Connects) -> AsyncItera
         timeout=_ATTEMPT_TIMEOUT,
         trace_configs=[connects.trace_config()],
     )
-    options = ExponentialRetry(attempts=3, statuses=set(RETRY_STATUSES), exceptions=_RETRIED)
-    client = RetryClient(client_session=session, retry_options=options)
+    client = aiohttp_retry_client(session, 3, RETRY_STATUSES)
     try:
         yield session_fetch(client, _WHOLE_BODIES)
     finally:
@@ -172,11 +154,11 @@ class _Call:
 
 
 async def _outage_run(
-    make: Callable[[_Connects], contextlib.AbstractAsyncContextManager[Fetch]],
+    make: _MakeClient,
     settings: ResilienceSettings,
 ) -> dict[str, float]:
     port = unused_port()
-    connects = _Connects()
+    connects = ConnectAttempts()
     calls: list[_Call] = []
     healthy = UpstreamServer(port=port).__enter__()
     hang: UpstreamServer | None = None
@@ -237,10 +219,10 @@ async def _outage(settings: ResilienceSettings) -> ResilienceResult:
     result = ResilienceResult("outage")
     breaker = rh.BreakerPolicy(open_for=settings.open_for_s)
 
-    def sdk(connects: _Connects) -> contextlib.AbstractAsyncContextManager[Fetch]:
+    def sdk(connects: ConnectAttempts) -> contextlib.AbstractAsyncContextManager[Fetch]:
         return _sdk(_sdk_config(breaker=breaker), connects)
 
-    def peer(connects: _Connects) -> contextlib.AbstractAsyncContextManager[Fetch]:
+    def peer(connects: ConnectAttempts) -> contextlib.AbstractAsyncContextManager[Fetch]:
         return _aiohttp_retry(0, connects)
 
     result.rows["sdk_breaker"] = await _outage_run(sdk, settings)
@@ -299,7 +281,7 @@ async def _overloaded(settings: ResilienceSettings) -> ResilienceResult:
     result = ResilienceResult("overloaded")
     capacity = settings.capacity
     flags = ["--capacity", str(capacity), "--latency", "fixed:0.02"]
-    clients: dict[str, Callable[[_Connects], contextlib.AbstractAsyncContextManager[Fetch]]] = {
+    clients: dict[str, _MakeClient] = {
         f"sdk_static_{capacity}": lambda c: _sdk(_sdk_config(limit_per_host=capacity), c),
         f"sdk_static_{5 * capacity}": lambda c: _sdk(_sdk_config(limit_per_host=5 * capacity), c),
         "sdk_adaptive": lambda c: _sdk(
@@ -310,7 +292,7 @@ async def _overloaded(settings: ResilienceSettings) -> ResilienceResult:
     with UpstreamServer(flags) as server:
         for name, make in clients.items():
             server.reset()
-            async with make(_Connects()) as fetch:
+            async with make(ConnectAttempts()) as fetch:
                 succeeded = await _closed_loop(
                     fetch, server.url("/"), 3 * capacity, settings.overloaded_s
                 )
@@ -340,7 +322,7 @@ async def _overloaded(settings: ResilienceSettings) -> ResilienceResult:
 
 async def _long_tail(settings: ResilienceSettings) -> ResilienceResult:
     result = ResilienceResult("long-tail")
-    flags = ["--latency", "tail:0.002:1.0:0.015"]
+    flags = ["--latency", str(LONG_TAIL)]
     # the SDK's default timeouts: a 1 s answer is slow, not timed out (and retried)
     limit = 2 * settings.tail_concurrency
     configs = {
@@ -377,7 +359,7 @@ async def _timed_calls(
     """``tail_calls`` GETs from ``tail_concurrency`` workers: each call's seconds."""
     latencies: list[float] = []
     sent = 0
-    async with _sdk(config, _Connects()) as fetch:
+    async with _sdk(config, ConnectAttempts()) as fetch:
 
         async def worker() -> None:
             nonlocal sent

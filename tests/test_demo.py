@@ -339,7 +339,9 @@ async def test_otlp_endpoint_adds_export_to_the_file(
     assert analyze_paths([telemetry_file]).spans == 80
 
 
-async def test_compare_shows_three_clients_side_by_side(tmp_path: Path) -> None:
+async def test_compare_shows_static_and_adaptive_beside_aiohttp_and_aiohttp_retry(
+    tmp_path: Path,
+) -> None:
     code, out, err = await run_demo(
         "--scenario",
         "stale-keepalive",
@@ -352,14 +354,76 @@ async def test_compare_shows_three_clients_side_by_side(tmp_path: Path) -> None:
         str(tmp_path / "c.jsonl"),
     )
     assert code == 0, err
-    table = out[out.index("Same load, three clients") : out.index("Tuning report")]
+    table = out[out.index("Same load, 4 clients") : out.index("Tuning report")]
     header = next(line for line in table.splitlines() if line.split()[:1] == ["client"])
-    columns = ["client", "success", "calls/s", "p50", "p95", "p99", "new", "conns", "retries"]
+    columns = ["client", "success", "2xx/s", "p95", "p99", "errors", "429/503", "sent", "connects"]
     assert header.split() == columns
-    for label in ("aiohttp defaults", "seed note 30/10", "current config"):
+    labels = [line.split()[0] for line in table.splitlines()[4:8]]
+    assert labels == ["aiohttp", "aiohttp-retry", "SDK", "SDK"]
+    for label in ("SDK static", "SDK adaptive"):
         assert label in table
-    assert "limit 30, limit_per_host 10" in table
     assert "limit 100, no per-host limit, no retries" in table
+    assert "aiohttp_retry.RetryClient: aiohttp's pool" in table
+    assert "concurrency static, hedging off, breaker on" in table
+    assert "concurrency adaptive, hedging auto, breaker on" in table
+
+
+async def test_compare_json_counts_what_each_client_sent(tmp_path: Path) -> None:
+    document = await run_json(
+        "--scenario", "healthy", "--requests", "40", "--compare", telemetry_file=tmp_path / "t"
+    )
+    rows = {row["label"]: row for row in document["compare"]}
+    assert list(rows) == ["aiohttp", "aiohttp-retry", "SDK static", "SDK adaptive"]
+    for row in rows.values():
+        assert row["calls"] == row["succeeded"] == row["upstream_requests"] == 40
+        assert row["throttled_share"] == 0
+        # Healthy: every connection attempt was accepted, and none was made twice.
+        assert row["connection_attempts"] == row["new_connections"] > 0
+        assert row["goodput_per_s"] > 0
+
+
+async def test_outage_opens_the_breaker_and_the_report_agrees_with_the_upstream(
+    tmp_path: Path,
+) -> None:
+    document = await run_json(
+        "--scenario", "outage", "--requests", "250", telemetry_file=tmp_path / "o.jsonl"
+    )
+    client, upstream = document["client"], document["upstream"]
+    row = the_upstream(document)
+    assert row["breaker"]["opened"] is True
+    # Calls failed at once by the open breaker never reached the upstream.
+    rejected = client["errors"]["CircuitOpenError"]
+    assert row["breaker"]["rejected"] == row["error_types"]["CircuitOpenError"] == rejected > 0
+    assert upstream["outages_begun"] == 1
+    assert upstream["requests"] < client["calls"] - rejected
+    assert all(check["agrees"] for check in document["checks"]), document["checks"]
+    assert recommendations(document) == {}
+
+
+async def test_long_tail_gets_hedging_advice_and_with_it_hedges(tmp_path: Path) -> None:
+    document = await run_json(
+        "--scenario", "long-tail", "--requests", "600", telemetry_file=tmp_path / "a.jsonl"
+    )
+    assert recommendations(document) == {"RESILIENT_HTTP_HEDGE_AFTER": "auto"}
+    assert all(check["agrees"] for check in document["checks"]), document["checks"]
+    code, out, err = await run_demo(
+        "--scenario",
+        "long-tail",
+        "--requests",
+        "600",
+        "--json",
+        env={
+            "RESILIENT_HTTP_TELEMETRY_FILE": str(tmp_path / "b.jsonl"),
+            "RESILIENT_HTTP_HEDGE_AFTER": "auto",
+        },
+    )
+    assert code == 0, err
+    hedged = json.loads(out)
+    row = the_upstream(hedged)
+    assert sum(row["hedges"].values()) > 0
+    assert row["hedges"].get("won", 0) > 0
+    assert "RESILIENT_HTTP_HEDGE_AFTER" not in recommendations(hedged)
+    assert [check for check in hedged["checks"] if not check["agrees"]] == []
 
 
 async def test_limit_5_means_the_same_to_the_config_and_to_the_analysis(tmp_path: Path) -> None:

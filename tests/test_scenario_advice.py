@@ -46,6 +46,8 @@ EXPECTED_RULES = {
     "mixed": {"pool-starved-per-host"},
     "overloaded": {"throttled"},
     "throttled": {"throttled"},
+    "long-tail": {"long-tail"},
+    "outage": set(),
 }
 MIN_MOVE = 0.3
 MAX_P95_RISE = 0.1
@@ -75,7 +77,7 @@ async def test_applied_advice_moves_its_figure_and_converges(tmp_path: Path, sce
     before = await demo_run(scenario, before_file, {})
     rules = {r["rule"] for r in before["recommendations"]}
     assert rules == EXPECTED_RULES[scenario], before["recommendations"]
-    if scenario in ("healthy", "flaky"):
+    if scenario in ("healthy", "flaky", "outage"):
         assert not POOL_AND_CONCURRENCY & {r["variable"] for r in before["recommendations"]}
     advice = changes(before)
     if not advice:  # nothing advised, or only keeps: nothing to apply, converged

@@ -20,6 +20,9 @@ __all__ = ["HostKey", "MetricView", "Resilience", "port_number"]
 HostKey = tuple[str, int | None]
 
 
+#: Time slices the adaptive limit over time is told in (a short series, not every export).
+LIMIT_SLICES = 8
+
 RESILIENCE_METRICS = (
     names.BREAKER_REJECTED,
     names.BREAKER_STATE,
@@ -31,7 +34,14 @@ RESILIENCE_METRICS = (
 class Resilience:
     """What the circuit breaker, adaptive concurrency and hedging did for one host."""
 
-    __slots__ = ("breaker_opened", "breaker_rejected", "hedges", "limit_last", "limit_low")
+    __slots__ = (
+        "breaker_opened",
+        "breaker_rejected",
+        "hedges",
+        "limit_last",
+        "limit_low",
+        "limit_points",
+    )
 
     def __init__(self) -> None:
         self.breaker_rejected: float | None = None
@@ -41,6 +51,8 @@ class Resilience:
         self.hedges: dict[str, float] = {}
         self.limit_low: float | None = None
         self.limit_last: float | None = None
+        #: (Unix ns, limit) of every export of the concurrency limit gauge
+        self.limit_points: list[tuple[int, float]] = []
 
     def add(self, stream: Stream) -> None:
         """Fold one stream of the resilience metrics in."""
@@ -56,6 +68,26 @@ class Resilience:
         elif name == names.CONCURRENCY_LIMIT:
             low = stream.low if self.limit_low is None else min(self.limit_low, stream.low)
             self.limit_low, self.limit_last = low, stream.value
+            self.limit_points.extend(stream.series or ())
+
+    def limit_over_time(self, slices: int = LIMIT_SLICES) -> list[tuple[float, float]]:
+        """The concurrency limit over the time its gauge was exported, in at most ``slices``
+        equal time slices: (seconds since the first export, the limit at the end of the
+        slice), after the first export's, with repeats of one value dropped; empty without a
+        series."""
+        points = sorted(self.limit_points)
+        if not points:
+            return []
+        first, last = points[0][0], points[-1][0]
+        width = (last - first) / slices or 1
+        ends: dict[int, tuple[int, float]] = {}
+        for time, limit in points:
+            ends[min(int((time - first) / width), slices - 1)] = (time, limit)
+        over_time = [(0.0, points[0][1])]  # where it started
+        for time, limit in (ends[index] for index in sorted(ends)):
+            if over_time[-1][1] != limit:
+                over_time.append(((time - first) / 1e9, limit))
+        return over_time
 
 
 class MetricView:

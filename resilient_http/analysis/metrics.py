@@ -28,6 +28,10 @@ _WANTED = names.SDK_METRICS
 _SEMCONV_PREFIX = "http.client."
 
 _DELTA = 1
+#: Levels kept as a series over time, not only as their latest, peak and low: the adaptive
+#: concurrency limit, which ``analyze`` reports over time.
+SERIES_METRICS = frozenset({names.CONCURRENCY_LIMIT})
+SERIES_MAX_POINTS = 512
 _TEMPORALITY = {"AGGREGATION_TEMPORALITY_DELTA": 1, "AGGREGATION_TEMPORALITY_CUMULATIVE": 2}
 
 
@@ -52,6 +56,9 @@ class Stream:
     low: float = math.inf
     """The lowest level seen (levels only): where an adaptive limit went down to."""
     hist: BucketHistogram | None = None
+    series: list[tuple[int, float]] | None = None
+    """(time, level) of each export, for the levels followed over time (``SERIES_METRICS``);
+    thinned to every other point past ``SERIES_MAX_POINTS``, so memory stays bounded."""
 
 
 @dataclass
@@ -117,6 +124,9 @@ class MetricStore:
                 if theirs.time >= mine.time:
                     mine.value, mine.hist = theirs.value, theirs.hist
                 mine.peak = max(mine.peak, theirs.peak)
+                mine.low = min(mine.low, theirs.low)
+                for time, level in theirs.series or ():
+                    _add_to_series(mine, time, level)
             starts = [s for s in (mine.start, theirs.start) if s]
             mine.start = min(starts) if starts else 0
             mine.time = max(mine.time, theirs.time)
@@ -160,6 +170,7 @@ class MetricStore:
                 if is_level:
                     stream.peak = max(stream.peak, _number(point))
                     stream.low = min(stream.low, _number(point))
+                    _add_to_series(stream, time, _number(point))
                 continue
             elif is_level and time > stream.time and stream.time:
                 self._note_interval(time - stream.time)
@@ -178,6 +189,7 @@ class MetricStore:
             if is_level:
                 stream.peak = max(stream.peak, stream.value)
                 stream.low = min(stream.low, stream.value)
+                _add_to_series(stream, time, stream.value)
         if name == names.OPEN_CONNECTIONS:
             self._update_active_total(resource)
 
@@ -194,6 +206,18 @@ class MetricStore:
             and stream.attributes.get(names.CONNECTION_STATE) == "active"
         )
         self.active_total_peak[resource] = max(self.active_total_peak.get(resource, 0.0), total)
+
+
+def _add_to_series(stream: Stream, time: int, level: float) -> None:
+    """Note one exported level of a ``SERIES_METRICS`` stream (others keep no series)."""
+    if stream.name not in SERIES_METRICS:
+        return
+    series = stream.series if stream.series is not None else []
+    stream.series = series
+    series.append((time, level))
+    if len(series) > SERIES_MAX_POINTS:
+        series.sort()
+        del series[1::2]  # every other point: the shape stays, the memory is bounded
 
 
 def attributes_dict(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -128,6 +128,9 @@ class UpstreamReport:
     hedges: dict[str, float] = field(default_factory=dict)
     concurrency_limit_low: float | None = None
     concurrency_limit_last: float | None = None
+    # (seconds since its first export, limit) at the end of each of a few time slices, where
+    # the limit changed (``Resilience.limit_over_time``).
+    concurrency_limit_over_time: list[tuple[float, float]] = field(default_factory=list)
     sampled: bool = False
 
     @property
@@ -392,6 +395,7 @@ def _add_pool_figures(report: UpstreamReport, host: HostKey, view: MetricView) -
         report.hedges = dict(resilience.hedges)
         report.concurrency_limit_low = resilience.limit_low
         report.concurrency_limit_last = resilience.limit_last
+        report.concurrency_limit_over_time = resilience.limit_over_time()
 
 
 def _add_peak_sampling(report: UpstreamReport, interval_s: float | None) -> None:

@@ -115,6 +115,9 @@ def upstream_json(u: UpstreamReport) -> dict[str, Any]:
             "low": _num(u.concurrency_limit_low),
             "last": _num(u.concurrency_limit_last),
         },
+        "concurrency_limit_over_time": [
+            {"t_s": round(t, 3), "limit": _num(limit)} for t, limit in u.concurrency_limit_over_time
+        ],
     }
 
 
@@ -258,6 +261,10 @@ def _render_resilience(analysis: Analysis, console: Console) -> None:
         low, last = host.concurrency_limit_low, host.concurrency_limit_last
         if low is not None and last is not None and low < last:
             parts.append(f"adaptive limit down to {_whole(low)}, now {_whole(last)}")
+        over_time = host.concurrency_limit_over_time
+        if len(over_time) > 1:
+            steps = " -> ".join(f"{_whole(limit)}" for _, limit in over_time)
+            parts.append(f"limit over {over_time[-1][0]:.1f} s: {steps}")
         if host.hedges:
             won, lost = host.hedges.get("won", 0.0), host.hedges.get("lost", 0.0)
             parts.append(f"{_whole(won + lost)} hedges ({_whole(won)} won)")

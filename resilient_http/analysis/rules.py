@@ -280,13 +280,16 @@ def _timeout_advice(c: RuleContext) -> Recommendation:
 TAIL_FACTOR = 10.0
 #: ... on an otherwise fast upstream (attempt p50 at most this, in ms), where a copy is cheap ...
 FAST_P50_MS = 100.0
-#: ... and not a tail of throttling (its waits are the upstream's to set: a copy adds load).
+#: ... and not a tail of throttling (its waits are the upstream's to set: a copy adds load),
+#: nor of an upstream failing calls (an outage: its fast failures are no fast answers).
 TAIL_THROTTLED_SHARE_MAX = 0.01
+TAIL_ERROR_RATE_MAX = 0.01
 
 
 def _long_tail(c: RuleContext) -> bool:
     """Slow answers, not waits: the attempts' own latency (retries' backoff and Retry-After
-    waits are not in it), with neither throttling nor a queue for connections to explain it."""
+    waits are not in it), with neither throttling, failing calls nor a queue for connections
+    to explain it."""
     latency = c.upstream.attempt_latency_ms
     p50, p99 = latency.get("p50"), latency.get("p99")
     return (
@@ -298,6 +301,8 @@ def _long_tail(c: RuleContext) -> bool:
         and 0 < p50 <= FAST_P50_MS
         and p99 >= TAIL_FACTOR * p50
         and (c.upstream.throttled_share or 0.0) <= TAIL_THROTTLED_SHARE_MAX
+        and (c.upstream.error_rate or 0.0) <= TAIL_ERROR_RATE_MAX
+        and not c.upstream.breaker_rejected
         and c.pool_wait_p95 <= p50
     )
 

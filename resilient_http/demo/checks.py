@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from resilient_http.analysis.model import UpstreamReport
 from resilient_http.analysis.report import Analysis
-from resilient_http.config import THROTTLING_STATUSES
 from resilient_http.demo.load import RunResult
 
 __all__ = ["Check", "cross_check"]
@@ -27,11 +26,14 @@ class Check:
     expected: int
     source: str
     """Where ``expected`` comes from, e.g. ``upstream: requests received``."""
+    slack: int = 0
+    """How far apart the two may be: attempts cancelled while they connected or sent (lost
+    to a hedge) are seen by one side only."""
 
     @property
     def agrees(self) -> bool:
-        """Whether the report's figure is the independently counted one."""
-        return self.report == self.expected
+        """Whether the report's figure is the independently counted one (within ``slack``)."""
+        return self.report is not None and abs(self.report - self.expected) <= self.slack
 
 
 def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
@@ -40,32 +42,44 @@ def cross_check(analysis: Analysis, run: RunResult) -> list[Check]:
     if row is None:  # the run left nothing in the file: every figure is missing
         row = UpstreamReport(run.upstream_address, None, None, "none")
     load, upstream = run.load, run.upstream
-    dropped = upstream.stale_closes + upstream.resets + upstream.disconnects
-    throttled = sum(upstream.responses_by_status.get(status, 0) for status in THROTTLING_STATUSES)
+    # Attempts cancelled because a hedge (or the original) answered first.
+    cancelled = round((row.attempt_error_types or {}).get("CancelledError", 0.0))
+    race = f" (+/- {cancelled} cancelled by hedging)" if cancelled and row.hedges else ""
+    cancelled = cancelled if row.hedges else 0
+    dropped = (
+        upstream.stale_closes + upstream.resets + upstream.disconnects + upstream.outage_closes
+    )
     return [
         Check("calls", _whole(row.requests), load.calls, "demo: calls made"),
+        # Attempts that had a connection sent their request; the others (refused by a down
+        # upstream, or cancelled while they waited for one) never reached it. An attempt that
+        # lost to its hedge (or a hedge that lost) may be cancelled between connecting and
+        # sending, or while its connection is being accepted: one side sees it, not the other.
         Check(
-            "attempts",
-            _whole(row.attempts),
+            "attempts sent",
+            _whole(row.connections_acquired),
             upstream.requests,
-            "upstream: requests",
+            "upstream: requests" + race,
+            slack=cancelled,
         ),
         Check(
             "new connections",
             _whole(row.new_connections),
             upstream.connections_opened,
-            "upstream: connections",
+            "upstream: connections" + race,
+            slack=cancelled,
         ),
         Check(
             "connection_closed retries",
             _whole(row.retries.get("connection_closed", 0.0) if row.source != "none" else None),
             dropped - load.connection_errors,
-            f"upstream: {dropped} stale closes + resets - {load.connection_errors} failed calls",
+            f"upstream: {dropped} stale closes + resets + outage closes - "
+            f"{load.connection_errors} failed calls",
         ),
         Check(
             "throttled attempts",
             _whole(row.throttled_attempts),
-            throttled,
+            run.throttled,
             "upstream: 429 and 503 answers",
         ),
         Check("failed calls", _whole(row.errors), load.failed, "demo: raised or 4xx/5xx"),

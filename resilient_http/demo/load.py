@@ -19,23 +19,28 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
+from aiohttp_retry import ExponentialRetry, RetryClient
 from opentelemetry import metrics, trace
 
 import resilient_http as rh
 from resilient_http.analysis.stats import LatencySketch
+from resilient_http.config import THROTTLING_STATUSES
 from resilient_http.demo.scenarios import IdleGaps
 from resilient_http.retry import RetryReason, classify_failure
 from resilient_http.upstream import FaultPlan, UpstreamProcess, UpstreamStats
 
 __all__ = [
     "ClientSetup",
+    "ConnectAttempts",
     "LoadResult",
     "RunResult",
+    "aiohttp_retry_client",
     "drive_load",
     "run_once",
 ]
@@ -49,23 +54,55 @@ CallDone = Callable[[bool], None]
 
 @dataclass(frozen=True)
 class ClientSetup:
-    """One way of calling the upstream: plain aiohttp, or ResilientSession with a config."""
+    """One way of calling the upstream: plain aiohttp, aiohttp-retry (with the timeouts and
+    attempts of ``config``), or ResilientSession with ``config``."""
 
     label: str
-    kind: Literal["aiohttp", "sdk"]
+    kind: Literal["aiohttp", "aiohttp-retry", "sdk"]
     config: rh.ClientConfig | None = None
     telemetry: bool = False
     """Report through the global providers (else a ResilientSession reports nothing)."""
 
     def describe(self) -> str:
-        """Limits and retries in a few words."""
-        if self.config is None:
-            return "aiohttp.ClientSession(TCPConnector()): limit 100, no per-host limit, no retries"
+        """Limits, retries and strategies in a few words."""
         c = self.config
+        if self.kind == "aiohttp" or c is None:
+            return "aiohttp.ClientSession(TCPConnector()): limit 100, no per-host limit, no retries"
+        if self.kind == "aiohttp-retry":
+            return (
+                f"aiohttp_retry.RetryClient: aiohttp's pool (limit 100, no per-host limit), "
+                f"{c.retry.max_attempts} attempts with exponential backoff on connection errors, "
+                f"timeouts and {_statuses(c)}, the SDK's timeouts; no breaker, no budget"
+            )
+        hedging = c.hedge_after if c.hedge_after in ("off", "auto") else f"after {c.hedge_after} s"
+        breaker = "on" if c.breaker.enabled else "off"
         return (
             f"ResilientSession: limit {c.limit}, limit_per_host {c.limit_per_host}, keep-alive "
-            f"{c.keepalive_timeout:g} s, {c.retry.max_attempts} attempts"
+            f"{c.keepalive_timeout:g} s, {c.retry.max_attempts} attempts, concurrency "
+            f"{c.concurrency}, hedging {hedging}, breaker {breaker}"
         )
+
+
+@dataclass
+class ConnectAttempts:
+    """Connection attempts a client made, with their times (an aiohttp trace signal): refused
+    ones too, which no upstream can count."""
+
+    times: list[float] = field(default_factory=list)
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """The trace config that records them, for the client's session."""
+        config = aiohttp.TraceConfig()
+
+        async def started(*_: Any) -> None:
+            self.times.append(time.monotonic())
+
+        config.on_connection_create_start.append(started)
+        return config
+
+    def between(self, start: float, end: float) -> int:
+        """Attempts started in [start, end) (``time.monotonic`` seconds)."""
+        return sum(start <= t < end for t in self.times)
 
 
 @dataclass
@@ -105,6 +142,11 @@ class LoadResult:
         """Calls per second."""
         return self.calls / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def goodput(self) -> float:
+        """Calls answered 2xx per second."""
+        return self.succeeded / self.seconds if self.seconds > 0 else 0.0
+
     def latency_ms(self) -> dict[str, float | None]:
         """p50/p95/p99 of the calls' latency in milliseconds."""
         return {
@@ -121,11 +163,24 @@ class RunResult:
     load: LoadResult
     upstream: UpstreamStats
     upstream_address: str
+    connects: int = 0
+    """Connection attempts the client made (refused ones included)."""
 
     @property
     def extra_requests(self) -> int:
         """Requests the upstream received beyond the calls made: every resend, hidden or not."""
         return self.upstream.requests - self.load.calls
+
+    @property
+    def throttled(self) -> int:
+        """Requests the upstream answered 429 or 503."""
+        statuses = self.upstream.responses_by_status
+        return sum(statuses.get(status, 0) for status in THROTTLING_STATUSES)
+
+    @property
+    def throttled_share(self) -> float:
+        """Share of the requests the upstream received that it answered 429 or 503."""
+        return self.throttled / self.upstream.requests if self.upstream.requests else 0.0
 
 
 async def drive_load(
@@ -203,8 +258,9 @@ async def _one_call(get: Get, url: str, result: LoadResult) -> bool:
         # A failed call is part of what the demo shows (the SDK raises aiohttp's errors).
         result.errors[type(exc).__name__] += 1
         # Only calls that ended on a closed or reset connection consumed a dropped one;
-        # timeouts are ClientConnectionErrors too, but the upstream did not drop anything.
-        failure = classify_failure(exc)
+        # timeouts are ClientConnectionErrors too, but the upstream did not drop anything,
+        # and an open circuit breaker failed its calls with no connection at all.
+        failure = None if isinstance(exc, rh.CircuitOpenError) else classify_failure(exc)
         if failure is not None and failure.reason is RetryReason.CONNECTION_CLOSED:
             result.connection_errors += 1
         status = 0
@@ -229,27 +285,67 @@ async def run_once(
 ) -> RunResult:
     """Start a fresh upstream with ``plan``, drive the load through ``setup`` (until ``stop``,
     pausing as ``gaps`` says), collect both sides' counts."""
+    connects = ConnectAttempts()
     async with UpstreamProcess(plan) as upstream:
-        async with _client(setup) as get:
+        async with _client(setup, connects.trace_config()) as get:
             url = upstream.make_url(CALL_PATH)
             load = await drive_load(get, url, requests, concurrency, on_call_done, stop, gaps)
         # After the client closed: its connections are counted as closed too.
         stats = await upstream.stats()
-        return RunResult(setup, load, stats, f"{upstream.host}:{upstream.port}")
+        address = f"{upstream.host}:{upstream.port}"
+        return RunResult(setup, load, stats, address, len(connects.times))
+
+
+def aiohttp_retry_client(
+    session: aiohttp.ClientSession, attempts: int, statuses: AbstractSet[int]
+) -> RetryClient:
+    """``aiohttp_retry`` as services use it: ``attempts`` in all with exponential backoff,
+    retrying ``statuses``, connection errors and timeouts (the peer of the demo's comparison
+    and of the resilience benchmarks)."""
+    options = ExponentialRetry(
+        attempts=attempts,
+        statuses=set(statuses),
+        exceptions={aiohttp.ClientError, asyncio.TimeoutError},
+    )
+    return RetryClient(client_session=session, retry_options=options)
 
 
 @asynccontextmanager
-async def _client(setup: ClientSetup) -> AsyncIterator[Get]:
+async def _client(setup: ClientSetup, tracing: aiohttp.TraceConfig) -> AsyncIterator[Get]:
     if setup.kind == "aiohttp":
         # aiohttp's defaults, as a service that never tuned its session gets them.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector()) as session:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(), trace_configs=[tracing])
+        async with session:
             yield session.get
+        return
+    if setup.kind == "aiohttp-retry":
+        config = setup.config or rh.ClientConfig()
+        timeout = config.timeout
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(),
+            timeout=aiohttp.ClientTimeout(
+                total=timeout.total, connect=timeout.connect, sock_read=timeout.read
+            ),
+            trace_configs=[tracing],
+        )
+        retrying = aiohttp_retry_client(session, config.retry.max_attempts, config.retry.statuses)
+        try:
+            yield retrying.get
+        finally:
+            await retrying.close()
         return
     # Explicit no-op providers unless this run is the one reported: a session of the comparison
     # must not write into the demo's telemetry (None means "the global providers").
     tracer_provider = None if setup.telemetry else trace.NoOpTracerProvider()
     meter_provider = None if setup.telemetry else metrics.NoOpMeterProvider()
     async with rh.ResilientSession(
-        config=setup.config, tracer_provider=tracer_provider, meter_provider=meter_provider
+        config=setup.config,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        trace_configs=[tracing],
     ) as client:
         yield client.get
+
+
+def _statuses(config: rh.ClientConfig) -> str:
+    return "/".join(str(status) for status in sorted(config.retry.statuses)) or "no status"

@@ -76,24 +76,26 @@ def print_comparison(console: Console, runs: list[RunResult]) -> None:
     from rich.table import Table
 
     table = Table(
-        title="Same load, three clients (latency in ms; these runs record no telemetry)",
+        title=f"Same load, {len(runs)} clients (latency in ms; these runs record no telemetry)",
         title_justify="left",
         box=box.SIMPLE,
         pad_edge=False,
         collapse_padding=True,
     )
     table.add_column("client", no_wrap=True)
-    for column in ("success", "calls/s", "p50", "p95", "p99", "new conns", "retries"):
+    for column in ("success", "2xx/s", "p95", "p99", "errors", "429/503", "sent", "connects"):
         table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         load, latency = run.load, run.load.latency_ms()
         table.add_row(
             run.setup.label,
             f"{load.success_rate:.1%}",
-            f"{load.throughput:.0f}",
-            *(_ms(latency[q]) for q in ("p50", "p95", "p99")),
-            str(run.upstream.connections_opened),
-            str(run.extra_requests),
+            f"{load.goodput:.0f}",
+            *(_ms(latency[q]) for q in ("p95", "p99")),
+            str(load.failed),
+            f"{run.throttled_share:.0%}",
+            str(run.upstream.requests),
+            str(run.connects),
         )
     console.print(table)
     for run in runs:
@@ -101,8 +103,10 @@ def print_comparison(console: Console, runs: list[RunResult]) -> None:
             f"  {run.setup.label}: {run.setup.describe()}", highlight=False, soft_wrap=True
         )
     console.print(
-        "  new conns: connections the upstream accepted; retries: requests it received beyond "
-        "the calls made (aiohttp itself resends once on a dead keep-alive connection)",
+        f"  2xx/s: calls answered 2xx per second (goodput); errors: of {runs[0].load.calls} "
+        "calls; 429/503: share of the requests the upstream received (sent) answered so; "
+        "connects: connection attempts the client made, refused ones included (aiohttp itself "
+        "resends once on a dead keep-alive connection)",
         highlight=False,
         soft_wrap=True,
     )
@@ -204,7 +208,11 @@ def _comparison_json(runs: list[RunResult]) -> list[dict[str, Any]]:
     return [
         {
             **_client_json(run.setup, run.load),
+            "goodput_per_s": round(run.load.goodput, 1),
+            "throttled_share": round(run.throttled_share, 4),
             "new_connections": run.upstream.connections_opened,
+            "connection_attempts": run.connects,
+            "upstream_requests": run.upstream.requests,
             "retries": run.extra_requests,
             "max_open_connections": run.upstream.max_open_connections,
         }

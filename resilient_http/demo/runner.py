@@ -3,10 +3,10 @@
 One run of the chosen scenario goes through ``ResilientSession`` with the current configuration
 (``RESILIENT_HTTP_*``) and the telemetry of ``configure_telemetry()``; the report is then
 ``resilient-http analyze`` of the file that run wrote, checked against the upstream's own
-counters. ``--compare`` adds three runs of the same load without telemetry (aiohttp's
-defaults, the seed note's 30/10, the current configuration), so that they differ only in pool
-and retry settings. Errors are one line on stderr: exit 2 for bad settings, 1 for an
-unwritable telemetry file or an unreadable report.
+counters. ``--compare`` adds four runs of the same load without telemetry (plain aiohttp,
+aiohttp-retry, the SDK with static settings and with the adaptive strategies), each against a
+fresh upstream with the same seeded faults. Errors are one line on stderr: exit 2 for bad
+settings, 1 for an unwritable telemetry file or an unreadable report.
 
 A Ctrl-C while the load runs cuts the calls in flight short and starts no more (no comparison
 either); the demo then flushes the telemetry and reports on the calls made, the cut ones
@@ -192,7 +192,7 @@ class _Load:
 async def _run_all(
     load: _Load, current: ClientSetup, handle: rh.TelemetryHandle | None, *, compare: bool
 ) -> tuple[RunResult, list[RunResult], bool]:
-    """The reported run, then (``--compare``) the three runs without telemetry; and whether a
+    """The reported run, then (``--compare``) the four runs without telemetry; and whether a
     Ctrl-C cut them short."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,10 +223,18 @@ async def _run_all(
 
 
 def _comparison_setups(current: ClientSetup) -> tuple[ClientSetup, ...]:
+    """Plain aiohttp, aiohttp-retry, and the SDK with the static and the adaptive strategies,
+    each with the current config's pool, timeouts and retries."""
+    config = current.config or rh.ClientConfig.from_env()
+    static = config.replace(concurrency="static", hedge_after="off")
+    adaptive = config.replace(
+        concurrency="adaptive", hedge_after="auto", breaker=config.breaker.replace(enabled=True)
+    )
     return (
-        ClientSetup("aiohttp defaults", "aiohttp"),
-        ClientSetup("seed note 30/10", "sdk", rh.ClientConfig(limit=30, limit_per_host=10)),
-        ClientSetup("current config", "sdk", current.config),
+        ClientSetup("aiohttp", "aiohttp"),
+        ClientSetup("aiohttp-retry", "aiohttp-retry", config),
+        ClientSetup("SDK static", "sdk", static),
+        ClientSetup("SDK adaptive", "sdk", adaptive),
     )
 
 

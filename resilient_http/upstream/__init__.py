@@ -20,6 +20,9 @@ Control routes (`/__stats__`, `/__reset__`) bypass faults and counters, and so d
 that start with one.
 
 Faults, first match wins, per request:
+    outage            `Outage`: for a few seconds, `refuse` connections (idle ones closed,
+                      requests on busy ones closed unanswered) or `hang` every request; then
+                      recover
     stale keep-alive  request N+1 on a connection: close it unanswered (FIN, or RST with
                       `stale_mode="reset"`); answers never say `Connection: close`
     hang              read the request, never answer
@@ -38,10 +41,11 @@ an HTTP-date, garbage, negative or absurd values, or not at all. `unused_port()`
 Counters (`FaultyUpstream.stats()` -> frozen `UpstreamStats`): requests (by `"METHOD /path"`),
 responses by status, body bytes, a bounded log of requests with body SHA-256 and outcome,
 connections opened/closed/open/max open, requests per connection, stale closes, idle closes,
-resets, mid-body resets, scripted disconnects, hangs, rate-limited answers.
+resets, mid-body resets, scripted disconnects, hangs, rate-limited answers, outage closes.
 """
 
 from ._cli import main, parse_plan_args, plan_to_args
+from ._outage import Outage, OutageMode
 from ._plan import (
     FaultPlan,
     Latency,
@@ -62,6 +66,8 @@ __all__ = [
     "FaultPlan",
     "FaultyUpstream",
     "Latency",
+    "Outage",
+    "OutageMode",
     "RateLimit",
     "RequestRecord",
     "RetryAfter",

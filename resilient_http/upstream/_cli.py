@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
+from ._outage import Outage
 from ._plan import FaultPlan, Latency, RateLimit, RetryAfter, Script, SlowBody, StaleMode, Throttle
 from ._server import FaultyUpstream
 
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--script", type=Script.parse, action="append", default=[], help="repeatable: " + _SCRIPT)
     add("--rate-limit", type=RateLimit.parse, help="rate=R,burst=B[,status=429][,retry_after=F]")
     add("--slow-body", type=SlowBody.parse, help="chunks=N,delay=S[,probability=P]")
+    add(
+        "--outage",
+        type=Outage.parse,
+        help="MODE:AFTER:DURATION: refuse connections (or hang) for DURATION s, from AFTER s "
+        "after the first request",
+    )
     add("--client-id-header", default="X-Client-Id")
     add("--no-echo", action="store_true", help="answer 200s with one pre-built body")
     add(
@@ -106,6 +113,7 @@ def parse_plan_args(argv: Sequence[str]) -> tuple[str, int, int, FaultPlan]:
             slow_body=args.slow_body,
             client_id_header=args.client_id_header,
             echo=not args.no_echo,
+            outage=args.outage,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -145,6 +153,7 @@ def plan_to_args(plan: FaultPlan) -> list[str]:
         ("--throttle", plan.throttle),
         ("--rate-limit", plan.rate_limit),
         ("--slow-body", plan.slow_body),
+        ("--outage", plan.outage),
     ):
         if nested is not None:
             args += [flag, str(nested)]

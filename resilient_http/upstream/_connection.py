@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 
 from ._faults import RESPOND_OK, Action, FaultEngine
 from ._http import HttpParseError, Request, RequestParser, response_head
+from ._outage import OutageSwitch
 from ._plan import FaultPlan
 from ._stats import Counters, UpstreamStats
 
@@ -30,6 +31,7 @@ class ConnectionHost(Protocol):
 
     counters: Counters
     engine: FaultEngine
+    outage: OutageSwitch
     in_flight: int
     """Requests being answered (a task producing their answer), over all connections."""
     sleep: Callable[[float], Awaitable[Any]]
@@ -144,6 +146,9 @@ class UpstreamConnection(asyncio.Protocol):
         server, counters = self._server, self._server.counters
         self.requests += 1
         client = request.headers.get(server.client_header) or self._peer
+        server.outage.request_arrived()
+        if server.outage.is_down:
+            return self._meet_outage(request, client)
         if self._is_stale(server.clock()):
             reset = server.plan.stale_mode == "reset"
             counters.stale_closes += 1
@@ -179,6 +184,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._busy = True
             server.in_flight += 1
             server._spawn(self._answer_later(request, action, seq))
+        server._notify()
+        return False
+
+    def _meet_outage(self, request: Request, client: str) -> bool:
+        """A request while the upstream is down: closed unanswered (`refuse`), or never
+        answered (`hang`)."""
+        server, counters = self._server, self._server.counters
+        if server.plan.outage is not None and server.plan.outage.mode == "hang":
+            counters.hangs += 1
+            self._count(request, client, "hang")
+            self._hung = True
+        else:
+            counters.outage_closes += 1
+            self._count(request, client, "outage_close")
+            self.drop(reset=False)
         server._notify()
         return False
 
@@ -348,6 +368,11 @@ class UpstreamConnection(asyncio.Protocol):
     @property
     def _is_finished(self) -> bool:
         return self.closed or self._stopping
+
+    @property
+    def is_hung(self) -> bool:
+        """A request on it is never to be answered (a hang)."""
+        return self._hung and not self._is_finished
 
     @property
     def is_idle(self) -> bool:

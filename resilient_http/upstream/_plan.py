@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self, cast, get_args
 
+from ._outage import Outage
+
 __all__ = [
     "FaultPlan",
     "Latency",
@@ -345,12 +347,12 @@ class SlowBody:
 class FaultPlan:
     """Everything one upstream does wrong; the default plan is a healthy, fast upstream.
 
-    Per request the faults are tried in this order, first match wins: stale keep-alive close
-    (request N+1 on a connection, or a reuse after `stale_idle`), capacity, hang, rate limit,
-    scripts, throttle, reset before responding, reset mid-body; then latency and a slow body
-    shape the response; `close_after` announces the close on its last answer. Each kind of
-    draw has its own `random.Random` stream derived from `seed`, so adding latency does not
-    move the resets.
+    Per request the faults are tried in this order, first match wins: an `outage` in progress,
+    stale keep-alive close (request N+1 on a connection, or a reuse after `stale_idle`),
+    capacity, hang, rate limit, scripts, throttle, reset before responding, reset mid-body;
+    then latency and a slow body shape the response; `close_after` announces the close on its
+    last answer. Each kind of draw has its own `random.Random` stream derived from `seed`, so
+    adding latency does not move the resets.
     """
 
     seed: int = 0
@@ -387,6 +389,8 @@ class FaultPlan:
     """Request header naming the client for rate limits and per-client scripts (else the peer)."""
     echo: bool = True
     """Answer 200s with a JSON echo of the request; False sends one pre-built body (benchmarks)."""
+    outage: Outage | None = None
+    """Go down for a few seconds (refusing connections, or hanging), then recover."""
 
     def __post_init__(self) -> None:
         for name in ("reset_probability", "reset_mid_body_probability", "hang_probability"):

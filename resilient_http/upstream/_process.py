@@ -20,6 +20,8 @@ from ._stats import UpstreamStats
 __all__ = ["UpstreamProcess", "down_url", "unused_port"]
 
 _LISTENING = "listening "
+# Between control connects that a planned outage refused.
+_REFUSED_RETRY_S = 0.05
 
 
 def unused_port(host: str = "127.0.0.1") -> int:
@@ -144,7 +146,7 @@ class UpstreamProcess:
 
     async def _control(self, method: str, target: str) -> bytes:
         # A bare one-shot HTTP/1.0-style exchange: no client library, no pool to clean up.
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await self._connect()
         try:
             writer.write(
                 f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: 0\r\n"
@@ -159,3 +161,16 @@ class UpstreamProcess:
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"upstream control request failed: {head[:80]!r}")
         return body
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A control connection; while a `refuse` outage lasts, tried again until it ends."""
+        outage = self.plan.outage
+        patience = outage.after + outage.duration + 1 if outage and outage.mode == "refuse" else 0
+        deadline = asyncio.get_running_loop().time() + patience
+        while True:
+            try:
+                return await asyncio.open_connection(self.host, self.port)
+            except ConnectionRefusedError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+            await asyncio.sleep(_REFUSED_RETRY_S)  # the outage's end is the child's timer

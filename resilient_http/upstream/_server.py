@@ -12,6 +12,7 @@ from typing import Any, Self
 from ._connection import UpstreamConnection
 from ._faults import FaultEngine
 from ._http import http_url, response_head
+from ._outage import Outage, OutageSwitch
 from ._plan import FaultPlan
 from ._stats import Counters, UpstreamStats
 
@@ -74,6 +75,7 @@ class FaultyUpstream:
         self._waiters: list[tuple[Callable[[UpstreamStats], bool], asyncio.Future[UpstreamStats]]]
         self._waiters = []
         self._all_closed: asyncio.Future[None] | None = None
+        self.outage = OutageSwitch(None, self._go_down, self._come_back)
         self.set_plan(plan or FaultPlan())
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -82,18 +84,21 @@ class FaultyUpstream:
         """Bind and listen; returns self (so `upstream = await FaultyUpstream().start()`)."""
         if self._server is not None or self._is_closed:
             raise RuntimeError("FaultyUpstream can be started once")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: UpstreamConnection(self), self.host, self._requested_port, backlog=_BACKLOG
-        )
+        self._server = await self._listen(self._requested_port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    async def _listen(self, port: int) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            lambda: UpstreamConnection(self), self.host, port, backlog=_BACKLOG
+        )
 
     async def close(self) -> None:
         """Stop listening, drop every connection, cancel pending answers; idempotent."""
         if self._is_closed:
             return
         self._is_closed = True
+        self.outage.cancel()
         server = self._server
         if server is not None:
             server.close()
@@ -147,8 +152,11 @@ class FaultyUpstream:
     def set_plan(self, plan: FaultPlan) -> None:
         """Install `plan`, restarting its random streams, scripts, buckets and request numbers.
 
-        Open connections keep the stale keep-alive budget they were given when accepted.
+        Open connections keep the stale keep-alive budget they were given when accepted; an
+        outage of the new plan starts at the next ordinary request.
         """
+        self.outage.cancel()
+        self.outage = OutageSwitch(plan.outage, self._go_down, self._come_back)
         self.engine = FaultEngine(plan, clock=self._clock, wall_clock=self._wall_clock)
         self.client_header = plan.client_id_header.lower()
         self.fixed_body = _FIXED_BODY
@@ -181,6 +189,45 @@ class FaultyUpstream:
                 return await future
         finally:
             self._waiters.remove(waiter)
+
+    # -- outages ----------------------------------------------------------------------------------
+
+    def _go_down(self, outage: Outage) -> None:
+        """The outage starts: `refuse` stops listening and closes idle keep-alive connections,
+        as a process going down does (a connection busy now closes the next request that
+        arrives on it unanswered)."""
+        _log.info("upstream down (%s) for %g s", outage.mode, outage.duration)
+        self.counters.outages_begun += 1
+        if outage.mode == "refuse":
+            if self._server is not None:
+                self._server.close()
+            for connection in list(self._connections):
+                if connection.is_idle and not connection.is_control:
+                    connection.drop(reset=False)
+        self._notify()
+
+    def _come_back(self, outage: Outage) -> None:
+        """The outage ends: listen again at the same port, or close the hung connections."""
+        _log.info("upstream back after its outage")
+        if self._is_closed:
+            return
+        if outage.mode == "refuse":
+            self._spawn(self._listen_again())
+            return  # counted once it listens
+        for connection in list(self._connections):
+            if connection.is_hung:
+                connection.drop(reset=False)
+        self.counters.outages_ended += 1
+        self._notify()
+
+    async def _listen_again(self) -> None:
+        server = await self._listen(self.port)
+        if self._is_closed:  # closed while binding
+            server.close()
+            return
+        self._server = server
+        self.counters.outages_ended += 1
+        self._notify()
 
     # -- called by connections -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ class RequestRecord:
     """One request as received, with what the upstream did about it.
 
     `outcome` is the status answered (`"200"`, `"503"`, ...) or the fault: `stale_close`,
-    `stale_reset`, `close`, `reset`, `reset_mid_body`, `hang`.
+    `stale_reset`, `close`, `reset`, `reset_mid_body`, `hang`, `outage_close`.
     """
 
     seq: int
@@ -75,6 +75,11 @@ class UpstreamStats:
     """503s answered because more than `capacity` requests were being answered."""
     announced_closes: int
     """Connections closed after an answer that said `Connection: close` (`close_after`)."""
+    outage_closes: int
+    """Requests closed unanswered because they arrived during a `refuse` outage."""
+    outages_begun: int
+    outages_ended: int
+    """A planned `Outage` began / ended (the upstream is down while they differ)."""
     request_log: tuple[RequestRecord, ...]
     """The most recent requests in arrival order (bounded by `record_limit`)."""
 
@@ -137,6 +142,9 @@ class Counters:
         self.rate_limited = 0
         self.over_capacity = 0
         self.announced_closes = 0
+        self.outage_closes = 0
+        self.outages_begun = 0
+        self.outages_ended = 0
         self.log: deque[RequestRecord] = deque(maxlen=self.record_limit)
 
     def connection_opened(self, connection_id: int) -> None:
@@ -214,5 +222,8 @@ class Counters:
             rate_limited=self.rate_limited,
             over_capacity=self.over_capacity,
             announced_closes=self.announced_closes,
+            outage_closes=self.outage_closes,
+            outages_begun=self.outages_begun,
+            outages_ended=self.outages_ended,
             request_log=tuple(self.log),
         )

@@ -101,3 +101,47 @@ async def test_breaker_rejections_adaptive_limit_and_hedges_are_reported(tmp_pat
     assert "Resilience:" in text
     assert "circuit breaker opened; 3 calls rejected" in text
     assert "1 hedges (1 won)" in text
+
+
+async def test_the_adaptive_limit_is_reported_over_time(tmp_path: Path) -> None:
+    file = tmp_path / "telemetry.jsonl"
+    reader = PeriodicExportingMetricReader(
+        OTLPJsonFileMetricExporter(file), export_interval_millis=3_600_000
+    )
+    meter_provider = MeterProvider(metric_readers=[reader])
+    config = rh.ClientConfig(concurrency="adaptive")
+    upstream = Upstream()
+    async with (
+        serving(upstream.app) as url,
+        rh.ResilientSession(config, meter_provider=meter_provider) as client,
+    ):
+        # Three exports: the limit at its ceiling, cut by a 429, then raised by successes.
+        async with client.get(url) as resp:
+            assert resp.status == 200
+        reader.collect()
+        upstream.throttle_once = True
+        async with client.get(url, retry=False) as resp:
+            assert resp.status == 429
+        reader.collect()
+        for _ in range(20):
+            async with client.get(url) as resp:
+                assert resp.status == 200
+        reader.collect()
+    meter_provider.shutdown()
+
+    (host,) = analyze_paths([file]).hosts
+    over_time = host.concurrency_limit_over_time
+    limits = [limit for _, limit in over_time]
+    assert limits[:2] == [10, 1]
+    assert len(limits) == 3
+    assert 1 < limits[2] <= 10
+    times = [t for t, _ in over_time]
+    assert times[0] == 0.0
+    assert times == sorted(times)
+    assert upstream_json(host)["concurrency_limit_over_time"] == [
+        {"t_s": round(t, 3), "limit": limit} for t, limit in over_time
+    ]
+    buffer = io.StringIO()
+    render_text(analyze_paths([file]), Console(file=buffer, width=120))
+    steps = " -> ".join(str(round(limit)) for limit in limits)
+    assert f"limit over {times[-1]:.1f} s: {steps}" in buffer.getvalue()

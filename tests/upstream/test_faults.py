@@ -13,7 +13,7 @@ import errno
 import aiohttp
 import pytest
 
-from resilient_http.upstream import FaultPlan, Latency, RetryAfter, SlowBody, down_url
+from resilient_http.upstream import FaultPlan, Latency, Outage, RetryAfter, SlowBody, down_url
 from tests.upstream.conftest import Factory, get_status
 
 
@@ -256,3 +256,59 @@ async def test_slow_body_arrives_in_chunks(
     assert sleep.delays == [0.1, 0.1, 0.1]
     assert await get_status(session, upstream.make_url("/next")) == 200
     assert upstream.stats().requests_per_connection == (2,)
+
+
+# -- outages ---------------------------------------------------------------------------------------
+
+
+async def test_refuse_outage_closes_then_refuses_then_recovers_at_the_same_address(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream(FaultPlan(outage=Outage("refuse", after=0.0, duration=0.2)))
+    url = upstream.make_url("/")
+    # The first request starts the outage at once: it is closed unanswered, and counted.
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await get_status(session, url)
+    with pytest.raises(aiohttp.ClientConnectorError) as refused:
+        await get_status(session, url)
+    assert isinstance(refused.value.os_error, ConnectionRefusedError)
+    stats = upstream.stats()
+    assert (stats.outages_begun, stats.outages_ended) == (1, 0)
+    assert (stats.outage_closes, stats.requests, stats.responses) == (1, 1, 0)
+    assert [r.outcome for r in stats.request_log] == ["outage_close"]
+    await upstream.wait_for(lambda s: s.outages_ended == 1)
+    assert await get_status(session, url) == 200
+    assert upstream.stats().connections_opened == 2  # the refused connect never got through
+
+
+async def test_refuse_outage_closes_idle_keep_alive_connections(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream(FaultPlan(outage=Outage("refuse", after=0.05, duration=5)))
+    assert await get_status(session, upstream.make_url("/")) == 200
+    stats = await upstream.wait_for(lambda s: s.outages_begun == 1 and s.open_connections == 0)
+    assert (stats.connections_closed, stats.outage_closes, stats.requests) == (1, 0, 1)
+
+
+async def test_hang_outage_never_answers_and_closes_the_hung_connections_at_recovery(
+    make_upstream: Factory, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream(FaultPlan(outage=Outage("hang", after=0.0, duration=0.2)))
+    pending = asyncio.create_task(get_status(session, upstream.make_url("/")))
+    await upstream.wait_for(lambda s: s.hangs == 1)
+    assert not pending.done()
+    await upstream.wait_for(lambda s: s.outages_ended == 1)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await pending
+    assert await get_status(session, upstream.make_url("/")) == 200
+    stats = upstream.stats()
+    assert [r.outcome for r in stats.request_log] == ["hang", "200"]
+
+
+def test_outage_text_form_round_trips() -> None:
+    outage = Outage.parse("hang:1.5:6")
+    assert outage == Outage("hang", 1.5, 6.0)
+    assert Outage.parse(str(outage)) == outage
+    for text in ("down:1:2", "refuse:1", "refuse:-1:2"):
+        with pytest.raises(ValueError, match="outage"):
+            Outage.parse(text)

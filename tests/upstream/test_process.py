@@ -19,6 +19,7 @@ import pytest
 from resilient_http.upstream import (
     FaultPlan,
     Latency,
+    Outage,
     RateLimit,
     RetryAfter,
     Script,
@@ -54,6 +55,7 @@ def test_plan_survives_the_command_line() -> None:
         slow_body=SlowBody(chunks=2, delay=0.01, probability=0.5),
         client_id_header="X-Tenant",
         echo=False,
+        outage=Outage("hang", 0.5, 3.0),
     )
     assert parse_plan_args(plan_to_args(plan))[3] == plan
     assert parse_plan_args([])[3] == FaultPlan()
@@ -62,6 +64,17 @@ def test_plan_survives_the_command_line() -> None:
 def test_a_long_tail_survives_the_command_line() -> None:
     plan = FaultPlan(latency=Latency.tail(0.001, 1.0, 0.01))
     assert parse_plan_args(plan_to_args(plan))[3] == plan
+
+
+async def test_stats_wait_out_a_refuse_outage() -> None:
+    # The outage starts with the first request and refuses every connect, the control
+    # requests' too: reading the counters waits until the upstream is back.
+    plan = FaultPlan(outage=Outage("refuse", 0.0, 0.3))
+    async with UpstreamProcess(plan) as upstream, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get_status(session, upstream.make_url("/"))
+        stats = await upstream.stats()
+    assert (stats.outage_closes, stats.outages_begun, stats.outages_ended) == (1, 1, 1)
 
 
 def test_throttle_repeat_text_form() -> None:
