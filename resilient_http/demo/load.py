@@ -8,9 +8,12 @@ so the numbers describe the client, as they would against a real service. Each r
 fresh upstream, so every client setup in ``--compare`` meets the same seeded faults.
 
 Calls are made by C workers taking the next call number until N are done, so exactly C calls
-are in flight (not N tasks created at once). Latency is measured per logical call, body read
-included: what the caller waited. A ``stop`` event (the demo's Ctrl-C) cancels the calls in
-flight: they are counted as interrupted, as the SDK's telemetry records them, not as failures.
+are in flight (not N tasks created at once). A paced scenario instead starts its calls at a fixed
+rate whatever the answers (an open loop, up to C in flight): every client then makes the same
+calls at the same times, so one that fails slowly cannot make fewer calls during an outage.
+Latency is measured per logical call, body read included: what the caller waited. A ``stop``
+event (the demo's Ctrl-C) cancels the calls in flight: they are counted as interrupted, as the
+SDK's telemetry records them, not as failures.
 """
 
 from __future__ import annotations
@@ -191,13 +194,37 @@ async def drive_load(
     on_call_done: CallDone,
     stop: asyncio.Event | None = None,
     gaps: IdleGaps | None = None,
+    pace: float | None = None,
 ) -> LoadResult:
     """Make ``requests`` GET calls to ``url``, ``concurrency`` at a time, or fewer, each worker
-    pausing as ``gaps`` says: once ``stop`` is set no call starts, and those in flight are
+    pausing as ``gaps`` says, or (``pace``) started at that many per second with up to
+    ``concurrency`` in flight: once ``stop`` is set no call starts, and those in flight are
     cancelled."""
     result = LoadResult()
     stopped = stop if stop is not None else asyncio.Event()
     started_calls = 0
+
+    async def call() -> None:
+        on_call_done(await _one_call(get, url, result))
+
+    async def pacer(per_second: float) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        room = asyncio.Semaphore(concurrency)
+        try:
+            for number in range(requests):
+                # Calls start on the schedule; late only while ``concurrency`` are out.
+                await asyncio.sleep(max(0.0, started + number / per_second - time.perf_counter()))
+                await room.acquire()
+                task = asyncio.create_task(call())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: room.release())
+            while in_flight:
+                await asyncio.wait(in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def worker() -> None:
         nonlocal started_calls
@@ -209,8 +236,7 @@ async def drive_load(
             # Without it the worker barges ahead of them (aiohttp hands a released connection to
             # whoever asks first), and a few queued calls wait for the whole run.
             await asyncio.sleep(0)
-            ok = await _one_call(get, url, result)
-            on_call_done(ok)
+            await call()
             done += 1
             pause = gaps.pause_after(done) if gaps is not None else 0.0
             if pause and started_calls < requests:
@@ -218,7 +244,10 @@ async def drive_load(
                 await asyncio.sleep(pause)
 
     started = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, requests))]
+    if pace is not None:
+        workers = [asyncio.create_task(pacer(pace))]
+    else:
+        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, requests))]
     canceller = asyncio.create_task(_cancel_when_set(stopped, workers))
     try:
         outcomes = await asyncio.gather(*workers, return_exceptions=True)
@@ -282,14 +311,15 @@ async def run_once(
     on_call_done: CallDone,
     stop: asyncio.Event | None = None,
     gaps: IdleGaps | None = None,
+    pace: float | None = None,
 ) -> RunResult:
     """Start a fresh upstream with ``plan``, drive the load through ``setup`` (until ``stop``,
-    pausing as ``gaps`` says), collect both sides' counts."""
+    pausing as ``gaps`` says, or paced), collect both sides' counts."""
     connects = ConnectAttempts()
     async with UpstreamProcess(plan) as upstream:
         async with _client(setup, connects.trace_config()) as get:
             url = upstream.make_url(CALL_PATH)
-            load = await drive_load(get, url, requests, concurrency, on_call_done, stop, gaps)
+            load = await drive_load(get, url, requests, concurrency, on_call_done, stop, gaps, pace)
         # After the client closed: its connections are counted as closed too.
         stats = await upstream.stats()
         address = f"{upstream.host}:{upstream.port}"

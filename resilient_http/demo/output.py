@@ -40,10 +40,19 @@ def print_header(
         ("upstream", f"{scenario.summary} (its own process on 127.0.0.1)"),
         ("expect", scenario.expect),
         ("client", setup.describe()),
-        ("load", f"{requests} GET calls, {concurrency} at a time"),
+        ("load", _load_text(scenario, requests, concurrency)),
         ("telemetry", telemetry),
     ):
         console.print(f"  {label:<10}{text}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _load_text(scenario: Scenario, requests: int, concurrency: int) -> str:
+    if scenario.pace is not None:
+        return (
+            f"{requests} GET calls started at {scenario.pace:.0f}/s whatever the answers, "
+            f"at most {concurrency} at a time"
+        )
+    return f"{requests} GET calls, {concurrency} at a time"
 
 
 def print_summary(console: Console, run: RunResult) -> None:

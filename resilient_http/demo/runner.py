@@ -186,6 +186,7 @@ class _Load:
                 call_done,
                 stop,
                 self.scenario.gaps,
+                self.scenario.pace,
             )
 
 

@@ -74,6 +74,9 @@ class Scenario:
     concurrency: int
     gaps: IdleGaps | None = None
     """Pauses in each worker's calls (None: back to back)."""
+    pace: float | None = None
+    """Calls started per second, whatever the answers, ``concurrency`` at most in flight (None:
+    each of ``concurrency`` workers starts its next call when the last one ends)."""
 
 
 _SCENARIOS = (
@@ -174,15 +177,15 @@ _SCENARIOS = (
         "outage",
         "fast answers (median 5 ms), then, 0.3 s into the load, connections refused for 5 s "
         "(requests on open connections closed unanswered), then back at the same address; "
-        "each worker pauses 0.1 s between calls",
+        "calls start at 100/s whatever the answers",
         "the circuit breaker opens and fails calls at once while the upstream is down, probes "
         "after BREAKER_OPEN_FOR (5 s) and closes once it is back",
         FaultPlan(
             seed=SEED, latency=Latency.lognormal(0.005, 0.3), outage=Outage("refuse", 0.3, 5.0)
         ),
         requests=700,
-        concurrency=10,
-        gaps=IdleGaps(every=1, seconds=(0.1,)),
+        concurrency=200,
+        pace=100.0,
     ),
     Scenario(
         "long-tail",
