@@ -1,12 +1,16 @@
 """The rules that set the pool limits (``LIMIT``, ``LIMIT_PER_HOST``), and their thresholds.
 
 They have to agree with each other, since they move the calls in flight: starved pools raise
-a limit, an upstream throttling under load gets adaptive concurrency, an idle pool may lower the
-per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s, or
-503s that grow with load; random 503s are server errors) never gets a raised limit: the requests
-queueing for its connections are the backpressure that keeps it within its rate, and the advice
-says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is below the
-throttled rule's threshold). The table that runs them is ``rules.py``.
+a limit, an upstream throttling under load gets fewer calls in flight, an idle pool may lower
+the per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s,
+or 503s that grow with load; random 503s are server errors) never gets a raised limit: the
+requests queueing for its connections are the backpressure that keeps it within its rate, and
+the advice says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is
+below the throttled rule's threshold). Nor is a per-host limit raised past what the evidence
+bounds (``limit_ceiling.py``: where throttling began, an adaptive limiter that holds the calls
+back, a limit lowered in the environment that a run at it cannot see past); ``pool-backpressure``
+keeps a limit held there, so following the advice round after round reaches a fixed point. The
+table that runs them is ``rules.py``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from resilient_http.analysis.advice import Expect, Recommendation, RuleContext
+from resilient_http.analysis.advice import (
+    THROTTLED_SHARE_HIGH,
+    Expect,
+    Recommendation,
+    RuleContext,
+)
 from resilient_http.analysis.evidence import CalmLevel
+from resilient_http.analysis.limit_ceiling import raise_ceiling
 from resilient_http.analysis.settings import PREFIX, fmt
-from resilient_http.config import ClientConfig
 
 __all__ = [
     "POOL_WAIT_P95_HIGH_MS",
@@ -47,10 +56,6 @@ LIMIT_SATURATION = 0.9
 # Raising a binding limit: the per-host one to the connections the calls wanted at once
 # (Little's law, ``_raised_per_host``), else (and the total one) double it.
 LIMIT_RAISE_FACTOR = 2
-# Throttling to act on: more than 5 % of attempts throttled under load (429s, and 503s shown to
-# grow with load; the floor for "throttles at all", which only stops limits from being raised,
-# is in advice.py).
-THROTTLED_SHARE_HIGH = 0.05
 # A per-host limit for throttling is advised at a number of connections in use where at most
 # half as many attempts were throttled as over all (evidence.CalmLevel): a clear drop, and, once
 # applied, a run whose calm level promises no such drop gets no further advice (no walk).
@@ -78,25 +83,31 @@ OVERPROVISION_WAIT_MAX_MS = 1.0
 
 
 def per_host_starved(c: RuleContext) -> bool:
-    """Requests queue at the per-host limit, which can still be raised (not throttling)."""
+    """Requests queue at the per-host limit, which can still be raised (not throttling, and
+    below the ceiling the evidence sets)."""
     return (
         _queueing(c)
         and not c.is_throttling  # never more concurrency for a throttling upstream
         and _per_host_binds(c)
-        and _raised_per_host(c) > c.limit_per_host
+        and _bounded_raise(c) > c.limit_per_host
     )
 
 
 def per_host_advice(c: RuleContext) -> Recommendation:
-    """Double ``LIMIT_PER_HOST`` (at most up to ``LIMIT``)."""
+    """``LIMIT_PER_HOST`` at the connections the calls wanted (at most ``LIMIT`` and the
+    ceiling)."""
+    ceiling = raise_ceiling(c)
+    bounded = ""
+    if ceiling is not None and ceiling.in_use < _raised_per_host(c):
+        bounded = f"; raised no further than {ceiling.in_use}: {ceiling.evidence}"
     return Recommendation(
         "pool-starved-per-host",
         PREFIX + "LIMIT_PER_HOST",
-        str(_raised_per_host(c)),
+        str(_bounded_raise(c)),
         "requests queue for a pooled connection while the per-host limit is fully used",
         f"{_queue_text(c)}, peak active connections "
         f"{_peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
-        f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{_lowered_text(c)}",
+        f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{bounded}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
         expect=POOL_WAIT_DOWN,
@@ -206,31 +217,45 @@ def throttled_advice(c: RuleContext) -> Recommendation:
 
 def backpressure(c: RuleContext) -> bool:
     """Requests queue at a limit for an upstream that throttles, below the throttled rule's
-    threshold (above it, that rule lowers the limit and says the queue is expected)."""
-    return (
-        _queueing(c)
-        and c.is_throttling
-        and not throttled(c)
-        and (_per_host_binds(c) or _total_binds(c))
-    )
+    threshold (above it, that rule lowers the limit and says the queue is expected); or at a
+    per-host limit the starvation rule would raise but the evidence holds (``limit_ceiling``)."""
+    if not _queueing(c):
+        return False
+    if c.is_throttling:
+        return not throttled(c) and (_per_host_binds(c) or _total_binds(c))
+    return _per_host_binds(c) and _bounded_raise(c) <= c.limit_per_host < _raised_per_host(c)
 
 
 def backpressure_advice(c: RuleContext) -> Recommendation:
-    """Keep the binding limit as it is, saying the upstream throttles."""
+    """Keep the binding limit as it is, saying why the queue is backpressure."""
     per_host = _per_host_binds(c)
     name, current = ("LIMIT_PER_HOST", c.limit_per_host) if per_host else ("LIMIT", c.limit)
     peak = c.upstream.active_peak if per_host else c.limits.active_total_peak
+    data: dict[str, float | None] = {
+        "pool_wait_p95_ms": c.pool_wait_p95,
+        "throttled_attempts": c.throttled_attempts,
+    }
+    ceiling = None if c.is_throttling else raise_ceiling(c)
+    if ceiling is None:
+        reason = (
+            "requests queue for a pooled connection, but the upstream throttles (429/503): the "
+            "queue is the backpressure that keeps it within its rate; keep this limit rather "
+            "than raise it (raising it brings the throttling back)"
+        )
+        why = c.throttling_text()
+    else:
+        reason = f"requests queue for a pooled connection, but {ceiling.reason}"
+        wanted = _raised_per_host(c)
+        why = f"{ceiling.evidence}; {_demand_text(c)}: {wanted} if nothing holds the limit"
+        data["wanted_per_host"] = float(wanted)
     return Recommendation(
         "pool-backpressure",
         PREFIX + name,
         str(current),
-        "requests queue for a pooled connection, but the upstream throttles (429/503): the "
-        "queue is the backpressure that keeps it within its rate; keep this limit rather than "
-        "raise it (raising it brings the throttling back)",
-        f"{_queue_text(c)}, peak active connections "
-        f"{_peak_text(peak, current)} of {name.lower()} {current}; "
-        f"{c.throttling_text()}",
-        data={"pool_wait_p95_ms": c.pool_wait_p95, "throttled_attempts": c.throttled_attempts},
+        reason,
+        f"{_queue_text(c)}, peak active connections {_peak_text(peak, current)} of "
+        f"{name.lower()} {current}; {why}",
+        data=data,
         current=str(current),
     )
 
@@ -346,6 +371,12 @@ def _raised_per_host(c: RuleContext) -> int:
     return min(raised, c.limit) if c.limit > 0 else raised
 
 
+def _bounded_raise(c: RuleContext) -> int:
+    """``_raised_per_host``, no further than the evidence's ceiling (``limit_ceiling``)."""
+    raised, ceiling = _raised_per_host(c), raise_ceiling(c)
+    return raised if ceiling is None else min(raised, ceiling.in_use)
+
+
 def _peak_text(peak: float | None, limit: int | None = None) -> str:
     """The sampled peak of connections in use; below a ``limit`` requests queued at, it says
     that the samples missed the full moments."""
@@ -374,18 +405,6 @@ def _demand_text(c: RuleContext) -> str:
         f"calls wanted about {fmt(c.limit_per_host * attempt / (attempt - wait))} connections "
         f"at once (mean attempt {fmt(attempt * 1000)} ms, of which {fmt(wait * 1000)} ms "
         "queued for a connection: Little's law)"
-    )
-
-
-def _lowered_text(c: RuleContext) -> str:
-    """A per-host limit lowered in the environment may have been lowered for throttling, which
-    a run at that limit no longer shows: say so (this run alone cannot tell)."""
-    source = c.settings.source(PREFIX + "LIMIT_PER_HOST")
-    if source != "environment" or c.limit_per_host >= ClientConfig().limit_per_host:
-        return ""
-    return (
-        "; LIMIT_PER_HOST was lowered in the environment: if that was for an upstream that "
-        "throttled above it, keep it (raising it brings the throttling back)"
     )
 
 
