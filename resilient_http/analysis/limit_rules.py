@@ -2,15 +2,16 @@
 
 They have to agree with each other, since they move the calls in flight: starved pools raise
 a limit, an upstream throttling under load gets fewer calls in flight, an idle pool may lower
-the per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s,
-or 503s that grow with load; random 503s are server errors) never gets a raised limit: the
-requests queueing for its connections are the backpressure that keeps it within its rate, and
-the advice says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is
-below the throttled rule's threshold). Nor is a per-host limit raised past what the evidence
-bounds (``limit_ceiling.py``: where throttling began, an adaptive limiter that holds the calls
-back, a limit lowered in the environment that a run at it cannot see past); ``pool-backpressure``
-keeps a limit held there, so following the advice round after round reaches a fixed point. The
-table that runs them is ``rules.py``.
+the per-host limit (``overprovision_rule.py``). An upstream that throttles under load
+(``RuleContext.is_throttling``: 429s, or 503s that grow with load; random 503s are server
+errors) never gets a raised limit: the requests queueing for its connections are the
+backpressure that keeps it within its rate, and the advice says so (the throttled rule in its
+evidence, ``pool-backpressure`` when throttling is below the throttled rule's threshold). Nor
+is a per-host limit raised past what the evidence bounds (``limit_ceiling.py``: where
+throttling began, an adaptive limiter that holds the calls back, a limit lowered in the
+environment that a run at it cannot see past); ``pool-backpressure`` keeps a limit held there,
+so following the advice round after round reaches a fixed point. The table that runs them is
+``rules.py``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ __all__ = [
     "THROTTLED_SHARE_HIGH",
     "backpressure",
     "backpressure_advice",
-    "overprovisioned",
-    "overprovisioned_advice",
+    "peak_text",
     "per_host_advice",
     "per_host_starved",
     "throttled",
@@ -64,22 +64,6 @@ CALM_SHARE_OF_OVERALL = 0.5
 # the rate the upstream let through times the time an attempt holds a connection, rounded down
 # (the rate measured over the whole run, waits included, errs low: fewer calls, never more).
 RATE_LIMITED_SHARE = 0.5
-# Over-provisioned per-host limit: optional advice, given only on strong evidence, since the
-# limit matters in exactly the bursts a telemetry window may not contain.
-# - The peak of connections in use at once is bounded EXACTLY by the connections the pool ever
-#   opened to the upstream (resilient_http.connection.acquired, reused=false: a connection is
-#   never in use before it is opened). The open-connections gauge is only sampled once per
-#   export interval (60 s by default) and misses bursts, so it is never the evidence.
-# - The suggestion is twice that bound, never below the SPEC default (10), and the rule speaks
-#   only when the suggestion at least halves the limit the SDK reported: 40 -> 16 is worth
-#   doing, 30 -> 16 or the default 10 -> 8 are noise. So the default limit is never lowered.
-# - Over at least 200 calls, with no queueing at all (pool wait p95 over all acquisitions known
-#   and at most 1 ms).
-OVERPROVISION_MIN_REQUESTS = 200
-OVERPROVISION_HEADROOM = 2
-OVERPROVISION_FLOOR = 10
-OVERPROVISION_MAX_KEPT = 0.5
-OVERPROVISION_WAIT_MAX_MS = 1.0
 
 
 def per_host_starved(c: RuleContext) -> bool:
@@ -106,7 +90,7 @@ def per_host_advice(c: RuleContext) -> Recommendation:
         str(_bounded_raise(c)),
         "requests queue for a pooled connection while the per-host limit is fully used",
         f"{_queue_text(c)}, peak active connections "
-        f"{_peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
+        f"{peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
         f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{bounded}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
@@ -253,48 +237,10 @@ def backpressure_advice(c: RuleContext) -> Recommendation:
         PREFIX + name,
         str(current),
         reason,
-        f"{_queue_text(c)}, peak active connections {_peak_text(peak, current)} of "
+        f"{_queue_text(c)}, peak active connections {peak_text(peak, current)} of "
         f"{name.lower()} {current}; {why}",
         data=data,
         current=str(current),
-    )
-
-
-def overprovisioned(c: RuleContext) -> bool:
-    """The per-host limit could at least be halved, on an exact bound (see the constants)."""
-    bound = _overprovision_bound(c)
-    reported = c.limits.limit_per_host  # an assumed limit is no evidence
-    return (
-        (c.upstream.requests or 0.0) >= OVERPROVISION_MIN_REQUESTS
-        and bound is not None
-        and bound > 0
-        and reported is not None
-        and reported > 0
-        and _overprovision_value(c) <= OVERPROVISION_MAX_KEPT * reported
-        and c.upstream.pool_wait_ms.get("p95") is not None
-        and c.pool_wait_p95 <= OVERPROVISION_WAIT_MAX_MS
-    )
-
-
-def overprovisioned_advice(c: RuleContext) -> Recommendation:
-    """Twice the connections ever opened, never below the SPEC default."""
-    bound = _overprovision_bound(c) or 0.0
-    window = c.upstream.window_s
-    over = "" if window is None else f" over {fmt(window)} s"
-    return Recommendation(
-        "pool-overprovisioned",
-        PREFIX + "LIMIT_PER_HOST",
-        str(_overprovision_value(c)),
-        "the per-host limit is far above the connections ever in use; a lower one bounds the "
-        "connections a burst can open to the upstream (optional: keep the limit if traffic "
-        "bursts beyond what this telemetry covers)",
-        f"the pool opened {fmt(bound)} connections in {fmt(c.upstream.requests)} calls{over}, "
-        f"so at most {fmt(bound)} were in use at once (the sampled gauge peaked at "
-        f"{_peak_text(c.upstream.active_peak)}), of limit_per_host {c.limit_per_host}; pool "
-        f"wait p95 {fmt(c.pool_wait_p95)} ms over all acquisitions",
-        data={"connections_opened": bound, "active_peak": c.upstream.active_peak},
-        current=str(c.limit_per_host),
-        expect=Expect("new_connections", "down"),
     )
 
 
@@ -377,7 +323,7 @@ def _bounded_raise(c: RuleContext) -> int:
     return raised if ceiling is None else min(raised, ceiling.in_use)
 
 
-def _peak_text(peak: float | None, limit: int | None = None) -> str:
+def peak_text(peak: float | None, limit: int | None = None) -> str:
     """The sampled peak of connections in use; below a ``limit`` requests queued at, it says
     that the samples missed the full moments."""
     if peak is None:
@@ -410,13 +356,3 @@ def _demand_text(c: RuleContext) -> str:
 
 def _not_throttling_text(c: RuleContext) -> str:
     return f"no throttling under load ({c.load_text()})"
-
-
-def _overprovision_bound(c: RuleContext) -> float | None:
-    """Connections ever opened to the upstream: an exact bound on those in use at once."""
-    return c.upstream.new_connections
-
-
-def _overprovision_value(c: RuleContext) -> int:
-    bound = _overprovision_bound(c) or 0.0
-    return max(OVERPROVISION_HEADROOM * math.ceil(bound), OVERPROVISION_FLOOR)

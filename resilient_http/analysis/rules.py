@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from resilient_http.analysis import limit_rules
+from resilient_http.analysis import limit_rules, overprovision_rule
 from resilient_http.analysis.advice import (
     MIN_REQUESTS,
     THROTTLING_FLOOR_ATTEMPTS,
@@ -331,5 +331,9 @@ RULES: tuple[Rule, ...] = (
     Rule("retry-budget-exhausted", _budget, _budget_advice),
     Rule("timeouts", _timeouts, _timeout_advice),
     Rule("long-tail", _long_tail, _hedge_advice),
-    Rule("pool-overprovisioned", limit_rules.overprovisioned, limit_rules.overprovisioned_advice),
+    Rule(
+        "pool-overprovisioned",
+        overprovision_rule.overprovisioned,
+        overprovision_rule.overprovisioned_advice,
+    ),
 )
