@@ -10,7 +10,8 @@ per-upstream figures and ``RESILIENT_HTTP_*`` advice. Modules, in the order data
   (DDSketch latency sketches, cumulative/delta metric streams);
 - ``grouping`` / ``model``: join both into ``UpstreamReport`` rows (metrics for counts, spans
   for detail; pool wait over all acquisitions);
-- ``rules`` (with ``advice``, ``limit_rules`` and ``settings``): the table of tuning rules;
+- ``rules`` (with ``advice``, ``limit_rules``, ``limit_ceiling``, ``overprovision_rule`` and
+  ``settings``): the table of tuning rules;
 - ``report``: the ``--json`` document and the text/HTML report;
 - ``analyze``: the one-pass driver (several processes for large inputs);
 - ``synthetic``: synthetic trace files for benchmarks and tests.

@@ -20,6 +20,7 @@ from resilient_http.analysis.settings import Settings, fmt
 
 __all__ = [
     "MIN_REQUESTS",
+    "THROTTLED_SHARE_HIGH",
     "THROTTLING_FLOOR_ATTEMPTS",
     "THROTTLING_FLOOR_SHARE",
     "Expect",
@@ -39,6 +40,10 @@ MIN_REQUESTS = 20
 # again would undo the throttled advice).
 THROTTLING_FLOOR_SHARE = 0.01
 THROTTLING_FLOOR_ATTEMPTS = 3
+# Throttling to act on: more than 5 % of attempts throttled under load (429s, and 503s shown to
+# grow with load): the throttled rule lowers the calls in flight (limit_rules.py), and the most
+# connections in use with at most this share throttled bound a raised limit (limit_ceiling.py).
+THROTTLED_SHARE_HIGH = 0.05
 
 
 @dataclass(frozen=True)

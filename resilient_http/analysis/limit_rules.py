@@ -1,12 +1,17 @@
 """The rules that set the pool limits (``LIMIT``, ``LIMIT_PER_HOST``), and their thresholds.
 
 They have to agree with each other, since they move the calls in flight: starved pools raise
-a limit, an upstream throttling under load gets adaptive concurrency, an idle pool may lower the
-per-host limit. An upstream that throttles under load (``RuleContext.is_throttling``: 429s, or
-503s that grow with load; random 503s are server errors) never gets a raised limit: the requests
-queueing for its connections are the backpressure that keeps it within its rate, and the advice
-says so (the throttled rule in its evidence, ``pool-backpressure`` when throttling is below the
-throttled rule's threshold). The table that runs them is ``rules.py``.
+a limit, an upstream throttling under load gets fewer calls in flight, an idle pool may lower
+the per-host limit (``overprovision_rule.py``). An upstream that throttles under load
+(``RuleContext.is_throttling``: 429s, or 503s that grow with load; random 503s are server
+errors) never gets a raised limit: the requests queueing for its connections are the
+backpressure that keeps it within its rate, and the advice says so (the throttled rule in its
+evidence, ``pool-backpressure`` when throttling is below the throttled rule's threshold). Nor
+is a per-host limit raised past what the evidence bounds (``limit_ceiling.py``: where
+throttling began, an adaptive limiter that holds the calls back, a limit lowered in the
+environment that a run at it cannot see past); ``pool-backpressure`` keeps a limit held there,
+so following the advice round after round reaches a fixed point. The table that runs them is
+``rules.py``.
 """
 
 from __future__ import annotations
@@ -14,18 +19,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from resilient_http.analysis.advice import Expect, Recommendation, RuleContext
+from resilient_http.analysis.advice import (
+    THROTTLED_SHARE_HIGH,
+    Expect,
+    Recommendation,
+    RuleContext,
+)
 from resilient_http.analysis.evidence import CalmLevel
+from resilient_http.analysis.limit_ceiling import raise_ceiling
 from resilient_http.analysis.settings import PREFIX, fmt
-from resilient_http.config import ClientConfig
 
 __all__ = [
     "POOL_WAIT_P95_HIGH_MS",
     "THROTTLED_SHARE_HIGH",
     "backpressure",
     "backpressure_advice",
-    "overprovisioned",
-    "overprovisioned_advice",
+    "peak_text",
     "per_host_advice",
     "per_host_starved",
     "throttled",
@@ -47,10 +56,6 @@ LIMIT_SATURATION = 0.9
 # Raising a binding limit: the per-host one to the connections the calls wanted at once
 # (Little's law, ``_raised_per_host``), else (and the total one) double it.
 LIMIT_RAISE_FACTOR = 2
-# Throttling to act on: more than 5 % of attempts throttled under load (429s, and 503s shown to
-# grow with load; the floor for "throttles at all", which only stops limits from being raised,
-# is in advice.py).
-THROTTLED_SHARE_HIGH = 0.05
 # A per-host limit for throttling is advised at a number of connections in use where at most
 # half as many attempts were throttled as over all (evidence.CalmLevel): a clear drop, and, once
 # applied, a run whose calm level promises no such drop gets no further advice (no walk).
@@ -59,44 +64,34 @@ CALM_SHARE_OF_OVERALL = 0.5
 # the rate the upstream let through times the time an attempt holds a connection, rounded down
 # (the rate measured over the whole run, waits included, errs low: fewer calls, never more).
 RATE_LIMITED_SHARE = 0.5
-# Over-provisioned per-host limit: optional advice, given only on strong evidence, since the
-# limit matters in exactly the bursts a telemetry window may not contain.
-# - The peak of connections in use at once is bounded EXACTLY by the connections the pool ever
-#   opened to the upstream (resilient_http.connection.acquired, reused=false: a connection is
-#   never in use before it is opened). The open-connections gauge is only sampled once per
-#   export interval (60 s by default) and misses bursts, so it is never the evidence.
-# - The suggestion is twice that bound, never below the SPEC default (10), and the rule speaks
-#   only when the suggestion at least halves the limit the SDK reported: 40 -> 16 is worth
-#   doing, 30 -> 16 or the default 10 -> 8 are noise. So the default limit is never lowered.
-# - Over at least 200 calls, with no queueing at all (pool wait p95 over all acquisitions known
-#   and at most 1 ms).
-OVERPROVISION_MIN_REQUESTS = 200
-OVERPROVISION_HEADROOM = 2
-OVERPROVISION_FLOOR = 10
-OVERPROVISION_MAX_KEPT = 0.5
-OVERPROVISION_WAIT_MAX_MS = 1.0
 
 
 def per_host_starved(c: RuleContext) -> bool:
-    """Requests queue at the per-host limit, which can still be raised (not throttling)."""
+    """Requests queue at the per-host limit, which can still be raised (not throttling, and
+    below the ceiling the evidence sets)."""
     return (
         _queueing(c)
         and not c.is_throttling  # never more concurrency for a throttling upstream
         and _per_host_binds(c)
-        and _raised_per_host(c) > c.limit_per_host
+        and _bounded_raise(c) > c.limit_per_host
     )
 
 
 def per_host_advice(c: RuleContext) -> Recommendation:
-    """Double ``LIMIT_PER_HOST`` (at most up to ``LIMIT``)."""
+    """``LIMIT_PER_HOST`` at the connections the calls wanted (at most ``LIMIT`` and the
+    ceiling)."""
+    ceiling = raise_ceiling(c)
+    bounded = ""
+    if ceiling is not None and ceiling.in_use < _raised_per_host(c):
+        bounded = f"; raised no further than {ceiling.in_use}: {ceiling.evidence}"
     return Recommendation(
         "pool-starved-per-host",
         PREFIX + "LIMIT_PER_HOST",
-        str(_raised_per_host(c)),
+        str(_bounded_raise(c)),
         "requests queue for a pooled connection while the per-host limit is fully used",
         f"{_queue_text(c)}, peak active connections "
-        f"{_peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
-        f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{_lowered_text(c)}",
+        f"{peak_text(c.upstream.active_peak, c.limit_per_host)} of limit_per_host "
+        f"{c.limit_per_host}; {_demand_text(c)}; {_not_throttling_text(c)}{bounded}",
         data={"pool_wait_p95_ms": c.pool_wait_p95, "active_peak": c.upstream.active_peak},
         current=str(c.limit_per_host),
         expect=POOL_WAIT_DOWN,
@@ -206,70 +201,46 @@ def throttled_advice(c: RuleContext) -> Recommendation:
 
 def backpressure(c: RuleContext) -> bool:
     """Requests queue at a limit for an upstream that throttles, below the throttled rule's
-    threshold (above it, that rule lowers the limit and says the queue is expected)."""
-    return (
-        _queueing(c)
-        and c.is_throttling
-        and not throttled(c)
-        and (_per_host_binds(c) or _total_binds(c))
-    )
+    threshold (above it, that rule lowers the limit and says the queue is expected); or at a
+    per-host limit the starvation rule would raise but the evidence holds (``limit_ceiling``)."""
+    if not _queueing(c):
+        return False
+    if c.is_throttling:
+        return not throttled(c) and (_per_host_binds(c) or _total_binds(c))
+    return _per_host_binds(c) and _bounded_raise(c) <= c.limit_per_host < _raised_per_host(c)
 
 
 def backpressure_advice(c: RuleContext) -> Recommendation:
-    """Keep the binding limit as it is, saying the upstream throttles."""
+    """Keep the binding limit as it is, saying why the queue is backpressure."""
     per_host = _per_host_binds(c)
     name, current = ("LIMIT_PER_HOST", c.limit_per_host) if per_host else ("LIMIT", c.limit)
     peak = c.upstream.active_peak if per_host else c.limits.active_total_peak
+    data: dict[str, float | None] = {
+        "pool_wait_p95_ms": c.pool_wait_p95,
+        "throttled_attempts": c.throttled_attempts,
+    }
+    ceiling = None if c.is_throttling else raise_ceiling(c)
+    if ceiling is None:
+        reason = (
+            "requests queue for a pooled connection, but the upstream throttles (429/503): the "
+            "queue is the backpressure that keeps it within its rate; keep this limit rather "
+            "than raise it (raising it brings the throttling back)"
+        )
+        why = c.throttling_text()
+    else:
+        reason = f"requests queue for a pooled connection, but {ceiling.reason}"
+        wanted = _raised_per_host(c)
+        why = f"{ceiling.evidence}; {_demand_text(c)}: {wanted} if nothing holds the limit"
+        data["wanted_per_host"] = float(wanted)
     return Recommendation(
         "pool-backpressure",
         PREFIX + name,
         str(current),
-        "requests queue for a pooled connection, but the upstream throttles (429/503): the "
-        "queue is the backpressure that keeps it within its rate; keep this limit rather than "
-        "raise it (raising it brings the throttling back)",
-        f"{_queue_text(c)}, peak active connections "
-        f"{_peak_text(peak, current)} of {name.lower()} {current}; "
-        f"{c.throttling_text()}",
-        data={"pool_wait_p95_ms": c.pool_wait_p95, "throttled_attempts": c.throttled_attempts},
+        reason,
+        f"{_queue_text(c)}, peak active connections {peak_text(peak, current)} of "
+        f"{name.lower()} {current}; {why}",
+        data=data,
         current=str(current),
-    )
-
-
-def overprovisioned(c: RuleContext) -> bool:
-    """The per-host limit could at least be halved, on an exact bound (see the constants)."""
-    bound = _overprovision_bound(c)
-    reported = c.limits.limit_per_host  # an assumed limit is no evidence
-    return (
-        (c.upstream.requests or 0.0) >= OVERPROVISION_MIN_REQUESTS
-        and bound is not None
-        and bound > 0
-        and reported is not None
-        and reported > 0
-        and _overprovision_value(c) <= OVERPROVISION_MAX_KEPT * reported
-        and c.upstream.pool_wait_ms.get("p95") is not None
-        and c.pool_wait_p95 <= OVERPROVISION_WAIT_MAX_MS
-    )
-
-
-def overprovisioned_advice(c: RuleContext) -> Recommendation:
-    """Twice the connections ever opened, never below the SPEC default."""
-    bound = _overprovision_bound(c) or 0.0
-    window = c.upstream.window_s
-    over = "" if window is None else f" over {fmt(window)} s"
-    return Recommendation(
-        "pool-overprovisioned",
-        PREFIX + "LIMIT_PER_HOST",
-        str(_overprovision_value(c)),
-        "the per-host limit is far above the connections ever in use; a lower one bounds the "
-        "connections a burst can open to the upstream (optional: keep the limit if traffic "
-        "bursts beyond what this telemetry covers)",
-        f"the pool opened {fmt(bound)} connections in {fmt(c.upstream.requests)} calls{over}, "
-        f"so at most {fmt(bound)} were in use at once (the sampled gauge peaked at "
-        f"{_peak_text(c.upstream.active_peak)}), of limit_per_host {c.limit_per_host}; pool "
-        f"wait p95 {fmt(c.pool_wait_p95)} ms over all acquisitions",
-        data={"connections_opened": bound, "active_peak": c.upstream.active_peak},
-        current=str(c.limit_per_host),
-        expect=Expect("new_connections", "down"),
     )
 
 
@@ -346,7 +317,13 @@ def _raised_per_host(c: RuleContext) -> int:
     return min(raised, c.limit) if c.limit > 0 else raised
 
 
-def _peak_text(peak: float | None, limit: int | None = None) -> str:
+def _bounded_raise(c: RuleContext) -> int:
+    """``_raised_per_host``, no further than the evidence's ceiling (``limit_ceiling``)."""
+    raised, ceiling = _raised_per_host(c), raise_ceiling(c)
+    return raised if ceiling is None else min(raised, ceiling.in_use)
+
+
+def peak_text(peak: float | None, limit: int | None = None) -> str:
     """The sampled peak of connections in use; below a ``limit`` requests queued at, it says
     that the samples missed the full moments."""
     if peak is None:
@@ -377,27 +354,5 @@ def _demand_text(c: RuleContext) -> str:
     )
 
 
-def _lowered_text(c: RuleContext) -> str:
-    """A per-host limit lowered in the environment may have been lowered for throttling, which
-    a run at that limit no longer shows: say so (this run alone cannot tell)."""
-    source = c.settings.source(PREFIX + "LIMIT_PER_HOST")
-    if source != "environment" or c.limit_per_host >= ClientConfig().limit_per_host:
-        return ""
-    return (
-        "; LIMIT_PER_HOST was lowered in the environment: if that was for an upstream that "
-        "throttled above it, keep it (raising it brings the throttling back)"
-    )
-
-
 def _not_throttling_text(c: RuleContext) -> str:
     return f"no throttling under load ({c.load_text()})"
-
-
-def _overprovision_bound(c: RuleContext) -> float | None:
-    """Connections ever opened to the upstream: an exact bound on those in use at once."""
-    return c.upstream.new_connections
-
-
-def _overprovision_value(c: RuleContext) -> int:
-    bound = _overprovision_bound(c) or 0.0
-    return max(OVERPROVISION_HEADROOM * math.ceil(bound), OVERPROVISION_FLOOR)

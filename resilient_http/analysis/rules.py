@@ -12,16 +12,17 @@ should move (``Expect``), which ``resilient-http compare`` checks.
 Stale closes are told apart by the connection evidence on the attempt spans (``evidence.py``):
 an idle timeout gets a keep-alive below it, a per-connection request cap a keep; without that
 evidence no keep-alive value is advised. The rules that move the pool limits (starved pools,
-throttling, an idle pool) are ``limit_rules.py``: they must agree with each other, and an
-upstream that throttles under load never gets a raised limit there. This module holds the
-others and the table that runs them all.
+throttling) are ``limit_rules.py``: they must agree with each other, an upstream that throttles
+under load never gets a raised limit there, and no limit is raised past what the evidence
+bounds (``limit_ceiling.py``); an idle pool's is ``overprovision_rule.py``. This module holds
+the others and the table that runs them all.
 """
 
 from __future__ import annotations
 
 import math
 
-from resilient_http.analysis import limit_rules
+from resilient_http.analysis import limit_rules, overprovision_rule
 from resilient_http.analysis.advice import (
     MIN_REQUESTS,
     THROTTLING_FLOOR_ATTEMPTS,
@@ -336,5 +337,9 @@ RULES: tuple[Rule, ...] = (
     Rule("retry-budget-exhausted", _budget, _budget_advice),
     Rule("timeouts", _timeouts, _timeout_advice),
     Rule("long-tail", _long_tail, _hedge_advice),
-    Rule("pool-overprovisioned", limit_rules.overprovisioned, limit_rules.overprovisioned_advice),
+    Rule(
+        "pool-overprovisioned",
+        overprovision_rule.overprovisioned,
+        overprovision_rule.overprovisioned_advice,
+    ),
 )

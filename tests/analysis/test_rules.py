@@ -151,13 +151,9 @@ def test_pool_starved_per_host() -> None:
     little = advice(means)["pool-starved-per-host"]
     assert little.value == "50"
     assert "calls wanted about 50 connections at once" in little.evidence
-    lowered = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "4"})
-    four = PoolLimits(limit=100, limit_per_host=4, active_total_peak=4)
-    at_four = advice(replace(means, active_peak=4), four, lowered)["pool-starved-per-host"]
-    assert at_four.value == "20"
-    assert "LIMIT_PER_HOST was lowered in the environment: if that was for an upstream" in (
-        at_four.evidence
-    )
+    # A limit the SDK's default or above, set in the environment, is raised as any other.
+    raised = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "10"})
+    assert advice(means, settings=raised)["pool-starved-per-host"].value == "50"
     # Capped by the total limit.
     capped = advice(starved, PoolLimits(limit=15, limit_per_host=10, active_total_peak=10))
     assert capped["pool-starved-per-host"].value == "15"
@@ -227,6 +223,87 @@ def test_pool_backpressure() -> None:
     assert set(advice(below_floor, limits)) == {"pool-starved-per-host"}
     heavy = throttling(307, 40, pool_wait_ms={"p95": 916.0}, active_peak=2)
     assert set(advice(heavy, limits)) == {"throttled"}
+
+
+def queued_at_four(**changes: Any) -> UpstreamReport:
+    """Calls queue at a per-host limit of 4, with no throttling: attempts of 250 ms, 200 ms of
+    them queued, so the calls wanted 4 x 250 / 50 = 20 connections at once (Little's law)."""
+    return healthy(
+        pool_wait_ms={"p95": 120.0},
+        attempt_mean_s=0.25,
+        pool_wait_mean_s=0.2,
+        active_peak=4,
+        **changes,
+    )
+
+
+FOUR = PoolLimits(limit=100, limit_per_host=4, active_total_peak=4)
+
+
+def test_pool_backpressure_keeps_a_limit_lowered_in_the_environment() -> None:
+    # A run at a per-host limit lowered in the environment never sends the upstream more calls
+    # at once: it cannot show whether the upstream throttles above it (the throttled rule lowers
+    # it so), so the queue is not raised away: the advice keeps it and names the raise.
+    lowered = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "4"})
+    (kept,) = advice(queued_at_four(), FOUR, lowered).values()
+    assert (kept.rule, kept.variable, kept.value, kept.current) == (
+        "pool-backpressure",
+        "RESILIENT_HTTP_LIMIT_PER_HOST",
+        "4",
+        "4",
+    )
+    assert kept.expect is None
+    assert "the per-host limit was lowered in the environment" in kept.reason
+    assert "limit_per_host 4 (environment; the SDK's default 10)" in kept.evidence
+    assert "calls wanted about 20 connections at once" in kept.evidence
+    assert kept.data["wanted_per_host"] == 20
+    # The same queue at a limit of 4 that is not from the environment is raised.
+    assert advice(queued_at_four(), FOUR)["pool-starved-per-host"].value == "20"
+
+
+def test_pool_backpressure_under_an_adaptive_limiter() -> None:
+    # The adaptive limiter's waits are reported as pool wait: while it holds the calls below the
+    # per-host limit, a higher LIMIT_PER_HOST does not shorten them.
+    adaptive = Settings.from_env({"RESILIENT_HTTP_CONCURRENCY": "adaptive"})
+    held = queued_at_four(concurrency_limit_low=2.0, concurrency_limit_last=3.0)
+    (kept,) = advice(held, FOUR, adaptive).values()
+    assert (kept.rule, kept.value) == ("pool-backpressure", "4")
+    assert "adaptive concurrency limit down to 2 (last 3) of limit_per_host 4" in kept.evidence
+    # A limiter that never went below the per-host limit: the queue is the pool's.
+    at_top = queued_at_four(concurrency_limit_low=4.0, concurrency_limit_last=4.0)
+    assert advice(at_top, FOUR, adaptive)["pool-starved-per-host"].value == "20"
+
+
+def test_pool_starved_raise_stops_where_throttling_began() -> None:
+    # 19 of 2000 attempts answered 503, all with 8 connections in use: too few to count as
+    # throttling (0.95 %, below the 1 % floor) but clearly growing with load, so a raise goes no
+    # further than 7, where the upstream stayed calm.
+    evidence = ConnectionEvidence()
+    for index in range(2000):
+        in_use = 1 + index % 8
+        evidence.add_attempt(in_use, in_use == 8 and index < 8 * 19, 1.0)
+    throttled = sum(row[1] for row in evidence.in_use.values())
+    assert throttled == 19
+    starved = healthy(
+        pool_wait_ms={"p95": 120.0},
+        attempts=2000,
+        attempt_mean_s=0.25,
+        pool_wait_mean_s=0.2,
+        active_peak=8,
+        throttled_attempts=throttled,
+        throttled_share=throttled / 2000,
+        rate_limited=0,
+        connections=evidence,
+    )
+    eight = PoolLimits(limit=100, limit_per_host=8, active_total_peak=8)
+    (kept,) = advice(starved, eight).values()
+    assert (kept.rule, kept.value, kept.data["wanted_per_host"]) == ("pool-backpressure", "8", 40)
+    assert "more connections than it stayed calm at bring the throttling back" in kept.reason
+    five = PoolLimits(limit=100, limit_per_host=5, active_total_peak=5)
+    (raised,) = advice(replace(starved, active_peak=5), five).values()
+    assert (raised.rule, raised.value) == ("pool-starved-per-host", "7")
+    assert "raised no further than 7: 19 attempts answered 429/503" in raised.evidence
+    assert "it stayed calm with at most 7 connections in use" in raised.evidence
 
 
 def test_stale_keepalive() -> None:

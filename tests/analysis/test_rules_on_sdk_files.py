@@ -1,7 +1,8 @@
 """The rules on telemetry files written by the real OpenTelemetry SDK: healthy traffic gets no
 advice, each problem its own, and the throttled and pool-starvation rules never contradict each
-other (lowered for a throttling upstream, never raised back while it throttles; raised when the
-queue is not throttling's backpressure)."""
+other (lowered for a throttling upstream, never raised back while it throttles, nor when a run
+at a limit lowered in the environment cannot show what lies above it; raised when the queue is
+not throttling's backpressure)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from resilient_http.analysis.settings import Settings
 from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry
 
 
-def _recorded(tmp_path: Path, record: Any, limit_per_host: int = 10) -> dict[str, Recommendation]:
+def _recorded(
+    tmp_path: Path, record: Any, limit_per_host: int = 10, settings: Settings | None = None
+) -> dict[str, Recommendation]:
     telemetry = SdkTelemetry(tmp_path / "traces.jsonl", tmp_path / "metrics.jsonl")
     telemetry.pool_limits(100, limit_per_host)
     record(telemetry)
     telemetry.flush_metrics()
     telemetry.close()
-    return {r.rule: r for r in analyze_paths([tmp_path], Settings()).recommendations}
+    analysis = analyze_paths([tmp_path], settings or Settings())
+    return {r.rule: r for r in analysis.recommendations}
 
 
 def _rate_limited(t: SdkTelemetry, calls: int, *, throttled_every: int | None, active: int) -> None:
@@ -127,6 +131,23 @@ def test_queueing_without_throttling_raises_the_limit(tmp_path: Path) -> None:
     assert (raised.value, raised.current) == ("10", "5")
     # 67 of 200 acquisitions queued 300 ms: the p95 over all of them is in the 300 ms bucket.
     assert "33.5 % of them queued" in raised.evidence
+
+
+def test_queueing_at_a_limit_lowered_in_the_environment_keeps_it(tmp_path: Path) -> None:
+    # The same queueing at a per-host limit of 5 set in the environment (as the throttled advice
+    # sets it): a run at 5 cannot show whether the upstream throttles above 5, so the advice
+    # keeps it rather than raise it back (4 -> 20 -> 4 ... round after round).
+    def record(t: SdkTelemetry) -> None:
+        _rate_limited(t, 200, throttled_every=None, active=5)
+
+    lowered = Settings.from_env({"RESILIENT_HTTP_LIMIT_PER_HOST": "5"})
+    recommendations = _recorded(tmp_path, record, limit_per_host=5, settings=lowered)
+    assert set(recommendations) == {"pool-backpressure"}
+    kept = recommendations["pool-backpressure"]
+    assert (kept.variable, kept.value, kept.current) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "5", "5")
+    assert kept.expect is None
+    assert "limit_per_host 5 (environment; the SDK's default 10)" in kept.evidence
+    assert kept.data["wanted_per_host"] == 10
 
 
 def _tail(t: SdkTelemetry, slow_every: int | None) -> None:
