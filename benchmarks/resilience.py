@@ -15,7 +15,7 @@ Each scenario runs its clients one after another against the bundled upstream in
   at once (closed loop). The SDK with ``LIMIT_PER_HOST`` = capacity (the ideal static setting),
   = 5 x capacity, adaptive (with 5 x capacity as its ceiling), and ``aiohttp_retry``. Measured:
   goodput (successful calls per second) and the share of attempts throttled.
-- **long-tail**: the demo's long tail (``LONG_TAIL``: 1.5 % of answers take 1 s, the rest 2 ms;
+- **long-tail**: the demo's long tail (``LONG_TAIL``: 1.5 % of answers take 1 s, the rest 20 ms;
   a little over 1 %, so that the unhedged p99 lands in the tail rather than on its edge). The
   SDK without hedging and with ``HEDGE_AFTER=auto``. Measured: p99 latency and the extra
   requests hedging sent.
