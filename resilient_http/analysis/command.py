@@ -108,12 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_prometheus(args: argparse.Namespace, url: str) -> int:
-    from resilient_http.analysis.prometheus import (
-        PrometheusError,
-        analyze_prometheus,
-        fleet_json,
-    )
-    from resilient_http.analysis.report import render_text
+    from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
+    from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
 
     try:
         fleet = analyze_prometheus(url, args.since, args.selector, recorded=args.recorded)
@@ -129,12 +125,7 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
         return 0
     from rich.console import Console
 
-    console = Console()
-    console.print(f"Prometheus {url}, last {args.since} {args.selector}".rstrip(), markup=False)
-    render_text(fleet.whole, console)
-    for job, analysis in fleet.services.items():
-        console.rule(f"service {job}")
-        render_text(analysis, console)
+    render_fleet_text(fleet, Console())
     return 0
 
 

@@ -21,13 +21,13 @@ import functools
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import analysis_of
+from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.promql import (
     PROMETHEUS_NAMES,
@@ -39,14 +39,12 @@ from resilient_http.analysis.promql import (
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
-from resilient_http.analysis.report import Analysis, to_json
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
 from resilient_http.analysis.stats import BucketHistogram
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
-JOB = "job"
 # Steps at which the first and last sample of the acquisition counters are looked up.
 _WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
@@ -70,19 +68,6 @@ _HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
 _COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
 _INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
 _SECONDS_TO_NS = 1_000_000_000
-
-
-@dataclass
-class FleetAnalysis:
-    """The report over all selected jobs and one per job, and where the data came from."""
-
-    url: str
-    since: str
-    selector: str
-    recorded: bool
-    whole: Analysis
-    services: dict[str, Analysis] = field(default_factory=dict)
-    series: int = 0
 
 
 def analyze_prometheus(
@@ -114,28 +99,6 @@ def analyze_prometheus(
         if analysis is not None:
             fleet.services[job.decode()] = analysis
     return fleet
-
-
-def fleet_json(fleet: FleetAnalysis) -> dict[str, Any]:
-    """The ``--json`` document: the file report's keys (``files``, ``lines`` and
-    ``corrupt_lines`` 0), plus ``services`` (one report per job) and ``prometheus``."""
-    document = to_json(fleet.whole)
-    document["services"] = [
-        {
-            JOB: job,
-            "upstreams": (part := to_json(analysis))["upstreams"],
-            "recommendations": part["recommendations"],
-            "pool_limits": part["pool_limits"],
-        }
-        for job, analysis in fleet.services.items()
-    ]
-    document["prometheus"] = {
-        "url": fleet.url,
-        "since": fleet.since,
-        "selector": fleet.selector,
-        "recorded": fleet.recorded,
-    }
-    return document
 
 
 async def _fill_store(

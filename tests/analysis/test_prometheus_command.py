@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -76,9 +78,9 @@ def _write_fleet(folder: Path) -> tuple[Path, Path]:
     return source, folder / "data"
 
 
-async def test_counts_are_exact_on_backfilled_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def backfilled(tmp_path: Path) -> AsyncIterator[str]:
+    """A real Prometheus on ``_openmetrics``'s series, backfilled with promtool: its URL."""
     prometheus_binary()
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -93,28 +95,28 @@ async def test_counts_are_exact_on_backfilled_data(
     assert process.returncode == 0, output.decode()
     config = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
     async with running_prometheus(config, tmp_path / "prometheus", data=data) as url:
-        code, out, err = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m", "--json",
-            cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 0, err
-        report = json.loads(out)
-        code, out, err = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m",
-            "--selector", '{job="search.v2"}', "--json", cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 0, err
-        selected = json.loads(out)
-        # --recorded needs the recording rules' series, which this Prometheus has not.
-        code, _out, without_rules = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--recorded",
-            cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 1
-        # One job per group of queries: the same report (job names are regex-escaped).
-        monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
-        sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
-        assert prometheus.fleet_json(sharded)["services"] == report["services"]
+        yield url
+
+
+async def test_counts_are_exact_on_backfilled_data(
+    backfilled: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = backfilled
+    code, out, err = await _analyze("--prometheus", url, "--since", "10m", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    code, out, err = await _analyze(
+        "--prometheus", url, "--since", "10m", "--selector", '{job="search.v2"}', "--json"
+    )
+    assert code == 0, err
+    selected = json.loads(out)
+    # --recorded needs the recording rules' series, which this Prometheus has not.
+    code, _out, without_rules = await _analyze("--prometheus", url, "--recorded")
+    assert code == 1
+    # One job per group of queries: the same report (job names are regex-escaped).
+    monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
+    sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
+    assert prometheus.fleet_json(sharded)["services"] == report["services"]
     (row,) = report["upstreams"]
     assert (row["server.address"], row["server.port"]) == ("api.example", 443)
     assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
@@ -131,6 +133,28 @@ async def test_counts_are_exact_on_backfilled_data(
 
 async def _analyze(*args: str) -> tuple[int, str, str]:
     return await run_python("-m", "resilient_http", "analyze", *args, cwd=ROOT, env=clean_environ())
+
+
+async def test_the_text_report_says_which_prometheus_range_and_selector_it_read(
+    backfilled: str,
+) -> None:
+    selector = '{job=~"checkout|search.v2"}'
+    code, out, err = await _analyze(
+        "--prometheus", backfilled, "--since", "10m", "--selector", selector
+    )
+    assert code == 0, err
+    headline = re.fullmatch(
+        rf"Prometheus {re.escape(backfilled)}, last 10m, selector {re.escape(selector)}, "
+        r"raw series: (\d+) result rows read, 2 service\(s\)\.",
+        out.splitlines()[0],
+    )
+    assert headline is not None, out.splitlines()[0]
+    assert int(headline[1]) >= 4  # the four retry counters' rows at least
+    assert "file(s)" not in out  # the file analysis's header is not the Prometheus one
+    assert [line.strip(" ─") for line in out.splitlines() if "service " in line] == [
+        "service checkout",
+        "service search.v2",
+    ]
 
 
 async def test_an_unreachable_url_is_one_line_naming_it() -> None:
