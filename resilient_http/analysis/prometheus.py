@@ -20,7 +20,7 @@ import asyncio
 import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -77,14 +77,16 @@ def analyze_prometheus(
     settings: Settings | None = None,
     *,
     recorded: bool = False,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> FleetAnalysis:
     """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
     (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
+    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
 
     Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
     (a bad ``since`` or ``selector``), each with a one-line message."""
     since_s = parse_duration(since)
-    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded))
+    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded, headers))
     # None: the settings the series carry, else the defaults (as the file analysis does)
     whole = analysis_of(store, SpanAggregator(), ReadCounts(), settings)
     if whole is None:
@@ -102,12 +104,12 @@ def analyze_prometheus(
 
 
 async def _fill_store(
-    url: str, since_s: float, selector: str, recorded: bool
+    url: str, since_s: float, selector: str, recorded: bool, headers: Sequence[tuple[str, str]]
 ) -> tuple[MetricStore, int]:
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, headers=list(headers)) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
         store = MetricStore()

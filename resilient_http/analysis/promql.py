@@ -46,6 +46,7 @@ __all__ = [
     "counter_increase",
     "exact_increase",
     "parse_duration",
+    "parse_header",
     "recorded_name",
 ]
 
@@ -66,6 +67,9 @@ BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
 _DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+# An HTTP header name is a token (RFC 9110, 5.1); a value holds no control characters but tab.
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _UNIT_S: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 Sample = tuple[float, float]  # (Unix seconds, value)
@@ -98,6 +102,23 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r}: the duration must be positive")
     return float(seconds)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``Name: value`` -> (name, value) for ``--prometheus-header``; ValueError otherwise. The
+    message names the header but never repeats its value (it may be a credential)."""
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon:
+        shown = text.split()[0] if text.split() else text
+        raise ValueError(f"--prometheus-header {shown!r}...: expected 'Name: value'")
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(
+            f"--prometheus-header {name!r}: not an HTTP header name (expected 'Name: value')"
+        )
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError(f"--prometheus-header {name!r}: the value holds a control character")
+    return name, value
 
 
 def recorded_name(series: str) -> str:

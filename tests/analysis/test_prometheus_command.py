@@ -9,10 +9,11 @@ import re
 import shutil
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from resilient_http.analysis import prometheus
 from resilient_http.analysis.promql import exact_increase, parse_duration
@@ -22,6 +23,7 @@ from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRIES = "resilient_http_retries_total"
+TENANT = "X-Scope-OrgID"
 
 
 def test_exact_increase_counts_from_the_baseline_and_across_resets() -> None:
@@ -155,6 +157,75 @@ async def test_the_text_report_says_which_prometheus_range_and_selector_it_read(
         "service checkout",
         "service search.v2",
     ]
+
+
+@dataclass
+class TenantProxy:
+    """A reverse proxy in front of the real Prometheus that, like Mimir's gateway, answers 401
+    unless the tenant and the credentials are sent; records every request it saw."""
+
+    upstream: str
+    seen: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+    async def forward(self, request: web.Request) -> web.Response:
+        tenant, authorization = request.headers.get(TENANT), request.headers.get("Authorization")
+        self.seen.append((request.path, tenant, authorization))
+        if (tenant, authorization) != ("tenant-1", "Bearer s3cret"):
+            return web.Response(status=401, text="no org id")
+        async with (
+            ClientSession() as client,
+            client.request(
+                request.method,
+                self.upstream + request.path,
+                params=request.query,
+                data=await request.post() if request.method == "POST" else None,
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
+
+
+async def test_headers_go_on_every_request_to_prometheus(backfilled: str) -> None:
+    proxy = TenantProxy(backfilled)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.forward)
+    async with serving(app) as url:
+        code, _out, refused = await _analyze("--prometheus", url)
+        assert proxy.seen[:1] == [("/api/v1/query", None, None)]
+        proxy.seen.clear()
+        code_with, out, err = await _analyze(
+            "--prometheus", url, "--since", "10m", "--json",
+            "--prometheus-header", f"{TENANT}: tenant-1",
+            "--prometheus-header", "Authorization:Bearer s3cret",
+        )  # fmt: skip
+    assert code == 1
+    assert f"{url} is not a Prometheus API (HTTP 401" in refused
+    assert code_with == 0, err
+    services = {s["job"]: s["upstreams"][0]["retries"] for s in json.loads(out)["services"]}
+    assert services["search.v2"] == {"throttled": 4}
+    paths = {path for path, _tenant, _auth in proxy.seen}
+    assert {"/api/v1/query", "/api/v1/label/job/values"} <= paths
+    assert {(tenant, auth) for _path, tenant, auth in proxy.seen} == {("tenant-1", "Bearer s3cret")}
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("X-Scope-OrgID tenant-1", "'X-Scope-OrgID'..."),
+        ("Bad Name: x", "'Bad Name'"),
+        (": value", "''"),
+        ("Authorization: Bearer a\x01b", "'Authorization'"),
+    ],
+)
+async def test_a_bad_header_exits_2_naming_it(header: str, named: str) -> None:
+    code, out, err = await _analyze(
+        "--prometheus", "http://127.0.0.1:9", "--prometheus-header", header
+    )
+    assert (code, out) == (2, "")
+    assert err.strip().startswith(f"resilient-http analyze: error: --prometheus-header {named}")
+    assert len(err.splitlines()) == 1
+    assert "Bearer" not in err  # a credential is never echoed
 
 
 async def test_an_unreachable_url_is_one_line_naming_it() -> None:
