@@ -16,7 +16,7 @@ percentiles among the requests that queued are kept apart (``pool_queued_wait_ms
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -40,11 +40,13 @@ __all__ = [
     "PoolLimits",
     "UpstreamReport",
     "build_pool_limits",
+    "build_reports",
     "build_settings",
     "build_upstreams",
 ]
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+_LEVELS = tuple(QUANTILES.values())
 # 429 Too Many Requests: a rate limit by its meaning, throttling that grows with load.
 RATE_LIMITED_STATUS = 429
 
@@ -235,11 +237,40 @@ def _upstream_name(address: Any, port: Any) -> str:
     return str(address) if number is None else f"{address}:{number}"
 
 
+def build_reports(
+    store: MetricStore, spans: SpanAggregator
+) -> tuple[list[UpstreamReport], list[UpstreamReport]]:
+    """``build_upstreams`` split by method, and not (per host: what the rules read).
+
+    Without spans, a host whose request metrics (durations, retries) all carry one method has
+    the same streams either way, so its host row is its method row without the method; the
+    rows are built twice only where some host has several methods (a fleet's report per
+    service is mostly hosts called with one method)."""
+    view = MetricView(store, split_method=True)
+    upstreams = _build(store, spans, view, split_method=True)
+    if spans.calls or spans.attempts:
+        return upstreams, build_upstreams(store, spans, split_method=False)
+    methods: dict[HostKey, set[str | None]] = {}
+    for key in (*view.calls, *view.attempts, *view.retries):
+        methods.setdefault((key[0], key[1]), set()).add(key[2])
+    hosts = []
+    for row in upstreams:
+        if methods.get((row.address, row.port)) != {row.method}:
+            return upstreams, build_upstreams(store, spans, split_method=False)
+        hosts.append(replace(row, method=None))
+    return upstreams, hosts
+
+
 def build_upstreams(
     store: MetricStore, spans: SpanAggregator, *, split_method: bool
 ) -> list[UpstreamReport]:
     """One report per upstream (per method too when ``split_method``), sorted by name."""
-    view = MetricView(store, split_method)
+    return _build(store, spans, MetricView(store, split_method), split_method=split_method)
+
+
+def _build(
+    store: MetricStore, spans: SpanAggregator, view: MetricView, *, split_method: bool
+) -> list[UpstreamReport]:
     calls = _regroup(spans.calls, view, split_method, CallStats)
     attempts = _regroup(spans.attempts, view, split_method, AttemptStats)
     keys = view.rows | set(calls) | set(attempts)
@@ -445,7 +476,7 @@ def _add_pool_wait(
         report.pool_queued = hist.count
         report.pool_queued_share = hist.count / total
         zeros = total - hist.count
-        report.pool_wait_ms = {label: hist.quantile_ms(q, zeros) for label, q in QUANTILES.items()}
+        report.pool_wait_ms = dict(zip(QUANTILES, hist.quantiles_ms(_LEVELS, zeros), strict=True))
         report.pool_wait_mean_s = hist.sum / total
 
 
@@ -462,6 +493,8 @@ def _merged(streams: Iterable[Stream]) -> BucketHistogram:
 
 
 def _percentiles(source: LatencySketch | BucketHistogram) -> dict[str, float | None]:
+    if isinstance(source, BucketHistogram):
+        return dict(zip(QUANTILES, source.quantiles_ms(_LEVELS), strict=True))
     return {label: source.quantile_ms(q) for label, q in QUANTILES.items()}
 
 
