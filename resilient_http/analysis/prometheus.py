@@ -21,6 +21,7 @@ import functools
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from resilient_http.analysis.promql import (
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
+from resilient_http.analysis.report import Analysis
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
 from resilient_http.analysis.stats import BucketHistogram
@@ -86,7 +88,12 @@ def analyze_prometheus(
     Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
     (a bad ``since`` or ``selector``), each with a one-line message."""
     since_s = parse_duration(since)
-    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded, headers))
+    collected = _Collected()
+    # The main coroutine returns nothing: asyncio.run keeps a reference to its task in the
+    # SIGINT handler it restores at the end, and Python 3.11 formats that handler's repr there,
+    # the task's result included (a whole fleet's store: most of a second).
+    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, collected))
+    store, services, series = collected.whole, collected.services, collected.series
     # None: the settings the series carry, else the defaults (as the file analysis does)
     whole = analysis_of(store, SpanAggregator(), ReadCounts(), settings)
     if whole is None:
@@ -96,25 +103,42 @@ def analyze_prometheus(
         )
     whole.metric_points = series
     fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
-    for job, part in sorted(_per_job(store).items()):
-        analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
-        if analysis is not None:
-            fleet.services[job.decode()] = analysis
+    fleet.services = dict(sorted(services.items()))
     return fleet
 
 
-async def _fill_store(
-    url: str, since_s: float, selector: str, recorded: bool, headers: Sequence[tuple[str, str]]
-) -> tuple[MetricStore, int]:
+@dataclass
+class _Collected:
+    whole: MetricStore = field(default_factory=MetricStore)
+    services: dict[str, Analysis] = field(default_factory=dict)
+    series: int = 0
+
+
+async def _collect(
+    url: str,
+    since_s: float,
+    selector: str,
+    recorded: bool,
+    headers: Sequence[tuple[str, str]],
+    settings: Settings | None,
+    collected: _Collected,
+) -> None:
+    """Collect the store of the whole fleet, each job's report, and the result rows read.
+
+    The groups of jobs (``_shards``) are all asked at once: ``Source`` keeps a few queries in
+    flight, in the order they were asked, so the first group's answers come first, and each
+    group's reports are made while Prometheus works on the next group's queries."""
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout, headers=list(headers)) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
-        store = MetricStore()
-        series = 0
-        for shard in await _shards(source):
+        shards = await _shards(source)
+        whole, services = collected.whole, collected.services
+
+        async def fill(shard: Source) -> int:
+            store = MetricStore()
             results = await asyncio.gather(
                 *(_histogram(shard, store, name) for name in _HISTOGRAMS),
                 *(_counter(shard, store, name) for name in _COUNTERS),
@@ -122,14 +146,21 @@ async def _fill_store(
                 _pool_limits(shard, store),
                 _active_total_peaks(shard, store),
             )
-            series += sum(results)
+            whole.streams.update(store.streams)
+            whole.active_total_peak.update(store.active_total_peak)
+            for job, part in _per_job(store).items():
+                analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
+                if analysis is not None:
+                    services[job.decode()] = analysis
+            return sum(results)
+
+        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
     counted = (*_HISTOGRAMS, *_COUNTERS)
-    if recorded and not any(s.name in counted for s in store.streams.values()):
+    if recorded and not any(s.name in counted for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
-    return store, series
 
 
 async def _check_reachable(source: Source) -> None:
@@ -161,15 +192,17 @@ def _any_of(values: list[str]) -> str:
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
-    rows = await source.counter_sums(series, _scope(name), [JOB, *_labels(attributes), "le"])
+    labels = [JOB, *_labels(attributes)]
+    rows = await source.counter_sums(series, _scope(name), [*labels, "le"])
     # A histogram's rows (one per le) are grouped by their other labels first, so that the
     # attribute translation runs once per histogram, not once per bucket.
-    labels = _labels(attributes)
-    hists: dict[tuple[str, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
-    for row in rows:
-        found = row.labels
-        key = (found.get(JOB, ""), *(found.get(label, "") for label in labels))
-        hists.setdefault(key, (found, []))[1].append((float(found["le"]), row.value))
+    hists: dict[tuple[str | None, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
+    for found, value, _ in rows:
+        key = tuple(map(found.get, labels))
+        grouped = hists.get(key)
+        if grouped is None:
+            grouped = hists[key] = (found, [])
+        grouped[1].append((float(found["le"]), value))
     for first, cumulative in hists.values():
         hist = _from_cumulative(cumulative)
         if hist.count > 0:
@@ -181,9 +214,14 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    rows = await source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
-    window = await _windows(source, selector) if name == names.CONNECTIONS_ACQUIRED else {}
+    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
+    if name == names.CONNECTIONS_ACQUIRED:
+        rows, window = await asyncio.gather(sums, _windows(source, selector))
+    else:
+        rows, window = await sums, {}
     for row in rows:
+        if not row.value:  # did not move in the range (or had no sample in it)
+            continue
         job, identity = row.labels.get(JOB, ""), _identity(row.labels, attributes)
         start, end = window.get((job, _host_of(identity)), (source.start, source.end))
         _add(store, name, job, identity, value=row.value, source=source, start=start, end=end)

@@ -12,12 +12,16 @@ Exact counts. ``increase()`` extrapolates to the range's edges and ignores the f
 value, so a process that started inside the range and was first scraped at 57 calls would count
 fewer. Instead the increase of a counter series is ``last value - baseline``, where the baseline
 is the series' last sample at or before the range's start (``last_over_time(s[5m] offset
-range)``) and 0 when the series has none: it started inside the range, from zero. This holds
-while the counter never went down; the few series that reset within the range (a restarted
-process under the same labels) are left out of that sum (``unless resets(...) > 0``) and
-counted from their raw samples instead (``exact_increase``). Both parts are computed per series
-and summed on the server only for the common case, so the answer is exact and the data moved is
-one number per label group, not per sample.
+range)``) and 0 when the series has none: it started inside the range, from zero. Summed over a
+label group, that is ``sum(last_over_time(s[range + 5m])) - sum(last_over_time(s[5m] offset
+range))``: two sums, subtracted here, so that no per-series fallback for a missing baseline (a
+second read of every sample) is needed; the last value over the widened range is the baseline
+itself for a series with no sample inside the range, which so counts 0. This holds while the
+counter never went down; the few series that reset within the range (a restarted process under
+the same labels, found by ``resets(...) > 0``) are counted from their raw samples instead
+(``exact_increase``), their share of the two sums (``last_minus_baseline``) taken out. Prometheus
+reads every sample twice (last value, resets), and the data moved is one number per label group,
+not per sample.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ import copy
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import aiohttp
 import orjson
@@ -45,6 +48,7 @@ __all__ = [
     "attribute_label",
     "counter_increase",
     "exact_increase",
+    "last_minus_baseline",
     "parse_duration",
     "parse_header",
     "recorded_name",
@@ -79,9 +83,9 @@ class PrometheusError(Exception):
     """Prometheus could not be asked (unreachable, not Prometheus, a query refused)."""
 
 
-@dataclass(frozen=True)
-class Series:
-    """One result row: its labels and its value (instant) or samples (range)."""
+class Series(NamedTuple):
+    """One result row: its labels and its value (instant) or samples (range). A named tuple:
+    a fleet's answers hold hundreds of thousands of rows."""
 
     labels: dict[str, str]
     value: float = 0.0
@@ -136,6 +140,20 @@ def counter_increase(selector: str, range_: str) -> str:
     return f"({last} - ({baseline} or {last} * 0))"
 
 
+def last_minus_baseline(samples: Sequence[Sample], start: float) -> float:
+    """What ``Source.counter_sums``'s two sums count for one series with these raw samples
+    (sorted by time, from ``BASELINE_LOOKBACK_S`` before ``start``): its last value minus its
+    last value at or before ``start`` (0 if none). Exact unless the counter reset."""
+    if not samples:
+        return 0.0
+    baseline = 0.0
+    for at, value in samples:
+        if at > start:
+            break
+        baseline = value
+    return samples[-1][1] - baseline
+
+
 def exact_increase(samples: Sequence[Sample], start: float) -> float:
     """A counter's increase after ``start`` from its raw samples (sorted by time): from the last
     sample at or before ``start`` (0 if none: it started later, from zero), each reset (a value
@@ -165,10 +183,15 @@ class Source:
         self.url = url.rstrip("/")
         self.session = session
         self.since_s = since_s
-        self.end = time.time()
-        self.start = self.end - since_s
+        # Whole milliseconds, as Prometheus reads times: the range's start here is the one the
+        # server computes from the query's time and range (raw samples are compared with it).
+        end_ms = round(time.time() * 1000)
+        self.end = end_ms / 1000
+        self.start = (end_ms - round(since_s * 1000)) / 1000
         self.matchers = _selector_matchers(selector)
         self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
+        # Shared by the narrowed copies (one dict): a rule group's interval is asked once.
+        self._rule_intervals: dict[str, float | None] = {}
 
     def narrowed(self, matcher: str) -> Source:
         """This source (same range, same connection) with one more matcher on every series."""
@@ -186,7 +209,12 @@ class Source:
 
     async def rule_interval(self, group: str) -> float | None:
         """The evaluation interval (seconds) of the rule group ``group``; None where the API
-        does not list it (a querier without the rules API)."""
+        does not list it (a querier without the rules API). Asked once per source."""
+        if group not in self._rule_intervals:
+            self._rule_intervals[group] = await self._rule_interval(group)
+        return self._rule_intervals[group]
+
+    async def _rule_interval(self, group: str) -> float | None:
         try:
             body = await self._get("/api/v1/rules", [("type", "record")])
         except PrometheusError:
@@ -212,23 +240,28 @@ class Source:
         """The exact increase over the range of every counter series of ``series`` with
         ``matchers``, summed ``by`` the given labels (see the module docstring); with
         ``recorded``, the sum of what the recording rules recorded in the range."""
-        group = ", ".join(by)
+        keys = list(by)
+        group = ", ".join(keys)
         if self.recorded:
             recorded = self.select(recorded_name(series), *matchers)
             return await self.query(f"sum by ({group}) (sum_over_time({recorded}[{self.range}]))")
         selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
-        resets = f"resets({selector}[{widened}]) > 0"
-        common = f"sum by ({group}) ({counter_increase(selector, self.range)} unless {resets})"
-        sums, resetting = await asyncio.gather(self.query(common), self.query(resets))
-        if not resetting:
-            return sums
-        totals = {_key(s.labels, by): s.value for s in sums}
-        keys = list(by)
+        baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {self.range})"
+        lasts, baselines, resetting = await asyncio.gather(
+            self.query(f"sum by ({group}) (last_over_time({selector}[{widened}]))"),
+            self.query(f"sum by ({group}) ({baseline})"),
+            self.query(f"resets({selector}[{widened}]) > 0"),
+        )
+        totals = {_key(s.labels, keys): s.value for s in lasts}
+        for row in baselines:  # a series with a baseline has a last value: the key is there
+            key = _key(row.labels, keys)
+            totals[key] = totals.get(key, 0.0) - row.value
         for row in resetting:  # rare: a restarted process under the same labels
             raw = await self.raw_samples(selector, row.labels, widened)
             key = _key(row.labels, keys)
-            totals[key] = totals.get(key, 0.0) + exact_increase(raw, self.start)
+            correction = exact_increase(raw, self.start) - last_minus_baseline(raw, self.start)
+            totals[key] = totals.get(key, 0.0) + correction
         return [Series(dict(zip(keys, key, strict=True)), value) for key, value in totals.items()]
 
     async def raw_samples(
@@ -293,10 +326,10 @@ def _series(data: dict[str, Any]) -> list[Series]:
     kind = data.get("resultType")
     rows = data.get("result") or []
     if kind == "vector":
-        return [Series(dict(r["metric"]), float(r["value"][1])) for r in rows]
+        return [Series(r["metric"], float(r["value"][1])) for r in rows]
     if kind == "matrix":
         return [
-            Series(dict(r["metric"]), samples=tuple((float(t), float(v)) for t, v in r["values"]))
+            Series(r["metric"], samples=tuple((float(t), float(v)) for t, v in r["values"]))
             for r in rows
         ]
     if kind == "scalar":

@@ -47,7 +47,7 @@ def test_durations_are_prometheus_durations() -> None:
 
 
 def _openmetrics(now: float) -> str:
-    """Three retry counters of one service (range: the last 10 minutes) and one of another."""
+    """Four retry counters of one service (range: the last 10 minutes) and one of another."""
 
     def series(reason: str, job: str, points: list[tuple[float, float]]) -> str:
         labels = (
@@ -70,6 +70,8 @@ def _openmetrics(now: float) -> str:
             [(12 * minute, 4), (8 * minute, 9), (6 * minute, 2), (3 * minute, 5)],
         )
         + series("throttled", "search.v2", [(5 * minute, 1), (minute, 4)])
+        # Ended before the range (its last sample within the baseline's 5 minutes): counts 0.
+        + series("server_error", "checkout", [(14 * minute, 3), (11 * minute, 6)])
         + "# EOF\n"
     )
 
