@@ -17,6 +17,7 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import re
@@ -27,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from resilient_http.analysis import names
-from resilient_http.analysis.analyze import analysis_of
+from resilient_http.analysis.analyze import analysis_of, process_pool
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.promql import (
@@ -93,9 +94,7 @@ def analyze_prometheus(
     # SIGINT handler it restores at the end, and Python 3.11 formats that handler's repr there,
     # the task's result included (a whole fleet's store: most of a second).
     asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, collected))
-    store, services, series = collected.whole, collected.services, collected.series
-    # None: the settings the series carry, else the defaults (as the file analysis does)
-    whole = analysis_of(store, SpanAggregator(), ReadCounts(), settings)
+    whole, series = collected.analysis, collected.series
     if whole is None:
         raise PrometheusError(
             f"no resilient_http metrics in Prometheus at {url} over the last {since}"
@@ -103,13 +102,14 @@ def analyze_prometheus(
         )
     whole.metric_points = series
     fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
-    fleet.services = dict(sorted(services.items()))
+    fleet.services = dict(sorted(collected.services.items()))
     return fleet
 
 
 @dataclass
 class _Collected:
     whole: MetricStore = field(default_factory=MetricStore)
+    analysis: Analysis | None = None
     services: dict[str, Analysis] = field(default_factory=dict)
     series: int = 0
 
@@ -123,11 +123,13 @@ async def _collect(
     settings: Settings | None,
     collected: _Collected,
 ) -> None:
-    """Collect the store of the whole fleet, each job's report, and the result rows read.
+    """Collect the whole fleet's report, each job's, and the number of result rows read.
 
     The groups of jobs (``_shards``) are all asked at once: ``Source`` keeps a few queries in
-    flight, in the order they were asked, so the first group's answers come first, and each
-    group's reports are made while Prometheus works on the next group's queries."""
+    flight, in the order they were asked, so the first group's answers come first. Each
+    group's reports per job are made while Prometheus answers the next group's queries, in a
+    worker process when there are several groups (this process meanwhile reads the answers),
+    and the whole fleet's report while the worker makes the last group's."""
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -135,32 +137,49 @@ async def _collect(
         source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
         shards = await _shards(source)
-        whole, services = collected.whole, collected.services
+        whole = collected.whole
+        loop = asyncio.get_running_loop()
+        with process_pool(1) if len(shards) > 1 else contextlib.nullcontext() as workers:
+            reports: list[asyncio.Future[dict[str, Analysis]]] = []
 
-        async def fill(shard: Source) -> int:
-            store = MetricStore()
-            results = await asyncio.gather(
-                *(_histogram(shard, store, name) for name in _HISTOGRAMS),
-                *(_counter(shard, store, name) for name in _COUNTERS),
-                _gauge_peaks(shard, store),
-                _pool_limits(shard, store),
-                _active_total_peaks(shard, store),
-            )
-            whole.streams.update(store.streams)
-            whole.active_total_peak.update(store.active_total_peak)
-            for job, part in _per_job(store).items():
-                analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
-                if analysis is not None:
-                    services[job.decode()] = analysis
-            return sum(results)
+            async def fill(shard: Source) -> int:
+                store = MetricStore()
+                results = await asyncio.gather(
+                    *(_histogram(shard, store, name) for name in _HISTOGRAMS),
+                    *(_counter(shard, store, name) for name in _COUNTERS),
+                    _gauge_peaks(shard, store),
+                    _pool_limits(shard, store),
+                    _active_total_peaks(shard, store),
+                )
+                whole.streams.update(store.streams)
+                whole.active_total_peak.update(store.active_total_peak)
+                if workers is None:
+                    collected.services.update(_job_analyses(store, settings))
+                else:
+                    reports.append(loop.run_in_executor(workers, _job_analyses, store, settings))
+                return sum(results)
 
-        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
+            collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
+            # None: the settings the series carry, else the defaults (as the file analysis does)
+            collected.analysis = analysis_of(whole, SpanAggregator(), ReadCounts(), settings)
+            for done in await asyncio.gather(*reports):
+                collected.services.update(done)
     counted = (*_HISTOGRAMS, *_COUNTERS)
     if recorded and not any(s.name in counted for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
+
+
+def _job_analyses(store: MetricStore, settings: Settings | None) -> dict[str, Analysis]:
+    """The report of each job in ``store`` (in a worker process, or in this one)."""
+    analyses = {}
+    for job, part in _per_job(store).items():
+        analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
+        if analysis is not None:
+            analyses[job.decode()] = analysis
+    return analyses
 
 
 async def _check_reachable(source: Source) -> None:
@@ -232,9 +251,11 @@ async def _windows(
     source: Source, selector: str
 ) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
     """First and last sample time per job and host, within the range: the window in which
-    connections were counted (new connections per second). Looked up at ``_WINDOW_STEPS``
-    steps over the range (a step per scrape would cost as much as all the counts): the window
-    is known to a step, which is plenty for a rate."""
+    connections were counted (new connections per second). The last is the latest sample's
+    own time (an instant query: exact, and cheap) where a series was scraped within the
+    lookback before the range's end, else looked up at steps like the first. The first is
+    looked up at ``_WINDOW_STEPS`` steps over the range (a step per scrape would cost as much
+    as all the counts): known to a step, which is plenty for a rate."""
     by = ", ".join([JOB, *_labels(_HOST)])
     if source.recorded:
         return await _recorded_windows(source, by)
@@ -242,9 +263,12 @@ async def _windows(
     stamps = f"timestamp({selector})[{source.range}:{step}]"
     first, last = await asyncio.gather(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
-        source.query(f"max by ({by}) (max_over_time({stamps}))"),
+        source.query(f"max by ({by}) (timestamp({selector}))"),
     )
     ends = {_job_host(s.labels): s.value for s in last}
+    if any(_job_host(s.labels) not in ends for s in first):  # stopped before the end
+        stepped = await source.query(f"max by ({by}) (max_over_time({stamps}))")
+        ends = {_job_host(s.labels): s.value for s in stepped} | ends
     return {
         _job_host(s.labels): (max(s.value, source.start), ends.get(_job_host(s.labels), s.value))
         for s in first
