@@ -33,7 +33,7 @@ from resilient_http.analysis.rules import evaluate_rules
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
 
-__all__ = ["NoTelemetryError", "analysis_of", "analyze_paths", "process_pool"]
+__all__ = ["NoTelemetryError", "analysis_of", "analyze_paths"]
 
 # Below this much input, starting processes costs more than it saves (8 MB is ~13k spans).
 PARALLEL_MIN_BYTES = 8 << 20
@@ -159,19 +159,14 @@ def _tasks(files: list[Path], jobs: int) -> list[_Task]:
     return tasks
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes for a part of the analysis.
-
-    fork starts in milliseconds and shares the imported modules; it is only safe while this
-    process runs a single thread (otherwise a lock held by another thread stays locked in the
-    child). Elsewhere (or with threads, e.g. inside the demo) spawn is used."""
+def _read_in_processes(tasks: list[_Task], jobs: int) -> Iterator[_Part]:
+    # fork starts in milliseconds and shares the imported modules; it is only safe while this
+    # process runs a single thread (otherwise a lock held by another thread stays locked in the
+    # child). Elsewhere (or with threads, e.g. inside the demo) spawn is used.
     methods = multiprocessing.get_all_start_methods()
     method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
-
-
-def _read_in_processes(tasks: list[_Task], jobs: int) -> Iterator[_Part]:
-    with process_pool(jobs) as pool:
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         yield from pool.map(_read_task, tasks)
 
 

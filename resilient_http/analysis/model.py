@@ -339,7 +339,7 @@ def _request_figures(
         report.attempt_chains = call.chain_counts()
     elif attempt is not None:
         report.error_types = dict(attempt.error_types)
-    if any(k[:2] == host for k in view.attempts):
+    if host in view.attempt_hosts:
         report.attempt_error_types = _error_types(view.attempts.get(key, ()))
     elif attempt is not None:
         report.attempt_error_types = dict(attempt.error_types)
@@ -355,14 +355,14 @@ def _metric_counts(report: UpstreamReport, key: UpstreamKey, view: MetricView) -
     report.retries = dict(view.retries.get(key, {}))
     retries = report.retries_total
     host = (key[0], key[1])
-    if any((h[0], h[1]) == host for h in view.calls):
+    if host in view.call_hosts:
         report.requests = sum(_count(s) for s in calls)
         report.errors = sum(_count(s) for s in calls if _is_error(s.attributes))
         report.interrupted = sum(_count(s) for s in calls if _is_interrupted(s.attributes))
         report.throttled_attempts = report.retries.get("throttled", 0.0) + sum(
             _count(s) for s in calls if s.attributes.get(names.STATUS) in THROTTLING_STATUSES
         )
-    if any((h[0], h[1]) == host for h in view.attempts):
+    if host in view.attempt_hosts:
         report.attempts = sum(_count(s) for s in attempts)
         report.rate_limited = sum(
             _count(s) for s in attempts if s.attributes.get(names.STATUS) == RATE_LIMITED_STATUS
@@ -489,7 +489,9 @@ def _span_window_s(call: CallStats | None, attempt: AttemptStats | None) -> floa
 
 
 def _merged(streams: Iterable[Stream]) -> BucketHistogram:
-    return BucketHistogram.merged(s.hist for s in streams if s.hist is not None)
+    hists = [s.hist for s in streams if s.hist is not None]
+    # One stream (a row of one process or job): its own histogram, read only, not a copy.
+    return hists[0] if len(hists) == 1 else BucketHistogram.merged(hists)
 
 
 def _percentiles(source: LatencySketch | BucketHistogram) -> dict[str, float | None]:

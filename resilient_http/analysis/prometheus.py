@@ -17,7 +17,6 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 import re
@@ -28,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from resilient_http.analysis import names
-from resilient_http.analysis.analyze import analysis_of, process_pool
+from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.promql import (
@@ -52,6 +51,10 @@ __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json
 _WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
 JOBS_PER_SHARD = 25
+# Groups asked at once: the next group's queries keep Prometheus busy while the last answers
+# of one group come in, and one group completes after the other, so that its reports can be
+# made while the next is asked (all at once, every group would complete at the end).
+_GROUPS_IN_FLIGHT = 2
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
 # clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
 _SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
@@ -125,11 +128,11 @@ async def _collect(
 ) -> None:
     """Collect the whole fleet's report, each job's, and the number of result rows read.
 
-    The groups of jobs (``_shards``) are all asked at once: ``Source`` keeps a few queries in
-    flight, in the order they were asked, so the first group's answers come first. Each
-    group's reports per job are made while Prometheus answers the next group's queries, in a
-    worker process when there are several groups (this process meanwhile reads the answers),
-    and the whole fleet's report while the worker makes the last group's."""
+    The groups of jobs (``_shards``) are asked two at a time (``Source`` keeps a few queries
+    in flight, in the order they were asked), so that they complete one after the other, and
+    each group's reports per job are made while Prometheus answers the next group's queries.
+    (Not in a worker process: on two cores, with Prometheus busy, pickling the stores and the
+    reports cost more than the worker saved.)"""
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -138,12 +141,11 @@ async def _collect(
         await _check_reachable(source)
         shards = await _shards(source)
         whole = collected.whole
-        loop = asyncio.get_running_loop()
-        with process_pool(1) if len(shards) > 1 else contextlib.nullcontext() as workers:
-            reports: list[asyncio.Future[dict[str, Analysis]]] = []
+        groups = asyncio.Semaphore(_GROUPS_IN_FLIGHT)
 
-            async def fill(shard: Source) -> int:
-                store = MetricStore()
+        async def fill(shard: Source) -> int:
+            store = MetricStore()
+            async with groups:
                 results = await asyncio.gather(
                     *(_histogram(shard, store, name) for name in _HISTOGRAMS),
                     *(_counter(shard, store, name) for name in _COUNTERS),
@@ -151,35 +153,23 @@ async def _collect(
                     _pool_limits(shard, store),
                     _active_total_peaks(shard, store),
                 )
-                whole.streams.update(store.streams)
-                whole.active_total_peak.update(store.active_total_peak)
-                if workers is None:
-                    collected.services.update(_job_analyses(store, settings))
-                else:
-                    reports.append(loop.run_in_executor(workers, _job_analyses, store, settings))
-                return sum(results)
+            whole.streams.update(store.streams)
+            whole.active_total_peak.update(store.active_total_peak)
+            for job, part in _per_job(store).items():
+                analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
+                if analysis is not None:
+                    collected.services[job.decode()] = analysis
+            return sum(results)
 
-            collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
-            # None: the settings the series carry, else the defaults (as the file analysis does)
-            collected.analysis = analysis_of(whole, SpanAggregator(), ReadCounts(), settings)
-            for done in await asyncio.gather(*reports):
-                collected.services.update(done)
+        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
     counted = (*_HISTOGRAMS, *_COUNTERS)
     if recorded and not any(s.name in counted for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
-
-
-def _job_analyses(store: MetricStore, settings: Settings | None) -> dict[str, Analysis]:
-    """The report of each job in ``store`` (in a worker process, or in this one)."""
-    analyses = {}
-    for job, part in _per_job(store).items():
-        analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
-        if analysis is not None:
-            analyses[job.decode()] = analysis
-    return analyses
+    # None: the settings the series carry, else the defaults (as the file analysis does)
+    collected.analysis = analysis_of(whole, SpanAggregator(), ReadCounts(), settings)
 
 
 async def _check_reachable(source: Source) -> None:
@@ -222,10 +212,14 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
         if grouped is None:
             grouped = hists[key] = (found, [])
         grouped[1].append((float(found["le"]), value))
-    for first, cumulative in hists.values():
+    identities: dict[tuple[str | None, ...], tuple[tuple[str, Any], ...]] = {}
+    for key, (first, cumulative) in hists.items():
         hist = _from_cumulative(cumulative)
         if hist.count > 0:
-            identity = _identity(first, attributes)
+            # The same attributes recur in every job: translated once.
+            identity = identities.get(key[1:])
+            if identity is None:
+                identity = identities[key[1:]] = _identity(first, attributes)
             _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
     return len(rows)
 

@@ -326,7 +326,10 @@ def _series(data: dict[str, Any]) -> list[Series]:
     kind = data.get("resultType")
     rows = data.get("result") or []
     if kind == "vector":
-        return [Series(r["metric"], float(r["value"][1])) for r in rows]
+        # tuple.__new__ straight: the named tuple's own __new__ is Python code, a third of the
+        # time of reading a fleet's answer.
+        new, empty = tuple.__new__, ()
+        return [new(Series, (r["metric"], float(r["value"][1]), empty)) for r in rows]
     if kind == "matrix":
         return [
             Series(r["metric"], samples=tuple((float(t), float(v)) for t, v in r["values"]))
