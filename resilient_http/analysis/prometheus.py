@@ -73,6 +73,9 @@ _ATTRIBUTES: dict[str, tuple[str, ...]] = {
 _HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
 _COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
 _INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
+# Metrics summed over jobs in the whole fleet's store (see ``_fold``), under this resource.
+_SUMMED = frozenset((*_HISTOGRAMS, *_COUNTERS))
+_FLEET = b""
 _SECONDS_TO_NS = 1_000_000_000
 
 
@@ -153,8 +156,7 @@ async def _collect(
                     _pool_limits(shard, store),
                     _active_total_peaks(shard, store),
                 )
-            whole.streams.update(store.streams)
-            whole.active_total_peak.update(store.active_total_peak)
+            _fold(whole, store)
             for job, part in _per_job(store).items():
                 analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
                 if analysis is not None:
@@ -162,8 +164,7 @@ async def _collect(
             return sum(results)
 
         collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
-    counted = (*_HISTOGRAMS, *_COUNTERS)
-    if recorded and not any(s.name in counted for s in whole.streams.values()):
+    if recorded and not any(s.name in _SUMMED for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
@@ -364,6 +365,31 @@ def _add(
         hist=hist,
     )
     store.streams[(resource, name, identity)] = stream
+
+
+def _fold(whole: MetricStore, store: MetricStore) -> None:
+    """Add a group's streams to the whole fleet's store. The counted metrics (histograms and
+    counters) are summed over the jobs per attribute set as they arrive: the fleet report adds
+    them up per upstream anyway, and its store then holds one stream per attribute set, not
+    one per job. Gauges stay per job: pool limits and peaks are per process."""
+    whole.active_total_peak.update(store.active_total_peak)
+    for key, stream in store.streams.items():
+        if stream.name not in _SUMMED:
+            whole.streams[key] = stream
+            continue
+        fleet_key = (_FLEET, stream.name, key[2])
+        total = whole.streams.get(fleet_key)
+        if total is None:
+            hist = None if stream.hist is None else BucketHistogram.merged([stream.hist])
+            total = Stream(stream.name, _FLEET, stream.attributes, stream.start, stream.time)
+            total.value, total.hist = stream.value, hist
+            whole.streams[fleet_key] = total
+            continue
+        total.value += stream.value
+        if total.hist is not None and stream.hist is not None:
+            total.hist.merge(stream.hist)
+        total.start = min(total.start, stream.start)
+        total.time = max(total.time, stream.time)
 
 
 def _per_job(store: MetricStore) -> dict[bytes, MetricStore]:

@@ -117,10 +117,14 @@ async def test_counts_are_exact_on_backfilled_data(
     # --recorded needs the recording rules' series, which this Prometheus has not.
     code, _out, without_rules = await _analyze("--prometheus", url, "--recorded")
     assert code == 1
-    # One job per group of queries: the same report (job names are regex-escaped).
+    # One job per group of queries: the same report (job names are regex-escaped), the whole
+    # fleet's summed over the groups as they come.
     monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
-    sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
-    assert prometheus.fleet_json(sharded)["services"] == report["services"]
+    sharded = prometheus.fleet_json(
+        await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
+    )
+    for key in ("services", "upstreams", "recommendations", "pool_limits"):
+        assert sharded[key] == report[key], key
     (row,) = report["upstreams"]
     assert (row["server.address"], row["server.port"]) == ("api.example", 443)
     assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
