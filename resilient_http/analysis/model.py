@@ -15,8 +15,9 @@ percentiles among the requests that queued are kept apart (``pool_queued_wait_ms
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -257,7 +258,9 @@ def build_reports(
     for row in upstreams:
         if methods.get((row.address, row.port)) != {row.method}:
             return upstreams, build_upstreams(store, spans, split_method=False)
-        hosts.append(replace(row, method=None))
+        host = copy.copy(row)  # a shallow copy: dataclasses.replace runs __init__, 5x slower
+        host.method = None
+        hosts.append(host)
     return upstreams, hosts
 
 

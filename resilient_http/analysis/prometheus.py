@@ -213,14 +213,10 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
         if grouped is None:
             grouped = hists[key] = (found, [])
         grouped[1].append((float(found["le"]), value))
-    identities: dict[tuple[str | None, ...], tuple[tuple[str, Any], ...]] = {}
     for key, (first, cumulative) in hists.items():
         hist = _from_cumulative(cumulative)
         if hist.count > 0:
-            # The same attributes recur in every job: translated once.
-            identity = identities.get(key[1:])
-            if identity is None:
-                identity = identities[key[1:]] = _identity(first, attributes)
+            identity = _identity_of(attributes, key[1:])
             _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
     return len(rows)
 
@@ -419,15 +415,27 @@ def _labels(attributes: Iterable[str]) -> list[str]:
     return [_label(a) for a in attributes]
 
 
-def _identity(labels: dict[str, str], attributes: Iterable[str]) -> tuple[tuple[str, Any], ...]:
+def _identity(labels: dict[str, str], attributes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
     """The OTel attributes of a result row (an empty label is an absent attribute)."""
+    return _identity_of(attributes, tuple(map(labels.get, _labels_of(attributes))))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _identity_of(
+    attributes: tuple[str, ...], values: tuple[str | None, ...]
+) -> tuple[tuple[str, Any], ...]:
+    # Cached: the same attribute values recur in every job of a fleet.
     found: list[tuple[str, Any]] = []
-    for attribute in attributes:
-        text = labels.get(_label(attribute), "")
+    for attribute, text in zip(attributes, values, strict=True):
         if text:
             value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
             found.append((attribute, value))
     return tuple(found)
+
+
+@functools.cache
+def _labels_of(attributes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_label(a) for a in attributes)
 
 
 def _host_of(identity: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
