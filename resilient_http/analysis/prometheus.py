@@ -37,6 +37,7 @@ from resilient_http.analysis.promql import (
     attribute_label,
     parse_duration,
     recorded_name,
+    request_headers,
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
@@ -139,7 +140,8 @@ async def _collect(
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(timeout=timeout, headers=list(headers)) as session:
+    sent = request_headers(url, headers)
+    async with aiohttp.ClientSession(timeout=timeout, headers=sent) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
         shards = await _shards(source)

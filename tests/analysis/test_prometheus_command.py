@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from resilient_http.analysis import prometheus
-from resilient_http.analysis.promql import exact_increase, parse_duration
+from resilient_http.analysis.promql import exact_increase, parse_duration, request_headers
 from tests.helpers import clean_environ, run_python
 from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
 from tests.servers import serving
@@ -44,6 +44,26 @@ def test_durations_are_prometheus_durations() -> None:
     assert parse_duration("30s") == 30
     assert parse_duration("1h30m") == 5400
     assert parse_duration("500ms") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("url", "given", "sent"),
+    [
+        ("http://127.0.0.1:9090", [], [("Accept-Encoding", "identity")]),
+        ("http://[::1]:9090/prometheus", [], [("Accept-Encoding", "identity")]),
+        (
+            "http://localhost:9090",
+            [(TENANT, "t")],
+            [(TENANT, "t"), ("Accept-Encoding", "identity")],
+        ),
+        ("https://mimir.example:8080/prometheus", [(TENANT, "t")], [(TENANT, "t")]),
+        ("http://127.0.0.1:9090", [("accept-encoding", "gzip")], [("accept-encoding", "gzip")]),
+    ],
+)
+def test_answers_are_asked_uncompressed_only_from_this_machine(
+    url: str, given: list[tuple[str, str]], sent: list[tuple[str, str]]
+) -> None:
+    assert request_headers(url, given) == sent
 
 
 def _openmetrics(now: float) -> str:
