@@ -320,19 +320,21 @@ async def _active_total_peaks(source: Source, store: MetricStore) -> int:
 
 
 def _from_cumulative(cumulative: list[tuple[float, float]]) -> BucketHistogram:
-    """Prometheus's cumulative ``le`` buckets -> the OTLP-style per-bucket counts."""
+    """Prometheus's cumulative ``le`` buckets -> the OTLP-style per-bucket counts: the buckets
+    ``BucketHistogram.from_explicit`` would make of them (empty ones left out; nothing above
+    the last ``le`` without a +Inf bucket), built straight (a fleet has tens of thousands)."""
     cumulative.sort()
-    bounds = [le for le, _ in cumulative if not math.isinf(le)]
-    counts: list[float] = []
+    hist = BucketHistogram()
+    buckets = hist.buckets
+    lower = -math.inf
     below = 0.0
-    for _, total in cumulative:
-        counts.append(max(total - below, 0.0))
-        below = max(below, total)
-    if len(counts) == len(bounds):  # no +Inf bucket in the data: nothing lies above the last
-        counts.append(0.0)
-    return BucketHistogram.from_explicit(
-        bounds, counts, total=below, total_sum=0.0, minimum=None, maximum=None
-    )
+    for le, total in cumulative:
+        if total > below:
+            buckets[(lower, le)] = total - below
+            below = total
+        lower = le
+    hist.count = below
+    return hist
 
 
 def _add(
