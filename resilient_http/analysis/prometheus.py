@@ -31,6 +31,8 @@ from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.metrics import MetricStore, Stream
 from resilient_http.analysis.promql import (
+    JOINED,
+    JOINED_SEPARATOR,
     PROMETHEUS_NAMES,
     PrometheusError,
     Source,
@@ -204,22 +206,27 @@ def _any_of(values: list[str]) -> str:
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     attributes = _ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
-    labels = [JOB, *_labels(attributes)]
-    rows = await source.counter_sums(series, _scope(name), [*labels, "le"])
-    # A histogram's rows (one per le) are grouped by their other labels first, so that the
-    # attribute translation runs once per histogram, not once per bucket.
-    hists: dict[tuple[str | None, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
+    rows = await source.bucket_sums(series, _scope(name), [JOB, *_labels(attributes)])
+    # A histogram's rows (one per le) are grouped by their other labels (joined into one)
+    # first, so that the attribute translation runs once per histogram, not once per bucket.
+    hists: dict[str, list[tuple[float, float]]] = {}
     for found, value, _ in rows:
-        key = tuple(map(found.get, labels))
-        grouped = hists.get(key)
-        if grouped is None:
-            grouped = hists[key] = (found, [])
-        grouped[1].append((float(found["le"]), value))
-    for key, (first, cumulative) in hists.items():
+        joined = found[JOINED]
+        cumulative = hists.get(joined)
+        if cumulative is None:
+            cumulative = hists[joined] = []
+        cumulative.append((float(found["le"]), value))
+    for joined, cumulative in hists.items():
         hist = _from_cumulative(cumulative)
         if hist.count > 0:
-            identity = _identity_of(attributes, key[1:])
-            _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
+            job, *values = joined.split(JOINED_SEPARATOR)
+            if len(values) != len(attributes):
+                raise PrometheusError(
+                    f"a label value of {series} holds the character U+001F, which "
+                    "analyze --prometheus uses to join label values"
+                )
+            identity = _identity_of(attributes, tuple(values))
+            _add(store, name, job, identity, hist=hist, source=source)
     return len(rows)
 
 

@@ -42,6 +42,8 @@ from resilient_http.analysis import names
 
 __all__ = [
     "BASELINE_LOOKBACK_S",
+    "JOINED",
+    "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
     "PrometheusError",
     "Sample",
@@ -68,6 +70,11 @@ PROMETHEUS_NAMES: Final = {
     names.OPEN_CONNECTIONS: "http_client_open_connections",
     names.POOL_LIMIT: "resilient_http_pool_limit",
 }
+#: The label ``Source.bucket_sums`` joins the grouping labels' values into, and between them
+#: the ASCII unit separator (no label value the SDK writes holds one).
+JOINED: Final = "rh_joined"
+JOINED_SEPARATOR: Final = "\x1f"
+_SEPARATOR: Final = "\\x1f"  # the same, as a PromQL string literal writes it
 #: How far before the range a counter's baseline sample is looked for: Prometheus's default
 #: lookback, so a series Prometheus shows at the range's start has one.
 BASELINE_LOOKBACK_S: Final = 300
@@ -259,17 +266,37 @@ class Source:
         """The exact increase over the range of every counter series of ``series`` with
         ``matchers``, summed ``by`` the given labels (see the module docstring); with
         ``recorded``, the sum of what the recording rules recorded in the range."""
-        keys = list(by)
+        return await self._sums(series, matchers, list(by), None)
+
+    async def bucket_sums(
+        self, series: str, matchers: Sequence[str], by: Sequence[str]
+    ) -> list[Series]:
+        """``counter_sums`` of a histogram's buckets by ``by`` and ``le``, each row labelled
+        ``le`` and ``JOINED``: the values of ``by`` joined by ``JOINED_SEPARATOR`` (Prometheus
+        joins them: a fleet's bucket rows, answered and parsed with two labels instead of
+        seven, cost a third less)."""
+        return await self._sums(series, matchers, [JOINED, "le"], list(by))
+
+    async def _sums(
+        self, series: str, matchers: Sequence[str], keys: list[str], joined: list[str] | None
+    ) -> list[Series]:
         group = ", ".join(keys)
+
+        def summed(expression: str) -> str:
+            if joined is not None:
+                names = ", ".join(f'"{name}"' for name in joined)
+                expression = f'label_join({expression}, "{JOINED}", "{_SEPARATOR}", {names})'
+            return f"sum by ({group}) ({expression})"
+
         if self.recorded:
             recorded = self.select(recorded_name(series), *matchers)
-            return await self.query(f"sum by ({group}) (sum_over_time({recorded}[{self.range}]))")
+            return await self.query(summed(f"sum_over_time({recorded}[{self.range}])"))
         selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
         baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {self.range})"
         lasts, baselines, resetting = await asyncio.gather(
-            self.query(f"sum by ({group}) (last_over_time({selector}[{widened}]))"),
-            self.query(f"sum by ({group}) ({baseline})"),
+            self.query(summed(f"last_over_time({selector}[{widened}])")),
+            self.query(summed(baseline)),
             self.query(f"resets({selector}[{widened}]) > 0"),
         )
         totals = {_key(s.labels, keys): s.value for s in lasts}
@@ -278,7 +305,11 @@ class Source:
             totals[key] = totals.get(key, 0.0) - row.value
         for row in resetting:  # rare: a restarted process under the same labels
             raw = await self.raw_samples(selector, row.labels, widened)
-            key = _key(row.labels, keys)
+            labels = row.labels
+            if joined is not None:  # as Prometheus joins them (an absent label is empty)
+                values = (labels.get(name, "") for name in joined)
+                labels = {JOINED: JOINED_SEPARATOR.join(values), "le": labels.get("le", "")}
+            key = _key(labels, keys)
             correction = exact_increase(raw, self.start) - last_minus_baseline(raw, self.start)
             totals[key] = totals.get(key, 0.0) + correction
         return [Series(dict(zip(keys, key, strict=True)), value) for key, value in totals.items()]

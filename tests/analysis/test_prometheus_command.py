@@ -67,7 +67,8 @@ def test_answers_are_asked_uncompressed_only_from_this_machine(
 
 
 def _openmetrics(now: float) -> str:
-    """Four retry counters of one service (range: the last 10 minutes) and one of another."""
+    """Four retry counters and the call histogram of one service (range: the last 10
+    minutes), and a retry counter of another."""
 
     def series(reason: str, job: str, points: list[tuple[float, float]]) -> str:
         labels = (
@@ -75,6 +76,11 @@ def _openmetrics(now: float) -> str:
             f'resilient_http_retry_reason="{reason}"'
         )
         return "".join(f"{RETRIES}{{{labels}}} {v} {now - ago:.3f}\n" for ago, v in points)
+
+    def buckets(le: str, points: list[tuple[float, float]]) -> str:
+        labels = f'job="checkout",server_address="api.example",server_port="443",le="{le}"'
+        name = "resilient_http_request_duration_seconds_bucket"
+        return "".join(f"{name}{{{labels}}} {v} {now - ago:.3f}\n" for ago, v in points)
 
     minute = 60.0
     return (
@@ -92,6 +98,10 @@ def _openmetrics(now: float) -> str:
         + series("throttled", "search.v2", [(5 * minute, 1), (minute, 4)])
         # Ended before the range (its last sample within the baseline's 5 minutes): counts 0.
         + series("server_error", "checkout", [(14 * minute, 3), (11 * minute, 6)])
+        # Calls of checkout, whose process restarted (its buckets reset): 0.1 s and +Inf.
+        + "# TYPE resilient_http_request_duration_seconds histogram\n"
+        + buckets("0.1", [(12 * minute, 10), (8 * minute, 15), (6 * minute, 2), (3 * minute, 5)])
+        + buckets("+Inf", [(12 * minute, 20), (8 * minute, 30), (6 * minute, 4), (3 * minute, 9)])
         + "# EOF\n"
     )
 
@@ -148,6 +158,11 @@ async def test_counts_are_exact_on_backfilled_data(
     (row,) = report["upstreams"]
     assert (row["server.address"], row["server.port"]) == ("api.example", 443)
     assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
+    # 30 - 20, then 4 after the reset, then 9 - 4; 5 + 2 + 3 of them within 0.1 s.
+    assert (row["requests"], row["latency_ms"]["p50"]) == (
+        10 + 4 + 5,
+        pytest.approx(100 * 9.5 / 10),
+    )
     services = {s["job"]: s["upstreams"][0]["retries"] for s in report["services"]}
     assert services == {
         "checkout": {"connection_closed": 10, "throttled": 5, "timeout": 7},
