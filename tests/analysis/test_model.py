@@ -11,16 +11,8 @@ from resilient_http.analysis import model, names
 from resilient_http.analysis.metrics import MetricStore
 from resilient_http.analysis.model import build_reports, build_upstreams
 from resilient_http.analysis.spans import SpanAggregator
-from tests.analysis.otlp_lines import (
-    SECOND,
-    T0,
-    UPSTREAM,
-    histogram_metric,
-    histogram_point,
-    metrics_request,
-    number_point,
-    sum_metric,
-)
+from tests.analysis import otlp_lines as otlp
+from tests.analysis.otlp_lines import SECOND, T0, UPSTREAM
 
 BOUNDS = [0.01, 0.1, 1.0]
 OTHER = {names.ADDRESS: "other.test", names.PORT: 443}
@@ -28,19 +20,19 @@ OTHER = {names.ADDRESS: "other.test", names.PORT: 443}
 
 def _calls(upstream: dict[str, Any], method: str | None, counts: list[int]) -> dict[str, Any]:
     attrs = {**upstream, **({names.METHOD: method} if method else {}), names.STATUS: 200}
-    point = histogram_point(attrs, BOUNDS, counts, T0, T0 + 60 * SECOND)
-    return histogram_metric(names.CALL_DURATION, [point])
+    point = otlp.histogram_point(attrs, BOUNDS, counts, T0, T0 + 60 * SECOND)
+    return otlp.histogram_metric(names.CALL_DURATION, [point])
 
 
 def _retries(upstream: dict[str, Any], method: str | None, value: int) -> dict[str, Any]:
     attrs = {**upstream, **({names.METHOD: method} if method else {})}
     attrs[names.RETRY_REASON] = "throttled"
-    return sum_metric(names.RETRIES, [number_point(attrs, value, T0, T0 + 60 * SECOND)])
+    return otlp.sum_metric(names.RETRIES, [otlp.number_point(attrs, value, T0, T0 + 60 * SECOND)])
 
 
 def _store(*metrics: dict[str, Any]) -> MetricStore:
     store = MetricStore()
-    store.add_request(metrics_request(list(metrics)))
+    store.add_request(otlp.metrics_request(list(metrics)))
     return store
 
 
