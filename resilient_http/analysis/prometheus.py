@@ -3,7 +3,8 @@
 The queries (``promql.py``) return, per service (the ``job`` label) and attribute set, the
 figures the file reader folds OTLP points into: exact counter increases over the range, bucket
 counts of the duration histograms, the peaks and last values of the pool gauges. They become the
-same ``Stream`` objects in a ``MetricStore`` (one resource per job), and from there everything is
+same ``Stream`` objects in a ``MetricStore`` (one resource per job; ``prometheus_streams.py``
+translates the rows), and from there everything is
 the file analysis's own code: ``build_upstreams``, ``build_pool_limits``, ``evaluate_rules`` and
 ``to_json``. So the report and its advice cannot drift from the file analysis: there is one
 model and one rules table, and this module is only a second way of filling the store.
@@ -17,10 +18,8 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
-import functools
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,23 @@ import aiohttp
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
-from resilient_http.analysis.metrics import MetricStore, Stream
+from resilient_http.analysis.metrics import MetricStore
+from resilient_http.analysis.prometheus_streams import (
+    ATTRIBUTES,
+    COUNTERS,
+    HISTOGRAMS,
+    HOST,
+    SUMMED,
+    add_stream,
+    fold_into_fleet,
+    from_cumulative,
+    host_of,
+    identity_of,
+    job_host,
+    label_names,
+    row_identity,
+    split_by_job,
+)
 from resilient_http.analysis.promql import (
     JOINED,
     JOINED_SEPARATOR,
@@ -46,7 +61,6 @@ from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
 from resilient_http.analysis.report import Analysis
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
-from resilient_http.analysis.stats import BucketHistogram
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
@@ -61,25 +75,6 @@ _GROUPS_IN_FLIGHT = 2
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
 # clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
 _SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
-_HOST = (names.ADDRESS, names.PORT)
-# Attributes kept per metric (the ones the file analysis groups or filters by).
-_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    names.CALL_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
-    names.ATTEMPT_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
-    names.POOL_WAIT: _HOST,
-    names.RETRIES: (*_HOST, names.METHOD, names.RETRY_REASON),
-    names.RETRIES_SUPPRESSED: (*_HOST, names.SUPPRESSION_REASON),
-    names.CONNECTIONS_ACQUIRED: (*_HOST, names.REUSED),
-    names.OPEN_CONNECTIONS: (*_HOST, names.CONNECTION_STATE),
-    names.POOL_LIMIT: (names.LIMIT_SCOPE,),
-}
-_HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
-_COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
-_INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
-# Metrics summed over jobs in the whole fleet's store (see ``_fold``), under this resource.
-_SUMMED = frozenset((*_HISTOGRAMS, *_COUNTERS))
-_FLEET = b""
-_SECONDS_TO_NS = 1_000_000_000
 
 
 def analyze_prometheus(
@@ -154,21 +149,21 @@ async def _collect(
             store = MetricStore()
             async with groups:
                 results = await asyncio.gather(
-                    *(_histogram(shard, store, name) for name in _HISTOGRAMS),
-                    *(_counter(shard, store, name) for name in _COUNTERS),
+                    *(_histogram(shard, store, name) for name in HISTOGRAMS),
+                    *(_counter(shard, store, name) for name in COUNTERS),
                     _gauge_peaks(shard, store),
                     _pool_limits(shard, store),
                     _active_total_peaks(shard, store),
                 )
-            _fold(whole, store)
-            for job, part in _per_job(store).items():
+            fold_into_fleet(whole, store)
+            for job, part in split_by_job(store).items():
                 analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
                 if analysis is not None:
                     collected.services[job.decode()] = analysis
             return sum(results)
 
         collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
-    if recorded and not any(s.name in _SUMMED for s in whole.streams.values()):
+    if recorded and not any(s.name in SUMMED for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
@@ -186,8 +181,8 @@ async def _shards(source: Source) -> list[Source]:
     """The fleet in groups of ``JOBS_PER_SHARD`` jobs, queried one group after the other: an
     answer holds one group's rows, so memory (here and in Prometheus, whose per-query sample
     limit a whole large fleet would exceed) is bounded by the group, not by the fleet."""
-    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in _COUNTERS]
-    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in _HISTOGRAMS]
+    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in COUNTERS]
+    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in HISTOGRAMS]
     jobs = sorted(await source.label_values(JOB, selectors))
     if len(jobs) <= JOBS_PER_SHARD:
         return [source]
@@ -204,9 +199,9 @@ def _any_of(values: list[str]) -> str:
 
 
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
-    rows = await source.bucket_sums(series, _scope(name), [JOB, *_labels(attributes)])
+    rows = await source.bucket_sums(series, _scope(name), [JOB, *label_names(attributes)])
     # A histogram's rows (one per le) are grouped by their other labels (joined into one)
     # first, so that the attribute translation runs once per histogram, not once per bucket.
     hists: dict[str, list[tuple[float, float]]] = {}
@@ -217,7 +212,7 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
             cumulative = hists[joined] = []
         cumulative.append((float(found["le"]), value))
     for joined, cumulative in hists.items():
-        hist = _from_cumulative(cumulative)
+        hist = from_cumulative(cumulative)
         if hist.count > 0:
             job, *values = joined.split(JOINED_SEPARATOR)
             if len(values) != len(attributes):
@@ -225,15 +220,15 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
                     f"a label value of {series} holds the character U+001F, which "
                     "analyze --prometheus uses to join label values"
                 )
-            identity = _identity_of(attributes, tuple(values))
-            _add(store, name, job, identity, hist=hist, source=source)
+            identity = identity_of(attributes, tuple(values))
+            add_stream(store, name, job, identity, hist=hist, source=source)
     return len(rows)
 
 
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
+    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *label_names(attributes)])
     if name == names.CONNECTIONS_ACQUIRED:
         rows, window = await asyncio.gather(sums, _windows(source, selector))
     else:
@@ -241,9 +236,9 @@ async def _counter(source: Source, store: MetricStore, name: str) -> int:
     for row in rows:
         if not row.value:  # did not move in the range (or had no sample in it)
             continue
-        job, identity = row.labels.get(JOB, ""), _identity(row.labels, attributes)
-        start, end = window.get((job, _host_of(identity)), (source.start, source.end))
-        _add(store, name, job, identity, value=row.value, source=source, start=start, end=end)
+        job, identity = row.labels.get(JOB, ""), row_identity(row.labels, attributes)
+        start, end = window.get((job, host_of(identity)), (source.start, source.end))
+        add_stream(store, name, job, identity, value=row.value, source=source, start=start, end=end)
     return len(rows)
 
 
@@ -256,7 +251,7 @@ async def _windows(
     lookback before the range's end, else looked up at steps like the first. The first is
     looked up at ``_WINDOW_STEPS`` steps over the range (a step per scrape would cost as much
     as all the counts): known to a step, which is plenty for a rate."""
-    by = ", ".join([JOB, *_labels(_HOST)])
+    by = ", ".join([JOB, *label_names(HOST)])
     if source.recorded:
         return await _recorded_windows(source, by)
     step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
@@ -265,12 +260,12 @@ async def _windows(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
         source.query(f"max by ({by}) (timestamp({selector}))"),
     )
-    ends = {_job_host(s.labels): s.value for s in last}
-    if any(_job_host(s.labels) not in ends for s in first):  # stopped before the end
+    ends = {job_host(s.labels): s.value for s in last}
+    if any(job_host(s.labels) not in ends for s in first):  # stopped before the end
         stepped = await source.query(f"max by ({by}) (max_over_time({stamps}))")
-        ends = {_job_host(s.labels): s.value for s in stepped} | ends
+        ends = {job_host(s.labels): s.value for s in stepped} | ends
     return {
-        _job_host(s.labels): (max(s.value, source.start), ends.get(_job_host(s.labels), s.value))
+        job_host(s.labels): (max(s.value, source.start), ends.get(job_host(s.labels), s.value))
         for s in first
     }
 
@@ -287,29 +282,29 @@ async def _recorded_windows(
         source.rule_interval(GROUP),
     )
     step = interval or INTERVAL_S
-    return {_job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
+    return {job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
 
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
     name = names.OPEN_CONNECTIONS
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name], *_scope(name))
-    by = ", ".join([JOB, *_labels(attributes)])
+    by = ", ".join([JOB, *label_names(attributes)])
     rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
     for row in rows:
-        identity = _identity(row.labels, attributes)
-        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
+        identity = row_identity(row.labels, attributes)
+        add_stream(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
     return len(rows)
 
 
 async def _pool_limits(source: Source, store: MetricStore) -> int:
     name = names.POOL_LIMIT
     selector = source.select(PROMETHEUS_NAMES[name])
-    by = ", ".join([JOB, *_labels(_ATTRIBUTES[name])])
+    by = ", ".join([JOB, *label_names(ATTRIBUTES[name])])
     rows = await source.query(f"max by ({by}) (last_over_time({selector}[{source.range}]))")
     for row in rows:
-        identity = _identity(row.labels, _ATTRIBUTES[name])
-        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value)
+        identity = row_identity(row.labels, ATTRIBUTES[name])
+        add_stream(store, name, row.labels.get(JOB, ""), identity, value=row.value)
     return len(rows)
 
 
@@ -326,133 +321,5 @@ async def _active_total_peaks(source: Source, store: MetricStore) -> int:
     return len(rows)
 
 
-def _from_cumulative(cumulative: list[tuple[float, float]]) -> BucketHistogram:
-    """Prometheus's cumulative ``le`` buckets -> the OTLP-style per-bucket counts: the buckets
-    ``BucketHistogram.from_explicit`` would make of them (empty ones left out; nothing above
-    the last ``le`` without a +Inf bucket), built straight (a fleet has tens of thousands)."""
-    cumulative.sort()
-    hist = BucketHistogram()
-    buckets = hist.buckets
-    lower = -math.inf
-    below = 0.0
-    for le, total in cumulative:
-        if total > below:
-            buckets[(lower, le)] = total - below
-            below = total
-        lower = le
-    hist.count = below
-    return hist
-
-
-def _add(
-    store: MetricStore,
-    name: str,
-    job: str,
-    identity: tuple[tuple[str, Any], ...],
-    *,
-    value: float = 0.0,
-    peak: float = -math.inf,
-    hist: BucketHistogram | None = None,
-    source: Source | None = None,
-    start: float | None = None,
-    end: float | None = None,
-) -> None:
-    resource = job.encode()
-    first = start if start is not None else (source.start if source else 0.0)
-    last = end if end is not None else (source.end if source else 0.0)
-    stream = Stream(
-        name,
-        resource,
-        dict(identity),
-        round(first * _SECONDS_TO_NS),
-        round(last * _SECONDS_TO_NS),
-        level=peak != -math.inf,
-        value=value,
-        peak=peak,
-        hist=hist,
-    )
-    store.streams[(resource, name, identity)] = stream
-
-
-def _fold(whole: MetricStore, store: MetricStore) -> None:
-    """Add a group's streams to the whole fleet's store. The counted metrics (histograms and
-    counters) are summed over the jobs per attribute set as they arrive: the fleet report adds
-    them up per upstream anyway, and its store then holds one stream per attribute set, not
-    one per job. Gauges stay per job: pool limits and peaks are per process."""
-    whole.active_total_peak.update(store.active_total_peak)
-    for key, stream in store.streams.items():
-        if stream.name not in _SUMMED:
-            whole.streams[key] = stream
-            continue
-        fleet_key = (_FLEET, stream.name, key[2])
-        total = whole.streams.get(fleet_key)
-        if total is None:
-            hist = None if stream.hist is None else BucketHistogram.merged([stream.hist])
-            total = Stream(stream.name, _FLEET, stream.attributes, stream.start, stream.time)
-            total.value, total.hist = stream.value, hist
-            whole.streams[fleet_key] = total
-            continue
-        total.value += stream.value
-        if total.hist is not None and stream.hist is not None:
-            total.hist.merge(stream.hist)
-        total.start = min(total.start, stream.start)
-        total.time = max(total.time, stream.time)
-
-
-def _per_job(store: MetricStore) -> dict[bytes, MetricStore]:
-    """The store split by job (resource), in one pass."""
-    parts: dict[bytes, MetricStore] = {}
-    for key, stream in store.streams.items():
-        part = parts.get(stream.resource)
-        if part is None:
-            part = parts[stream.resource] = MetricStore()
-            peak = store.active_total_peak.get(stream.resource)
-            if peak is not None:
-                part.active_total_peak = {stream.resource: peak}
-        part.streams[key] = stream
-    return parts
-
-
 def _scope(name: str) -> tuple[str, ...]:
     return (_SCOPE_MATCHER,) if name.startswith("http.client.") else ()
-
-
-@functools.cache
-def _label(attribute: str) -> str:
-    return attribute_label(attribute)
-
-
-def _labels(attributes: Iterable[str]) -> list[str]:
-    return [_label(a) for a in attributes]
-
-
-def _identity(labels: dict[str, str], attributes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
-    """The OTel attributes of a result row (an empty label is an absent attribute)."""
-    return _identity_of(attributes, tuple(map(labels.get, _labels_of(attributes))))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _identity_of(
-    attributes: tuple[str, ...], values: tuple[str | None, ...]
-) -> tuple[tuple[str, Any], ...]:
-    # Cached: the same attribute values recur in every job of a fleet.
-    found: list[tuple[str, Any]] = []
-    for attribute, text in zip(attributes, values, strict=True):
-        if text:
-            value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
-            found.append((attribute, value))
-    return tuple(found)
-
-
-@functools.cache
-def _labels_of(attributes: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_label(a) for a in attributes)
-
-
-def _host_of(identity: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
-    values = dict(identity)
-    return (values.get(names.ADDRESS), values.get(names.PORT))
-
-
-def _job_host(labels: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
-    return labels.get(JOB, ""), _host_of(_identity(labels, _HOST))
