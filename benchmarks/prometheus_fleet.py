@@ -14,6 +14,11 @@ and Prometheus's. Needs ``prometheus`` and ``promtool`` (``make promtool``); not
 
 The hour ends when the generator starts; ``--since`` covers the hour plus the minutes the
 generator and the backfill took (``--since`` counts back from the moment of the query).
+
+With ``--keep DIR`` the blocks stay in ``DIR/data`` and what was generated is noted in
+``DIR/fleet.json``; a later run with the same ``--keep DIR`` and the same fleet flags queries
+those blocks again instead of generating and backfilling them anew (minutes at full size), so
+the analysis can be timed again and again (``--since`` then reaches back to the kept hour).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ _SCOPE = 'otel_scope_name="resilient_http"'
 _READY_SAFETY_NET_S = 300.0
 # Recorded lines held in memory before they go to the side file.
 _RECORDED_BUFFER = 200_000
+# What a run with --keep generated, next to its blocks (see the module docstring).
+_FLEET_NOTE = "fleet.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstreams", type=int, default=50)
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--interval", type=int, default=15, help="seconds between samples")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="work in this folder and keep it (a later run with the same flags reuses its blocks)",
+    )
     args = parser.parse_args(argv)
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if prometheus is None or promtool is None:
@@ -61,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="fleet-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        figures = _run(args, folder, prometheus, promtool)
+        kept = _kept_fleet(args, folder)
+        fleet = kept or _backfilled_fleet(args, folder, promtool)
+        figures = {**fleet, "reused_blocks": kept is not None}
+        figures.update(_timed_analyses(args, folder, prometheus, fleet["end"]))
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -69,8 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if figures["counts_exact"] and figures["recorded_counts_exact"] else 1
 
 
-def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str) -> dict[str, Any]:
+def _fleet_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "services": args.services,
+        "upstreams": args.upstreams,
+        "hours": args.hours,
+        "interval_s": args.interval,
+    }
+
+
+def _kept_fleet(args: argparse.Namespace, folder: Path) -> dict[str, Any] | None:
+    """What a previous run with ``--keep`` generated into ``folder`` with the same flags (its
+    blocks are in ``folder/data``), or None."""
+    noted = folder / _FLEET_NOTE
+    if args.keep is None or not noted.exists() or not (folder / "data").is_dir():
+        return None
+    fleet: dict[str, Any] = json.loads(noted.read_text())
+    flags = _fleet_flags(args)
+    return fleet if {k: fleet.get(k) for k in flags} == flags else None
+
+
+def _backfilled_fleet(args: argparse.Namespace, folder: Path, promtool: str) -> dict[str, Any]:
+    """Generate the fleet and backfill it into ``folder/data``; what was generated."""
     began = time.time()
+    shutil.rmtree(folder / "data", ignore_errors=True)
+    (folder / _FLEET_NOTE).unlink(missing_ok=True)
     source = folder / "fleet.om"
     with source.open("w") as out:
         # The hour ends a few minutes ago: the rules' last evaluations over it are past too.
@@ -79,14 +116,30 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
             out, args.services, args.upstreams, end - args.hours * 3600, end, args.interval
         )
     generated = time.time()
-    data = folder / "data"
     subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(folder / "data")],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     backfilled = time.time()
     source.unlink()  # gigabytes: not needed once the blocks are written
+    fleet = {
+        **_fleet_flags(args),
+        "end": end,
+        "series": series,
+        "samples": samples,
+        "calls": calls,
+        "generate_s": round(generated - began, 1),
+        "backfill_s": round(backfilled - generated, 1),
+    }
+    (folder / _FLEET_NOTE).write_text(json.dumps(fleet))
+    return fleet
+
+
+def _timed_analyses(
+    args: argparse.Namespace, folder: Path, prometheus: str, end: float
+) -> dict[str, Any]:
+    """Start Prometheus on the blocks, time the analysis exact and ``--recorded``."""
     port = _free_port()
     config = folder / "prometheus.yml"
     config.write_text("global:\n  evaluation_interval: 15s\nscrape_configs: []\n")
@@ -95,7 +148,7 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
             [
                 prometheus,
                 f"--config.file={config}",
-                f"--storage.tsdb.path={data}",
+                f"--storage.tsdb.path={folder / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=10y",
             ],
@@ -112,17 +165,10 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
         finally:
             server.terminate()
             server.wait()
+    calls = json.loads((folder / _FLEET_NOTE).read_text())["calls"]
     counted = sum(u["requests"] for u in report["upstreams"])
     counted_recorded = sum(u["requests"] for u in recorded["upstreams"])
     return {
-        "services": args.services,
-        "upstreams": args.upstreams,
-        "hours": args.hours,
-        "interval_s": args.interval,
-        "series": series,
-        "samples": samples,
-        "generate_s": round(generated - began, 1),
-        "backfill_s": round(backfilled - generated, 1),
         "analyze_s": round(seconds, 2),
         "analyze_peak_rss_mb": round(rss_kb / 1024, 1),
         "recorded_analyze_s": round(recorded_seconds, 2),
@@ -130,7 +176,6 @@ def _run(args: argparse.Namespace, folder: Path, prometheus: str, promtool: str)
         "prometheus_peak_rss_mb": round(prometheus_rss_kb / 1024, 1),
         "report_services": len(report["services"]),
         "report_upstreams": len(report["upstreams"]),
-        "calls": calls,
         "counts_exact": counted == calls,
         "recorded_counts_exact": counted_recorded == calls,
     }

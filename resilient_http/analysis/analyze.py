@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resilient_http.analysis.metrics import MetricStore
-from resilient_http.analysis.model import build_pool_limits, build_settings, build_upstreams
+from resilient_http.analysis.model import build_pool_limits, build_reports, build_settings
 from resilient_http.analysis.reader import (
     InputError,
     ReadCounts,
@@ -94,10 +94,9 @@ def analysis_of(
     """The report rows and the advice from folded metrics and spans, wherever they were read
     (files here, Prometheus in ``prometheus.py``); None when no upstream is in them.
     ``settings`` None: those the telemetry carries (else the defaults)."""
-    upstreams = build_upstreams(store, spans, split_method=True)
+    upstreams, hosts = build_reports(store, spans)
     if not upstreams:
         return None
-    hosts = build_upstreams(store, spans, split_method=False)
     limits = build_pool_limits(store)
     settings = settings or build_settings(store)
     return Analysis(

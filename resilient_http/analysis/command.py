@@ -1,5 +1,6 @@
 """``resilient-http analyze PATH... [--json] [--html FILE] [--jobs N]``, or ``analyze
---prometheus URL [--since DURATION] [--selector '{...}']``: argparse wiring.
+--prometheus URL [--since DURATION] [--selector '{...}'] [--prometheus-header 'NAME: VALUE']``:
+argparse wiring.
 
 ``resilient_http/cli.py`` calls ``add_arguments`` on its ``analyze`` sub-parser and ``run`` with
 the parsed namespace; ``python -m resilient_http.analysis`` does the same on its own parser.
@@ -61,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         """e.g. '{job=~"checkout|search"}'""",
     )
     parser.add_argument(
+        "--prometheus-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="with --prometheus: a header sent with every request to it (repeatable), e.g. "
+        "'X-Scope-OrgID: tenant-1' for Mimir, or 'Authorization: Bearer TOKEN'",
+    )
+    parser.add_argument(
         "--recorded",
         action="store_true",
         help="with --prometheus: counts from the bundled recording rules' series (one sample "
@@ -108,16 +117,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_prometheus(args: argparse.Namespace, url: str) -> int:
-    from resilient_http.analysis.prometheus import (
-        PrometheusError,
-        analyze_prometheus,
-        fleet_json,
-    )
-    from resilient_http.analysis.report import render_text
+    from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
+    from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
+    from resilient_http.analysis.promql import parse_header
 
     try:
-        fleet = analyze_prometheus(url, args.since, args.selector, recorded=args.recorded)
-    except ValueError as exc:  # a bad --since or --selector
+        headers = [parse_header(text) for text in args.prometheus_header]
+        fleet = analyze_prometheus(
+            url, args.since, args.selector, recorded=args.recorded, headers=headers
+        )
+    except ValueError as exc:  # a bad --since, --selector or --prometheus-header
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except PrometheusError as exc:
@@ -129,12 +138,7 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
         return 0
     from rich.console import Console
 
-    console = Console()
-    console.print(f"Prometheus {url}, last {args.since} {args.selector}".rstrip(), markup=False)
-    render_text(fleet.whole, console)
-    for job, analysis in fleet.services.items():
-        console.rule(f"service {job}")
-        render_text(analysis, console)
+    render_fleet_text(fleet, Console())
     return 0
 
 

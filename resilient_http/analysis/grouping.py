@@ -104,7 +104,10 @@ class MetricView:
                 reason = str(stream.attributes.get(names.RETRY_REASON, "unknown"))
                 counts = self.retries.setdefault(key, {})
                 counts[reason] = counts.get(reason, 0.0) + stream.value
-        self.request_hosts = {(k[0], k[1]) for k in (*self.calls, *self.attempts, *self.retries)}
+        self.call_hosts = {(k[0], k[1]) for k in self.calls}
+        self.attempt_hosts = {(k[0], k[1]) for k in self.attempts}
+        self.request_hosts = {(k[0], k[1]) for k in self.retries} | self.call_hosts
+        self.request_hosts |= self.attempt_hosts
         # Hosts whose request metrics carry no method: spans of those hosts are not split either.
         self.unsplit_hosts = {
             host

@@ -3,7 +3,8 @@
 The queries (``promql.py``) return, per service (the ``job`` label) and attribute set, the
 figures the file reader folds OTLP points into: exact counter increases over the range, bucket
 counts of the duration histograms, the peaks and last values of the pool gauges. They become the
-same ``Stream`` objects in a ``MetricStore`` (one resource per job), and from there everything is
+same ``Stream`` objects in a ``MetricStore`` (one resource per job; ``prometheus_streams.py``
+translates the rows), and from there everything is
 the file analysis's own code: ``build_upstreams``, ``build_pool_limits``, ``evaluate_rules`` and
 ``to_json``. So the report and its advice cannot drift from the file analysis: there is one
 model and one rules table, and this module is only a second way of filling the store.
@@ -17,10 +18,8 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
-import functools
-import math
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,61 +27,54 @@ import aiohttp
 
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import analysis_of
-from resilient_http.analysis.metrics import MetricStore, Stream
+from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
+from resilient_http.analysis.metrics import MetricStore
+from resilient_http.analysis.prometheus_streams import (
+    ATTRIBUTES,
+    COUNTERS,
+    HISTOGRAMS,
+    HOST,
+    SUMMED,
+    add_stream,
+    fold_into_fleet,
+    from_cumulative,
+    host_of,
+    identity_of,
+    job_host,
+    label_names,
+    row_identity,
+    split_by_job,
+)
 from resilient_http.analysis.promql import (
+    JOINED,
+    JOINED_SEPARATOR,
     PROMETHEUS_NAMES,
     PrometheusError,
     Source,
     attribute_label,
     parse_duration,
     recorded_name,
+    request_headers,
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
-from resilient_http.analysis.report import Analysis, to_json
+from resilient_http.analysis.report import Analysis
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
-from resilient_http.analysis.stats import BucketHistogram
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
-JOB = "job"
 # Steps at which the first and last sample of the acquisition counters are looked up.
 _WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
 JOBS_PER_SHARD = 25
+# Groups asked at once: the next group's queries keep Prometheus busy while the last answers
+# of one group come in, and one group completes after the other, so that its reports can be
+# made while the next is asked (all at once, every group would complete at the end).
+_GROUPS_IN_FLIGHT = 2
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
 # clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
 _SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
-_HOST = (names.ADDRESS, names.PORT)
-# Attributes kept per metric (the ones the file analysis groups or filters by).
-_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    names.CALL_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
-    names.ATTEMPT_DURATION: (*_HOST, names.METHOD, names.STATUS, names.ERROR_TYPE),
-    names.POOL_WAIT: _HOST,
-    names.RETRIES: (*_HOST, names.METHOD, names.RETRY_REASON),
-    names.RETRIES_SUPPRESSED: (*_HOST, names.SUPPRESSION_REASON),
-    names.CONNECTIONS_ACQUIRED: (*_HOST, names.REUSED),
-    names.OPEN_CONNECTIONS: (*_HOST, names.CONNECTION_STATE),
-    names.POOL_LIMIT: (names.LIMIT_SCOPE,),
-}
-_HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
-_COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
-_INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
-_SECONDS_TO_NS = 1_000_000_000
-
-
-@dataclass
-class FleetAnalysis:
-    """The report over all selected jobs and one per job, and where the data came from."""
-
-    url: str
-    since: str
-    selector: str
-    recorded: bool
-    whole: Analysis
-    services: dict[str, Analysis] = field(default_factory=dict)
-    series: int = 0
 
 
 def analyze_prometheus(
@@ -92,16 +84,21 @@ def analyze_prometheus(
     settings: Settings | None = None,
     *,
     recorded: bool = False,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> FleetAnalysis:
     """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
     (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
+    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
 
     Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
     (a bad ``since`` or ``selector``), each with a one-line message."""
     since_s = parse_duration(since)
-    store, series = asyncio.run(_fill_store(url, since_s, selector, recorded))
-    # None: the settings the series carry, else the defaults (as the file analysis does)
-    whole = analysis_of(store, SpanAggregator(), ReadCounts(), settings)
+    collected = _Collected()
+    # The main coroutine returns nothing: asyncio.run keeps a reference to its task in the
+    # SIGINT handler it restores at the end, and Python 3.11 formats that handler's repr there,
+    # the task's result included (a whole fleet's store: most of a second).
+    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, collected))
+    whole, series = collected.analysis, collected.series
     if whole is None:
         raise PrometheusError(
             f"no resilient_http metrics in Prometheus at {url} over the last {since}"
@@ -109,62 +106,70 @@ def analyze_prometheus(
         )
     whole.metric_points = series
     fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
-    for job, part in sorted(_per_job(store).items()):
-        analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
-        if analysis is not None:
-            fleet.services[job.decode()] = analysis
+    fleet.services = dict(sorted(collected.services.items()))
     return fleet
 
 
-def fleet_json(fleet: FleetAnalysis) -> dict[str, Any]:
-    """The ``--json`` document: the file report's keys (``files``, ``lines`` and
-    ``corrupt_lines`` 0), plus ``services`` (one report per job) and ``prometheus``."""
-    document = to_json(fleet.whole)
-    document["services"] = [
-        {
-            JOB: job,
-            "upstreams": (part := to_json(analysis))["upstreams"],
-            "recommendations": part["recommendations"],
-            "pool_limits": part["pool_limits"],
-        }
-        for job, analysis in fleet.services.items()
-    ]
-    document["prometheus"] = {
-        "url": fleet.url,
-        "since": fleet.since,
-        "selector": fleet.selector,
-        "recorded": fleet.recorded,
-    }
-    return document
+@dataclass
+class _Collected:
+    whole: MetricStore = field(default_factory=MetricStore)
+    analysis: Analysis | None = None
+    services: dict[str, Analysis] = field(default_factory=dict)
+    series: int = 0
 
 
-async def _fill_store(
-    url: str, since_s: float, selector: str, recorded: bool
-) -> tuple[MetricStore, int]:
+async def _collect(
+    url: str,
+    since_s: float,
+    selector: str,
+    recorded: bool,
+    headers: Sequence[tuple[str, str]],
+    settings: Settings | None,
+    collected: _Collected,
+) -> None:
+    """Collect the whole fleet's report, each job's, and the number of result rows read.
+
+    The groups of jobs (``_shards``) are asked two at a time (``Source`` keeps a few queries
+    in flight, in the order they were asked), so that they complete one after the other, and
+    each group's reports per job are made while Prometheus answers the next group's queries.
+    (Not in a worker process: on two cores, with Prometheus busy, pickling the stores and the
+    reports cost more than the worker saved.)"""
     # A query over a long range of a large fleet takes seconds on the server: no total timeout,
     # but a connection that cannot be made fails fast.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    sent = request_headers(url, headers)
+    async with aiohttp.ClientSession(timeout=timeout, headers=sent) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)
         await _check_reachable(source)
-        store = MetricStore()
-        series = 0
-        for shard in await _shards(source):
-            results = await asyncio.gather(
-                *(_histogram(shard, store, name) for name in _HISTOGRAMS),
-                *(_counter(shard, store, name) for name in _COUNTERS),
-                _gauge_peaks(shard, store),
-                _pool_limits(shard, store),
-                _active_total_peaks(shard, store),
-            )
-            series += sum(results)
-    counted = (*_HISTOGRAMS, *_COUNTERS)
-    if recorded and not any(s.name in counted for s in store.streams.values()):
+        shards = await _shards(source)
+        whole = collected.whole
+        groups = asyncio.Semaphore(_GROUPS_IN_FLIGHT)
+
+        async def fill(shard: Source) -> int:
+            store = MetricStore()
+            async with groups:
+                results = await asyncio.gather(
+                    *(_histogram(shard, store, name) for name in HISTOGRAMS),
+                    *(_counter(shard, store, name) for name in COUNTERS),
+                    _gauge_peaks(shard, store),
+                    _pool_limits(shard, store),
+                    _active_total_peaks(shard, store),
+                )
+            fold_into_fleet(whole, store)
+            for job, part in split_by_job(store).items():
+                analysis = analysis_of(part, SpanAggregator(), ReadCounts(), settings)
+                if analysis is not None:
+                    collected.services[job.decode()] = analysis
+            return sum(results)
+
+        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
+    if recorded and not any(s.name in SUMMED for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
-    return store, series
+    # None: the settings the series carry, else the defaults (as the file analysis does)
+    collected.analysis = analysis_of(whole, SpanAggregator(), ReadCounts(), settings)
 
 
 async def _check_reachable(source: Source) -> None:
@@ -176,8 +181,8 @@ async def _shards(source: Source) -> list[Source]:
     """The fleet in groups of ``JOBS_PER_SHARD`` jobs, queried one group after the other: an
     answer holds one group's rows, so memory (here and in Prometheus, whose per-query sample
     limit a whole large fleet would exceed) is bounded by the group, not by the fleet."""
-    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in _COUNTERS]
-    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in _HISTOGRAMS]
+    selectors = [source.select(PROMETHEUS_NAMES[name]) for name in COUNTERS]
+    selectors += [source.select(PROMETHEUS_NAMES[name] + "_bucket") for name in HISTOGRAMS]
     jobs = sorted(await source.label_values(JOB, selectors))
     if len(jobs) <= JOBS_PER_SHARD:
         return [source]
@@ -194,34 +199,46 @@ def _any_of(values: list[str]) -> str:
 
 
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
-    rows = await source.counter_sums(series, _scope(name), [JOB, *_labels(attributes), "le"])
-    # A histogram's rows (one per le) are grouped by their other labels first, so that the
-    # attribute translation runs once per histogram, not once per bucket.
-    labels = _labels(attributes)
-    hists: dict[tuple[str, ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
-    for row in rows:
-        found = row.labels
-        key = (found.get(JOB, ""), *(found.get(label, "") for label in labels))
-        hists.setdefault(key, (found, []))[1].append((float(found["le"]), row.value))
-    for first, cumulative in hists.values():
-        hist = _from_cumulative(cumulative)
+    rows = await source.bucket_sums(series, _scope(name), [JOB, *label_names(attributes)])
+    # A histogram's rows (one per le) are grouped by their other labels (joined into one)
+    # first, so that the attribute translation runs once per histogram, not once per bucket.
+    hists: dict[str, list[tuple[float, float]]] = {}
+    for found, value, _ in rows:
+        joined = found[JOINED]
+        cumulative = hists.get(joined)
+        if cumulative is None:
+            cumulative = hists[joined] = []
+        cumulative.append((float(found["le"]), value))
+    for joined, cumulative in hists.items():
+        hist = from_cumulative(cumulative)
         if hist.count > 0:
-            identity = _identity(first, attributes)
-            _add(store, name, first.get(JOB, ""), identity, hist=hist, source=source)
+            job, *values = joined.split(JOINED_SEPARATOR)
+            if len(values) != len(attributes):
+                raise PrometheusError(
+                    f"a label value of {series} holds the character U+001F, which "
+                    "analyze --prometheus uses to join label values"
+                )
+            identity = identity_of(attributes, tuple(values))
+            add_stream(store, name, job, identity, hist=hist, source=source)
     return len(rows)
 
 
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    rows = await source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *_labels(attributes)])
-    window = await _windows(source, selector) if name == names.CONNECTIONS_ACQUIRED else {}
+    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *label_names(attributes)])
+    if name == names.CONNECTIONS_ACQUIRED:
+        rows, window = await asyncio.gather(sums, _windows(source, selector))
+    else:
+        rows, window = await sums, {}
     for row in rows:
-        job, identity = row.labels.get(JOB, ""), _identity(row.labels, attributes)
-        start, end = window.get((job, _host_of(identity)), (source.start, source.end))
-        _add(store, name, job, identity, value=row.value, source=source, start=start, end=end)
+        if not row.value:  # did not move in the range (or had no sample in it)
+            continue
+        job, identity = row.labels.get(JOB, ""), row_identity(row.labels, attributes)
+        start, end = window.get((job, host_of(identity)), (source.start, source.end))
+        add_stream(store, name, job, identity, value=row.value, source=source, start=start, end=end)
     return len(rows)
 
 
@@ -229,21 +246,26 @@ async def _windows(
     source: Source, selector: str
 ) -> dict[tuple[str, tuple[Any, ...]], tuple[float, float]]:
     """First and last sample time per job and host, within the range: the window in which
-    connections were counted (new connections per second). Looked up at ``_WINDOW_STEPS``
-    steps over the range (a step per scrape would cost as much as all the counts): the window
-    is known to a step, which is plenty for a rate."""
-    by = ", ".join([JOB, *_labels(_HOST)])
+    connections were counted (new connections per second). The last is the latest sample's
+    own time (an instant query: exact, and cheap) where a series was scraped within the
+    lookback before the range's end, else looked up at steps like the first. The first is
+    looked up at ``_WINDOW_STEPS`` steps over the range (a step per scrape would cost as much
+    as all the counts): known to a step, which is plenty for a rate."""
+    by = ", ".join([JOB, *label_names(HOST)])
     if source.recorded:
         return await _recorded_windows(source, by)
     step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
     stamps = f"timestamp({selector})[{source.range}:{step}]"
     first, last = await asyncio.gather(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
-        source.query(f"max by ({by}) (max_over_time({stamps}))"),
+        source.query(f"max by ({by}) (timestamp({selector}))"),
     )
-    ends = {_job_host(s.labels): s.value for s in last}
+    ends = {job_host(s.labels): s.value for s in last}
+    if any(job_host(s.labels) not in ends for s in first):  # stopped before the end
+        stepped = await source.query(f"max by ({by}) (max_over_time({stamps}))")
+        ends = {job_host(s.labels): s.value for s in stepped} | ends
     return {
-        _job_host(s.labels): (max(s.value, source.start), ends.get(_job_host(s.labels), s.value))
+        job_host(s.labels): (max(s.value, source.start), ends.get(job_host(s.labels), s.value))
         for s in first
     }
 
@@ -260,29 +282,29 @@ async def _recorded_windows(
         source.rule_interval(GROUP),
     )
     step = interval or INTERVAL_S
-    return {_job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
+    return {job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
 
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
     name = names.OPEN_CONNECTIONS
-    attributes = _ATTRIBUTES[name]
+    attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name], *_scope(name))
-    by = ", ".join([JOB, *_labels(attributes)])
+    by = ", ".join([JOB, *label_names(attributes)])
     rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
     for row in rows:
-        identity = _identity(row.labels, attributes)
-        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
+        identity = row_identity(row.labels, attributes)
+        add_stream(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
     return len(rows)
 
 
 async def _pool_limits(source: Source, store: MetricStore) -> int:
     name = names.POOL_LIMIT
     selector = source.select(PROMETHEUS_NAMES[name])
-    by = ", ".join([JOB, *_labels(_ATTRIBUTES[name])])
+    by = ", ".join([JOB, *label_names(ATTRIBUTES[name])])
     rows = await source.query(f"max by ({by}) (last_over_time({selector}[{source.range}]))")
     for row in rows:
-        identity = _identity(row.labels, _ATTRIBUTES[name])
-        _add(store, name, row.labels.get(JOB, ""), identity, value=row.value)
+        identity = row_identity(row.labels, ATTRIBUTES[name])
+        add_stream(store, name, row.labels.get(JOB, ""), identity, value=row.value)
     return len(rows)
 
 
@@ -299,94 +321,5 @@ async def _active_total_peaks(source: Source, store: MetricStore) -> int:
     return len(rows)
 
 
-def _from_cumulative(cumulative: list[tuple[float, float]]) -> BucketHistogram:
-    """Prometheus's cumulative ``le`` buckets -> the OTLP-style per-bucket counts."""
-    cumulative.sort()
-    bounds = [le for le, _ in cumulative if not math.isinf(le)]
-    counts: list[float] = []
-    below = 0.0
-    for _, total in cumulative:
-        counts.append(max(total - below, 0.0))
-        below = max(below, total)
-    if len(counts) == len(bounds):  # no +Inf bucket in the data: nothing lies above the last
-        counts.append(0.0)
-    return BucketHistogram.from_explicit(
-        bounds, counts, total=below, total_sum=0.0, minimum=None, maximum=None
-    )
-
-
-def _add(
-    store: MetricStore,
-    name: str,
-    job: str,
-    identity: tuple[tuple[str, Any], ...],
-    *,
-    value: float = 0.0,
-    peak: float = -math.inf,
-    hist: BucketHistogram | None = None,
-    source: Source | None = None,
-    start: float | None = None,
-    end: float | None = None,
-) -> None:
-    resource = job.encode()
-    first = start if start is not None else (source.start if source else 0.0)
-    last = end if end is not None else (source.end if source else 0.0)
-    stream = Stream(
-        name,
-        resource,
-        dict(identity),
-        round(first * _SECONDS_TO_NS),
-        round(last * _SECONDS_TO_NS),
-        level=peak != -math.inf,
-        value=value,
-        peak=peak,
-        hist=hist,
-    )
-    store.streams[(resource, name, identity)] = stream
-
-
-def _per_job(store: MetricStore) -> dict[bytes, MetricStore]:
-    """The store split by job (resource), in one pass."""
-    parts: dict[bytes, MetricStore] = {}
-    for key, stream in store.streams.items():
-        part = parts.get(stream.resource)
-        if part is None:
-            part = parts[stream.resource] = MetricStore()
-            peak = store.active_total_peak.get(stream.resource)
-            if peak is not None:
-                part.active_total_peak = {stream.resource: peak}
-        part.streams[key] = stream
-    return parts
-
-
 def _scope(name: str) -> tuple[str, ...]:
     return (_SCOPE_MATCHER,) if name.startswith("http.client.") else ()
-
-
-@functools.cache
-def _label(attribute: str) -> str:
-    return attribute_label(attribute)
-
-
-def _labels(attributes: Iterable[str]) -> list[str]:
-    return [_label(a) for a in attributes]
-
-
-def _identity(labels: dict[str, str], attributes: Iterable[str]) -> tuple[tuple[str, Any], ...]:
-    """The OTel attributes of a result row (an empty label is an absent attribute)."""
-    found: list[tuple[str, Any]] = []
-    for attribute in attributes:
-        text = labels.get(_label(attribute), "")
-        if text:
-            value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
-            found.append((attribute, value))
-    return tuple(found)
-
-
-def _host_of(identity: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
-    values = dict(identity)
-    return (values.get(names.ADDRESS), values.get(names.PORT))
-
-
-def _job_host(labels: dict[str, str]) -> tuple[str, tuple[Any, ...]]:
-    return labels.get(JOB, ""), _host_of(_identity(labels, _HOST))

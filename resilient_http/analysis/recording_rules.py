@@ -1,7 +1,7 @@
 """Recording rules that make ``analyze --prometheus --recorded`` (and the dashboard) cheap.
 
-The exact increase of a counter over a range (``promql.counter_increase``) reads every sample of
-every series in the range, three times over (last value, baseline, resets): fine for a few
+The exact increase of a counter over a range (``promql.Source.counter_sums``) reads every sample
+of every series in the range, twice over (last value, resets): fine for a few
 services, seconds per thousand upstreams at fleet scale. These rules do that work once a minute,
 as the data arrives: for each counter series (histogram buckets included), the increase since the
 previous evaluation, counted from zero for a new series and after a reset, summed over the

@@ -29,7 +29,7 @@ from resilient_http.analysis.settings import Settings
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
 
-__all__ = ["Analysis", "render_text", "to_json", "upstream_json"]
+__all__ = ["Analysis", "render_figures", "render_text", "to_json", "upstream_json"]
 
 # Attempt chains listed per upstream in the JSON (most frequent first).
 TOP_CHAINS = 5
@@ -141,17 +141,23 @@ def _recommendation_json(r: Recommendation) -> dict[str, Any]:
 
 
 def render_text(analysis: Analysis, console: Console) -> None:
-    """Print the human report: calls per upstream, the pools, retries, then the advice (or "no
-    change needed"). Counts marked ``~`` are estimates from sampled spans."""
-    from rich import box
-    from rich.table import Table
-
+    """Print the human report of files: what was read, then ``render_figures``."""
     counts = analysis.counts
     console.print(
         f"Read {counts.files} file(s), {counts.lines} line(s), {counts.corrupt_lines} corrupt "
         f"(skipped): {analysis.spans} spans, {analysis.metric_points} metric points.",
         highlight=False,
     )
+    render_figures(analysis, console)
+
+
+def render_figures(analysis: Analysis, console: Console) -> None:
+    """Print the report below its header (which says where the data came from): calls per
+    upstream, the pools, retries, then the advice (or "no change needed"). Counts marked ``~``
+    are estimates from sampled spans."""
+    from rich import box
+    from rich.table import Table
+
     # Three narrow tables rather than one wide one: each fits an 80-column terminal.
     calls = Table(
         title="Calls (latency in ms)",

@@ -339,8 +339,13 @@ class BucketHistogram:
 
         ``zeros`` counts values of exactly 0 that were never recorded (see ``quantile``).
         """
-        value = self.quantile(quantile, zeros)
-        return None if value is None else value * 1000.0
+        return self.quantiles_ms((quantile,), zeros)[0]
+
+    def quantiles_ms(self, quantiles: Sequence[float], zeros: float = 0.0) -> list[float | None]:
+        """``quantile_ms`` of each of ``quantiles``, the buckets prepared once for all."""
+        return [
+            None if value is None else value * 1000.0 for value in self.quantiles(quantiles, zeros)
+        ]
 
     def quantile(self, quantile: float, zeros: float = 0.0) -> float | None:
         """The ``quantile`` (0..1) in the histogram's unit, None when it holds no values.
@@ -350,46 +355,46 @@ class BucketHistogram:
         its rank falls among them, else the matching quantile of the recorded values, so the
         recorded min and max still clamp the buckets.
         """
+        return self.quantiles((quantile,), zeros)[0]
+
+    def quantiles(self, quantiles: Sequence[float], zeros: float = 0.0) -> list[float | None]:
+        """``quantile`` of each of ``quantiles``: the buckets are closed, sorted and checked for
+        overlaps once (a report asks for p50, p95 and p99 of every histogram)."""
         spans = self._finite_buckets()
         total = sum(weight for _, _, weight in spans)
-        target = min(max(quantile, 0.0), 1.0) * (total + max(zeros, 0.0))
-        if zeros > 0:
-            if target <= zeros or total <= 0:
-                return 0.0
-            target -= zeros
-        if total <= 0:
-            return None
+        zeros = max(zeros, 0.0)
         spans.sort()
-        if all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)):
-            return _disjoint_quantile(spans, target)
-        # The combined CDF is piecewise linear between bucket edges, with steps at zero-width
-        # buckets (point masses). Sweep the edges in order until it reaches the target.
-        edges = sorted({edge for lower, upper, _ in spans for edge in (lower, upper)})
-        cumulative = 0.0
-        previous = edges[0]
-        for edge in edges:
-            if edge > previous:
-                # Mass of the buckets that cover (previous, edge], spread uniformly.
-                mass = sum(
-                    weight * (edge - previous) / (upper - lower)
-                    for lower, upper, weight in spans
-                    if lower < upper and lower <= previous and upper >= edge
-                )
-                if cumulative + mass >= target and mass > 0:
-                    return previous + (edge - previous) * (target - cumulative) / mass
-                cumulative += mass
-            point = sum(w for lower, upper, w in spans if lower == upper == edge)
-            if cumulative + point >= target and (point > 0 or target <= cumulative):
-                return edge
-            cumulative += point
-            previous = edge
-        return edges[-1]
+        disjoint = all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+        found: list[float | None] = []
+        for quantile in quantiles:
+            target = min(max(quantile, 0.0), 1.0) * (total + zeros)
+            if zeros > 0:
+                if target <= zeros or total <= 0:
+                    found.append(0.0)
+                    continue
+                target -= zeros
+            if total <= 0:
+                found.append(None)
+            elif disjoint:
+                found.append(_disjoint_quantile(spans, target))
+            else:
+                found.append(_overlapping_quantile(spans, target))
+        return found
 
     def _finite_buckets(self) -> list[tuple[float, float, float]]:
         """Buckets with open ends closed by min/max (else by the nearest bound), clamped to them."""
         low = self.min if math.isfinite(self.min) else None
         high = self.max if math.isfinite(self.max) else None
         spans = []
+        if low is None and high is None:  # no min/max (Prometheus's buckets): nothing to clamp
+            for (lower, upper), weight in self.buckets.items():
+                if weight > 0:
+                    if lower == -_INF:
+                        lower = min(0.0, upper)
+                    if upper == _INF:
+                        upper = lower
+                    spans.append((lower, upper if upper > lower else lower, weight))
+            return spans
         for (lower, upper), weight in self.buckets.items():
             if weight <= 0:
                 continue
@@ -404,6 +409,32 @@ class BucketHistogram:
                 lower, upper = min(lower, high), min(upper, high)
             spans.append((lower, max(lower, upper), weight))
         return spans
+
+
+def _overlapping_quantile(spans: list[tuple[float, float, float]], target: float) -> float:
+    """The general sweep of ``BucketHistogram.quantile`` (buckets sorted, some overlapping)."""
+    # The combined CDF is piecewise linear between bucket edges, with steps at zero-width
+    # buckets (point masses). Sweep the edges in order until it reaches the target.
+    edges = sorted({edge for lower, upper, _ in spans for edge in (lower, upper)})
+    cumulative = 0.0
+    previous = edges[0]
+    for edge in edges:
+        if edge > previous:
+            # Mass of the buckets that cover (previous, edge], spread uniformly.
+            mass = sum(
+                weight * (edge - previous) / (upper - lower)
+                for lower, upper, weight in spans
+                if lower < upper and lower <= previous and upper >= edge
+            )
+            if cumulative + mass >= target and mass > 0:
+                return previous + (edge - previous) * (target - cumulative) / mass
+            cumulative += mass
+        point = sum(w for lower, upper, w in spans if lower == upper == edge)
+        if cumulative + point >= target and (point > 0 or target <= cumulative):
+            return edge
+        cumulative += point
+        previous = edge
+    return edges[-1]
 
 
 def _disjoint_quantile(spans: list[tuple[float, float, float]], target: float) -> float:

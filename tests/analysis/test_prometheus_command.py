@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from resilient_http.analysis import prometheus
-from resilient_http.analysis.promql import exact_increase, parse_duration
+from resilient_http.analysis.promql import exact_increase, parse_duration, request_headers
 from tests.helpers import clean_environ, run_python
 from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
 from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRIES = "resilient_http_retries_total"
+TENANT = "X-Scope-OrgID"
 
 
 def test_exact_increase_counts_from_the_baseline_and_across_resets() -> None:
@@ -42,8 +46,29 @@ def test_durations_are_prometheus_durations() -> None:
     assert parse_duration("500ms") == 0.5
 
 
+@pytest.mark.parametrize(
+    ("url", "given", "sent"),
+    [
+        ("http://127.0.0.1:9090", [], [("Accept-Encoding", "identity")]),
+        ("http://[::1]:9090/prometheus", [], [("Accept-Encoding", "identity")]),
+        (
+            "http://localhost:9090",
+            [(TENANT, "t")],
+            [(TENANT, "t"), ("Accept-Encoding", "identity")],
+        ),
+        ("https://mimir.example:8080/prometheus", [(TENANT, "t")], [(TENANT, "t")]),
+        ("http://127.0.0.1:9090", [("accept-encoding", "gzip")], [("accept-encoding", "gzip")]),
+    ],
+)
+def test_answers_are_asked_uncompressed_only_from_this_machine(
+    url: str, given: list[tuple[str, str]], sent: list[tuple[str, str]]
+) -> None:
+    assert request_headers(url, given) == sent
+
+
 def _openmetrics(now: float) -> str:
-    """Three retry counters of one service (range: the last 10 minutes) and one of another."""
+    """Four retry counters and the call histogram of one service (range: the last 10
+    minutes), and a retry counter of another."""
 
     def series(reason: str, job: str, points: list[tuple[float, float]]) -> str:
         labels = (
@@ -51,6 +76,11 @@ def _openmetrics(now: float) -> str:
             f'resilient_http_retry_reason="{reason}"'
         )
         return "".join(f"{RETRIES}{{{labels}}} {v} {now - ago:.3f}\n" for ago, v in points)
+
+    def buckets(le: str, points: list[tuple[float, float]]) -> str:
+        labels = f'job="checkout",server_address="api.example",server_port="443",le="{le}"'
+        name = "resilient_http_request_duration_seconds_bucket"
+        return "".join(f"{name}{{{labels}}} {v} {now - ago:.3f}\n" for ago, v in points)
 
     minute = 60.0
     return (
@@ -66,6 +96,12 @@ def _openmetrics(now: float) -> str:
             [(12 * minute, 4), (8 * minute, 9), (6 * minute, 2), (3 * minute, 5)],
         )
         + series("throttled", "search.v2", [(5 * minute, 1), (minute, 4)])
+        # Ended before the range (its last sample within the baseline's 5 minutes): counts 0.
+        + series("server_error", "checkout", [(14 * minute, 3), (11 * minute, 6)])
+        # Calls of checkout, whose process restarted (its buckets reset): 0.1 s and +Inf.
+        + "# TYPE resilient_http_request_duration_seconds histogram\n"
+        + buckets("0.1", [(12 * minute, 10), (8 * minute, 15), (6 * minute, 2), (3 * minute, 5)])
+        + buckets("+Inf", [(12 * minute, 20), (8 * minute, 30), (6 * minute, 4), (3 * minute, 9)])
         + "# EOF\n"
     )
 
@@ -76,9 +112,9 @@ def _write_fleet(folder: Path) -> tuple[Path, Path]:
     return source, folder / "data"
 
 
-async def test_counts_are_exact_on_backfilled_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def backfilled(tmp_path: Path) -> AsyncIterator[str]:
+    """A real Prometheus on ``_openmetrics``'s series, backfilled with promtool: its URL."""
     prometheus_binary()
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -93,31 +129,40 @@ async def test_counts_are_exact_on_backfilled_data(
     assert process.returncode == 0, output.decode()
     config = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
     async with running_prometheus(config, tmp_path / "prometheus", data=data) as url:
-        code, out, err = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m", "--json",
-            cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 0, err
-        report = json.loads(out)
-        code, out, err = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--since", "10m",
-            "--selector", '{job="search.v2"}', "--json", cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 0, err
-        selected = json.loads(out)
-        # --recorded needs the recording rules' series, which this Prometheus has not.
-        code, _out, without_rules = await run_python(
-            "-m", "resilient_http", "analyze", "--prometheus", url, "--recorded",
-            cwd=ROOT, env=clean_environ(),
-        )  # fmt: skip
-        assert code == 1
-        # One job per group of queries: the same report (job names are regex-escaped).
-        monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
-        sharded = await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
-        assert prometheus.fleet_json(sharded)["services"] == report["services"]
+        yield url
+
+
+async def test_counts_are_exact_on_backfilled_data(
+    backfilled: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = backfilled
+    code, out, err = await _analyze("--prometheus", url, "--since", "10m", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    code, out, err = await _analyze(
+        "--prometheus", url, "--since", "10m", "--selector", '{job="search.v2"}', "--json"
+    )
+    assert code == 0, err
+    selected = json.loads(out)
+    # --recorded needs the recording rules' series, which this Prometheus has not.
+    code, _out, without_rules = await _analyze("--prometheus", url, "--recorded")
+    assert code == 1
+    # One job per group of queries: the same report (job names are regex-escaped), the whole
+    # fleet's summed over the groups as they come.
+    monkeypatch.setattr(prometheus, "JOBS_PER_SHARD", 1)
+    sharded = prometheus.fleet_json(
+        await asyncio.to_thread(prometheus.analyze_prometheus, url, "10m")
+    )
+    for key in ("services", "upstreams", "recommendations", "pool_limits"):
+        assert sharded[key] == report[key], key
     (row,) = report["upstreams"]
     assert (row["server.address"], row["server.port"]) == ("api.example", 443)
     assert row["retries"] == {"connection_closed": 10, "throttled": 5 + 4, "timeout": 7}
+    # 30 - 20, then 4 after the reset, then 9 - 4; 5 + 2 + 3 of them within 0.1 s.
+    assert (row["requests"], row["latency_ms"]["p50"]) == (
+        10 + 4 + 5,
+        pytest.approx(100 * 9.5 / 10),
+    )
     services = {s["job"]: s["upstreams"][0]["retries"] for s in report["services"]}
     assert services == {
         "checkout": {"connection_closed": 10, "throttled": 5, "timeout": 7},
@@ -131,6 +176,97 @@ async def test_counts_are_exact_on_backfilled_data(
 
 async def _analyze(*args: str) -> tuple[int, str, str]:
     return await run_python("-m", "resilient_http", "analyze", *args, cwd=ROOT, env=clean_environ())
+
+
+async def test_the_text_report_says_which_prometheus_range_and_selector_it_read(
+    backfilled: str,
+) -> None:
+    selector = '{job=~"checkout|search.v2"}'
+    code, out, err = await _analyze(
+        "--prometheus", backfilled, "--since", "10m", "--selector", selector
+    )
+    assert code == 0, err
+    headline = re.fullmatch(
+        rf"Prometheus {re.escape(backfilled)}, last 10m, selector {re.escape(selector)}, "
+        r"raw series: (\d+) result rows read, 2 service\(s\)\.",
+        out.splitlines()[0],
+    )
+    assert headline is not None, out.splitlines()[0]
+    assert int(headline[1]) >= 4  # the four retry counters' rows at least
+    assert "file(s)" not in out  # the file analysis's header is not the Prometheus one
+    assert [line.strip(" ─") for line in out.splitlines() if "service " in line] == [
+        "service checkout",
+        "service search.v2",
+    ]
+
+
+@dataclass
+class TenantProxy:
+    """A reverse proxy in front of the real Prometheus that, like Mimir's gateway, answers 401
+    unless the tenant and the credentials are sent; records every request it saw."""
+
+    upstream: str
+    seen: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+    async def forward(self, request: web.Request) -> web.Response:
+        tenant, authorization = request.headers.get(TENANT), request.headers.get("Authorization")
+        self.seen.append((request.path, tenant, authorization))
+        if (tenant, authorization) != ("tenant-1", "Bearer s3cret"):
+            return web.Response(status=401, text="no org id")
+        async with (
+            ClientSession() as client,
+            client.request(
+                request.method,
+                self.upstream + request.path,
+                params=request.query,
+                data=await request.post() if request.method == "POST" else None,
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type="application/json"
+            )
+
+
+async def test_headers_go_on_every_request_to_prometheus(backfilled: str) -> None:
+    proxy = TenantProxy(backfilled)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.forward)
+    async with serving(app) as url:
+        code, _out, refused = await _analyze("--prometheus", url)
+        assert proxy.seen[:1] == [("/api/v1/query", None, None)]
+        proxy.seen.clear()
+        code_with, out, err = await _analyze(
+            "--prometheus", url, "--since", "10m", "--json",
+            "--prometheus-header", f"{TENANT}: tenant-1",
+            "--prometheus-header", "Authorization:Bearer s3cret",
+        )  # fmt: skip
+    assert code == 1
+    assert f"{url} is not a Prometheus API (HTTP 401" in refused
+    assert code_with == 0, err
+    services = {s["job"]: s["upstreams"][0]["retries"] for s in json.loads(out)["services"]}
+    assert services["search.v2"] == {"throttled": 4}
+    paths = {path for path, _tenant, _auth in proxy.seen}
+    assert {"/api/v1/query", "/api/v1/label/job/values"} <= paths
+    assert {(tenant, auth) for _path, tenant, auth in proxy.seen} == {("tenant-1", "Bearer s3cret")}
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("X-Scope-OrgID tenant-1", "'X-Scope-OrgID'..."),
+        ("Bad Name: x", "'Bad Name'"),
+        (": value", "''"),
+        ("Authorization: Bearer a\x01b", "'Authorization'"),
+    ],
+)
+async def test_a_bad_header_exits_2_naming_it(header: str, named: str) -> None:
+    code, out, err = await _analyze(
+        "--prometheus", "http://127.0.0.1:9", "--prometheus-header", header
+    )
+    assert (code, out) == (2, "")
+    assert err.strip().startswith(f"resilient-http analyze: error: --prometheus-header {named}")
+    assert len(err.splitlines()) == 1
+    assert "Bearer" not in err  # a credential is never echoed
 
 
 async def test_an_unreachable_url_is_one_line_naming_it() -> None:

@@ -167,3 +167,23 @@ def test_the_disjoint_bucket_sweep_equals_the_general_one(
         assert fast is None
     else:
         assert fast == pytest.approx(general, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.lists(st.integers(0, 50), min_size=5, max_size=5),
+    st.lists(st.integers(0, 50), min_size=3, max_size=3),
+    st.lists(st.floats(0, 1), min_size=1, max_size=4),
+    st.integers(0, 30),
+)
+def test_quantiles_at_once_equal_one_at_a_time(
+    counts: list[int], overlapping: list[int], levels: list[float], zeros: int
+) -> None:
+    hist = _explicit([0.01, 0.02, 0.05, 0.1], counts, None, None)
+    hist.merge(_explicit([0.015, 0.03], overlapping, None, None))  # overlapping bounds too
+    at_once = hist.quantiles(levels, zeros)
+    one_at_a_time = [hist.quantile(level, zeros) for level in levels]  # a fresh preparation each
+    assert at_once == one_at_a_time
+    assert hist.quantiles_ms(levels, zeros) == [
+        None if v is None else v * 1000.0 for v in one_at_a_time
+    ]
