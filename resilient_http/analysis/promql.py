@@ -6,7 +6,8 @@ for two endpoints. Every query selects through ``Source.select``, so ``--selecto
 every series read, gauges included. Series names are those of the collector's ``prometheus``
 exporter and of ``opentelemetry-exporter-prometheus`` (``PROMETHEUS_NAMES``; both translate
 ``http.client.request.duration`` in seconds to ``http_client_request_duration_seconds``, dots
-in attributes to ``_``, and add ``_total`` to counters); tests check both.
+in attributes to ``_``, and add ``_total`` to counters; a unit-1 gauge gets ``_ratio`` from the
+collector only, ``EXPORTER_NAMES``); tests check both.
 
 Exact counts. ``increase()`` extrapolates to the range's edges and ignores the first sample's
 value, so a process that started inside the range and was first scraped at 57 calls would count
