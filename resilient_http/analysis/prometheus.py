@@ -301,8 +301,13 @@ async def _recorded_windows(
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
     name = names.OPEN_CONNECTIONS
+    return await _peaks(source, store, name, source.select(PROMETHEUS_NAMES[name], *_scope(name)))
+
+
+async def _peaks(source: Source, store: MetricStore, name: str, selector: str) -> int:
+    """The peak over the range of the gauge ``name``'s series of ``selector``, per job and
+    attribute set."""
     attributes = ATTRIBUTES[name]
-    selector = source.select(PROMETHEUS_NAMES[name], *_scope(name))
     by = ", ".join([JOB, *label_names(attributes)])
     rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
     for row in rows:
@@ -339,15 +344,8 @@ async def _breaker_opened(source: Source, store: MetricStore) -> int:
     """Per job and upstream, the peak of the breaker state gauge for the state ``open`` (1
     while open): whether a scrape saw the breaker open."""
     name = names.BREAKER_STATE
-    attributes = ATTRIBUTES[name]
     state = f'{attribute_label(name)}="open"'
-    selector = source.select("", name_matcher(name), state)
-    by = ", ".join([JOB, *label_names(attributes)])
-    rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
-    for row in rows:
-        identity = row_identity(row.labels, attributes)
-        add_stream(store, name, row.labels.get(JOB, ""), identity, value=row.value, peak=row.value)
-    return len(rows)
+    return await _peaks(source, store, name, source.select("", name_matcher(name), state))
 
 
 async def _concurrency_limits(source: Source, store: MetricStore) -> int:

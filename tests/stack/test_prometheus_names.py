@@ -71,19 +71,7 @@ def datasource_uids() -> dict[str, str]:
         ("resilient_http.retries", "{retry}", "counter", "resilient_http_retries_total"),
         ("resilient_http.pool.limit", "{connection}", "gauge", "resilient_http_pool_limit"),
         ("resilient_http.breaker.state", "1", "gauge", "resilient_http_breaker_state_ratio"),
-        (
-            "resilient_http.breaker.rejected",
-            "{call}",
-            "counter",
-            "resilient_http_breaker_rejected_total",
-        ),
         ("resilient_http.hedges", "{attempt}", "counter", "resilient_http_hedges_total"),
-        (
-            "resilient_http.concurrency.limit",
-            "{request}",
-            "gauge",
-            "resilient_http_concurrency_limit",
-        ),
         ("traces.span.metrics.calls", "", "counter", "traces_span_metrics_calls_total"),
         ("traces.span.metrics.duration", "s", "histogram", "traces_span_metrics_duration_seconds"),
         (
