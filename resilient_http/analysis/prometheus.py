@@ -28,12 +28,14 @@ import aiohttp
 from resilient_http.analysis import names
 from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
+from resilient_http.analysis.grouping import LIMIT_SLICES
 from resilient_http.analysis.metrics import MetricStore
 from resilient_http.analysis.prometheus_streams import (
     ATTRIBUTES,
     COUNTERS,
     HISTOGRAMS,
     HOST,
+    RESILIENCE_COUNTERS,
     SUMMED,
     add_stream,
     fold_into_fleet,
@@ -52,6 +54,7 @@ from resilient_http.analysis.promql import (
     PrometheusError,
     Source,
     attribute_label,
+    name_matcher,
     parse_duration,
     recorded_name,
     request_headers,
@@ -64,6 +67,7 @@ from resilient_http.analysis.spans import SpanAggregator
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
+_NS = 1_000_000_000
 # Steps at which the first and last sample of the acquisition counters are looked up.
 _WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
@@ -75,6 +79,13 @@ _GROUPS_IN_FLIGHT = 2
 # The attempt histogram and the open-connections gauge have semconv names that other HTTP
 # clients share: only the SDK's scope and the aiohttp instrumentation's are read, as from files.
 _SCOPE_MATCHER = 'otel_scope_name=~"{}"'.format("|".join(sorted(names.ATTEMPT_SCOPES)))
+# Points of the concurrency limit over the range, where it changed (``_concurrency_limits``):
+# a few per time slice the report tells it in.
+_LIMIT_STEPS = 4 * LIMIT_SLICES
+# The metrics read from the recording rules' series with --recorded.
+_RECORDED = frozenset(SUMMED - set(RESILIENCE_COUNTERS))
+# The label the limit's figures (low, last, high) are told apart by in their one answer.
+_STAT = "rh_stat"
 
 
 def analyze_prometheus(
@@ -151,6 +162,9 @@ async def _collect(
                 results = await asyncio.gather(
                     *(_histogram(shard, store, name) for name in HISTOGRAMS),
                     *(_counter(shard, store, name) for name in COUNTERS),
+                    *(_counter(shard.raw(), store, name) for name in RESILIENCE_COUNTERS),
+                    _breaker_opened(shard, store),
+                    _concurrency_limits(shard, store),
                     _gauge_peaks(shard, store),
                     _pool_limits(shard, store),
                     _active_total_peaks(shard, store),
@@ -163,7 +177,7 @@ async def _collect(
             return sum(results)
 
         collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
-    if recorded and not any(s.name in SUMMED for s in whole.streams.values()):
+    if recorded and not any(s.name in _RECORDED for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
@@ -287,8 +301,13 @@ async def _recorded_windows(
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
     name = names.OPEN_CONNECTIONS
+    return await _peaks(source, store, name, source.select(PROMETHEUS_NAMES[name], *_scope(name)))
+
+
+async def _peaks(source: Source, store: MetricStore, name: str, selector: str) -> int:
+    """The peak over the range of the gauge ``name``'s series of ``selector``, per job and
+    attribute set."""
     attributes = ATTRIBUTES[name]
-    selector = source.select(PROMETHEUS_NAMES[name], *_scope(name))
     by = ", ".join([JOB, *label_names(attributes)])
     rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
     for row in rows:
@@ -318,6 +337,55 @@ async def _active_total_peaks(source: Source, store: MetricStore) -> int:
     rows = await source.query(f"max by ({JOB}) (max_over_time({per_process}[{source.range}:]))")
     for row in rows:
         store.active_total_peak[row.labels.get(JOB, "").encode()] = row.value
+    return len(rows)
+
+
+async def _breaker_opened(source: Source, store: MetricStore) -> int:
+    """Per job and upstream, the peak of the breaker state gauge for the state ``open`` (1
+    while open): whether a scrape saw the breaker open."""
+    name = names.BREAKER_STATE
+    state = f'{attribute_label(name)}="open"'
+    return await _peaks(source, store, name, source.select("", name_matcher(name), state))
+
+
+async def _concurrency_limits(source: Source, store: MetricStore) -> int:
+    """Per job and upstream, the concurrency limit: its lowest, its last and its highest over
+    the range (one answer, ``_STAT`` telling them apart; the lowest over a job's processes:
+    the tightest limit in force), and where it changed (lowest < highest), its value at
+    ``_LIMIT_STEPS`` steps over the range (a subquery, asked only for the jobs where it did).
+    A limit that did not change is its last value at the range's end."""
+    name = names.CONCURRENCY_LIMIT
+    attributes = ATTRIBUTES[name]
+    selector = source.select(PROMETHEUS_NAMES[name])
+    by = ", ".join([JOB, *label_names(attributes)])
+    figures = (("low", "min", "min"), ("last", "min", "last"), ("high", "max", "max"))
+    stats = " or ".join(
+        f"label_replace({op} by ({by}) ({over}_over_time({selector}[{source.range}])), "
+        f'"{_STAT}", "{stat}", "", "")'
+        for stat, op, over in figures
+    )
+    rows = await source.query(stats)
+    found: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, float]] = {}
+    for row in rows:
+        key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
+        found.setdefault(key, {})[row.labels.get(_STAT, "")] = row.value
+    changed = sorted({job for (job, _), stat in found.items() if stat["low"] < stat["high"]})
+    series: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[int, float]]] = {}
+    if changed:
+        narrow = source.narrowed(f'{JOB}=~"{_any_of(changed)}"')
+        step = f"{max(round(source.since_s * 1000 / _LIMIT_STEPS), 1)}ms"
+        inner = f"min by ({by}) (last_over_time({narrow.select(PROMETHEUS_NAMES[name])}[{step}]))"
+        for row in await narrow.query(f"({inner})[{source.range}:{step}]"):
+            key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
+            series[key] = [(round(at * _NS), level) for at, level in row.samples]
+            rows.append(row)
+    for (job, identity), stat in found.items():
+        last = stat["last"]
+        points = series.get((job, identity)) or [(round(source.end * _NS), last)]
+        add_stream(
+            store, name, job, identity,
+            value=last, peak=stat["high"], low=stat["low"], series=points, source=source,
+        )  # fmt: skip
     return len(rows)
 
 

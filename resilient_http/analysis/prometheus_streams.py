@@ -5,9 +5,11 @@ and attribute set, the fleet's store summed over jobs, and the store split by jo
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from resilient_http.analysis import names
@@ -21,6 +23,7 @@ __all__ = [
     "COUNTERS",
     "HISTOGRAMS",
     "HOST",
+    "RESILIENCE_COUNTERS",
     "SUMMED",
     "add_stream",
     "fold_into_fleet",
@@ -44,12 +47,19 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     names.CONNECTIONS_ACQUIRED: (*HOST, names.REUSED),
     names.OPEN_CONNECTIONS: (*HOST, names.CONNECTION_STATE),
     names.POOL_LIMIT: (names.LIMIT_SCOPE,),
+    names.BREAKER_REJECTED: HOST,
+    names.HEDGES: (*HOST, names.HEDGE_OUTCOME),
+    names.BREAKER_STATE: (*HOST, names.BREAKER_STATE),
+    names.CONCURRENCY_LIMIT: HOST,
 }
 HISTOGRAMS = (names.CALL_DURATION, names.ATTEMPT_DURATION, names.POOL_WAIT)
 COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
+#: The resilience strategies' counters: read raw even with ``--recorded`` (no rule records
+#: them; a series per upstream and outcome, few).
+RESILIENCE_COUNTERS = (names.BREAKER_REJECTED, names.HEDGES)
 _INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
 # Metrics summed over jobs in the whole fleet's store (fold_into_fleet), under _FLEET.
-SUMMED = frozenset((*HISTOGRAMS, *COUNTERS))
+SUMMED = frozenset((*HISTOGRAMS, *COUNTERS, *RESILIENCE_COUNTERS))
 _FLEET = b""
 _SECONDS_TO_NS = 1_000_000_000
 
@@ -80,6 +90,8 @@ def add_stream(
     *,
     value: float = 0.0,
     peak: float = -math.inf,
+    low: float = math.inf,
+    series: list[tuple[int, float]] | None = None,
     hist: BucketHistogram | None = None,
     source: Source | None = None,
     start: float | None = None,
@@ -97,7 +109,9 @@ def add_stream(
         level=peak != -math.inf,
         value=value,
         peak=peak,
+        low=low,
         hist=hist,
+        series=series,
     )
     store.streams[(resource, name, identity)] = stream
 
@@ -106,9 +120,13 @@ def fold_into_fleet(whole: MetricStore, store: MetricStore) -> None:
     """Add a group's streams to the whole fleet's store. The counted metrics (histograms and
     counters) are summed over the jobs per attribute set as they arrive: the fleet report adds
     them up per upstream anyway, and its store then holds one stream per attribute set, not
-    one per job. Gauges stay per job: pool limits and peaks are per process."""
+    one per job. Gauges stay per job: pool limits and peaks are per process; but the adaptive
+    limit of an upstream is one stream over the jobs, the tightest (``_fold_limit``)."""
     whole.active_total_peak.update(store.active_total_peak)
     for key, stream in store.streams.items():
+        if stream.name == names.CONCURRENCY_LIMIT:
+            _fold_limit(whole, (_FLEET, stream.name, key[2]), stream)
+            continue
         if stream.name not in SUMMED:
             whole.streams[key] = stream
             continue
@@ -125,6 +143,39 @@ def fold_into_fleet(whole: MetricStore, store: MetricStore) -> None:
             total.hist.merge(stream.hist)
         total.start = min(total.start, stream.start)
         total.time = max(total.time, stream.time)
+
+
+def _fold_limit(whole: MetricStore, key: tuple[Any, ...], stream: Stream) -> None:
+    """The whole fleet's concurrency limit of an upstream: the tightest over the jobs that call
+    it (lowest low, lowest last, and over time the lowest in force), so that its report line
+    says how far the limit went down and where it is now, as one job's does, and jobs with
+    different fixed limits do not read as an adaptation."""
+    total = whole.streams.get(key)
+    if total is None:
+        whole.streams[key] = replace(stream, resource=_FLEET, series=list(stream.series or ()))
+        return
+    total.low, total.value = min(total.low, stream.low), min(total.value, stream.value)
+    total.peak = max(total.peak, stream.peak)
+    total.series = lowest_in_force(total.series or [], stream.series or [])
+    total.start, total.time = min(total.start, stream.start), max(total.time, stream.time)
+
+
+def lowest_in_force(
+    one: list[tuple[int, float]], other: list[tuple[int, float]]
+) -> list[tuple[int, float]]:
+    """Two step functions (sorted (time, level) points, each level in force until the next
+    point, the first also before it) -> the lower of the two at every point of either."""
+    if not one or not other:
+        return list(one or other)
+    merged = []
+    for at in sorted({t for t, _ in one} | {t for t, _ in other}):
+        merged.append((at, min(_in_force(one, at), _in_force(other, at))))
+    return merged
+
+
+def _in_force(points: list[tuple[int, float]], at: int) -> float:
+    index = bisect.bisect_right(points, (at, math.inf)) - 1
+    return points[max(index, 0)][1]
 
 
 def split_by_job(store: MetricStore) -> dict[bytes, MetricStore]:

@@ -6,7 +6,8 @@ for two endpoints. Every query selects through ``Source.select``, so ``--selecto
 every series read, gauges included. Series names are those of the collector's ``prometheus``
 exporter and of ``opentelemetry-exporter-prometheus`` (``PROMETHEUS_NAMES``; both translate
 ``http.client.request.duration`` in seconds to ``http_client_request_duration_seconds``, dots
-in attributes to ``_``, and add ``_total`` to counters); tests check both.
+in attributes to ``_``, and add ``_total`` to counters; a unit-1 gauge gets ``_ratio`` from the
+collector only, ``EXPORTER_NAMES``); tests check both.
 
 Exact counts. ``increase()`` extrapolates to the range's edges and ignores the first sample's
 value, so a process that started inside the range and was first scraped at 57 calls would count
@@ -42,6 +43,7 @@ from resilient_http.analysis import names
 
 __all__ = [
     "BASELINE_LOOKBACK_S",
+    "EXPORTER_NAMES",
     "JOINED",
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
@@ -53,6 +55,7 @@ __all__ = [
     "counter_increase",
     "exact_increase",
     "last_minus_baseline",
+    "name_matcher",
     "parse_duration",
     "parse_header",
     "recorded_name",
@@ -69,7 +72,14 @@ PROMETHEUS_NAMES: Final = {
     names.CONNECTIONS_ACQUIRED: "resilient_http_connection_acquired_total",
     names.OPEN_CONNECTIONS: "http_client_open_connections",
     names.POOL_LIMIT: "resilient_http_pool_limit",
+    names.BREAKER_REJECTED: "resilient_http_breaker_rejected_total",
+    names.HEDGES: "resilient_http_hedges_total",
+    names.BREAKER_STATE: "resilient_http_breaker_state_ratio",
+    names.CONCURRENCY_LIMIT: "resilient_http_concurrency_limit",
 }
+#: Where ``opentelemetry-exporter-prometheus`` names a series apart from the collector: a unit-1
+#: gauge gets ``_ratio`` from the collector only. The analysis reads both (``name_matcher``).
+EXPORTER_NAMES: Final = {names.BREAKER_STATE: "resilient_http_breaker_state"}
 #: The label ``Source.bucket_sums`` joins the grouping labels' values into, and between them
 #: the ASCII unit separator (no label value the SDK writes holds one).
 JOINED: Final = "rh_joined"
@@ -151,6 +161,13 @@ def request_headers(url: str, headers: Sequence[tuple[str, str]]) -> list[tuple[
     return [*found, ("Accept-Encoding", "identity")] if loopback else found
 
 
+def name_matcher(name: str) -> str:
+    """A ``__name__`` matcher for the series of the metric ``name`` under either exporter's
+    name (``PROMETHEUS_NAMES``, ``EXPORTER_NAMES``)."""
+    found = sorted({PROMETHEUS_NAMES[name], EXPORTER_NAMES.get(name, PROMETHEUS_NAMES[name])})
+    return f'__name__=~"{"|".join(found)}"' if len(found) > 1 else f'__name__="{found[0]}"'
+
+
 def recorded_name(series: str) -> str:
     """The series that ``recording_rules`` records for a counter series (``level:metric:
     operation``, as Prometheus names recording rules)."""
@@ -218,6 +235,13 @@ class Source:
         self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
         # Shared by the narrowed copies (one dict): a rule group's interval is asked once.
         self._rule_intervals: dict[str, float | None] = {}
+
+    def raw(self) -> Source:
+        """This source reading raw series even with ``recorded`` (for the counters that no
+        recording rule records)."""
+        raw = copy.copy(self)
+        raw.recorded = False
+        return raw
 
     def narrowed(self, matcher: str) -> Source:
         """This source (same range, same connection) with one more matcher on every series."""

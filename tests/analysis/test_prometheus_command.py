@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
@@ -102,8 +103,46 @@ def _openmetrics(now: float) -> str:
         + "# TYPE resilient_http_request_duration_seconds histogram\n"
         + buckets("0.1", [(12 * minute, 10), (8 * minute, 15), (6 * minute, 2), (3 * minute, 5)])
         + buckets("+Inf", [(12 * minute, 20), (8 * minute, 30), (6 * minute, 4), (3 * minute, 9)])
+        + _resilience(now)
         + "# EOF\n"
     )
+
+
+def _resilience(now: float) -> str:
+    """The breaker, hedges and concurrency limit on the same upstream: checkout's breaker
+    opened (its state gauge named as the collector names it), search.v2's did not (named as
+    opentelemetry-exporter-prometheus names it); checkout's limit went 20 -> 12 -> 8 -> 14 ->
+    16, search.v2's stayed at 10."""
+    minute = 60.0
+
+    def emit(name: str, job: str, labels: str, points: list[tuple[float, float]]) -> str:
+        labels = f'job="{job}",server_address="api.example",server_port="443"{labels}'
+        return "".join(f"{name}{{{labels}}} {v} {now - ago * minute:.3f}\n" for ago, v in points)
+
+    state = ',resilient_http_breaker_state="{}"'.format
+    outcome = ',http_request_method="GET",resilient_http_hedge_outcome="{}"'.format
+    hedges = "resilient_http_hedges_total"
+    limit = "resilient_http_concurrency_limit"
+    return (
+        "# TYPE resilient_http_breaker_state_ratio gauge\n"
+        + emit("resilient_http_breaker_state_ratio", "checkout", state("open"),
+               [(9, 0), (6, 1), (3, 0)])
+        + emit("resilient_http_breaker_state_ratio", "checkout", state("closed"),
+               [(9, 1), (6, 0), (3, 1)])
+        + "# TYPE resilient_http_breaker_state gauge\n"
+        + emit("resilient_http_breaker_state", "search.v2", state("open"), [(8, 0), (2, 0)])
+        + "# TYPE resilient_http_breaker_rejected counter\n"
+        # 2 before the range: counts 14 - 2.
+        + emit("resilient_http_breaker_rejected_total", "checkout", ',http_request_method="GET"',
+               [(12, 2), (5, 9), (1, 14)])
+        + "# TYPE resilient_http_hedges counter\n"
+        + emit(hedges, "checkout", outcome("won"), [(12, 4), (1, 7)])
+        + emit(hedges, "search.v2", outcome("won"), [(8, 3), (2, 5)])
+        + emit(hedges, "search.v2", outcome("lost"), [(8, 1), (2, 2)])
+        + "# TYPE resilient_http_concurrency_limit gauge\n"
+        + emit(limit, "checkout", "", [(9, 20), (7, 12), (5, 8), (2, 14), (1, 16)])
+        + emit(limit, "search.v2", "", [(8, 10), (2, 10)])
+    )  # fmt: skip
 
 
 def _write_fleet(folder: Path) -> tuple[Path, Path]:
@@ -169,9 +208,38 @@ async def test_counts_are_exact_on_backfilled_data(
         "search.v2": {"throttled": 4},
     }
     assert "load otel-collector/recording-rules.yml" in without_rules
+    _resilience_is_reported(report)
     assert selected["upstreams"][0]["retries"] == {"throttled": 4}
     assert [s["job"] for s in selected["services"]] == ["search.v2"]
     assert selected["prometheus"]["selector"] == '{job="search.v2"}'
+
+
+def _resilience_is_reported(report: dict[str, Any]) -> None:
+    """``_resilience``'s figures, per service and over the fleet (hedges summed; the breaker
+    opened if it did in any job; the limit the tightest in force)."""
+    (row,) = report["upstreams"]
+    jobs = {s["job"]: s["upstreams"][0] for s in report["services"]}
+    checkout, search = jobs["checkout"], jobs["search.v2"]
+    assert checkout["breaker"] == {"rejected": 14 - 2, "opened": True}
+    assert search["breaker"] == {"rejected": None, "opened": False}
+    assert row["breaker"] == {"rejected": 12, "opened": True}
+    assert (checkout["hedges"], search["hedges"]) == ({"won": 3}, {"lost": 2, "won": 5})
+    assert row["hedges"] == {"lost": 2, "won": 3 + 5}
+    assert checkout["concurrency_limit"] == {"low": 8, "last": 16}
+    assert search["concurrency_limit"] == {"low": 10, "last": 10}
+    assert row["concurrency_limit"] == {"low": 8, "last": 10}
+    # Told in 8 time slices of the 8 minutes from the first point: 14, 2 minutes ago, shares
+    # the last slice with 16. The points are a subquery's steps: times within a step or two.
+    over_time = checkout["concurrency_limit_over_time"]
+    assert [p["limit"] for p in over_time] == [20, 12, 8, 16]
+    assert [p["t_s"] for p in over_time] == [
+        0,
+        pytest.approx(120, abs=40),
+        pytest.approx(240, abs=40),
+        pytest.approx(480, abs=40),
+    ]
+    assert search["concurrency_limit_over_time"] == [{"t_s": 0, "limit": 10}]
+    assert [p["limit"] for p in row["concurrency_limit_over_time"]] == [10, 8, 10]
 
 
 async def _analyze(*args: str) -> tuple[int, str, str]:

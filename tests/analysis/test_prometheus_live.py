@@ -48,7 +48,10 @@ COUNTS = (
     "reuse_ratio",
     "throttled_share",
     "error_rate",
+    "hedges",
 )
+# The mixed load hedges its calls (an attempt with no answer after this long): hedges counted.
+HEDGED = {"mixed": "0.02"}
 # Rules decided by counts alone (the pool rules also read gauges, which Prometheus sees only at
 # its scrapes and the file at its exports; the throttling rule tells load-dependent throttling
 # from random 503s by the connections in use of each attempt, which only spans carry).
@@ -85,6 +88,7 @@ async def services(tmp_path: Path) -> AsyncIterator[list[Service]]:
                 OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
                 OTEL_SERVICE_NAME=job,
                 RESILIENT_HTTP_TELEMETRY_FILE=str(telemetry_file),
+                **({"RESILIENT_HTTP_HEDGE_AFTER": HEDGED[job]} if job in HEDGED else {}),
             )
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -210,6 +214,7 @@ def _same_counts(from_prometheus: dict[str, Any], from_files: dict[str, Any]) ->
     for key, row in prometheus_rows.items():
         expected = file_rows[key]
         assert {k: row[k] for k in COUNTS} == {k: expected[k] for k in COUNTS}, key
+        assert row["breaker"]["rejected"] == expected["breaker"]["rejected"], key
         for figure in ("latency_ms", "attempt_latency_ms", "pool_wait_ms"):
             for quantile, theirs in expected[figure].items():
                 ours = row[figure][quantile]
@@ -275,6 +280,9 @@ async def test_prometheus_report_counts_what_the_files_count(
     assert from_rules["prometheus"]["recorded"] is True
     _same_counts(from_rules, from_files)
     assert [s["job"] for s in from_prometheus["services"]] == sorted(SCENARIOS)
+    # The hedged load hedged (the figures compared above are not all empty).
+    hedges = {s["job"]: s["upstreams"][0]["hedges"] for s in from_prometheus["services"]}
+    assert {job for job, counted in hedges.items() if sum(counted.values())} == set(HEDGED)
     for part in from_prometheus["services"]:
         (service,) = [s for s in services if s.job == part["job"]]
         code, out, err = await run_python(

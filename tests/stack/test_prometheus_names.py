@@ -14,7 +14,15 @@ import re
 
 import pytest
 
-from resilient_http.analysis.promql import counter_increase, recorded_name
+from resilient_http.analysis.prometheus_streams import ATTRIBUTES
+from resilient_http.analysis.promql import (
+    EXPORTER_NAMES,
+    PROMETHEUS_NAMES,
+    attribute_label,
+    counter_increase,
+    name_matcher,
+    recorded_name,
+)
 from resilient_http.analysis.recording_rules import COUNTER_SERIES
 from tests import prometheus_names as pn
 from tests import stack_checks as sc
@@ -62,6 +70,8 @@ def datasource_uids() -> dict[str, str]:
         ),
         ("resilient_http.retries", "{retry}", "counter", "resilient_http_retries_total"),
         ("resilient_http.pool.limit", "{connection}", "gauge", "resilient_http_pool_limit"),
+        ("resilient_http.breaker.state", "1", "gauge", "resilient_http_breaker_state_ratio"),
+        ("resilient_http.hedges", "{attempt}", "counter", "resilient_http_hedges_total"),
         ("traces.span.metrics.calls", "", "counter", "traces_span_metrics_calls_total"),
         ("traces.span.metrics.duration", "s", "histogram", "traces_span_metrics_duration_seconds"),
         (
@@ -110,6 +120,25 @@ def test_expected_names_cover_the_sdk_and_spanmetrics(collector: Config) -> None
     assert "traces_span_metrics_duration_milliseconds_bucket" not in names
     # 4 SDK histograms, 10 other SDK, spanmetrics 1 + 3, 6 recording rules
     assert len(names) == 3 * 4 + 10 + 1 + 3 + 6
+
+
+def test_the_analysis_queries_the_names_the_collector_exports(collector: Config) -> None:
+    """Every series ``analyze --prometheus`` reads is one the stack's collector exports, under
+    the translation of the SDK instrument's name, unit and kind; and the other exporter's name
+    it also reads (opentelemetry-exporter-prometheus, tests/telemetry) differs only by the
+    `_ratio` of a unit-1 gauge."""
+    exported = pn.expected_prometheus_names(collector)
+    instruments = {i.name: i for i in pn.SDK_INSTRUMENTS}
+    for name, series in PROMETHEUS_NAMES.items():
+        instrument = instruments[name]
+        assert pn.prometheus_metric_name(name, instrument.unit, instrument.kind) == series
+        assert series + ("_bucket" if instrument.kind == "histogram" else "") in exported, name
+    for name, series in EXPORTER_NAMES.items():
+        assert (instruments[name].unit, instruments[name].kind) == ("1", "gauge")
+        assert PROMETHEUS_NAMES[name] == f"{series}_ratio"
+        assert name_matcher(name) == f'__name__=~"{series}|{series}_ratio"'
+    labels = pn.expected_prometheus_labels(collector)
+    assert {attribute_label(a) for attributes in ATTRIBUTES.values() for a in attributes} <= labels
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
 import resilient_http as rh
-from resilient_http.analysis.names import POOL_WAIT, RETRIES_SUPPRESSED
-from resilient_http.analysis.promql import PROMETHEUS_NAMES, attribute_label
+from resilient_http.analysis.names import BREAKER_REJECTED, HEDGES, POOL_WAIT, RETRIES_SUPPRESSED
+from resilient_http.analysis.promql import EXPORTER_NAMES, PROMETHEUS_NAMES, attribute_label
 from resilient_http.telemetry.prometheus_endpoint import prometheus_reader
 from resilient_http.upstream import FaultPlan, FaultyUpstream, Script
 from tests.prometheus_names import (
@@ -26,8 +26,11 @@ from tests.prometheus_names import (
 pytest.importorskip("opentelemetry.exporter.prometheus", reason="needs the prometheus extra")
 
 # Where opentelemetry-exporter-prometheus and the collector's exporter name a series apart: a
-# unit-1 gauge gets `_ratio` from the collector only. The analysis reads neither name.
-EXPORTERS_DIFFER = {"resilient_http_breaker_state": "resilient_http_breaker_state_ratio"}
+# unit-1 gauge gets `_ratio` from the collector only. The analysis reads both names.
+EXPORTERS_DIFFER = {EXPORTER_NAMES[name]: PROMETHEUS_NAMES[name] for name in EXPORTER_NAMES}
+# Counters whose series appear only once they count (this load neither queues nor suppresses
+# a retry, has no breaker open nor hedges).
+NOT_COUNTED_HERE = (POOL_WAIT, RETRIES_SUPPRESSED, BREAKER_REJECTED, HEDGES)
 # Lines of the text exposition format: name{labels} value
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? \S+$")
 _LABEL = re.compile(r'([a-zA-Z_]\w*)="')
@@ -86,10 +89,10 @@ async def test_the_endpoint_serves_the_names_the_analysis_queries(
         histogram = instrument.kind == "histogram"
         # The stack's translation (statically, as tests/stack checks the collector's config)...
         assert prometheus_metric_name(name, instrument.unit, instrument.kind) == prometheus_name
-        # ...and this exporter's, live (this load neither queues nor suppresses a retry, and
-        # those two series appear only when one does).
-        if name not in (POOL_WAIT, RETRIES_SUPPRESSED):
-            assert prometheus_name + ("_bucket" if histogram else "") in exposed, name
+        # ...and this exporter's, live.
+        if name not in NOT_COUNTED_HERE:
+            exported = EXPORTER_NAMES.get(name, prometheus_name)
+            assert exported + ("_bucket" if histogram else "") in exposed, name
     # Every SDK series is named as the collector's exporter names it (tests/prometheus_names).
     expected = {prometheus_metric_name(i.name, i.unit, i.kind) for i in SDK_INSTRUMENTS}
     for name in exposed:
@@ -97,7 +100,8 @@ async def test_the_endpoint_serves_the_names_the_analysis_queries(
         if name.startswith(("resilient_http_", "http_client_")):
             base = EXPORTERS_DIFFER.get(base, base)
             assert base in expected or name in expected, name
-    assert not set(EXPORTERS_DIFFER.values()) & set(PROMETHEUS_NAMES.values())
+    assert set(EXPORTERS_DIFFER) <= exposed
+    assert not set(EXPORTERS_DIFFER.values()) & exposed
     # Attribute labels: the analysis's translation, the stack's translation, the exporter's.
     labels = set().union(*(series[PROMETHEUS_NAMES[n]] for n in PROMETHEUS_NAMES if n in series))
     labels |= series["resilient_http_retries_total"]
