@@ -62,7 +62,9 @@ LIMIT_RAISE_FACTOR = 2
 CALM_SHARE_OF_OVERALL = 0.5
 # A rate limit: at least half the attempts throttled under load were answered 429. Its bound is
 # the rate the upstream let through times the time an attempt holds a connection, rounded down
-# (the rate measured over the whole run, waits included, errs low: fewer calls, never more).
+# (errs low: fewer calls, never more). The rate is the one it let through while it was binding,
+# between its 429s (``evidence.RateTimeline``, from the attempt spans); without spans, over the
+# whole run, which counts the Retry-After waits the client sent little in, and so errs lower.
 RATE_LIMITED_SHARE = 0.5
 
 
@@ -161,7 +163,7 @@ def throttled_advice(c: RuleContext) -> Recommendation:
             str(bound.limit),
             "the upstream rate-limits (429): send no more calls at once than its rate allows "
             "at the time an attempt takes (Little's law)",
-            f"{evidence}; it answered {fmt(bound.rate)} attempts/s without throttling, at "
+            f"{evidence}; {bound.rate_text}, at "
             f"{fmt(bound.service_s * 1000)} ms an attempt holds a connection: "
             f"{fmt(bound.rate * bound.service_s)} calls at once",
             data={**data, "rate_per_s": bound.rate},
@@ -254,22 +256,41 @@ class _RateBound:
     limit: int
     rate: float
     service_s: float
+    rate_text: str
 
 
 def _rate_bound(c: RuleContext) -> _RateBound | None:
     """For a rate limit (most throttled attempts answered 429): the calls in flight the rate
     the upstream let through allows, by Little's law (rate x the time an attempt holds a
-    connection); None for other throttling, or without the means and the window."""
+    connection); None for other throttling, or without the means and a rate.
+
+    The rate is the one it let through between its 429s (``RATE_LIMITED_SHARE``), else over the
+    whole run (no attempt spans, e.g. Prometheus)."""
     limited = c.upstream.rate_limited or 0.0
     attempts, window = c.upstream.attempts or 0.0, c.upstream.window_s
     attempt, wait = c.upstream.attempt_mean_s, c.upstream.pool_wait_mean_s or 0.0
-    if limited < RATE_LIMITED_SHARE * c.throttled_attempts or not window or attempt is None:
+    binding = c.upstream.binding_rate
+    if limited < RATE_LIMITED_SHARE * c.throttled_attempts or attempt is None:
+        return None
+    if binding is not None:
+        rate = binding.rate
+        text = (
+            f"it let through {fmt(rate)} attempts/s while it throttled ({fmt(binding.answers)} "
+            f"answered without throttling in the {fmt(binding.seconds * 1000)} ms between the "
+            f"429s of {binding.bursts} burst(s) of them)"
+        )
+    elif window:
+        rate = (attempts - c.throttled_attempts) / window
+        text = (
+            f"it answered {fmt(rate)} attempts/s without throttling over the whole run "
+            "(Retry-After waits included: errs low)"
+        )
+    else:
         return None
     service = attempt - wait
-    rate = (attempts - c.throttled_attempts) / window
     if service <= 0 or rate <= 0:
         return None
-    return _RateBound(max(1, math.floor(rate * service)), rate, service)
+    return _RateBound(max(1, math.floor(rate * service)), rate, service, text)
 
 
 def _calm_level(c: RuleContext) -> CalmLevel | None:

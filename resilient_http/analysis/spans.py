@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from resilient_http.analysis import names
-from resilient_http.analysis.evidence import STALE_ERROR_TYPES, ConnectionEvidence
+from resilient_http.analysis.evidence import STALE_ERROR_TYPES, ConnectionEvidence, RateTimeline
 from resilient_http.analysis.stats import LatencySketch
 from resilient_http.config import THROTTLING_STATUSES
 
@@ -126,6 +126,8 @@ class AttemptStats:
     error_types: dict[str, float] = field(default_factory=dict)
     # How the pool handed out the connections (idle time, requests served, connections in use)
     connections: ConnectionEvidence = field(default_factory=ConnectionEvidence)
+    # Answers (429, un-throttled) by end time: the rate a rate limit let through while binding
+    timeline: RateTimeline = field(default_factory=RateTimeline)
     first_start: int = 0
     last_end: int = 0
 
@@ -142,6 +144,7 @@ class AttemptStats:
         for label, count in other.error_types.items():
             _bump(self.error_types, label, count)
         self.connections.merge(other.connections)
+        self.timeline.merge(other.timeline)
         self.first_start, self.last_end = _window(self, other)
 
 
@@ -302,6 +305,10 @@ class SpanAggregator:
                     stats.throttled += weight
                     if status == _RATE_LIMITED:
                         stats.rate_limited += weight
+                        if end:
+                            stats.timeline.add(end, True, weight)
+                elif status is not None and end:
+                    stats.timeline.add(end, False, weight)
                 value = get(_IN_USE)
                 if value is not None:
                     _add_connection_use(

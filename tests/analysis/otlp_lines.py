@@ -165,3 +165,30 @@ def write_lines(path: Path, requests: list[dict[str, Any]]) -> Path:
     """Write one request per line."""
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
     return path
+
+
+def rate_limited_spans(
+    attrs: dict[str, Any], seconds: int = 3, trace_state: str | None = None
+) -> list[dict[str, Any]]:
+    """CLIENT spans of a client meeting a 200/s token bucket (burst 20), as in the demo's
+    ``throttled`` scenario: at the start of each second 1,000 attempts/s for 60 ms (the bucket
+    runs dry, 429s among 200s), then 100 attempts/s (all let through) while the throttled
+    calls wait out a 1 s Retry-After. Every answer ends 1 ms after it starts.
+    """
+    rate, burst = 200.0, 20.0
+    tokens, last = burst, 0.0
+    out = []
+    for second in range(seconds):
+        times = [second + i / 1000 for i in range(60)]
+        times += [second + 0.06 + i / 100 for i in range(94)]
+        for t in times:
+            tokens = min(burst, tokens + (t - last) * rate)
+            last = t
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            start = T0 + round(t * SECOND)
+            end = start + SECOND // 1000
+            status = {names.STATUS: 200 if allowed else 429}
+            out.append(span(3, {**attrs, **status}, start, end, trace_state=trace_state))
+    return out

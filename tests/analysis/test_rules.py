@@ -21,7 +21,9 @@ from resilient_http.analysis.rules import (
     evaluate_rules,
 )
 from resilient_http.analysis.settings import Settings
+from resilient_http.analysis.spans import SpanAggregator
 from resilient_http.retry import RetryReason, classify_failure
+from tests.analysis.otlp_lines import SECOND, UPSTREAM, rate_limited_spans, traces_request
 
 LIMITS = PoolLimits(limit=100, limit_per_host=10, active_total_peak=6)
 
@@ -422,7 +424,7 @@ def test_a_rate_limit_gets_the_calls_its_rate_allows() -> None:
     )
     rec = advice(limited)["throttled"]
     assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2")
-    assert "it answered 96 attempts/s without throttling, at 30 ms an attempt" in rec.evidence
+    assert "it answered 96 attempts/s without throttling over the whole run" in rec.evidence
     at_two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
     assert "throttled" not in advice(limited, at_two)
 
@@ -556,3 +558,32 @@ def test_rule_names_are_stable(rule: str) -> None:
         "pool-overprovisioned",
         "long-tail",
     }
+
+
+def test_a_rate_limit_is_measured_where_it_binds() -> None:
+    # The demo's throttled scenario in spans: a 200/s limit, 1 s Retry-After waits. Over the whole
+    # run it let through 125 attempts/s (1.6 calls at 12.9 ms: 1); between its 429s, 200/s
+    # (2.58: 2, where 2 connections still meet no 429).
+    aggregator = SpanAggregator()
+    aggregator.add_request(traces_request(rate_limited_spans(dict(UPSTREAM))))
+    (stats,) = aggregator.attempts.values()
+    limited = throttling(
+        stats.count,
+        stats.throttled,
+        window_s=(stats.last_end - stats.first_start) / SECOND,
+        attempt_mean_s=0.0129,
+        pool_wait_mean_s=0.0,
+        connections=None,
+        binding_rate=stats.timeline.binding_rate(),
+    )
+    rec = advice(limited)["throttled"]
+    assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2")
+    assert (
+        "it let through 200 attempts/s while it throttled (18 answered without throttling in "
+        "the 90 ms between the 429s of 3 burst(s) of them), at 12.9 ms an attempt holds a "
+        "connection: 2.58 calls at once"
+    ) in rec.evidence
+    # Without spans (the Prometheus path): the whole run's rate, as before.
+    whole_run = advice(replace(limited, binding_rate=None))["throttled"]
+    assert whole_run.value == "1"
+    assert "over the whole run (Retry-After waits included: errs low)" in whole_run.evidence

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from resilient_http.analysis import names
+from resilient_http.analysis.evidence import BindingRate
 from resilient_http.analysis.spans import SpanAggregator, adjusted_count
-from tests.analysis.otlp_lines import SECOND, T0, retry_event, span, traces_request
+from tests.analysis.otlp_lines import (
+    SECOND,
+    T0,
+    rate_limited_spans,
+    retry_event,
+    span,
+    traces_request,
+)
 
 REQUEST = {names.ADDRESS: "api.test", names.PORT: 8080, names.METHOD: "GET"}
 KEY = ("api.test", 8080, "GET")
@@ -118,3 +126,20 @@ def test_merge_adds_parts() -> None:
     assert (call.count, call.errors) == (2, 1)
     assert call.chain_counts() == {"200": 1, "500": 1}
     assert first.spans == 2
+
+
+def test_attempts_timeline_gives_the_rate_let_through_between_429s() -> None:
+    aggregator = SpanAggregator()
+    aggregator.add_request(traces_request(rate_limited_spans(REQUEST)))
+    attempt = aggregator.attempts[KEY]
+    window = (attempt.last_end - attempt.first_start) / SECOND
+    # Over the whole run (the Retry-After waits included) it let through 125/s; between its
+    # 429s, 200/s: the bucket's rate.
+    assert (attempt.count - attempt.throttled) / window == pytest.approx(125, abs=1)
+    assert attempt.timeline.binding_rate() == BindingRate(200.0, 18.0, 0.09, 3)
+    # Sampled spans count by their weight (a quarter kept: each stands for 4 attempts).
+    sampled = SpanAggregator()
+    sampled.add_request(traces_request(rate_limited_spans(REQUEST, trace_state="ot=th:c")))
+    binding = sampled.attempts[KEY].timeline.binding_rate()
+    assert binding is not None
+    assert (binding.rate, binding.answers) == (800.0, 72.0)
