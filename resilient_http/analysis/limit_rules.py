@@ -269,15 +269,18 @@ def _rate_bound(c: RuleContext) -> _RateBound | None:
     limited = c.upstream.rate_limited or 0.0
     attempts, window = c.upstream.attempts or 0.0, c.upstream.window_s
     attempt, wait = c.upstream.attempt_mean_s, c.upstream.pool_wait_mean_s or 0.0
-    binding = c.upstream.binding_rate
     if limited < RATE_LIMITED_SHARE * c.throttled_attempts or attempt is None:
         return None
+    service = attempt - wait
+    timeline = c.upstream.rate_timeline
+    binding = None if timeline is None else timeline.binding_rate(max(service, 0.0))
     if binding is not None:
         rate = binding.rate
         text = (
             f"it let through {fmt(rate)} attempts/s while it throttled ({fmt(binding.answers)} "
             f"answered without throttling in the {fmt(binding.seconds * 1000)} ms between the "
-            f"429s of {binding.bursts} burst(s) of them)"
+            f"429s of {binding.bursts} burst(s) of them, each answer counted at its end less "
+            "the time an attempt holds a connection)"
         )
     elif window:
         rate = (attempts - c.throttled_attempts) / window
@@ -287,7 +290,6 @@ def _rate_bound(c: RuleContext) -> _RateBound | None:
         )
     else:
         return None
-    service = attempt - wait
     if service <= 0 or rate <= 0:
         return None
     return _RateBound(max(1, math.floor(rate * service)), rate, service, text)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from resilient_http.analysis import names
-from resilient_http.analysis.evidence import BindingRate, ConnectionEvidence
+from resilient_http.analysis.evidence import ConnectionEvidence, RateTimeline
 from resilient_http.analysis.grouping import HostKey, MetricView, port_number
 from resilient_http.analysis.metrics import MetricStore, Stream, attributes_dict
 from resilient_http.analysis.settings import Settings
@@ -108,9 +108,9 @@ class UpstreamReport:
     # How the pool handed out connections (idle time, requests served, connections in use),
     # from attempt spans; None without them.
     connections: ConnectionEvidence | None = None
-    # The rate a rate limit let calls through between its 429s (``RateTimeline``), from attempt
-    # spans; None without them or without enough 429s.
-    binding_rate: BindingRate | None = None
+    # Answers (429, un-throttled) by end time, from attempt spans, for the rate a rate limit let
+    # calls through between its 429s; None without 429s in them.
+    rate_timeline: RateTimeline | None = None
     errors: float | None = None
     error_rate: float | None = None
     # Calls the application cancelled (a Ctrl-C, say): not errors, and not in ``errors``.
@@ -344,7 +344,7 @@ def _request_figures(
     if attempt is not None and attempt.connections.in_use:
         report.connections = attempt.connections
     if attempt is not None and attempt.rate_limited:
-        report.binding_rate = attempt.timeline.binding_rate()
+        report.rate_timeline = attempt.timeline
     if call is not None:
         report.error_types = dict(call.error_types)
         report.attempt_chains = call.chain_counts()

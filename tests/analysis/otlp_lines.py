@@ -173,7 +173,7 @@ def rate_limited_spans(
     """CLIENT spans of a client meeting a 200/s token bucket (burst 20), as in the demo's
     ``throttled`` scenario: at the start of each second 1,000 attempts/s for 60 ms (the bucket
     runs dry, 429s among 200s), then 100 attempts/s (all let through) while the throttled
-    calls wait out a 1 s Retry-After. Every answer ends 1 ms after it starts.
+    calls wait out a 1 s Retry-After. Answers let through end 10 ms after they start, 429s 1 ms.
     """
     rate, burst = 200.0, 20.0
     tokens, last = burst, 0.0
@@ -188,7 +188,7 @@ def rate_limited_spans(
             if allowed:
                 tokens -= 1.0
             start = T0 + round(t * SECOND)
-            end = start + SECOND // 1000
+            end = start + (SECOND // 100 if allowed else SECOND // 1000)
             status = {names.STATUS: 200 if allowed else 429}
             out.append(span(3, {**attrs, **status}, start, end, trace_state=trace_state))
     return out

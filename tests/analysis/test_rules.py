@@ -574,16 +574,17 @@ def test_a_rate_limit_is_measured_where_it_binds() -> None:
         attempt_mean_s=0.0129,
         pool_wait_mean_s=0.0,
         connections=None,
-        binding_rate=stats.timeline.binding_rate(),
+        rate_timeline=stats.timeline,
     )
     rec = advice(limited)["throttled"]
     assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2")
     assert (
         "it let through 200 attempts/s while it throttled (18 answered without throttling in "
-        "the 90 ms between the 429s of 3 burst(s) of them), at 12.9 ms an attempt holds a "
-        "connection: 2.58 calls at once"
+        "the 90 ms between the 429s of 3 burst(s) of them, each answer counted at its end less "
+        "the time an attempt holds a connection), at 12.9 ms an attempt holds a connection: "
+        "2.58 calls at once"
     ) in rec.evidence
     # Without spans (the Prometheus path): the whole run's rate, as before.
-    whole_run = advice(replace(limited, binding_rate=None))["throttled"]
+    whole_run = advice(replace(limited, rate_timeline=None))["throttled"]
     assert whole_run.value == "1"
     assert "over the whole run (Retry-After waits included: errs low)" in whole_run.evidence

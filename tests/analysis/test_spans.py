@@ -134,12 +134,15 @@ def test_attempts_timeline_gives_the_rate_let_through_between_429s() -> None:
     attempt = aggregator.attempts[KEY]
     window = (attempt.last_end - attempt.first_start) / SECOND
     # Over the whole run (the Retry-After waits included) it let through 125/s; between its
-    # 429s, 200/s: the bucket's rate.
+    # 429s, with answers counted 10 ms (the time they take) before they end, 200/s: the bucket's
+    # rate. Counted at their end, the burst's answers let through just before the first 429
+    # count too: 300/s.
     assert (attempt.count - attempt.throttled) / window == pytest.approx(125, abs=1)
-    assert attempt.timeline.binding_rate() == BindingRate(200.0, 18.0, 0.09, 3)
+    assert attempt.timeline.binding_rate(0.01) == BindingRate(200.0, 18.0, 0.09, 3)
+    assert attempt.timeline.binding_rate() == BindingRate(300.0, 27.0, 0.09, 3)
     # Sampled spans count by their weight (a quarter kept: each stands for 4 attempts).
     sampled = SpanAggregator()
     sampled.add_request(traces_request(rate_limited_spans(REQUEST, trace_state="ot=th:c")))
-    binding = sampled.attempts[KEY].timeline.binding_rate()
+    binding = sampled.attempts[KEY].timeline.binding_rate(0.01)
     assert binding is not None
     assert (binding.rate, binding.answers) == (800.0, 72.0)
