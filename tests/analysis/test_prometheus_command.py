@@ -140,7 +140,7 @@ def _resilience(now: float) -> str:
         + emit(hedges, "search.v2", outcome("won"), [(8, 3), (2, 5)])
         + emit(hedges, "search.v2", outcome("lost"), [(8, 1), (2, 2)])
         + "# TYPE resilient_http_concurrency_limit gauge\n"
-        + emit(limit, "checkout", "", [(9, 20), (7, 12), (5, 8), (2, 14), (1, 16)])
+        + emit(limit, "checkout", "", [(9, 20), (7, 12), (5, 8), (1.5, 14), (1, 16)])
         + emit(limit, "search.v2", "", [(8, 10), (2, 10)])
     )  # fmt: skip
 
@@ -228,8 +228,10 @@ def _resilience_is_reported(report: dict[str, Any]) -> None:
     assert checkout["concurrency_limit"] == {"low": 8, "last": 16}
     assert search["concurrency_limit"] == {"low": 10, "last": 10}
     assert row["concurrency_limit"] == {"low": 8, "last": 10}
-    # Told in 8 time slices of the 8 minutes from the first point: 14, 2 minutes ago, shares
-    # the last slice with 16. The points are a subquery's steps: times within a step or two.
+    # Told in 8 time slices of the 8 minutes from the first point: 14, 1.5 minutes ago, shares
+    # the last slice with 16. The points are a subquery's steps, aligned to multiples of its
+    # step (about 19 s) rather than to the data: times within a step or two, and the slices'
+    # edges move by up to a step, which 14's 30 s inside the last slice allows for.
     over_time = checkout["concurrency_limit_over_time"]
     assert [p["limit"] for p in over_time] == [20, 12, 8, 16]
     assert [p["t_s"] for p in over_time] == [
