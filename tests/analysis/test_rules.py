@@ -385,6 +385,36 @@ def test_throttled() -> None:
     assert advice(replace(throttled, requests=10)) == {}  # too few calls to judge
 
 
+def test_a_rate_limit_at_the_edge_of_its_rate_is_bounded_below_the_5_percent_threshold() -> None:
+    # At 3 connections the demo's 200/s limit answers about 5 % of the attempts 429, now above
+    # and now below THROTTLED_SHARE_HIGH: its own rate (between its 429s) bounds the limit at 2
+    # either way, so the advice does not change from run to run; within the rate (no 429s, or
+    # under 1 %) nothing is advised.
+    aggregator = SpanAggregator()
+    aggregator.add_request(traces_request(rate_limited_spans(dict(UPSTREAM))))
+    (stats,) = aggregator.attempts.values()
+
+    def at_three(share: float) -> UpstreamReport:
+        return throttling(
+            stats.count,
+            round(stats.count * share),
+            window_s=(stats.last_end - stats.first_start) / SECOND,
+            attempt_mean_s=0.0129,
+            pool_wait_mean_s=0.0,
+            connections=None,
+            rate_timeline=stats.timeline,
+        )
+
+    three = PoolLimits(limit=100, limit_per_host=3, active_total_peak=3)
+    for share in (0.045, 0.055):
+        rec = advice(at_three(share), three)["throttled"]
+        assert (rec.variable, rec.value) == ("RESILIENT_HTTP_LIMIT_PER_HOST", "2"), share
+    assert "a rate limit's 429s: > 1 %" in advice(at_three(0.045), three)["throttled"].evidence
+    assert advice(at_three(0.008), three) == {}
+    two = PoolLimits(limit=100, limit_per_host=2, active_total_peak=2)
+    assert advice(at_three(0.045), two) == {}  # its bound already: converged
+
+
 def test_503s_that_grow_with_load_are_throttling_and_random_ones_are_not() -> None:
     grows = answered_503(1000, 100, grows=True)
     (rec,) = advice(grows).values()
