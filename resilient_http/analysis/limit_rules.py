@@ -135,10 +135,12 @@ def throttled(c: RuleContext) -> bool:
     (already adaptive: no further advice, so applying the advice converges)."""
     if not c.busy:
         return False
-    bound = _rate_bound(c)
-    attempts = c.upstream.attempts or 0.0
-    if bound is not None and (c.upstream.rate_limited or 0.0) > RATE_LIMITED_ACT_SHARE * attempts:
-        return bound.limit < c.limit_per_host or c.limit_per_host == 0
+    # 429s counted first: the rate bound reads the answers' timeline, which most upstreams
+    # (never rate-limited) need not have read at all
+    if (c.upstream.rate_limited or 0.0) > RATE_LIMITED_ACT_SHARE * (c.upstream.attempts or 0.0):
+        bound = _rate_bound(c)
+        if bound is not None:
+            return bound.limit < c.limit_per_host or c.limit_per_host == 0
     if c.throttled_share <= THROTTLED_SHARE_HIGH:
         return False
     calm = _calm_level(c)
