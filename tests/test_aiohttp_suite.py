@@ -2,17 +2,19 @@
 
 aiohttp's ``tests/test_client_functional.py`` and ``tests/test_client_ws_functional.py``, of the
 aiohttp installed, are fetched from its sdist (cached in ``.cache/aiohttp-tests/``) and run in a
-pytest subprocess three times: on plain aiohttp, and with every session they build being a
+pytest subprocess three times, at once: on plain aiohttp, and with every session they build being a
 ``ResilientSession``, with retries off (and the breaker, once the SDK has the setting) and with
 the defaults. Each difference from plain aiohttp must be a known one
 (``tests/aiohttp_suite/differences.py``), documented in docs/drop-in.md, "Differences from aiohttp";
 with retries off the only one left is a test that turns aiohttp's private hidden resend back on.
-About 35 s per run on the shared 2-core machine.
+About 45 s for the three on the shared 2-core machine.
 ``python -m tests.aiohttp_suite`` prints the differences.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -56,21 +58,36 @@ def aiohttp_tests_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain_run(aiohttp_tests_dir: Path) -> Run:
+def suite_runs(aiohttp_tests_dir: Path) -> Iterator[dict[str, Future[Run]]]:
+    """The three runs at once: each is one pytest process that often waits (aiohttp's tests
+    sleep and time out), so on 2 cores they take 43 s together against 90 s one after another.
+    Leaving the module waits for every run, so no process outlives it."""
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="aiohttp-suite") as pool:
+        yield {
+            "plain": pool.submit(run_aiohttp_tests, aiohttp_tests_dir, "plain"),
+            "retries_off": pool.submit(
+                run_aiohttp_tests, aiohttp_tests_dir, "resilient", retries_off_env()
+            ),
+            "defaults": pool.submit(run_aiohttp_tests, aiohttp_tests_dir, "resilient"),
+        }
+
+
+@pytest.fixture(scope="module")
+def plain_run(suite_runs: dict[str, Future[Run]]) -> Run:
     """aiohttp's tests on plain aiohttp: what the SDK is measured against."""
-    return run_aiohttp_tests(aiohttp_tests_dir, "plain")
+    return suite_runs["plain"].result()
 
 
 @pytest.fixture(scope="module")
-def resilient_run(aiohttp_tests_dir: Path) -> Run:
+def resilient_run(suite_runs: dict[str, Future[Run]]) -> Run:
     """aiohttp's tests with every session a ResilientSession, retries off."""
-    return run_aiohttp_tests(aiohttp_tests_dir, "resilient", retries_off_env())
+    return suite_runs["retries_off"].result()
 
 
 @pytest.fixture(scope="module")
-def defaults_run(aiohttp_tests_dir: Path) -> Run:
+def defaults_run(suite_runs: dict[str, Future[Run]]) -> Run:
     """aiohttp's tests with every session a ResilientSession, default settings."""
-    return run_aiohttp_tests(aiohttp_tests_dir, "resilient")
+    return suite_runs["defaults"].result()
 
 
 def test_the_harness_runs_aiohttps_tests_through_resilient_sessions(
