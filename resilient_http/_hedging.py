@@ -29,7 +29,7 @@ from ._budget import RetryBudget
 from ._events import HedgeEvent
 from ._per_upstream import PerUpstream
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
-from .retry import body_is_replayable, is_idempotent
+from .retry import IDEMPOTENT_METHODS, body_is_replayable, is_idempotent
 
 __all__ = ["AUTO_MIN_SAMPLES", "MEDIAN_FACTOR", "Hedging", "LatencySketch"]
 
@@ -78,7 +78,7 @@ class LatencySketch:
         if self._current_count >= _GENERATION:
             self._previous, self._previous_count = self._current, self._current_count
             self._current, self._current_count = {}, 0
-        count = self.count
+        count = self._current_count + self._previous_count
         if count >= AUTO_MIN_SAMPLES and (count % _REFRESH == 0 or self.hedge_after is None):
             # the p95, and never under twice the median: ordinary jitter is no tail to hedge
             self.hedge_after = max(self.quantile(0.95), MEDIAN_FACTOR * self.quantile(0.5))
@@ -161,7 +161,8 @@ class Hedging:
                 if outcome.response is None and race.hedges:  # failed: a hedge may answer
                     outcome = await race.first_answer(outcome)
         finally:
-            race.settle()
+            if race.call is not None:  # not settled yet (cancelled, or a hedge won)
+                race.settle()
             if race.hedges:
                 await _cancel({hedge for hedge in race.hedges if not hedge.done()})
                 _close_losers(race.hedges, race.winner)
@@ -262,6 +263,8 @@ def _may_hedge(call: Call) -> bool:
     if call.plan is None:
         return False
     kwargs = call.kwargs
+    if not kwargs and call.idempotent is None and call.method in IDEMPOTENT_METHODS:
+        return True  # a plain GET and the like: every attempt passes here
     if not is_idempotent(call.method, kwargs.get("headers"), call.idempotent):
         return False
     return body_is_replayable(kwargs)

@@ -60,18 +60,14 @@ LATENCY_TOLERANCE: Final = 2.0
 _SHORT_WEIGHT: Final = 0.05  # the recent average: about the last 20 attempts
 _LONG_WEIGHT: Final = 0.002  # the long-run average: about the last 500 attempts
 _WARMED_UP: Final = 100  # attempts before the latency rule may act
-
-
-def is_throttled(outcome: AttemptOutcome) -> bool:
-    """The attempt was answered with a request for less load (``asks_for_less_load``)."""
-    response = outcome.response
-    return response is not None and asks_for_less_load(response.status, response.headers)
+_MAY_ASK_FOR_LESS_LOAD: Final = frozenset({429, 503})
 
 
 class UpstreamLimit:
     """One upstream's limit, its attempts in flight and the attempts queued for a place."""
 
     __slots__ = (
+        "_limit",
         "_long",
         "_samples",
         "_short",
@@ -79,7 +75,7 @@ class UpstreamLimit:
         "decreased_at",
         "host",
         "in_flight",
-        "limit",
+        "places",
         "plateau",
         "port",
         "waiters",
@@ -89,7 +85,10 @@ class UpstreamLimit:
         self.ceiling = ceiling
         self.host = host
         self.port = port
-        self.limit = float(ceiling)
+        self._limit = float(ceiling)
+        #: attempts that may be in flight now: the limit, whole and at least 1 (kept beside it,
+        #: as every attempt reads it)
+        self.places = max(1, ceiling)
         self.in_flight = 0
         self.decreased_at = float("-inf")
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -100,9 +99,14 @@ class UpstreamLimit:
         self._samples = 0
 
     @property
-    def places(self) -> int:
-        """Attempts that may be in flight now."""
-        return max(1, int(self.limit))
+    def limit(self) -> float:
+        """The limit, between 1 and the ceiling (``places`` is its whole part)."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: float) -> None:
+        self._limit = limit
+        self.places = max(1, int(limit))
 
     def release(self) -> None:
         """An attempt left: wake the next queued one while there is room."""
@@ -129,11 +133,12 @@ class UpstreamLimit:
         self._samples += 1
         if self._samples >= _WARMED_UP and self._short > LATENCY_TOLERANCE * self._long:
             self._decrease(started, now)
-        elif self.in_flight + 1 >= self.limit / 2:  # in use: earn one more place per window
-            # near the limit that was last too many, creep (as CUBIC does near its last
-            # maximum): each probe past it costs throttled attempts
-            step = PLATEAU_STEP if self.limit >= self.plateau else 1.0
-            self.limit = min(float(self.ceiling), self.limit + step / self.limit)
+        elif self._limit < self.ceiling and self.in_flight + 1 >= self._limit / 2:
+            # in use: earn one more place per window; near the limit that was last too many,
+            # creep (as CUBIC does near its last maximum): each probe past it costs throttled
+            # attempts
+            step = PLATEAU_STEP if self._limit >= self.plateau else 1.0
+            self.limit = min(float(self.ceiling), self._limit + step / self._limit)
 
     def _decrease(self, started: float, now: float) -> None:
         if started < self.decreased_at:
@@ -188,12 +193,17 @@ class AdaptiveLimiter:
         finally:
             upstream.release()
         response = outcome.response
-        upstream.adjust(
-            is_throttled(outcome),
-            response is not None and response.status < 500,
-            started,
-            self._clock(),
-        )
+        if response is None:
+            upstream.adjust(False, False, started, self._clock())
+        else:
+            status = response.status
+            upstream.adjust(
+                # a request for less load (the statuses that cannot be one ruled out first)
+                status in _MAY_ASK_FOR_LESS_LOAD and asks_for_less_load(status, response.headers),
+                status < 500,
+                started,
+                self._clock(),
+            )
         return outcome
 
     async def _queue(self, call: Call, upstream: UpstreamLimit) -> None:
