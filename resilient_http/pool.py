@@ -311,34 +311,35 @@ class _ObservedConnector(aiohttp.TCPConnector):
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
         connection = await super().connect(req, traces, timeout)
         proto = connection.protocol
-        host: HostCounters | None = getattr(proto, "rh_host", None)
+        record = current_attempt()
         idle_time = None
-        if host is not None:  # a pooled connection a request had before: the common case
-            host.acquired_reused += 1
-            acquired = host.reused_tag
-            released_at: float = getattr(proto, "rh_released_at", 0.0)
-            if released_at:  # 0 when _release_acquired could not be wrapped
-                idle_time = time.monotonic() - released_at
-        else:
-            host = self._counters(req.host, req.port)
-            host.acquired_new += 1
-            if isinstance(proto, _TrackedProtocol):
-                proto.rh_host = host
+        served = -1  # requests the connection served before (-1: not tracked)
+        if isinstance(proto, _TrackedProtocol):
+            host = proto.rh_host
+            if host is not None:  # a pooled connection a request had before: the common case
+                host.acquired_reused += 1
+                acquired = host.reused_tag
+                released_at = proto.rh_released_at  # 0 when _release_acquired was not wrapped
+                idle_time = time.monotonic() - released_at if released_at else None
+            else:
+                host = proto.rh_host = self._counters(req.host, req.port)
+                host.acquired_new += 1
                 proto.rh_opened_at = time.monotonic()
                 host.open += 1
                 acquired = host.new_tag
-            else:  # degraded (aiohttp's own protocol): reuse is unknown
-                acquired = (host.label, None)
+            served = proto.rh_requests
+            proto.rh_requests = served + 1
+        else:  # degraded (aiohttp's own protocol): reuse is unknown
+            host = self._counters(req.host, req.port)
+            host.acquired_new += 1
+            acquired = (host.label, None)
         if self._counts_active:
             self._active[proto] = host
             host.active += 1
-        record = current_attempt()
-        if isinstance(proto, _TrackedProtocol):
-            if record is not None:
-                record.connection = ConnectionUse(host.active, idle_time, proto.rh_requests)
-            proto.rh_requests += 1
         if record is not None:
             record.acquired = acquired
+            if served >= 0:
+                record.connection = ConnectionUse(host.active, idle_time, served)
         return connection
 
     def _rh_wrap_get(
