@@ -38,6 +38,7 @@ from typing import Final
 from ._events import QueuedEvent
 from ._per_upstream import PerUpstream
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
+from .config import THROTTLING_STATUSES
 from .retry import asks_for_less_load
 
 __all__ = [
@@ -60,7 +61,6 @@ LATENCY_TOLERANCE: Final = 2.0
 _SHORT_WEIGHT: Final = 0.05  # the recent average: about the last 20 attempts
 _LONG_WEIGHT: Final = 0.002  # the long-run average: about the last 500 attempts
 _WARMED_UP: Final = 100  # attempts before the latency rule may act
-_MAY_ASK_FOR_LESS_LOAD: Final = frozenset({429, 503})
 
 
 class UpstreamLimit:
@@ -199,7 +199,7 @@ class AdaptiveLimiter:
             status = response.status
             upstream.adjust(
                 # a request for less load (the statuses that cannot be one ruled out first)
-                status in _MAY_ASK_FOR_LESS_LOAD and asks_for_less_load(status, response.headers),
+                status in THROTTLING_STATUSES and asks_for_less_load(status, response.headers),
                 status < 500,
                 started,
                 self._clock(),

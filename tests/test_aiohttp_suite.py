@@ -1,8 +1,8 @@
 """aiohttp's own client tests as a test of ours (SPEC, "Drop-in").
 
 aiohttp's ``tests/test_client_functional.py`` and ``tests/test_client_ws_functional.py``, of the
-aiohttp installed, are fetched from its sdist (cached in ``.cache/aiohttp-tests/``) and run in a
-pytest subprocess three times, at once: on plain aiohttp, and with every session they build being a
+aiohttp installed, are fetched from its sdist (cached in ``.cache/aiohttp-tests/``) and run in
+three pytest subprocesses at once: on plain aiohttp, and with every session they build being a
 ``ResilientSession``, with retries off (and the breaker, once the SDK has the setting) and with
 the defaults. Each difference from plain aiohttp must be a known one
 (``tests/aiohttp_suite/differences.py``), documented in docs/drop-in.md, "Differences from aiohttp";
