@@ -386,15 +386,6 @@ class BucketHistogram:
         low = self.min if math.isfinite(self.min) else None
         high = self.max if math.isfinite(self.max) else None
         spans = []
-        if low is None and high is None:  # no min/max (Prometheus's buckets): nothing to clamp
-            for (lower, upper), weight in self.buckets.items():
-                if weight > 0:
-                    if lower == -_INF:
-                        lower = min(0.0, upper)
-                    if upper == _INF:
-                        upper = lower
-                    spans.append((lower, upper if upper > lower else lower, weight))
-            return spans
         for (lower, upper), weight in self.buckets.items():
             if weight <= 0:
                 continue
