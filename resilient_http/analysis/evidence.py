@@ -22,6 +22,7 @@ calls through while it was binding (between its 429s).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -166,10 +167,7 @@ class RateTimeline:
             theirs._coarsen(self.slot_ns)
         elif other.slot_ns > self.slot_ns:
             self._coarsen(other.slot_ns)
-        for key, (answered, limited) in theirs.slots.items():
-            row = self.slots.setdefault(key, [0.0, 0.0])
-            row[0] += answered
-            row[1] += limited
+        _sum_rows(self.slots, theirs.slots.items(), 1)
         while len(self.slots) > MAX_SLOTS:
             self._coarsen(self.slot_ns * 2)
 
@@ -198,13 +196,20 @@ class RateTimeline:
         return BindingRate(answers / seconds, answers, seconds, bursts)
 
     def _coarsen(self, slot_ns: int) -> None:
-        factor = slot_ns // self.slot_ns
         merged: dict[int, list[float]] = {}
-        for key, (answered, limited) in self.slots.items():
-            row = merged.setdefault(key // factor, [0.0, 0.0])
-            row[0] += answered
-            row[1] += limited
+        _sum_rows(merged, self.slots.items(), slot_ns // self.slot_ns)
         self.slots, self.slot_ns = merged, slot_ns
+
+
+def _sum_rows(
+    into: dict[int, list[float]], rows: Iterable[tuple[int, list[float]]], factor: int
+) -> None:
+    """Add ``rows`` (slot -> [un-throttled, 429]) into ``into``, their slots ``factor`` times
+    narrower than its own."""
+    for key, (answered, limited) in rows:
+        row = into.setdefault(key // factor, [0.0, 0.0])
+        row[0] += answered
+        row[1] += limited
 
 
 @dataclass(slots=True)
