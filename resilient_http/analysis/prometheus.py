@@ -36,6 +36,7 @@ from resilient_http.analysis.prometheus_streams import (
     HISTOGRAMS,
     HOST,
     RESILIENCE_COUNTERS,
+    SECONDS_TO_NS,
     SUMMED,
     add_stream,
     fold_into_fleet,
@@ -43,7 +44,7 @@ from resilient_http.analysis.prometheus_streams import (
     host_of,
     identity_of,
     job_host,
-    label_names,
+    labels_of,
     row_identity,
     split_by_job,
 )
@@ -67,7 +68,6 @@ from resilient_http.analysis.spans import SpanAggregator
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
-_NS = 1_000_000_000
 # Steps at which the first and last sample of the acquisition counters are looked up.
 _WINDOW_STEPS = 30
 #: Jobs per group of queries (see ``_shards``).
@@ -215,7 +215,7 @@ def _any_of(values: list[str]) -> str:
 async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     attributes = ATTRIBUTES[name]
     series = PROMETHEUS_NAMES[name] + "_bucket"
-    rows = await source.bucket_sums(series, _scope(name), [JOB, *label_names(attributes)])
+    rows = await source.bucket_sums(series, _scope(name), [JOB, *labels_of(attributes)])
     # A histogram's rows (one per le) are grouped by their other labels (joined into one)
     # first, so that the attribute translation runs once per histogram, not once per bucket.
     hists: dict[str, list[tuple[float, float]]] = {}
@@ -242,7 +242,7 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
     attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *label_names(attributes)])
+    sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *labels_of(attributes)])
     if name == names.CONNECTIONS_ACQUIRED:
         rows, window = await asyncio.gather(sums, _windows(source, selector))
     else:
@@ -265,10 +265,10 @@ async def _windows(
     lookback before the range's end, else looked up at steps like the first. The first is
     looked up at ``_WINDOW_STEPS`` steps over the range (a step per scrape would cost as much
     as all the counts): known to a step, which is plenty for a rate."""
-    by = ", ".join([JOB, *label_names(HOST)])
+    by = ", ".join([JOB, *labels_of(HOST)])
     if source.recorded:
         return await _recorded_windows(source, by)
-    step = f"{max(round(source.since_s * 1000 / _WINDOW_STEPS), 1)}ms"
+    step = source.step(_WINDOW_STEPS)
     stamps = f"timestamp({selector})[{source.range}:{step}]"
     first, last = await asyncio.gather(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
@@ -308,7 +308,7 @@ async def _peaks(source: Source, store: MetricStore, name: str, selector: str) -
     """The peak over the range of the gauge ``name``'s series of ``selector``, per job and
     attribute set."""
     attributes = ATTRIBUTES[name]
-    by = ", ".join([JOB, *label_names(attributes)])
+    by = ", ".join([JOB, *labels_of(attributes)])
     rows = await source.query(f"max by ({by}) (max_over_time({selector}[{source.range}]))")
     for row in rows:
         identity = row_identity(row.labels, attributes)
@@ -319,7 +319,7 @@ async def _peaks(source: Source, store: MetricStore, name: str, selector: str) -
 async def _pool_limits(source: Source, store: MetricStore) -> int:
     name = names.POOL_LIMIT
     selector = source.select(PROMETHEUS_NAMES[name])
-    by = ", ".join([JOB, *label_names(ATTRIBUTES[name])])
+    by = ", ".join([JOB, *labels_of(ATTRIBUTES[name])])
     rows = await source.query(f"max by ({by}) (last_over_time({selector}[{source.range}]))")
     for row in rows:
         identity = row_identity(row.labels, ATTRIBUTES[name])
@@ -357,7 +357,7 @@ async def _concurrency_limits(source: Source, store: MetricStore) -> int:
     name = names.CONCURRENCY_LIMIT
     attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
-    by = ", ".join([JOB, *label_names(attributes)])
+    by = ", ".join([JOB, *labels_of(attributes)])
     figures = (("low", "min", "min"), ("last", "min", "last"), ("high", "max", "max"))
     stats = " or ".join(
         f"label_replace({op} by ({by}) ({over}_over_time({selector}[{source.range}])), "
@@ -373,15 +373,15 @@ async def _concurrency_limits(source: Source, store: MetricStore) -> int:
     series: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[int, float]]] = {}
     if changed:
         narrow = source.narrowed(f'{JOB}=~"{_any_of(changed)}"')
-        step = f"{max(round(source.since_s * 1000 / _LIMIT_STEPS), 1)}ms"
+        step = source.step(_LIMIT_STEPS)
         inner = f"min by ({by}) (last_over_time({narrow.select(PROMETHEUS_NAMES[name])}[{step}]))"
         for row in await narrow.query(f"({inner})[{source.range}:{step}]"):
             key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
-            series[key] = [(round(at * _NS), level) for at, level in row.samples]
+            series[key] = [(round(at * SECONDS_TO_NS), level) for at, level in row.samples]
             rows.append(row)
     for (job, identity), stat in found.items():
         last = stat["last"]
-        points = series.get((job, identity)) or [(round(source.end * _NS), last)]
+        points = series.get((job, identity)) or [(round(source.end * SECONDS_TO_NS), last)]
         add_stream(
             store, name, job, identity,
             value=last, peak=stat["high"], low=stat["low"], series=points, source=source,

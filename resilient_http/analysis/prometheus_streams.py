@@ -8,7 +8,6 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +23,7 @@ __all__ = [
     "HISTOGRAMS",
     "HOST",
     "RESILIENCE_COUNTERS",
+    "SECONDS_TO_NS",
     "SUMMED",
     "add_stream",
     "fold_into_fleet",
@@ -31,7 +31,7 @@ __all__ = [
     "host_of",
     "identity_of",
     "job_host",
-    "label_names",
+    "labels_of",
     "row_identity",
     "split_by_job",
 ]
@@ -61,7 +61,7 @@ _INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
 # Metrics summed over jobs in the whole fleet's store (fold_into_fleet), under _FLEET.
 SUMMED = frozenset((*HISTOGRAMS, *COUNTERS, *RESILIENCE_COUNTERS))
 _FLEET = b""
-_SECONDS_TO_NS = 1_000_000_000
+SECONDS_TO_NS = 1_000_000_000
 
 
 def from_cumulative(cumulative: list[tuple[float, float]]) -> BucketHistogram:
@@ -104,8 +104,8 @@ def add_stream(
         name,
         resource,
         dict(identity),
-        round(first * _SECONDS_TO_NS),
-        round(last * _SECONDS_TO_NS),
+        round(first * SECONDS_TO_NS),
+        round(last * SECONDS_TO_NS),
         level=peak != -math.inf,
         value=value,
         peak=peak,
@@ -192,15 +192,6 @@ def split_by_job(store: MetricStore) -> dict[bytes, MetricStore]:
     return parts
 
 
-@functools.cache
-def label_of(attribute: str) -> str:
-    return attribute_label(attribute)
-
-
-def label_names(attributes: Iterable[str]) -> list[str]:
-    return [label_of(a) for a in attributes]
-
-
 def row_identity(
     labels: dict[str, str], attributes: tuple[str, ...]
 ) -> tuple[tuple[str, Any], ...]:
@@ -223,7 +214,8 @@ def identity_of(
 
 @functools.cache
 def labels_of(attributes: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(label_of(a) for a in attributes)
+    """The Prometheus labels of OTel ``attributes`` (cached: every query and row asks)."""
+    return tuple(attribute_label(a) for a in attributes)
 
 
 def host_of(identity: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:

@@ -177,10 +177,15 @@ def recorded_name(series: str) -> str:
 def counter_increase(selector: str, range_: str) -> str:
     """PromQL for the increase over ``range_`` of each counter series of ``selector`` that did
     not reset in it: last value minus the baseline (the last sample at or before the range's
-    start), 0 for a series without one. The Grafana dashboard's report panels use it too."""
+    start), 0 for a series without one. The Grafana dashboard's report panels use it, per
+    series; ``Source.counter_sums`` sums the two parts apart, which gives the same totals."""
     last = f"last_over_time({selector}[{range_}])"
-    baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {range_})"
-    return f"({last} - ({baseline} or {last} * 0))"
+    return f"({last} - ({_baseline(selector, range_)} or {last} * 0))"
+
+
+def _baseline(selector: str, range_: str) -> str:
+    """Each series' last sample at or before the start of ``range_`` (ending now)."""
+    return f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {range_})"
 
 
 def last_minus_baseline(samples: Sequence[Sample], start: float) -> float:
@@ -284,6 +289,10 @@ class Source:
         """The range as a PromQL duration (whole milliseconds)."""
         return f"{round(self.since_s * 1000)}ms"
 
+    def step(self, steps: int) -> str:
+        """A subquery step (PromQL duration, at least 1 ms) dividing the range into ``steps``."""
+        return f"{max(round(self.since_s * 1000 / steps), 1)}ms"
+
     async def counter_sums(
         self, series: str, matchers: Sequence[str], by: Iterable[str]
     ) -> list[Series]:
@@ -317,7 +326,7 @@ class Source:
             return await self.query(summed(f"sum_over_time({recorded}[{self.range}])"))
         selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
-        baseline = f"last_over_time({selector}[{BASELINE_LOOKBACK_S}s] offset {self.range})"
+        baseline = _baseline(selector, self.range)
         lasts, baselines, resetting = await asyncio.gather(
             self.query(summed(f"last_over_time({selector}[{widened}])")),
             self.query(summed(baseline)),
