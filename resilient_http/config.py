@@ -63,6 +63,9 @@ DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 #: The statuses that mean "slow down" (retry reason ``throttled``); other retried ones are
 #: ``server_error``. Defined once: retries, the analysis, the demo's checks and the upstream use it.
 THROTTLING_STATUSES: Final = frozenset({429, 503})
+#: 429 Too Many Requests: a rate limit by its meaning, unlike a 503 (which only asks for less
+#: load when it says when to come back). The limiter, the breaker and the analysis read it.
+RATE_LIMITED_STATUS: Final = 429
 _DEFAULT_LIMIT_PER_HOST: Final = 10
 
 

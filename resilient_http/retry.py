@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp import payload as aiohttp_payload
 
 from ._exceptions import ConfigError
-from .config import THROTTLING_STATUSES, RetryPolicy
+from .config import RATE_LIMITED_STATUS, THROTTLING_STATUSES, RetryPolicy
 from .telemetry.redact import redact_text
 
 __all__ = [
@@ -143,7 +143,7 @@ def classify_failure(
 def asks_for_less_load(status: int, headers: Mapping[str, str]) -> bool:
     """429, or a 503 that says when to come back (``Retry-After``): the upstream is up and asks
     its clients to slow down, which the adaptive limiter acts on and the breaker leaves alone."""
-    if status == 429:
+    if status == RATE_LIMITED_STATUS:
         return True
     return status == 503 and "Retry-After" in headers
 

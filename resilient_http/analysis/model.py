@@ -35,7 +35,7 @@ from resilient_http.analysis.spans import (
     UpstreamKey,
 )
 from resilient_http.analysis.stats import BucketHistogram, LatencySketch
-from resilient_http.config import THROTTLING_STATUSES
+from resilient_http.config import RATE_LIMITED_STATUS, THROTTLING_STATUSES
 
 __all__ = [
     "PoolLimits",
@@ -48,8 +48,6 @@ __all__ = [
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 _LEVELS = tuple(QUANTILES.values())
-# 429 Too Many Requests: a rate limit by its meaning, throttling that grows with load.
-RATE_LIMITED_STATUS = 429
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from resilient_http.analysis import names
 from resilient_http.analysis.evidence import STALE_ERROR_TYPES, ConnectionEvidence, RateTimeline
 from resilient_http.analysis.stats import LatencySketch
-from resilient_http.config import THROTTLING_STATUSES
+from resilient_http.config import RATE_LIMITED_STATUS, THROTTLING_STATUSES
 
 __all__ = ["AttemptStats", "CallStats", "SpanAggregator", "UpstreamKey", "adjusted_count"]
 
@@ -54,7 +54,6 @@ _RETRY_REASON = names.RETRY_REASON
 _IN_USE = names.CONNECTION_IN_USE
 _IDLE_TIME = names.CONNECTION_IDLE_TIME
 _REQUESTS = names.CONNECTION_REQUESTS
-_RATE_LIMITED = 429  # Too Many Requests: a rate limit by its meaning
 _KINDS = {"SPAN_KIND_INTERNAL": _INTERNAL, "SPAN_KIND_CLIENT": _CLIENT}
 
 INTERRUPTED_ERROR_TYPE = "CancelledError"
@@ -303,7 +302,7 @@ class SpanAggregator:
                 throttled = status in THROTTLING_STATUSES
                 if throttled:
                     stats.throttled += weight
-                    if status == _RATE_LIMITED:
+                    if status == RATE_LIMITED_STATUS:
                         stats.rate_limited += weight
                         if end:
                             stats.timeline.add(end, True, weight)
