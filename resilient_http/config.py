@@ -64,7 +64,8 @@ DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 #: ``server_error``. Defined once: retries, the analysis, the demo's checks and the upstream use it.
 THROTTLING_STATUSES: Final = frozenset({429, 503})
 #: 429 Too Many Requests: a rate limit by its meaning, unlike a 503 (which only asks for less
-#: load when it says when to come back). The limiter, the breaker and the analysis read it.
+#: load when it says when to come back). ``retry.asks_for_less_load`` (the adaptive limiter's and
+#: the breaker's test) and the analysis read it.
 RATE_LIMITED_STATUS: Final = 429
 _DEFAULT_LIMIT_PER_HOST: Final = 10
 
