@@ -111,6 +111,11 @@ class TelemetryHandle:
             atexit.register(self._close_at_exit)
 
     @property
+    def closed(self) -> bool:
+        """Whether ``shutdown``/``aclose`` (or the exit hook) has shut telemetry down."""
+        return self._done
+
+    @property
     def enabled(self) -> bool:
         """False when ``OTEL_SDK_DISABLED`` turned telemetry off (nothing is exported)."""
         return self.tracer_provider is not None or self.meter_provider is not None

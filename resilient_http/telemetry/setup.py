@@ -108,26 +108,38 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
     resource = Resource.create(config_resource_attributes())
     warn_every = interval_ms / 1000
 
-    # The OTLP exporters, which the handle shuts down to end their retries at its deadline.
-    cut_offs: list[QuietSpanExporter | QuietMetricExporter] = []
+    # Whatever can still fail is made before anything is installed or started: the exporters (an
+    # extra may be missing), then the Prometheus endpoint (its port may be taken). A ConfigError
+    # then leaves the process as it was, and a second try can install the providers.
+    traced = is_api_proxy(trace.get_tracer_provider())
+    metered = is_api_proxy(metrics.get_meter_provider())
+    span_exporters = [
+        QuietSpanExporter(_span_exporter(kind), warn_every)
+        for kind in (_besides_the_file(trace_exporters) if traced else ())
+    ]
+    metric_kinds = _besides_the_file(metric_exporters) if metered else []
+    metric_exporters_pushed = [
+        QuietMetricExporter(_metric_exporter(kind), warn_every)
+        for kind in metric_kinds
+        if kind != PROMETHEUS_EXPORTER_NAME  # pulled by Prometheus, not pushed
+    ]
+    pulled = [prometheus_reader()] if PROMETHEUS_EXPORTER_NAME in metric_kinds else []
 
     tracer_provider: TracerProvider | None = None
-    if is_api_proxy(trace.get_tracer_provider()):
+    if traced:
         # The handle shuts it down, once and within its budget (see handle.py).
         tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
         # The file first: its last spans then never wait for a collector that is down.
         if path:
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPJsonFileSpanExporter(path)))
-        for kind in _besides_the_file(trace_exporters):
-            span_exporter = QuietSpanExporter(_span_exporter(kind), warn_every)
+        for span_exporter in span_exporters:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-            cut_offs.append(span_exporter)
         trace.set_tracer_provider(tracer_provider)
     else:
         _warn_already_set("TRACES", path, attached=FILE_EXPORTER_NAME in trace_exporters)
 
     meter_provider: MeterProvider | None = None
-    if is_api_proxy(metrics.get_meter_provider()):
+    if metered:
         readers: list[MetricReader] = []
         if path:
             readers.append(
@@ -135,24 +147,30 @@ def configure_telemetry(*, telemetry_file: str | None = None) -> TelemetryHandle
                     OTLPJsonFileMetricExporter(path), export_interval_millis=interval_ms
                 )
             )
-        for kind in _besides_the_file(metric_exporters):
-            if kind == PROMETHEUS_EXPORTER_NAME:  # pulled by Prometheus, not pushed
-                readers.append(prometheus_reader())
-                continue
-            metric_exporter = QuietMetricExporter(_metric_exporter(kind), warn_every)
+        for metric_exporter in metric_exporters_pushed:
             readers.append(
                 PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
             )
-            cut_offs.append(metric_exporter)
+        readers.extend(pulled)
         meter_provider = MeterProvider(
             resource=resource, metric_readers=readers, shutdown_on_exit=False
         )
         metrics.set_meter_provider(meter_provider)
     else:
         _warn_already_set("METRICS", path, attached=FILE_EXPORTER_NAME in metric_exporters)
-    return TelemetryHandle(
+    # The OTLP exporters, which the handle shuts down to end their retries at its deadline.
+    cut_offs: list[QuietSpanExporter | QuietMetricExporter] = [
+        *span_exporters,
+        *metric_exporters_pushed,
+    ]
+    handle = TelemetryHandle(
         tracer_provider, meter_provider, path, QuietExporterLogs.install(), cut_offs=cut_offs
     )
+    if tracer_provider is not None:
+        _installed_by["TRACES"] = handle
+    if meter_provider is not None:
+        _installed_by["METRICS"] = handle
+    return handle
 
 
 # How to attach the file to a provider of one's own, per signal.
@@ -196,10 +214,19 @@ def _besides_the_file(kinds: list[str]) -> list[str]:
     return [kind for kind in kinds if kind != FILE_EXPORTER_NAME]
 
 
+# The handle of the global provider that configure_telemetry() installed, per signal: a
+# process has one global provider per signal, set once (OpenTelemetry refuses a second).
+_installed_by: Final[dict[str, TelemetryHandle]] = {}
+
+
 def _warn_already_set(signal: str, path: str | None, *, attached: bool) -> None:
     """Say that the global provider is kept and, when a file was asked for and the OTEL_*
     variables did not attach it to that provider, how to attach it."""
     provider, what, attach = _ATTACH[signal]
+    earlier = _installed_by.get(signal)
+    if earlier is not None:
+        _warn_configured_before(earlier, provider, what, path)
+        return
     message = f"a global {provider} is already set: configure_telemetry() uses it as it is"
     variable = f"OTEL_{signal}_EXPORTER"
     if path and not attached:
@@ -209,6 +236,28 @@ def _warn_already_set(signal: str, path: str | None, *, attached: bool) -> None:
             f"{TELEMETRY_FILE_VARIABLE}={path}, or {attach.format(path=path)}"
         )
     warnings.warn(message, ConfigWarning, stacklevel=3)
+
+
+def _warn_configured_before(
+    earlier: TelemetryHandle, provider: str, what: str, path: str | None
+) -> None:
+    """The global provider is one that an earlier call installed: say what becomes of the
+    telemetry, which that call's handle still governs (or has shut down for good)."""
+    if earlier.closed:
+        message = (
+            f"telemetry was configured by an earlier configure_telemetry() call and shut down; "
+            f"OpenTelemetry sets a global {provider} once per process, so {what} are no longer "
+            "exported: configure telemetry once, at start-up, and shut it down at exit"
+        )
+    else:
+        message = (
+            "telemetry is already configured by an earlier configure_telemetry() call: "
+            f"{what} go where it sends them"
+        )
+        if path and path != earlier.telemetry_file:
+            message += f", not to {path}"
+        message += "; that call's handle shuts them down"
+    warnings.warn(message, ConfigWarning, stacklevel=4)
 
 
 # --- reading the variables ----------------------------------------------------------------------

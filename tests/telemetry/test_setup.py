@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,66 @@ async def test_sdk_disabled_exports_nothing(receiver: OTLPReceiver, tmp_path: Pa
     assert not telemetry_file.exists()
 
 
+# A second configure_telemetry() in one process, while the first handle is open and after it
+# was shut down; prints the warnings of each call and the span names the file received.
+_TWICE = """
+import json, sys, warnings
+from opentelemetry import trace
+import resilient_http as rh
+
+def configure():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handle = rh.configure_telemetry()
+    return handle, [str(w.message) for w in caught]
+
+first, quiet = configure()
+second, open_warnings = configure()
+with trace.get_tracer("test").start_as_current_span("while-open"):
+    pass
+first.shutdown()
+third, closed_warnings = configure()
+with trace.get_tracer("test").start_as_current_span("after-shutdown"):
+    pass
+third.shutdown()
+print(json.dumps([quiet, open_warnings, closed_warnings]))
+"""
+
+
+async def test_a_second_configure_telemetry_says_which_call_governs(tmp_path: Path) -> None:
+    telemetry_file = tmp_path / "telemetry.jsonl"
+    code, out, err = await run_python(
+        "-c",
+        _TWICE,
+        cwd=ROOT,
+        env=clean_environ(
+            RESILIENT_HTTP_TELEMETRY_FILE=str(telemetry_file),
+            OTEL_TRACES_EXPORTER="none",
+            OTEL_METRICS_EXPORTER="none",
+        ),
+    )
+    assert code == 0, err
+    quiet, open_warnings, closed_warnings = json.loads(out)
+    assert quiet == []
+    # The first handle still writes the file: nothing says the spans are not written there.
+    assert [w.split(":")[0] for w in open_warnings] == [
+        "telemetry is already configured by an earlier configure_telemetry() call"
+    ] * 2
+    assert all("that call's handle shuts them down" in w for w in open_warnings)
+    assert not any("not written" in w or "not to" in w for w in open_warnings)
+    assert len(closed_warnings) == 2
+    assert "spans are no longer exported" in closed_warnings[0]
+    assert "metrics are no longer exported" in closed_warnings[1]
+    names = [
+        span["name"]
+        for line in telemetry_file.read_text().splitlines()
+        for resource in json.loads(line).get("resourceSpans", ())
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+    ]
+    assert names == ["while-open"]  # what the second warning says: nothing after shutdown
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -181,6 +243,28 @@ def test_bad_values_are_config_errors_before_anything_is_installed(
     with pytest.raises(rh.ConfigError, match=message):
         rh.configure_telemetry()
     assert trace.get_tracer_provider() is before
+
+
+def test_a_prometheus_port_in_use_installs_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The port is bound last of what can fail: the error leaves no global provider and no
+    exporting thread behind, so that a second try, once the port is free, can install them."""
+    pytest.importorskip("opentelemetry.exporter.prometheus", reason="needs the prometheus extra")
+    from opentelemetry import metrics, trace
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(taken.getsockname()[1]))
+        before = (trace.get_tracer_provider(), metrics.get_meter_provider())
+        threads = set(threading.enumerate())
+        with pytest.raises(rh.ConfigError, match="cannot serve /metrics"):
+            rh.configure_telemetry()
+        assert (trace.get_tracer_provider(), metrics.get_meter_provider()) == before
+        assert set(threading.enumerate()) == threads
 
 
 def test_a_bad_header_is_named_without_showing_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
