@@ -37,15 +37,22 @@ from .config import ClientConfig, RetryPolicy
 from .retry import RetryPlan, resolve_plan
 from .telemetry.calls import SessionTelemetry
 
-__all__ = ["create_connector", "is_sdk_middleware", "middleware", "session_middleware"]
+__all__ = [
+    "create_connector",
+    "is_sdk_middleware",
+    "makes_spans",
+    "middleware",
+    "session_middleware",
+]
 
 Handler = Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]]
 Middleware = Callable[[aiohttp.ClientRequest, Handler], Awaitable[aiohttp.ClientResponse]]
 #: A timeout no attempt of the middleware reads (aiohttp's request has its own), for ``Call``.
 _UNUSED_TIMEOUT: Final = aiohttp.ClientTimeout()
-#: Every middleware the SDK built and that is still alive: how the zero-code instrumentation
-#: tells a session that already has one (no second pipeline around the first).
-_BUILT: Final[weakref.WeakSet[Middleware]] = weakref.WeakSet()
+#: Every middleware the SDK built and that is still alive, and whether it makes spans: how the
+#: zero-code instrumentation tells a session that already has one (no second pipeline around
+#: the first, and no contrib spans beside its spans).
+_BUILT: Final[weakref.WeakKeyDictionary[Middleware, bool]] = weakref.WeakKeyDictionary()
 
 
 def create_connector(
@@ -131,7 +138,7 @@ def session_middleware(
         )
         return await pipeline.run(call)
 
-    _BUILT.add(resilient_http)
+    _BUILT[resilient_http] = telemetry.tracer is not None
     return resilient_http
 
 
@@ -139,8 +146,17 @@ def is_sdk_middleware(candidate: object) -> bool:
     """Whether ``candidate`` is a middleware that ``middleware()`` built."""
     try:
         return candidate in _BUILT
-    except TypeError:  # unhashable: not ours
+    except TypeError:  # unhashable, or not weakly referenceable: not ours
         return False
+
+
+def makes_spans(candidate: object) -> bool:
+    """Whether ``candidate`` is a middleware that ``middleware()`` built and that makes spans."""
+    try:
+        spans: bool = _BUILT.get(candidate, False)  # type: ignore[call-overload]
+    except TypeError:  # unhashable, or not weakly referenceable: not ours
+        return False
+    return spans
 
 
 class _HandlerStage:

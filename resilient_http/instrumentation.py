@@ -55,7 +55,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from ._drop_in import is_wrapped_session
 from ._exceptions import ConfigError
-from ._middleware import is_sdk_middleware, session_middleware
+from ._middleware import is_sdk_middleware, makes_spans, session_middleware
 from .config import ClientConfig
 from .pool import create_connector, disable_hidden_resend, is_observed, reuse_trace_config
 from .retry import RetryPlan, resolve_plan
@@ -176,8 +176,10 @@ def _resilient_init(
     wrapped(*args, **kwargs)
     if ours:
         disable_hidden_resend(instance)
-        if telemetry.tracer is not None:
-            drop_contrib_spans(instance)
+    # The SDK's spans replace the contrib instrumentation's, whichever middleware makes them.
+    sdk_spans = telemetry.tracer is not None if ours else any(map(makes_spans, given))
+    if sdk_spans:
+        drop_contrib_spans(instance)
 
 
 def _loop_is_running() -> bool:

@@ -258,6 +258,27 @@ async def test_with_the_contrib_instrumentation_no_span_is_doubled_and_both_undo
     contrib.uninstrument()  # the fixture checks that ClientSession.__init__ is aiohttp's again
 
 
+async def test_a_session_with_the_sdks_middleware_gets_no_contrib_spans_either(
+    providers: Providers,
+) -> None:
+    """Under opentelemetry-instrument with the contrib instrumentation too, an application's
+    own rh.middleware() makes the spans: the contrib ones are dropped, as for a plain session."""
+    contrib = AioHttpClientInstrumentor()
+    contrib.instrument(tracer_provider=providers.tracer_provider)
+    instrument(providers)
+    own = rh.middleware(
+        tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider
+    )
+    try:
+        async with FaultyUpstream(THROTTLED_ONCE) as upstream:
+            assert await status_of_get(f"{upstream.url}/x", middlewares=(own,)) == 200
+    finally:
+        ResilientHttpInstrumentor().uninstrument()
+        contrib.uninstrument()
+    assert sorted(s.kind.name for s in providers.spans()) == ["CLIENT", "CLIENT", "INTERNAL"]
+    assert scopes(providers.spans()) == {"resilient_http"}
+
+
 async def test_invalid_settings_leave_aiohttp_uninstrumented(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
