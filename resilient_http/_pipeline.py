@@ -183,13 +183,25 @@ class Pipeline:
         deadline: float,
         timeout: aiohttp.ClientTimeout,
     ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
-        """One logical call, as a coroutine; its deadline counts from now (the call to
-        ``client.get()`` and the like), as the caller sees it."""
+        """One logical call, as a coroutine; its deadline counts from when the coroutine starts
+        running, as aiohttp's timeout does (a call made now and awaited later, e.g. behind a
+        semaphore, has its whole deadline once it runs)."""
+        return self._from_start(method, url, target, kwargs, plan, idempotent, deadline, timeout)
+
+    async def _from_start(
+        self,
+        method: str,
+        url: Any,
+        target: Any,
+        kwargs: dict[str, Any],
+        plan: RetryPlan | None,
+        idempotent: bool | None,
+        deadline: float,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the attempts' template, not a wait
+    ) -> aiohttp.ClientResponse:
         expires_at = self._clock() + deadline
         call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
-        if not self._listeners.may_listen():  # as run() does, one call less on every request
-            return self._proceed(call)
-        return self._observed(call)
+        return await self.run(call)
 
     def run(self, call: Call) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
         """Run a call whose facts the entry point made (its deadline fixed already)."""

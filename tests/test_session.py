@@ -135,6 +135,17 @@ async def test_deadline_raises_timeout_error(recording_server: RecordingServer) 
         await until(lambda: client.pool_stats().active == 0)
 
 
+async def test_deadline_counts_from_when_the_call_runs(recording_server: RecordingServer) -> None:
+    """As aiohttp's timeout: a call made now and awaited later (behind a semaphore, say) has its
+    whole deadline once it runs, however long it waited to start."""
+    async with rh.ResilientSession() as client:
+        waiting = client.get(recording_server.url(), deadline=0.2)
+        with pytest.raises(asyncio.TimeoutError):  # the same deadline passes meanwhile
+            await client.get(recording_server.url("/held"), deadline=0.2)
+        async with asyncio.timeout(10), waiting as resp:  # a safety net only
+            assert resp.status == 200
+
+
 async def test_deadline_bounds_reading_the_body(recording_server: RecordingServer) -> None:
     async with (
         rh.ResilientSession() as client,
