@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -278,7 +278,7 @@ class ResilientSession:
     def request(
         self,
         method: str,
-        str_or_url: StrOrURL,
+        url: StrOrURL,
         *,
         retry: RetryPolicy | Literal[False] | Any | None = None,
         idempotent: bool | None = None,
@@ -305,7 +305,7 @@ class ResilientSession:
             kwargs["idempotent"] = idempotent
         if deadline is not None:
             kwargs["deadline"] = deadline
-        return self._prepare(method.upper(), str_or_url, kwargs)
+        return self._prepare(method.upper(), url, kwargs)
 
     def get(self, url: StrOrURL, **kwargs: Any) -> RequestContextManager:
         """``request("GET", url, ...)``."""
@@ -362,6 +362,10 @@ class ResilientSession:
                 template = _attempt_template(given)
             if kwargs.get("upload_tracker") is not None:
                 plan = None  # aiohttp binds a tracker to one request: it cannot be resent
+            for name in _ITERABLE_ARGUMENTS:
+                value = kwargs.get(name)
+                if isinstance(value, Iterator):  # a generator, zip(), map(): read once
+                    kwargs[name] = list(value)  # so that every attempt sends all of it
         if plan is not None and not plan.covers(method):
             plan = None
         return RequestContextManager(
@@ -384,20 +388,24 @@ class ResilientSession:
         return url if url.absolute else self._base_url.join(url)
 
 
+# Arguments that aiohttp takes as any iterable (of pairs, or of names). An iterator among them
+# would be used up by the first attempt, and a retry sent without its headers or cookies.
+_ITERABLE_ARGUMENTS: Final = ("headers", "cookies", "skip_auto_headers", "params")
+
+
 def _attempt_template(timeout: object) -> aiohttp.ClientTimeout:
     """A per-call ``timeout=``: a ``ClientTimeout``, or a number meaning the total (as aiohttp
-    reads it)."""
+    reads it: 0 or less is no total, so only the deadline bounds the attempt)."""
     if isinstance(timeout, aiohttp.ClientTimeout):
         return timeout
     if (
         isinstance(timeout, int | float)
         and not isinstance(timeout, bool)
         and math.isfinite(timeout)
-        and timeout > 0
     ):
-        return aiohttp.ClientTimeout(total=float(timeout))
+        return aiohttp.ClientTimeout(total=float(timeout) if timeout > 0 else None)
     raise ConfigError(
-        f"timeout={timeout!r}: expected an aiohttp.ClientTimeout or a number of seconds > 0"
+        f"timeout={timeout!r}: expected an aiohttp.ClientTimeout or a number of seconds"
     )
 
 

@@ -100,8 +100,14 @@ async def test_a_number_as_timeout_is_the_total(recording_server: RecordingServe
     async with rh.ResilientSession(config=rh.ClientConfig(retry=_NO_RETRY)) as client:
         with pytest.raises(asyncio.TimeoutError):
             await client.get(recording_server.url("/held"), timeout=0.05)
-        with pytest.raises(rh.ConfigError, match=r"timeout=-1: expected .* > 0"):
-            await client.get(recording_server.url("/"), timeout=-1)
+        # 0 or less is no total, as aiohttp reads it: the call's deadline still bounds it
+        for no_total in (0, -1):
+            async with client.get(recording_server.url("/"), timeout=no_total) as resp:
+                assert resp.status == 200
+        with pytest.raises(asyncio.TimeoutError):
+            await client.get(recording_server.url("/held"), timeout=0, deadline=0.05)
+        with pytest.raises(rh.ConfigError, match=r"timeout=nan: expected an aiohttp"):
+            await client.get(recording_server.url("/"), timeout=float("nan"))
         recording_server.release()
 
 

@@ -231,3 +231,43 @@ async def test_writing_retry_connection_keeps_the_hidden_resend_off() -> None:
         client._retry_connection = True
         assert client._retry_connection is False
         assert client.session._retry_connection is False
+
+
+async def test_request_takes_method_and_url_as_keywords(recording_server: RecordingServer) -> None:
+    """aiohttp's own parameter names, which wrapper code passes by keyword."""
+    signature = inspect.signature(aiohttp.ClientSession.request)
+    assert list(signature.parameters)[1:3] == ["method", "url"]
+    async with (
+        rh.ResilientSession() as client,
+        client.request(method="GET", url=recording_server.url()) as resp,
+    ):
+        assert resp.status == 200
+
+
+async def test_a_retry_sends_headers_and_cookies_given_as_iterators() -> None:
+    """aiohttp takes any iterable of pairs (or of names): a generator is read once, and the
+    retry of a 503 must send what the first attempt sent."""
+    seen: list[tuple[str | None, str | None, str | None]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(
+            (
+                request.headers.get("Authorization"),
+                request.cookies.get("sid"),
+                request.headers.get("User-Agent"),
+            )
+        )
+        return web.Response(status=503 if len(seen) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    async with serving(app) as url, rh.ResilientSession() as client:
+        with rh.testing.set_testing(True):
+            async with client.get(
+                url,
+                headers=zip(["Authorization"], ["Bearer t0k"], strict=True),
+                cookies=(pair for pair in [("sid", "abc")]),
+                skip_auto_headers=(name for name in ["User-Agent"]),
+            ) as resp:
+                assert resp.status == 200
+    assert seen == [("Bearer t0k", "abc", None)] * 2
