@@ -7,6 +7,7 @@ the deadline and that stage is built here, so a new strategy joins both by one e
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Final
@@ -32,10 +33,12 @@ def assemble(
     send_attempt: AttemptHandler,
     can_hedge: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    closing: asyncio.Event | None = None,
 ) -> Pipeline:
     """The pipeline around ``send_attempt``; the retry budget follows the default ``plan``'s
     policy (``config.retry`` when retries are off by default). ``can_hedge``: the innermost
-    stage can send copies of one attempt side by side (aiohttp's middleware handler cannot)."""
+    stage can send copies of one attempt side by side (aiohttp's middleware handler cannot).
+    ``closing``: set when the session closes (calls waiting to retry then end at once)."""
     policy = plan.policy if plan is not None else config.retry
     budget = RetryBudget(policy.budget_ratio, policy.budget_min_per_second)
     call_strategies: list[CallStrategy] = []
@@ -53,7 +56,7 @@ def assemble(
     return Pipeline(
         build_pipeline(
             call_strategies=call_strategies,
-            retries=RetryLoop(budget, clock=clock),
+            retries=RetryLoop(budget, clock=clock, closing=closing),
             attempt_strategies=attempt_strategies,
             send_attempt=send_attempt,
         ),

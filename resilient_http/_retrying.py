@@ -55,6 +55,7 @@ __all__ = ["RetryLoop", "Sleep"]
 
 Sleep = Callable[[float], Awaitable[None]]
 _NOT_RETRYABLE: Final = "not retryable"
+_SESSION_CLOSED: Final = "no retry: the session was closed"
 
 
 class RetryLoop:
@@ -62,6 +63,8 @@ class RetryLoop:
 
     ``clock`` is the pipeline's (monotonic) clock, ``wall_clock`` the Unix time that
     ``Retry-After`` dates are read against; ``sleep`` and ``rng`` are injected for tests.
+    ``closing`` is set when the session closes: a call waiting to retry then ends at once with
+    its last failure, as aiohttp would refuse the attempt on a closed session.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class RetryLoop:
         wall_clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        closing: asyncio.Event | None = None,
     ) -> None:
         self.budget = budget
+        self._closing = closing
         self._wall_clock = wall_clock
         self._sleep = sleep
         self.wait = wait_stale() | wait_retry_after() | wait_backoff(rng or random.Random())
@@ -136,17 +141,41 @@ class RetryLoop:
             if stop is not None:
                 self._report_stop(call, facts, stop)
                 return _ended(call, outcome, history, waits, stop.why)
-            waits += (wait,)
+            if self._is_closing():
+                return _ended(call, _refused(outcome), history, waits, _SESSION_CLOSED)
             self._charge_and_report_retry(call, facts, wait)
             if response is not None:  # the failed attempt's connection goes back first
                 response.release()
             if wait > 0:  # a stale connection's retry goes at once, without a loop turn
-                await self._sleep(0.0 if testing.is_testing() else wait)
+                await self._pause(0.0 if testing.is_testing() else wait)
+                if self._is_closing():
+                    return _ended(call, _refused(outcome), history, waits, _SESSION_CLOSED)
+            waits += (wait,)
             attempt = AttemptSpec(
                 attempt.number + 1,
                 attempt.charged if tried.stale else attempt.charged + 1,
                 fresh=tried.stale,
             )
+
+    def _is_closing(self) -> bool:
+        return self._closing is not None and self._closing.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """The wait before a retry, cut short when the session closes."""
+        closing = self._closing
+        if closing is None:
+            await self._sleep(seconds)
+            return
+        # Two tasks, on the retry path only: the injected sleep and the session's closing.
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        closed = asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait((sleeping, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            closed.cancel()
+        if sleeping.done() and not sleeping.cancelled():
+            sleeping.result()  # a sleep that failed fails the call, as when awaited directly
 
     def _state(
         self, state: tenacity.RetryCallState | None, facts: RetryFacts
@@ -210,6 +239,15 @@ def _retry_decision(tried: Tried, wait: float) -> str:
         return f"retried at once on a new connection ({reason}: stale pooled connection)"
     source = "Retry-After" if tried.retry_after is not None else "backoff"
     return f"retrying in {wait:.3f} s ({reason}, {source})"
+
+
+def _refused(outcome: AttemptOutcome) -> AttemptOutcome:
+    """The outcome a call ends with when its session closed before the retry: the attempt's
+    error, or, for a response (released before the wait), aiohttp's error for a closed
+    connection, so that ``except aiohttp.ClientError`` still catches it."""
+    if outcome.error is not None:
+        return outcome
+    return outcome._replace(response=None, error=aiohttp.ClientConnectionError("Session is closed"))
 
 
 def _error(outcome: AttemptOutcome) -> Exception:

@@ -170,11 +170,13 @@ class ResilientSession:
         if telemetry.tracer is not None:
             drop_contrib_spans(self._session)
         self._listeners = SessionListeners(telemetry)
+        self._closing = asyncio.Event()
         self._pipeline = assemble(
             config=self.config,
             plan=self._default_plan,
             listeners=self._listeners,
             send_attempt=AttemptStage(self._session).send,
+            closing=self._closing,
         )
 
     # aiohttp.ClientSession's attributes, each read from the session wrapped (aiohttp's meaning).
@@ -209,6 +211,7 @@ class ResilientSession:
 
     def detach(self) -> None:
         """Detach the connector without closing it; the session is closed, as in aiohttp."""
+        self._closing.set()
         self._session.detach()
         self._stop_reporting()
 
@@ -254,7 +257,9 @@ class ResilientSession:
         return pool_stats(connector)
 
     async def close(self) -> None:
-        """Close the session and, when it owns it, the connector; idempotent."""
+        """Close the session and, when it owns it, the connector; idempotent. Calls waiting to
+        retry end at once with their last failure (an ``aiohttp.ClientError``)."""
+        self._closing.set()
         await self._session.close()
         self._stop_reporting()
 

@@ -24,6 +24,7 @@ from resilient_http.upstream import (
     UpstreamProcess,
     down_url,
 )
+from tests.servers import RecordingServer
 
 
 @pytest.fixture
@@ -443,3 +444,45 @@ async def test_a_call_with_an_upload_tracker_is_sent_once() -> None:
                 await client.post(down_url(), data=b"x", upload_tracker=upload_tracker())
     assert [a.number for a in recorder.attempts] == [1]
     assert recorder.retries == []
+
+
+async def test_closing_the_session_ends_a_call_waiting_to_retry() -> None:
+    """A call in its wait before a retry ends at once when the session closes, with an
+    aiohttp error (not the RuntimeError of an attempt on a closed session) and its notes."""
+    throttled = plan(throttle=Throttle(503, first=100, retry_after=RetryAfter("seconds", 20)))
+    waiting = asyncio.Event()
+
+    def on_event(event: rh.testing.Event) -> None:
+        if isinstance(event, rh.testing.RetryEvent):
+            waiting.set()
+
+    async with FaultyUpstream(throttled) as upstream:
+        client = rh.ResilientSession()
+        with rh.testing.record(on_event) as recorder:
+            call = asyncio.ensure_future(client.get(f"{upstream.url}/x"))
+            await waiting.wait()
+            await client.close()
+            async with asyncio.timeout(5):  # a safety net only: the wait was 20 s
+                with pytest.raises(aiohttp.ClientConnectionError) as raised:
+                    await call
+        assert upstream.stats().requests == 1
+    assert delays(recorder) == [20.0]
+    notes = raised.value.__notes__
+    assert notes[-1].endswith("no retry: the session was closed")
+    assert len(notes) == 1
+    assert notes[0].startswith("attempt 1: GET")
+
+
+async def test_closing_the_session_during_an_attempt_raises_aiohttps_error(
+    recording_server: RecordingServer,
+) -> None:
+    """aiohttp fails the attempt in flight; the SDK does not try again on the closed session."""
+    client = rh.ResilientSession()
+    call = asyncio.ensure_future(client.get(recording_server.url("/held")))
+    await recording_server.wait_for(lambda s: s.in_flight == 1)
+    await client.close()
+    async with asyncio.timeout(5):  # a safety net only
+        with pytest.raises(aiohttp.ClientError) as raised:
+            await call
+    assert raised.value.__notes__[-1].endswith("no retry: the session was closed")
+    recording_server.release()
