@@ -269,3 +269,57 @@ async def test_aiohttp_resends_the_whole_middleware_chain_once(providers: Provid
     assert upstream.stats().requests == 6
     calls = [s for s in providers.spans() if s.kind is SpanKind.INTERNAL]
     assert len(calls) == 2
+
+
+async def test_each_redirect_hop_is_a_call_of_its_own_on_the_native_path(
+    providers: Providers,
+) -> None:
+    """The documented gap: aiohttp runs the middleware chain once per redirect hop, so each
+    hop is a logical call of its own (its span, its retries, its deadline), where
+    ResilientSession makes the whole redirect chain one attempt."""
+    hits: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("/there")
+
+    async def there(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=503 if hits.count("/there") == 1 else 200)
+
+    app = web.Application()
+    app.router.add_get("/here", moved)
+    app.router.add_get("/there", there)
+    async with (
+        serving(app) as url,
+        native_session(providers) as client,
+        client.get(f"{url}/here") as resp,
+    ):
+        assert resp.status == 200
+    assert hits == ["/here", "/there", "/there"]  # the 503 retried within the second hop
+    calls = sorted(
+        (s.attributes or {})["http.response.status_code"]
+        for s in providers.spans()
+        if s.kind is SpanKind.INTERNAL
+    )
+    assert calls == [200, 302]
+
+
+async def test_raise_for_status_errors_carry_no_notes_on_the_native_path(
+    providers: Providers,
+) -> None:
+    """The documented gap: aiohttp raises for the status after the middleware chain returned,
+    so the error has no attempt notes; the attempts are still spans and retries."""
+    always = FaultPlan(throttle=Throttle(503, first=100, retry_after=RetryAfter("none")))
+    async with FaultyUpstream(always) as upstream:
+        config = rh.ClientConfig(retry=rh.RetryPolicy(max_attempts=2))
+        middleware = rh.middleware(config, tracer_provider=providers.tracer_provider)
+        async with aiohttp.ClientSession(
+            connector=rh.create_connector(config), middlewares=(middleware,), raise_for_status=True
+        ) as client:
+            with pytest.raises(aiohttp.ClientResponseError) as raised:
+                await client.get(f"{upstream.url}/x")
+        assert upstream.stats().requests == 2
+    assert raised.value.status == 503
+    assert getattr(raised.value, "__notes__", []) == []
+    assert [s.kind for s in providers.spans()].count(SpanKind.CLIENT) == 2
