@@ -7,6 +7,8 @@
 The public names are those in ``__all__``; every other module is private to the SDK.
 """
 
+from typing import TYPE_CHECKING, Any, Final
+
 from . import telemetry, testing
 from ._exceptions import CircuitOpenError, ConfigError, ConfigWarning
 from ._middleware import create_connector, middleware
@@ -14,7 +16,9 @@ from ._version import __version__
 from .config import BreakerPolicy, ClientConfig, RetryPolicy, TimeoutConfig
 from .pool import HostPoolStats, PoolStats, pool_stats
 from .session import RequestContextManager, ResilientSession
-from .telemetry.setup import TelemetryHandle, configure_telemetry
+
+if TYPE_CHECKING:
+    from .telemetry.setup import TelemetryHandle, configure_telemetry
 
 __all__ = [
     "BreakerPolicy",
@@ -37,3 +41,19 @@ __all__ = [
     "telemetry",
     "testing",
 ]
+
+
+# Telemetry set-up needs the OpenTelemetry SDK: imported on first use (see telemetry/__init__).
+_TELEMETRY_SETUP: Final = ("TelemetryHandle", "configure_telemetry")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TELEMETRY_SETUP:
+        from .telemetry import setup
+
+        return getattr(setup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

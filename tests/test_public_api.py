@@ -8,6 +8,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import resilient_http as rh
+from tests.helpers import clean_environ, run_python
+
+ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED_PUBLIC_NAMES = {
     "BreakerPolicy",
@@ -106,3 +109,32 @@ async def test_recorder_sees_only_the_calls_made_inside_it() -> None:
     assert [(a.number, a.status) for a in outer.attempts] == [(1, 200), (1, 200)]
     assert outer.retries == []
     assert outer.suppressions == []
+
+
+_WITHOUT_THE_SDK = """
+import asyncio, sys
+import resilient_http as rh
+from resilient_http.upstream import FaultyUpstream
+
+async def main():
+    async with FaultyUpstream() as upstream, rh.ResilientSession() as client:
+        async with client.get(upstream.url) as resp:
+            print(resp.status)
+
+asyncio.run(main())
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk")))
+print("OTLPJsonFileSpanExporter" in dir(rh.telemetry), "configure_telemetry" in dir(rh))
+"""
+
+
+async def test_an_application_that_never_exports_does_not_load_the_opentelemetry_sdk() -> None:
+    """The SDK reads some OTEL_* variables when imported and raises on a bad one: an application
+    that never configures telemetry neither pays for it nor fails on it."""
+    code, out, err = await run_python(
+        "-c",
+        _WITHOUT_THE_SDK,
+        cwd=ROOT,
+        env=clean_environ(OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT="not-a-number"),
+    )
+    assert code == 0, err
+    assert out.splitlines() == ["200", "[]", "True True"]
