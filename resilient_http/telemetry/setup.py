@@ -30,6 +30,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -337,6 +338,8 @@ def _check_exporter_settings() -> None:
     for name in (*_otlp_variables("HEADERS"), "OTEL_RESOURCE_ATTRIBUTES"):
         _key_value_list(name)
     _check_span_batching()
+    _check_provider_choice("OTEL_PYTHON_TRACER_PROVIDER", "tracer_provider")
+    _check_provider_choice("OTEL_PYTHON_METER_PROVIDER", "meter_provider")
 
 
 def _otlp_variables(setting: str) -> tuple[str, ...]:
@@ -375,6 +378,17 @@ def _key_value_list(name: str) -> None:
                 f"{shown}: expected a comma list of key=value pairs "
                 "(values URL-encoded), e.g. key1=value1,key2=value2"
             )
+
+
+def _check_provider_choice(name: str, kind: str) -> None:
+    """A provider the OpenTelemetry API would load by entry point name when the global one is
+    first read: a name no package registers made it raise StopIteration with a traceback."""
+    text = os.environ.get(name, "").strip()
+    if text and not entry_points(group=f"opentelemetry_{kind}", name=text):
+        known = sorted(ep.name for ep in entry_points(group=f"opentelemetry_{kind}"))
+        raise ConfigError(
+            f"{name}={text!r}: no installed package provides it (known: {', '.join(known)})"
+        )
 
 
 def _check_span_batching() -> None:

@@ -229,6 +229,8 @@ async def test_a_second_configure_telemetry_says_which_call_governs(tmp_path: Pa
         ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "k", r"_METRICS_HEADERS \(entry 1\)"),
         ("OTEL_RESOURCE_ATTRIBUTES", "garbage", "OTEL_RESOURCE_ATTRIBUTES='garbage': expected a"),
         ("OTEL_RESOURCE_ATTRIBUTES", "team=a,,=b", "OTEL_RESOURCE_ATTRIBUTES='team=a,,=b'"),
+        ("OTEL_PYTHON_TRACER_PROVIDER", "bogus", "'bogus': no installed package provides it"),
+        ("OTEL_PYTHON_METER_PROVIDER", "bogus", "known: default_meter_provider, sdk_meter"),
     ],
 )
 def test_bad_values_are_config_errors_before_anything_is_installed(
@@ -236,12 +238,13 @@ def test_bad_values_are_config_errors_before_anything_is_installed(
 ) -> None:
     from opentelemetry import trace
 
+    before = trace.get_tracer_provider()  # read first: OTEL_PYTHON_* names what it would load
     monkeypatch.setenv(variable, value)
     if variable.startswith("OTEL_EXPORTER_PROMETHEUS_"):
         monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
-    before = trace.get_tracer_provider()
     with pytest.raises(rh.ConfigError, match=message):
         rh.configure_telemetry()
+    monkeypatch.delenv(variable)  # else reading the global provider loads what OTEL_PYTHON_* names
     assert trace.get_tracer_provider() is before
 
 
