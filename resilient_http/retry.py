@@ -178,7 +178,11 @@ def body_is_replayable(kwargs: Mapping[str, Any]) -> bool:
         return True
     if isinstance(data, bytes | bytearray | memoryview | str | dict | list | tuple):
         return True
-    # BytesPayload includes StringPayload. FormData may hold files, which are read once.
+    if isinstance(data, aiohttp.FormData):
+        # Fields only (url-encoded): aiohttp encodes them anew for each request. A multipart
+        # form may hold files, which are read once.
+        return not data.is_multipart
+    # BytesPayload includes StringPayload.
     return isinstance(data, aiohttp_payload.BytesPayload)
 
 

@@ -271,3 +271,19 @@ async def test_a_retry_sends_headers_and_cookies_given_as_iterators() -> None:
             ) as resp:
                 assert resp.status == 200
     assert seen == [("Bearer t0k", "abc", None)] * 2
+
+
+async def test_a_url_encoded_form_is_sent_again_on_a_retry() -> None:
+    bodies: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(status=503 if len(bodies) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_put("/", answer)
+    async with serving(app) as url, rh.ResilientSession() as client:
+        with rh.testing.set_testing(True):
+            async with client.put(url, data=aiohttp.FormData({"a": "1"})) as resp:
+                assert resp.status == 200
+    assert bodies == [b"a=1", b"a=1"]

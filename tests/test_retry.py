@@ -195,6 +195,12 @@ async def _agen() -> object:
     yield b"x"
 
 
+def _multipart_form() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("upload", io.BytesIO(b"x"), filename="x.bin")  # a file: read once
+    return form
+
+
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
@@ -206,7 +212,8 @@ async def _agen() -> object:
         ({"json": {"a": 1}}, True),
         ({"data": aiohttp.payload.BytesPayload(b"x")}, True),
         ({"data": io.BytesIO(b"x")}, False),
-        ({"data": aiohttp.FormData({"a": "1"})}, False),
+        ({"data": aiohttp.FormData({"a": "1"})}, True),
+        ({"data": _multipart_form()}, False),
     ],
 )
 def test_body_is_replayable(kwargs: dict[str, object], expected: bool) -> None:
