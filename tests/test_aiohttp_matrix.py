@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -52,9 +53,34 @@ def test_admitted_minors_reads_bounds_and_exclusions() -> None:
 
 def test_make_test_leaves_nox_only_the_minors_that_dot_venv_does_not_run() -> None:
     assert noxfile.sessions_not_covered_by("3.14.5") == [
-        "tests(aiohttp='3.12')",
-        "tests(aiohttp='3.13')",
+        "tests(aiohttp-3.12)",
+        "tests(aiohttp-3.13)",
     ]
     assert noxfile.sessions_not_covered_by("3.11.18") == [
         noxfile.session_name(minor) for minor in noxfile.AIOHTTP_MINORS
     ]
+
+
+def python_classifiers() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    prefix = "Programming Language :: Python :: "
+    return [c.removeprefix(prefix) for c in project["classifiers"] if c.startswith(prefix)]
+
+
+def test_the_matrix_runs_every_python_the_classifiers_name() -> None:
+    """Each aiohttp minor's session runs on a Python of its own: together they cover exactly
+    the Python minors pyproject.toml claims, from its requires-python bound up."""
+    assert set(noxfile.PYTHONS) == set(noxfile.AIOHTTP_MINORS)
+    pythons = sorted(set(noxfile.PYTHONS.values()), key=Version)
+    assert pythons == python_classifiers()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]).contains(pythons[0] + ".0")
+    assert not SpecifierSet(project["requires-python"]).contains(
+        f"3.{int(pythons[0].split('.')[1]) - 1}.0"
+    )
+
+
+def test_the_interpreter_falls_back_to_nox_s_own() -> None:
+    own = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert noxfile.interpreter("2.1") == (sys.executable, own)
+    assert noxfile.interpreter("3.12")[1] in ("3.12", own)
