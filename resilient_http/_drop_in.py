@@ -9,6 +9,7 @@ that ``ResilientSession`` does not offer.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,11 +17,14 @@ from typing import Any, Final, Generic, Protocol, TypeVar, overload
 
 import aiohttp
 
+from ._exceptions import ConfigError
+
 __all__ = [
     "SessionAttribute",
     "building_wrapped_session",
     "is_wrapped_session",
     "timeout_not_given",
+    "with_deprecated_timeouts",
 ]
 
 T = TypeVar("T")
@@ -65,6 +69,40 @@ def timeout_not_given(timeout: object) -> bool:
     """Whether a ``timeout=`` argument means "not given" to aiohttp: None or the parameter's
     default (per session and per call, aiohttp uses the same sentinel for both)."""
     return timeout is None or timeout is _TIMEOUT_DEFAULT
+
+
+_DEPRECATED: Final = "{} is deprecated, use timeout argument instead"  # aiohttp's own words
+
+
+def with_deprecated_timeouts(
+    timeout: aiohttp.ClientTimeout, given: bool, kwargs: dict[str, Any]
+) -> aiohttp.ClientTimeout:
+    """aiohttp's deprecated ``read_timeout=`` (the total) and ``conn_timeout=`` (connect) session
+    arguments, taken out of ``kwargs`` and applied to ``timeout`` as aiohttp applies them: with a
+    DeprecationWarning, and a conflict (ValueError) when ``timeout=`` was ``given`` too."""
+    read_timeout = kwargs.pop("read_timeout", _TIMEOUT_DEFAULT)
+    conn_timeout = kwargs.pop("conn_timeout", None)
+    if read_timeout is _TIMEOUT_DEFAULT and conn_timeout is None:
+        return timeout
+    if given:
+        raise ConfigError(
+            "read_timeout= and conn_timeout= conflict with timeout=: set timeout.total and "
+            "timeout.connect instead"
+        )
+    total, connect = timeout.total, timeout.connect
+    if read_timeout is not _TIMEOUT_DEFAULT:
+        warnings.warn(_DEPRECATED.format("read_timeout"), DeprecationWarning, stacklevel=3)
+        total = read_timeout
+    if conn_timeout is not None:
+        warnings.warn(_DEPRECATED.format("conn_timeout"), DeprecationWarning, stacklevel=3)
+        connect = conn_timeout
+    return aiohttp.ClientTimeout(
+        total=total,
+        connect=connect,
+        sock_read=timeout.sock_read,
+        sock_connect=timeout.sock_connect,
+        ceil_threshold=timeout.ceil_threshold,
+    )
 
 
 class _Wrapper(Protocol):

@@ -21,7 +21,12 @@ from yarl import URL
 
 from ._assembly import assemble
 from ._attempt import AttemptStage
-from ._drop_in import SessionAttribute, building_wrapped_session, timeout_not_given
+from ._drop_in import (
+    SessionAttribute,
+    building_wrapped_session,
+    timeout_not_given,
+    with_deprecated_timeouts,
+)
 from ._exceptions import ConfigError
 from ._listeners import SessionListeners
 from .config import ClientConfig, RetryPolicy
@@ -145,8 +150,13 @@ class ResilientSession:
             attempt_timeout = None
         elif not isinstance(attempt_timeout, aiohttp.ClientTimeout):
             raise ConfigError(f"timeout={attempt_timeout!r}: expected an aiohttp.ClientTimeout")
-        self._attempt_timeout: aiohttp.ClientTimeout = attempt_timeout or aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+        self._attempt_timeout: aiohttp.ClientTimeout = with_deprecated_timeouts(
+            attempt_timeout
+            or aiohttp.ClientTimeout(
+                total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
+            ),
+            attempt_timeout is not None,
+            session_kwargs,
         )
         if connector is None:
             connector = create_connector(self.config)

@@ -8,6 +8,7 @@ import gc
 import inspect
 import json
 import ssl
+import warnings
 
 import aiohttp
 import pytest
@@ -287,3 +288,24 @@ async def test_a_url_encoded_form_is_sent_again_on_a_retry() -> None:
             async with client.put(url, data=aiohttp.FormData({"a": "1"})) as resp:
                 assert resp.status == 200
     assert bodies == [b"a=1", b"a=1"]
+
+
+async def test_aiohttps_deprecated_timeout_arguments_keep_their_meaning(
+    recording_server: RecordingServer,
+) -> None:
+    """read_timeout= is the total and conn_timeout= the connect timeout, with aiohttp's
+    DeprecationWarning each; with timeout= too they conflict, as in aiohttp."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = rh.ResilientSession(read_timeout=0.05, conn_timeout=2)
+    assert [str(w.message) for w in caught if w.category is DeprecationWarning] == [
+        "read_timeout is deprecated, use timeout argument instead",
+        "conn_timeout is deprecated, use timeout argument instead",
+    ]
+    async with client:
+        assert (client.timeout.total, client.timeout.connect) == (0.05, 2)
+        with pytest.raises(asyncio.TimeoutError):
+            await client.get(recording_server.url("/held"), retry=False)
+        recording_server.release()
+    with pytest.raises(ValueError, match="conflict with timeout="):
+        rh.ResilientSession(read_timeout=1, timeout=aiohttp.ClientTimeout())
