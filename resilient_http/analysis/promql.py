@@ -90,11 +90,19 @@ _SEPARATOR: Final = "\\x1f"  # the same, as a PromQL string literal writes it
 BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
-_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+# A duration's units in milliseconds, in the order Prometheus requires them.
+_UNIT_MS: Final = {
+    "y": 31_536_000_000, "w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000,
+    "s": 1000, "ms": 1,
+}  # fmt: skip
+# Prometheus's duration grammar: each unit at most once, from the largest to the smallest
+# (it refuses "1d1d" and "30s1m"), in ASCII digits.
+_DURATION: Final = re.compile("".join(f"(?:([0-9]+){unit})?" for unit in _UNIT_MS))
+# Prometheus refuses a duration longer than Go's time.Duration holds (int64 nanoseconds).
+_MAX_DURATION_MS: Final = (2**63 - 1) // 1_000_000
 # An HTTP header name is a token (RFC 9110, 5.1); a value holds no control characters but tab.
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_UNIT_S: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 Sample = tuple[float, float]  # (Unix seconds, value)
 
@@ -118,14 +126,29 @@ def attribute_label(attribute: str) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration (``30s``, ``15m``, ``1h30m``); ValueError otherwise."""
-    parts = _DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 15m, 1h)")
-    seconds = sum(int(n) * _UNIT_S[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: the duration must be positive")
-    return float(seconds)
+    """Seconds in a Prometheus duration for ``--since`` (``30s``, ``15m``, ``1h30m``), as
+    Prometheus reads one; ValueError naming the flag otherwise."""
+    found = _DURATION.fullmatch(text)
+    if not text or found is None:
+        raise ValueError(
+            f"--since {text!r}: not a Prometheus duration (e.g. 30s, 15m, 1h30m: each unit "
+            "once, the largest first)"
+        )
+    counts = [
+        (n.lstrip("0"), unit)
+        for n, unit in zip(found.groups(), _UNIT_MS.values(), strict=True)
+        if n
+    ]
+    # Summed in whole milliseconds as Python integers, so that a 300-digit count is refused
+    # here, not overflowing a float; a count of 20 digits is out of range before int() sees
+    # it (which refuses one past 4300 digits with a message of its own).
+    too_long = any(len(n) >= 20 for n, _ in counts)
+    ms = 0 if too_long else sum(int(n or "0") * unit for n, unit in counts)
+    if too_long or ms > _MAX_DURATION_MS:
+        raise ValueError(f"--since {text!r}: longer than Prometheus allows (at most 292y)")
+    if ms <= 0:
+        raise ValueError(f"--since {text!r}: the duration must be positive")
+    return ms / 1000
 
 
 def parse_header(text: str) -> tuple[str, str]:

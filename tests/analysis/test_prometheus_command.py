@@ -35,9 +35,15 @@ def test_exact_increase_counts_from_the_baseline_and_across_resets() -> None:
     assert exact_increase([(90, 10)], start) == 0  # nothing inside the range
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "5 m", "0s", "1h-5m", "1.5h"])
+# Past what Prometheus takes (292 years), and past a float (and int()'s 4300 digits).
+TOO_LONG = ["293y", "1" + "0" * 300 + "s", "9" * 5000 + "d"]
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1", "h", "5 m", "0s", "1h-5m", "1.5h", "1d1d", "30s1m", "\u0661h", *TOO_LONG]
+)
 def test_bad_durations_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
+    with pytest.raises(ValueError, match=r"^--since '.*': .*(duration|Prometheus allows)"):
         parse_duration(text)
 
 
@@ -45,6 +51,8 @@ def test_durations_are_prometheus_durations() -> None:
     assert parse_duration("30s") == 30
     assert parse_duration("1h30m") == 5400
     assert parse_duration("500ms") == 0.5
+    assert parse_duration("1y2w3d4h5m6s7ms") == 31536000 + 2 * 604800 + 3 * 86400 + 14706.007
+    assert parse_duration("292y") == 292 * 31536000
 
 
 @pytest.mark.parametrize(
@@ -366,6 +374,11 @@ async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
     ("args", "message"),
     [
         (["--prometheus", "http://127.0.0.1:9", "--since", "soon"], "not a Prometheus duration"),
+        (["--prometheus", "http://127.0.0.1:9", "--since", "1d1d"], "--since '1d1d': not a"),
+        (
+            ["--prometheus", "http://127.0.0.1:9", "--since", TOO_LONG[1]],
+            f"--since '{TOO_LONG[1]}': longer than Prometheus allows",
+        ),
         (["--prometheus", "http://127.0.0.1:9", "--selector", "job=x"], "label matchers"),
         (["--since", "1h"], "give PATH... or --prometheus URL"),
     ],
