@@ -57,6 +57,7 @@ from resilient_http.analysis.promql import (
     attribute_label,
     name_matcher,
     parse_duration,
+    prometheus_url,
     recorded_name,
     request_headers,
 )
@@ -65,6 +66,7 @@ from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
 from resilient_http.analysis.report import Analysis
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
+from resilient_http.telemetry.redact import redact_url
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
@@ -102,7 +104,10 @@ def analyze_prometheus(
     ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
 
     Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
-    (a bad ``since`` or ``selector``), each with a one-line message."""
+    (a bad ``url``, ``since`` or ``selector``), each with a one-line message. Messages and the
+    report show ``url`` without its credentials (``redact_url``)."""
+    url = prometheus_url(url)
+    shown = redact_url(url)
     since_s = parse_duration(since)
     collected = _Collected()
     # The main coroutine returns nothing: asyncio.run keeps a reference to its task in the
@@ -112,11 +117,11 @@ def analyze_prometheus(
     whole, series = collected.analysis, collected.series
     if whole is None:
         raise PrometheusError(
-            f"no resilient_http metrics in Prometheus at {url} over the last {since}"
+            f"no resilient_http metrics in Prometheus at {shown} over the last {since}"
             + (f" matching {selector}" if selector else "")
         )
     whole.metric_points = series
-    fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
+    fleet = FleetAnalysis(shown, since, selector, recorded, whole, series=series)
     fleet.services = dict(sorted(collected.services.items()))
     return fleet
 
@@ -179,7 +184,7 @@ async def _collect(
         collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
     if recorded and not any(s.name in _RECORDED for s in whole.streams.values()):
         raise PrometheusError(
-            f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
+            f"no recorded series (job:<series>:increase) in Prometheus at {source.shown}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
     # None: the settings the series carry, else the defaults (as the file analysis does)

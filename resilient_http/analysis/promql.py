@@ -38,8 +38,10 @@ from typing import Any, Final, NamedTuple
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from resilient_http.analysis import names
+from resilient_http.telemetry.redact import redact_text, redact_url
 
 __all__ = [
     "BASELINE_LOOKBACK_S",
@@ -58,6 +60,7 @@ __all__ = [
     "name_matcher",
     "parse_duration",
     "parse_header",
+    "prometheus_url",
     "recorded_name",
     "request_headers",
 ]
@@ -103,12 +106,20 @@ _MAX_DURATION_MS: Final = (2**63 - 1) // 1_000_000
 # An HTTP header name is a token (RFC 9110, 5.1); a value holds no control characters but tab.
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+# What may not break a message's one line: line breaks, control characters (C0 and C1).
+_LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
 Sample = tuple[float, float]  # (Unix seconds, value)
 
 
 class PrometheusError(Exception):
-    """Prometheus could not be asked (unreachable, not Prometheus, a query refused)."""
+    """Prometheus could not be asked (unreachable, not Prometheus, a query refused).
+
+    The message is one line: text from the server or from aiohttp in it (an error with a
+    newline, a terminal escape) is folded onto that line, as the command prints it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_LINE_BREAKING.sub(" ", message).strip())
 
 
 class Series(NamedTuple):
@@ -149,6 +160,20 @@ def parse_duration(text: str) -> float:
     if ms <= 0:
         raise ValueError(f"--since {text!r}: the duration must be positive")
     return ms / 1000
+
+
+def prometheus_url(text: str) -> str:
+    """The base URL given as ``--prometheus``: an absolute http or https URL, without a
+    trailing ``/``; ValueError naming it otherwise. Credentials in it are sent (aiohttp makes
+    them basic authentication) but never printed: every message shows ``redact_url``'s form."""
+    shown = redact_url(text)
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise ValueError(f"--prometheus {shown!r}: not a URL ({redact_text(str(exc))})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"--prometheus {shown!r}: expected an http:// or https:// URL")
+    return text.rstrip("/")
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -252,6 +277,8 @@ class Source:
     ) -> None:
         self.recorded = recorded
         self.url = url.rstrip("/")
+        #: The URL as messages and reports show it: without credentials.
+        self.shown = redact_url(self.url)
         self.session = session
         self.since_s = since_s
         # Whole milliseconds, as Prometheus reads times: the range's start here is the one the
@@ -413,12 +440,14 @@ class Source:
                     body = None
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+            # aiohttp's text may hold the URL (a connect timeout's does): redacted too.
+            reason = redact_text(str(exc) or type(exc).__name__)
+            raise PrometheusError(f"cannot reach Prometheus at {self.shown}: {reason}") from None
         if not isinstance(body, dict) or "status" not in body:
-            raise PrometheusError(f"{self.url} is not a Prometheus API (HTTP {status} on {path})")
+            raise PrometheusError(f"{self.shown} is not a Prometheus API (HTTP {status} on {path})")
         if body["status"] != "success":
             raise PrometheusError(
-                f"Prometheus at {self.url} refused a query: {body.get('error', body['status'])}"
+                f"Prometheus at {self.shown} refused a query: {body.get('error', body['status'])}"
             )
         return body
 

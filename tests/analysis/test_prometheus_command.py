@@ -4,6 +4,7 @@ the range, started inside it, or reset in it), and its one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -24,6 +25,7 @@ from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRIES = "resilient_http_retries_total"
+PASSWORD = "s3cret"
 TENANT = "X-Scope-OrgID"
 
 
@@ -260,10 +262,13 @@ async def test_the_text_report_says_which_prometheus_range_and_selector_it_read(
     backfilled: str,
 ) -> None:
     selector = '{job=~"checkout|search.v2"}'
+    # Credentials in the URL are sent (this Prometheus ignores them), never printed.
+    with_credentials = backfilled.replace("http://", f"http://user:{PASSWORD}@")
     code, out, err = await _analyze(
-        "--prometheus", backfilled, "--since", "10m", "--selector", selector
+        "--prometheus", with_credentials, "--since", "10m", "--selector", selector
     )
     assert code == 0, err
+    assert PASSWORD not in out
     headline = re.fullmatch(
         rf"Prometheus {re.escape(backfilled)}, last 10m, selector {re.escape(selector)}, "
         r"raw series: (\d+) result rows read, 2 service\(s\)\.",
@@ -354,6 +359,66 @@ async def test_an_unreachable_url_is_one_line_naming_it() -> None:
     assert out == ""
     assert len(err.splitlines()) == 1
     assert f"cannot reach Prometheus at {url}" in err
+
+
+async def test_credentials_in_the_url_are_sent_but_never_printed() -> None:
+    authorizations: list[str | None] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        authorizations.append(request.headers.get("Authorization"))
+        return web.Response(status=401, text="wrong password")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    async with serving(app) as url:
+        code, _out, refused = await _analyze(
+            "--prometheus", url.replace("http://", f"http://user:{PASSWORD}@") + "/"
+        )
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    code_unreachable, _out, not_reached = await _analyze(
+        "--prometheus", unreachable.replace("http://", f"http://user:{PASSWORD}@")
+    )
+    # Sent as basic authentication (aiohttp's BasicAuth helper is deprecated from 3.14 on).
+    assert authorizations == ["Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()]
+    assert code == 1
+    assert refused.strip().endswith(f"{url} is not a Prometheus API (HTTP 401 on /api/v1/query)")
+    assert code_unreachable == 1
+    assert f"cannot reach Prometheus at {unreachable}: " in not_reached
+    assert PASSWORD not in refused + not_reached
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://[::1", "'http://[::1': not a URL (Invalid IPv6 URL)"),
+        (f"http://user:{PASSWORD}@[::1", "'http://[::1': not a URL"),
+        (f"http://user:{PASSWORD}@127.0.0.1:http/", "'http://127.0.0.1:http/': not a URL"),
+        ("localhost:9090", "'localhost:9090': expected an http:// or https:// URL"),
+        ("ftp://127.0.0.1/", "'ftp://127.0.0.1/': expected an http:// or https:// URL"),
+    ],
+)
+async def test_a_malformed_url_exits_2_naming_it(url: str, named: str) -> None:
+    code, out, err = await _analyze("--prometheus", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"resilient-http analyze: error: --prometheus {named}")
+    assert len(err.splitlines()) == 1
+    assert PASSWORD not in err
+
+
+async def test_a_refused_query_is_one_line() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        error = "parse error:\n  unexpected \x1b[31mend\x1b[0m of input\r\n"
+        return web.json_response({"status": "error", "errorType": "bad_data", "error": error})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    async with serving(app) as url:
+        code, _out, err = await _analyze("--prometheus", url)
+    assert code == 1
+    assert err == (
+        f"resilient-http analyze: error: Prometheus at {url} refused a query: parse error: "
+        "unexpected [31mend [0m of input\n"
+    )
 
 
 async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
