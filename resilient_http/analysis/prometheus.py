@@ -54,12 +54,14 @@ from resilient_http.analysis.promql import (
     PROMETHEUS_NAMES,
     PrometheusError,
     Source,
+    all_of,
     attribute_label,
     name_matcher,
     parse_duration,
     prometheus_url,
     recorded_name,
     request_headers,
+    task_group,
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
@@ -164,7 +166,7 @@ async def _collect(
         async def fill(shard: Source) -> int:
             store = MetricStore()
             async with groups:
-                results = await asyncio.gather(
+                results = await all_of(
                     *(_histogram(shard, store, name) for name in HISTOGRAMS),
                     *(_counter(shard, store, name) for name in COUNTERS),
                     *(_counter(shard.raw(), store, name) for name in RESILIENCE_COUNTERS),
@@ -181,7 +183,7 @@ async def _collect(
                     collected.services[job.decode()] = analysis
             return sum(results)
 
-        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
+        collected.series = sum(await all_of(*(fill(shard) for shard in shards)))
     if recorded and not any(s.name in _RECORDED for s in whole.streams.values()):
         raise PrometheusError(
             f"no recorded series (job:<series>:increase) in Prometheus at {source.shown}: load "
@@ -249,7 +251,10 @@ async def _counter(source: Source, store: MetricStore, name: str) -> int:
     selector = source.select(PROMETHEUS_NAMES[name])
     sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *labels_of(attributes)])
     if name == names.CONNECTIONS_ACQUIRED:
-        rows, window = await asyncio.gather(sums, _windows(source, selector))
+        async with task_group() as group:
+            counted = group.create_task(sums)
+            windows = group.create_task(_windows(source, selector))
+        rows, window = counted.result(), windows.result()
     else:
         rows, window = await sums, {}
     for row in rows:
@@ -275,7 +280,7 @@ async def _windows(
         return await _recorded_windows(source, by)
     step = source.step(_WINDOW_STEPS)
     stamps = f"timestamp({selector})[{source.range}:{step}]"
-    first, last = await asyncio.gather(
+    first, last = await all_of(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
         source.query(f"max by ({by}) (timestamp({selector}))"),
     )
@@ -296,10 +301,12 @@ async def _recorded_windows(
     so the number of samples times the rules' interval is how long connections were counted
     (to an interval), without reading the raw series."""
     recorded = source.select(recorded_name(PROMETHEUS_NAMES[names.CONNECTIONS_ACQUIRED]))
-    rows, interval = await asyncio.gather(
-        source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))"),
-        source.rule_interval(GROUP),
-    )
+    async with task_group() as group:
+        counted = group.create_task(
+            source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))")
+        )
+        listed = group.create_task(source.rule_interval(GROUP))
+    rows, interval = counted.result(), listed.result()
     step = interval or INTERVAL_S
     return {job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
 

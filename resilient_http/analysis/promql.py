@@ -28,13 +28,14 @@ not per sample.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
 
 import aiohttp
 import orjson
@@ -53,6 +54,7 @@ __all__ = [
     "Sample",
     "Series",
     "Source",
+    "all_of",
     "attribute_label",
     "counter_increase",
     "exact_increase",
@@ -63,6 +65,7 @@ __all__ = [
     "prometheus_url",
     "recorded_name",
     "request_headers",
+    "task_group",
 ]
 
 #: The series name of each metric the analysis reads (histograms: add _bucket).
@@ -110,6 +113,7 @@ _HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
 Sample = tuple[float, float]  # (Unix seconds, value)
+_Result = TypeVar("_Result")
 
 
 class PrometheusError(Exception):
@@ -129,6 +133,30 @@ class Series(NamedTuple):
     labels: dict[str, str]
     value: float = 0.0
     samples: tuple[Sample, ...] = ()
+
+
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """An ``asyncio.TaskGroup`` whose failure leaves it as its first error itself, not as an
+    ``ExceptionGroup``. The analysis runs its queries in these, never under ``asyncio.gather``:
+    a failed query cancels the others and waits for them before its error leaves, where
+    gather left them running against a session about to close (and asyncio.run's shutdown
+    printed their tracebacks under the command's one-line error)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def all_of(*coroutines: Coroutine[Any, Any, _Result]) -> list[_Result]:
+    """The results of ``coroutines`` run at once, in their order, in a ``task_group``."""
+    async with task_group() as group:
+        tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    return [task.result() for task in tasks]
 
 
 def attribute_label(attribute: str) -> str:
@@ -377,7 +405,7 @@ class Source:
         selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
         baseline = _baseline(selector, self.range)
-        lasts, baselines, resetting = await asyncio.gather(
+        lasts, baselines, resetting = await all_of(
             self.query(summed(f"last_over_time({selector}[{widened}])")),
             self.query(summed(baseline)),
             self.query(f"resets({selector}[{widened}]) > 0"),

@@ -18,7 +18,13 @@ import pytest
 from aiohttp import ClientSession, web
 
 from resilient_http.analysis import prometheus
-from resilient_http.analysis.promql import exact_increase, parse_duration, request_headers
+from resilient_http.analysis.promql import (
+    PrometheusError,
+    all_of,
+    exact_increase,
+    parse_duration,
+    request_headers,
+)
 from tests.helpers import clean_environ, run_python
 from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
 from tests.servers import serving
@@ -433,6 +439,30 @@ async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
     assert err.strip() == (
         f"resilient-http analyze: error: {url} is not a Prometheus API (HTTP 200 on /api/v1/query)"
     )
+
+
+async def test_a_failed_query_cancels_the_others_before_its_error_leaves() -> None:
+    unanswered = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def waits(name: str) -> int:
+        try:
+            await unanswered.wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        return 0
+
+    async def refused() -> int:
+        raise PrometheusError("refused")
+
+    async def group() -> int:
+        return sum(await all_of(waits("inner"), refused()))
+
+    # The error itself, not an ExceptionGroup, even from a nested group; no query left running.
+    with pytest.raises(PrometheusError, match=r"^refused$"):
+        await all_of(waits("outer"), group())
+    assert sorted(cancelled) == ["inner", "outer"]
 
 
 @pytest.mark.parametrize(
