@@ -119,14 +119,14 @@ def run(args: argparse.Namespace) -> int:
 def _run_prometheus(args: argparse.Namespace, url: str) -> int:
     from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
     from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
-    from resilient_http.analysis.promql import parse_header
+    from resilient_http.analysis.promql import PrometheusArgumentError, parse_header
 
     try:
         headers = [parse_header(text) for text in args.prometheus_header]
         fleet = analyze_prometheus(
             url, args.since, args.selector, recorded=args.recorded, headers=headers
         )
-    except ValueError as exc:  # a bad --since, --selector or --prometheus-header
+    except PrometheusArgumentError as exc:  # only these: exit 2 means a bad argument
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except PrometheusError as exc:

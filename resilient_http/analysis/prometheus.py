@@ -18,6 +18,7 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ _LIMIT_STEPS = 4 * LIMIT_SLICES
 _RECORDED = frozenset(SUMMED - set(RESILIENCE_COUNTERS))
 # The label the limit's figures (low, last, high) are told apart by in their one answer.
 _STAT = "rh_stat"
+# Each figure of the limit: how the processes of a job are combined, and the range function.
+_LIMIT_FIGURES = {"low": ("min", "min"), "last": ("min", "last"), "high": ("max", "max")}
 
 
 def analyze_prometheus(
@@ -105,9 +108,10 @@ def analyze_prometheus(
     (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
     ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
 
-    Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
-    (a bad ``url``, ``since`` or ``selector``), each with a one-line message. Messages and the
-    report show ``url`` without its credentials (``redact_url``)."""
+    Raises ``PrometheusError`` (unreachable, an answer no Prometheus gives, a query refused,
+    no SDK metrics) and ``PrometheusArgumentError`` (a bad ``url``, ``since`` or ``selector``),
+    each with a one-line message. Messages and the report show ``url`` without its
+    credentials (``redact_url``)."""
     url = prometheus_url(url)
     shown = redact_url(url)
     since_s = parse_duration(since)
@@ -226,12 +230,17 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     # A histogram's rows (one per le) are grouped by their other labels (joined into one)
     # first, so that the attribute translation runs once per histogram, not once per bucket.
     hists: dict[str, list[tuple[float, float]]] = {}
+    bounds: dict[str, float] = {}  # each distinct le parsed once (a few, in every histogram)
     for found, value, _ in rows:
         joined = found[JOINED]
         cumulative = hists.get(joined)
         if cumulative is None:
             cumulative = hists[joined] = []
-        cumulative.append((float(found["le"]), value))
+        le = found["le"]
+        bound = bounds.get(le)
+        if bound is None:
+            bound = bounds[le] = _bucket_bound(source, series, le)
+        cumulative.append((bound, value))
     for joined, cumulative in hists.items():
         hist = from_cumulative(cumulative)
         if hist.count > 0:
@@ -244,6 +253,17 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
             identity = identity_of(attributes, tuple(values))
             add_stream(store, name, job, identity, hist=hist, source=source)
     return len(rows)
+
+
+def _bucket_bound(source: Source, series: str, le: str) -> float:
+    """A bucket's upper bound from its ``le`` label (``+Inf`` included)."""
+    try:
+        bound = float(le)
+    except ValueError:
+        bound = math.nan
+    if math.isnan(bound):
+        raise source.unexpected(f"a bucket of {series} whose le is not a number: {le!r}")
+    return bound
 
 
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
@@ -289,9 +309,18 @@ async def _windows(
         stepped = await source.query(f"max by ({by}) (max_over_time({stamps}))")
         ends = {job_host(s.labels): s.value for s in stepped} | ends
     return {
-        job_host(s.labels): (max(s.value, source.start), ends.get(job_host(s.labels), s.value))
+        job_host(s.labels): (
+            _within(source, s.value),
+            _within(source, ends.get(job_host(s.labels), s.value)),
+        )
         for s in first
     }
+
+
+def _within(source: Source, at: float) -> float:
+    # A sample time the steps looked up before the range counts from its start; and no window
+    # reaches past the range (nor past the times the store counts in nanoseconds).
+    return min(max(at, source.start), source.end)
 
 
 async def _recorded_windows(
@@ -308,7 +337,9 @@ async def _recorded_windows(
         listed = group.create_task(source.rule_interval(GROUP))
     rows, interval = counted.result(), listed.result()
     step = interval or INTERVAL_S
-    return {job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
+    return {
+        job_host(s.labels): (_within(source, source.end - s.value * step), source.end) for s in rows
+    }
 
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
@@ -370,24 +401,30 @@ async def _concurrency_limits(source: Source, store: MetricStore) -> int:
     attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
     by = ", ".join([JOB, *labels_of(attributes)])
-    figures = (("low", "min", "min"), ("last", "min", "last"), ("high", "max", "max"))
     stats = " or ".join(
         f"label_replace({op} by ({by}) ({over}_over_time({selector}[{source.range}])), "
         f'"{_STAT}", "{stat}", "", "")'
-        for stat, op, over in figures
+        for stat, (op, over) in _LIMIT_FIGURES.items()
     )
     rows = await source.query(stats)
     found: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, float]] = {}
     for row in rows:
         key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
         found.setdefault(key, {})[row.labels.get(_STAT, "")] = row.value
+    # The three figures are over the same series, so Prometheus answers all three or none.
+    for (job, identity), stat in found.items():
+        if stat.keys() != _LIMIT_FIGURES.keys():
+            raise source.unexpected(
+                f"{_STAT} {sorted(stat)} for the concurrency limit of job {job!r} "
+                f"{dict(identity)}, where {sorted(_LIMIT_FIGURES)} were asked"
+            )
     changed = sorted({job for (job, _), stat in found.items() if stat["low"] < stat["high"]})
     series: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[int, float]]] = {}
     if changed:
         narrow = source.narrowed(f'{JOB}=~"{_any_of(changed)}"')
         step = source.step(_LIMIT_STEPS)
         inner = f"min by ({by}) (last_over_time({narrow.select(PROMETHEUS_NAMES[name])}[{step}]))"
-        for row in await narrow.query(f"({inner})[{source.range}:{step}]"):
+        for row in await narrow.query(f"({inner})[{source.range}:{step}]", "matrix"):
             key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
             series[key] = [(round(at * SECONDS_TO_NS), level) for at, level in row.samples]
             rows.append(row)

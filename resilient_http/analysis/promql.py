@@ -34,14 +34,23 @@ import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
-from typing import Any, Final, NamedTuple, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from resilient_http.analysis import names
+from resilient_http.analysis.prometheus_answers import (
+    ResultType,
+    Sample,
+    Series,
+    UnexpectedAnswer,
+    label_values,
+    result_rows,
+    rule_intervals,
+)
 from resilient_http.telemetry.redact import redact_text, redact_url
 
 __all__ = [
@@ -50,6 +59,8 @@ __all__ = [
     "JOINED",
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
+    "QUERY_PATH",
+    "PrometheusArgumentError",
     "PrometheusError",
     "Sample",
     "Series",
@@ -91,6 +102,8 @@ EXPORTER_NAMES: Final = {names.BREAKER_STATE: "resilient_http_breaker_state"}
 JOINED: Final = "rh_joined"
 JOINED_SEPARATOR: Final = "\x1f"
 _SEPARATOR: Final = "\\x1f"  # the same, as a PromQL string literal writes it
+#: The endpoint of instant queries, the only kind the analysis asks.
+QUERY_PATH: Final = "/api/v1/query"
 #: How far before the range a counter's baseline sample is looked for: Prometheus's default
 #: lookback, so a series Prometheus shows at the range's start has one.
 BASELINE_LOOKBACK_S: Final = 300
@@ -112,7 +125,7 @@ _HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 # What may not break a message's one line: line breaks, control characters (C0 and C1).
 _LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
-Sample = tuple[float, float]  # (Unix seconds, value)
+_Parsed = TypeVar("_Parsed")
 _Result = TypeVar("_Result")
 
 
@@ -126,13 +139,10 @@ class PrometheusError(Exception):
         super().__init__(_LINE_BREAKING.sub(" ", message).strip())
 
 
-class Series(NamedTuple):
-    """One result row: its labels and its value (instant) or samples (range). A named tuple:
-    a fleet's answers hold hundreds of thousands of rows."""
-
-    labels: dict[str, str]
-    value: float = 0.0
-    samples: tuple[Sample, ...] = ()
+class PrometheusArgumentError(ValueError):
+    """A bad ``--prometheus``, ``--since``, ``--selector`` or ``--prometheus-header`` value
+    (the command's exit status 2, and the only error that gets it); the message names the
+    flag."""
 
 
 @contextlib.asynccontextmanager
@@ -166,10 +176,10 @@ def attribute_label(attribute: str) -> str:
 
 def parse_duration(text: str) -> float:
     """Seconds in a Prometheus duration for ``--since`` (``30s``, ``15m``, ``1h30m``), as
-    Prometheus reads one; ValueError naming the flag otherwise."""
+    Prometheus reads one; ``PrometheusArgumentError`` naming the flag otherwise."""
     found = _DURATION.fullmatch(text)
     if not text or found is None:
-        raise ValueError(
+        raise PrometheusArgumentError(
             f"--since {text!r}: not a Prometheus duration (e.g. 30s, 15m, 1h30m: each unit "
             "once, the largest first)"
         )
@@ -184,40 +194,48 @@ def parse_duration(text: str) -> float:
     too_long = any(len(n) >= 20 for n, _ in counts)
     ms = 0 if too_long else sum(int(n or "0") * unit for n, unit in counts)
     if too_long or ms > _MAX_DURATION_MS:
-        raise ValueError(f"--since {text!r}: longer than Prometheus allows (at most 292y)")
+        raise PrometheusArgumentError(
+            f"--since {text!r}: longer than Prometheus allows (at most 292y)"
+        )
     if ms <= 0:
-        raise ValueError(f"--since {text!r}: the duration must be positive")
+        raise PrometheusArgumentError(f"--since {text!r}: the duration must be positive")
     return ms / 1000
 
 
 def prometheus_url(text: str) -> str:
     """The base URL given as ``--prometheus``: an absolute http or https URL, without a
-    trailing ``/``; ValueError naming it otherwise. Credentials in it are sent (aiohttp makes
-    them basic authentication) but never printed: every message shows ``redact_url``'s form."""
+    trailing ``/``; ``PrometheusArgumentError`` naming it otherwise. Credentials in it are sent
+    (aiohttp makes them basic authentication) but never printed: every message shows
+    ``redact_url``'s form."""
     shown = redact_url(text)
     try:
         url = URL(text)
     except ValueError as exc:
-        raise ValueError(f"--prometheus {shown!r}: not a URL ({redact_text(str(exc))})") from None
+        reason = redact_text(str(exc))
+        raise PrometheusArgumentError(f"--prometheus {shown!r}: not a URL ({reason})") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"--prometheus {shown!r}: expected an http:// or https:// URL")
+        raise PrometheusArgumentError(
+            f"--prometheus {shown!r}: expected an http:// or https:// URL"
+        )
     return text.rstrip("/")
 
 
 def parse_header(text: str) -> tuple[str, str]:
-    """``Name: value`` -> (name, value) for ``--prometheus-header``; ValueError otherwise. The
-    message names the header but never repeats its value (it may be a credential)."""
+    """``Name: value`` -> (name, value) for ``--prometheus-header``; ``PrometheusArgumentError``
+    otherwise, naming the header but never repeating its value (it may be a credential)."""
     name, colon, value = text.partition(":")
     name, value = name.strip(), value.strip()
     if not colon:
         shown = text.split()[0] if text.split() else text
-        raise ValueError(f"--prometheus-header {shown!r}...: expected 'Name: value'")
+        raise PrometheusArgumentError(f"--prometheus-header {shown!r}...: expected 'Name: value'")
     if not _HEADER_NAME.fullmatch(name):
-        raise ValueError(
+        raise PrometheusArgumentError(
             f"--prometheus-header {name!r}: not an HTTP header name (expected 'Name: value')"
         )
     if not _HEADER_VALUE.fullmatch(value):
-        raise ValueError(f"--prometheus-header {name!r}: the value holds a control character")
+        raise PrometheusArgumentError(
+            f"--prometheus-header {name!r}: the value holds a control character"
+        )
     return name, value
 
 
@@ -337,8 +355,7 @@ class Source:
         index, no samples touched."""
         params = [("match[]", s) for s in selectors]
         params += [("start", f"{self.start:.3f}"), ("end", f"{self.end:.3f}")]
-        body = await self._get(f"/api/v1/label/{label}/values", params)
-        return [str(value) for value in body.get("data") or ()]
+        return await self._get(f"/api/v1/label/{label}/values", params, label_values)
 
     async def rule_interval(self, group: str) -> float | None:
         """The evaluation interval (seconds) of the rule group ``group``; None where the API
@@ -349,13 +366,10 @@ class Source:
 
     async def _rule_interval(self, group: str) -> float | None:
         try:
-            body = await self._get("/api/v1/rules", [("type", "record")])
+            intervals = await self._get("/api/v1/rules", [("type", "record")], rule_intervals)
         except PrometheusError:
             return None
-        for found in (body.get("data") or {}).get("groups") or ():
-            if found.get("name") == group and found.get("interval"):
-                return float(found["interval"])
-        return None
+        return intervals.get(group)
 
     def select(self, metric: str, *matchers: str) -> str:
         """A series selector for ``metric`` with ``--selector``'s matchers and ``matchers``."""
@@ -433,30 +447,39 @@ class Source:
         metric, _, inner = selector.partition("{")
         matchers = [*exact, inner.removesuffix("}")] if inner.removesuffix("}") else exact
         narrowed = f"{metric}{{{', '.join(matchers)}}}"
-        for series in await self.query(f"{narrowed}[{window}]"):
+        for series in await self.query(f"{narrowed}[{window}]", "matrix"):
             rest = {k: v for k, v in series.labels.items() if k != "__name__"}
             if rest == labels:
                 return series.samples
         return ()
 
-    async def query(self, promql: str) -> list[Series]:
-        """Run an instant query at the range's end."""
-        async with self._slots:
-            return await self._query(promql)
-
-    async def _query(self, promql: str) -> list[Series]:
+    async def query(self, promql: str, expected: ResultType = "vector") -> list[Series]:
+        """Run an instant query at the range's end: its rows, checked to be the ``expected``
+        type of result (a ``matrix`` for a range vector or a subquery)."""
         form = {"query": promql, "time": f"{self.end:.3f}"}
-        return _series((await self._post("/api/v1/query", form)).get("data") or {})
-
-    async def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
-        return await self._call("POST", path, form)
-
-    async def _get(self, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         async with self._slots:
-            return await self._call("GET", path, params)
+            return await self._call(
+                "POST", QUERY_PATH, form, lambda data: result_rows(data, expected)
+            )
 
-    async def _call(self, method: str, path: str, arguments: Any) -> dict[str, Any]:
-        """One API call; its decoded body, or ``PrometheusError`` in one line."""
+    def unexpected(self, what: str, path: str = QUERY_PATH) -> PrometheusError:
+        """The error for an answer no Prometheus gives, saying ``what`` was wrong (for the
+        checks across rows, which ``prometheus_answers`` cannot make)."""
+        return PrometheusError(
+            f"unexpected answer from Prometheus at {self.shown} to {path}: {what}"
+        )
+
+    async def _get(
+        self, path: str, params: list[tuple[str, str]], read: Callable[[Any], _Parsed]
+    ) -> _Parsed:
+        async with self._slots:
+            return await self._call("GET", path, params, read)
+
+    async def _call(
+        self, method: str, path: str, arguments: Any, read: Callable[[Any], _Parsed]
+    ) -> _Parsed:
+        """One API call: its ``data`` as ``read`` (one of ``prometheus_answers``'s) checks and
+        parses it, or ``PrometheusError`` in one line naming the URL."""
         where = "params" if method == "GET" else "data"
         try:
             async with self.session.request(
@@ -477,30 +500,15 @@ class Source:
             raise PrometheusError(
                 f"Prometheus at {self.shown} refused a query: {body.get('error', body['status'])}"
             )
-        return body
+        try:
+            return read(body.get("data"))
+        except UnexpectedAnswer as exc:
+            raise self.unexpected(str(exc), path) from None
 
 
 def _loads(text: str) -> Any:
     # orjson (the cli extra) parses the large answers of a fleet several times faster.
     return orjson.loads(text)
-
-
-def _series(data: dict[str, Any]) -> list[Series]:
-    kind = data.get("resultType")
-    rows = data.get("result") or []
-    if kind == "vector":
-        # tuple.__new__ straight: the named tuple's own __new__ is Python code, a third of the
-        # time of reading a fleet's answer.
-        new, empty = tuple.__new__, ()
-        return [new(Series, (r["metric"], float(r["value"][1]), empty)) for r in rows]
-    if kind == "matrix":
-        return [
-            Series(r["metric"], samples=tuple((float(t), float(v)) for t, v in r["values"]))
-            for r in rows
-        ]
-    if kind == "scalar":
-        return [Series({}, float(rows[1]))]
-    return []
 
 
 def _key(labels: dict[str, str], by: Iterable[str]) -> tuple[str, ...]:
@@ -518,6 +526,8 @@ def _selector_matchers(selector: str) -> str:
     if not text:
         return ""
     if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"--selector {selector!r}: expected label matchers in braces, e.g. "
-                         "'{job=~\"checkout|search\"}'")  # fmt: skip
+        raise PrometheusArgumentError(
+            f"--selector {selector!r}: expected label matchers in braces, e.g. "
+            """'{job=~"checkout|search"}'"""
+        )
     return text[1:-1].strip().rstrip(",")

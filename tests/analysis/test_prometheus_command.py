@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from resilient_http.analysis import prometheus
+from resilient_http.analysis import names, prometheus
+from resilient_http.analysis.prometheus_streams import HOST, row_identity
 from resilient_http.analysis.promql import (
     PrometheusError,
     all_of,
@@ -463,6 +464,113 @@ async def test_a_failed_query_cancels_the_others_before_its_error_leaves() -> No
     with pytest.raises(PrometheusError, match=r"^refused$"):
         await all_of(waits("outer"), group())
     assert sorted(cancelled) == ["inner", "outer"]
+
+
+@pytest.mark.parametrize(
+    ("port", "attribute"),
+    [("443", 443), ("0443", 443), ("\u00b2", "\u00b2"), ("9" * 5000, "9" * 5000), ("", None)],
+)
+def test_a_port_label_is_an_integer_only_in_ascii_digits(port: str, attribute: object) -> None:
+    # "²" is a digit to str.isdigit, not to int(); int() refuses more than 4300 digits.
+    identity = dict(row_identity({"server_address": "a", "server_port": port}, HOST))
+    assert identity.get(names.PORT) == attribute
+
+
+def _fake_prometheus(data: Callable[[str], Any], jobs: Any = ("checkout",)) -> web.Application:
+    """A server answering the label index with ``jobs`` and each query with ``data(query)``,
+    as the ``data`` of a successful answer: what a half-compatible server might send."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path.startswith("/api/v1/label/"):
+            return web.json_response({"status": "success", "data": jobs})
+        query = str((await request.post()).get("query", ""))
+        return web.json_response({"status": "success", "data": data(query)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
+
+
+def _vector(*rows: Any) -> dict[str, Any]:
+    return {"resultType": "vector", "result": list(rows)}
+
+
+# A row such as the analysis's queries get, with every label they group by.
+PLAUSIBLE = {
+    "metric": {
+        "job": "checkout",
+        "server_address": "api.example",
+        "server_port": "443",
+        "le": "0.1",
+        "rh_joined": "checkout\x1fapi.example\x1f443\x1fGET\x1f200\x1f",
+    },
+    "value": [1700000000.5, "5"],
+}
+
+
+def _bucket_lasts_only(row: dict[str, Any]) -> Callable[[str], Any]:
+    """``row`` for the last values of the histograms' buckets, nothing for other queries."""
+
+    def data(query: str) -> Any:
+        lasts = query.startswith("sum by") and "_bucket" in query and "offset" not in query
+        return _vector(row) if lasts else _vector()
+
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "jobs", "wrong"),
+    [
+        (lambda q: _vector({"value": [1, "1"]}), ["checkout"], '{"value":[1,"1"]}'),
+        (lambda q: _vector({"metric": {}, "value": [1, "oops"]}), ["checkout"], '"oops"'),
+        (lambda q: _vector({"metric": {}, "value": [1, "NaN"]}), ["checkout"], '"NaN"'),
+        (lambda q: _vector({"metric": {"job": 7}, "value": [1, "1"]}), [], '{"job":7}'),
+        (lambda q: [1], ["checkout"], '"data" is not an object but [1]'),
+        (
+            lambda q: {"resultType": "matrix", "result": []},
+            ["checkout"],
+            'a result of type "matrix" where a vector was asked',
+        ),
+        (lambda q: _vector(), {"a": 1}, '"data" is not a list of label values but {"a":1}'),
+        (
+            lambda q: _vector(PLAUSIBLE) if "rh_stat" in q else _vector(),
+            ["checkout"],
+            "rh_stat [''] for the concurrency limit of job 'checkout'",
+        ),
+        (
+            _bucket_lasts_only({"metric": {"rh_joined": "", "le": "x"}, "value": [1, "3"]}),
+            ["checkout"],
+            "a bucket of resilient_http_request_duration_seconds_bucket whose le is not a "
+            "number: 'x'",
+        ),
+        # The same plausible row for every query: wrong somewhere (which answer is found
+        # wrong first depends on the order of the answers).
+        (lambda q: _vector(PLAUSIBLE), ["checkout"], ""),
+    ],
+    ids=[
+        "no metric",
+        "value not a number",
+        "NaN",
+        "label not a string",
+        "data not an object",
+        "matrix for a vector",
+        "label values not a list",
+        "limit figures missing",
+        "le not a number",
+        "plausible everywhere",
+    ],
+)
+async def test_an_answer_no_prometheus_gives_is_one_line_naming_the_url(
+    data: Callable[[str], Any], jobs: Any, wrong: str
+) -> None:
+    async with serving(_fake_prometheus(data, jobs)) as url:
+        code, out, err = await _analyze("--prometheus", url)
+    assert (code, out) == (1, ""), err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"resilient-http analyze: error: unexpected answer from Prometheus at {url} to /api/v1/"
+    )
+    assert wrong in err
 
 
 @pytest.mark.parametrize(
