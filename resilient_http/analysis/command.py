@@ -119,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
 def _run_prometheus(args: argparse.Namespace, url: str) -> int:
     from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
     from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
-    from resilient_http.analysis.promql import PrometheusArgumentError, parse_header
+    from resilient_http.analysis.prometheus_arguments import (
+        PrometheusArgumentError,
+        parse_header,
+    )
 
     try:
         headers = [parse_header(text) for text in args.prometheus_header]

@@ -31,6 +31,7 @@ from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.grouping import LIMIT_SLICES
 from resilient_http.analysis.metrics import MetricStore
+from resilient_http.analysis.prometheus_arguments import parse_duration, prometheus_url
 from resilient_http.analysis.prometheus_streams import (
     ATTRIBUTES,
     COUNTERS,
@@ -58,8 +59,6 @@ from resilient_http.analysis.promql import (
     all_of,
     attribute_label,
     name_matcher,
-    parse_duration,
-    prometheus_url,
     recorded_name,
     request_headers,
     task_group,

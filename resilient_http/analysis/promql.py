@@ -39,7 +39,6 @@ from typing import Any, Final, TypeVar
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from resilient_http.analysis import names
 from resilient_http.analysis.prometheus_answers import (
@@ -51,6 +50,7 @@ from resilient_http.analysis.prometheus_answers import (
     result_rows,
     rule_intervals,
 )
+from resilient_http.analysis.prometheus_arguments import selector_matchers
 from resilient_http.telemetry.redact import redact_text, redact_url
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
     "QUERY_PATH",
-    "PrometheusArgumentError",
     "PrometheusError",
     "Sample",
     "Series",
@@ -71,9 +70,6 @@ __all__ = [
     "exact_increase",
     "last_minus_baseline",
     "name_matcher",
-    "parse_duration",
-    "parse_header",
-    "prometheus_url",
     "recorded_name",
     "request_headers",
     "task_group",
@@ -109,19 +105,6 @@ QUERY_PATH: Final = "/api/v1/query"
 BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
-# A duration's units in milliseconds, in the order Prometheus requires them.
-_UNIT_MS: Final = {
-    "y": 31_536_000_000, "w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000,
-    "s": 1000, "ms": 1,
-}  # fmt: skip
-# Prometheus's duration grammar: each unit at most once, from the largest to the smallest
-# (it refuses "1d1d" and "30s1m"), in ASCII digits.
-_DURATION: Final = re.compile("".join(f"(?:([0-9]+){unit})?" for unit in _UNIT_MS))
-# Prometheus refuses a duration longer than Go's time.Duration holds (int64 nanoseconds).
-_MAX_DURATION_MS: Final = (2**63 - 1) // 1_000_000
-# An HTTP header name is a token (RFC 9110, 5.1); a value holds no control characters but tab.
-_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 # What may not break a message's one line: line breaks, control characters (C0 and C1).
 _LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
@@ -137,12 +120,6 @@ class PrometheusError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(_LINE_BREAKING.sub(" ", message).strip())
-
-
-class PrometheusArgumentError(ValueError):
-    """A bad ``--prometheus``, ``--since``, ``--selector`` or ``--prometheus-header`` value
-    (the command's exit status 2, and the only error that gets it); the message names the
-    flag."""
 
 
 @contextlib.asynccontextmanager
@@ -172,71 +149,6 @@ async def all_of(*coroutines: Coroutine[Any, Any, _Result]) -> list[_Result]:
 def attribute_label(attribute: str) -> str:
     """The Prometheus label of an OTel attribute, as both exporters write it."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration for ``--since`` (``30s``, ``15m``, ``1h30m``), as
-    Prometheus reads one; ``PrometheusArgumentError`` naming the flag otherwise."""
-    found = _DURATION.fullmatch(text)
-    if not text or found is None:
-        raise PrometheusArgumentError(
-            f"--since {text!r}: not a Prometheus duration (e.g. 30s, 15m, 1h30m: each unit "
-            "once, the largest first)"
-        )
-    counts = [
-        (n.lstrip("0"), unit)
-        for n, unit in zip(found.groups(), _UNIT_MS.values(), strict=True)
-        if n
-    ]
-    # Summed in whole milliseconds as Python integers, so that a 300-digit count is refused
-    # here, not overflowing a float; a count of 20 digits is out of range before int() sees
-    # it (which refuses one past 4300 digits with a message of its own).
-    too_long = any(len(n) >= 20 for n, _ in counts)
-    ms = 0 if too_long else sum(int(n or "0") * unit for n, unit in counts)
-    if too_long or ms > _MAX_DURATION_MS:
-        raise PrometheusArgumentError(
-            f"--since {text!r}: longer than Prometheus allows (at most 292y)"
-        )
-    if ms <= 0:
-        raise PrometheusArgumentError(f"--since {text!r}: the duration must be positive")
-    return ms / 1000
-
-
-def prometheus_url(text: str) -> str:
-    """The base URL given as ``--prometheus``: an absolute http or https URL, without a
-    trailing ``/``; ``PrometheusArgumentError`` naming it otherwise. Credentials in it are sent
-    (aiohttp makes them basic authentication) but never printed: every message shows
-    ``redact_url``'s form."""
-    shown = redact_url(text)
-    try:
-        url = URL(text)
-    except ValueError as exc:
-        reason = redact_text(str(exc))
-        raise PrometheusArgumentError(f"--prometheus {shown!r}: not a URL ({reason})") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise PrometheusArgumentError(
-            f"--prometheus {shown!r}: expected an http:// or https:// URL"
-        )
-    return text.rstrip("/")
-
-
-def parse_header(text: str) -> tuple[str, str]:
-    """``Name: value`` -> (name, value) for ``--prometheus-header``; ``PrometheusArgumentError``
-    otherwise, naming the header but never repeating its value (it may be a credential)."""
-    name, colon, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not colon:
-        shown = text.split()[0] if text.split() else text
-        raise PrometheusArgumentError(f"--prometheus-header {shown!r}...: expected 'Name: value'")
-    if not _HEADER_NAME.fullmatch(name):
-        raise PrometheusArgumentError(
-            f"--prometheus-header {name!r}: not an HTTP header name (expected 'Name: value')"
-        )
-    if not _HEADER_VALUE.fullmatch(value):
-        raise PrometheusArgumentError(
-            f"--prometheus-header {name!r}: the value holds a control character"
-        )
-    return name, value
 
 
 def request_headers(url: str, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -332,7 +244,7 @@ class Source:
         end_ms = round(time.time() * 1000)
         self.end = end_ms / 1000
         self.start = (end_ms - round(since_s * 1000)) / 1000
-        self.matchers = _selector_matchers(selector)
+        self.matchers = selector_matchers(selector)
         self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
         # Shared by the narrowed copies (one dict): a rule group's interval is asked once.
         self._rule_intervals: dict[str, float | None] = {}
@@ -517,17 +429,3 @@ def _key(labels: dict[str, str], by: Iterable[str]) -> tuple[str, ...]:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _selector_matchers(selector: str) -> str:
-    """The matchers inside ``{...}`` (a bare metric name is refused: the queries name their
-    own metrics)."""
-    text = selector.strip()
-    if not text:
-        return ""
-    if not (text.startswith("{") and text.endswith("}")):
-        raise PrometheusArgumentError(
-            f"--selector {selector!r}: expected label matchers in braces, e.g. "
-            """'{job=~"checkout|search"}'"""
-        )
-    return text[1:-1].strip().rstrip(",")

@@ -18,12 +18,12 @@ import pytest
 from aiohttp import ClientSession, web
 
 from resilient_http.analysis import names, prometheus
+from resilient_http.analysis.prometheus_arguments import parse_duration
 from resilient_http.analysis.prometheus_streams import HOST, row_identity
 from resilient_http.analysis.promql import (
     PrometheusError,
     all_of,
     exact_increase,
-    parse_duration,
     request_headers,
 )
 from tests.helpers import clean_environ, run_python
