@@ -54,6 +54,7 @@ from resilient_http.analysis.promql import (
     JOINED,
     JOINED_SEPARATOR,
     PROMETHEUS_NAMES,
+    QUERY_TIMEOUT_S,
     PrometheusError,
     Source,
     all_of,
@@ -102,10 +103,12 @@ def analyze_prometheus(
     *,
     recorded: bool = False,
     headers: Sequence[tuple[str, str]] = (),
+    timeout: float = QUERY_TIMEOUT_S,
 ) -> FleetAnalysis:
     """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
     (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
-    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
+    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``); an
+    answer that keeps ``timeout`` seconds without a byte ends the analysis.
 
     Raises ``PrometheusError`` (unreachable, an answer no Prometheus gives, a query refused,
     no SDK metrics) and ``PrometheusArgumentError`` (a bad ``url``, ``since`` or ``selector``),
@@ -118,7 +121,7 @@ def analyze_prometheus(
     # The main coroutine returns nothing: asyncio.run keeps a reference to its task in the
     # SIGINT handler it restores at the end, and Python 3.11 formats that handler's repr there,
     # the task's result included (a whole fleet's store: most of a second).
-    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, collected))
+    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, timeout, collected))
     whole, series = collected.analysis, collected.series
     if whole is None:
         raise PrometheusError(
@@ -146,6 +149,7 @@ async def _collect(
     recorded: bool,
     headers: Sequence[tuple[str, str]],
     settings: Settings | None,
+    read_timeout: float,
     collected: _Collected,
 ) -> None:
     """Collect the whole fleet's report, each job's, and the number of result rows read.
@@ -155,9 +159,11 @@ async def _collect(
     each group's reports per job are made while Prometheus answers the next group's queries.
     (Not in a worker process: on two cores, with Prometheus busy, pickling the stores and the
     reports cost more than the worker saved.)"""
-    # A query over a long range of a large fleet takes seconds on the server: no total timeout,
-    # but a connection that cannot be made fails fast.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    # A query over a long range of a large fleet takes seconds on the server, and its answer
+    # as long to read as it is large: no total timeout. But a connection that cannot be made
+    # fails fast, and a server that accepted the query and went silent (hung, or past its
+    # own query timeout without saying so) fails after ``read_timeout``.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
     sent = request_headers(url, headers)
     async with aiohttp.ClientSession(timeout=timeout, headers=sent) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)

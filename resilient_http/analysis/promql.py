@@ -60,6 +60,7 @@ __all__ = [
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
     "QUERY_PATH",
+    "QUERY_TIMEOUT_S",
     "PrometheusError",
     "Sample",
     "Series",
@@ -105,6 +106,11 @@ QUERY_PATH: Final = "/api/v1/query"
 BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
+#: How long an answer may keep the analysis waiting (seconds without a byte of it), by
+#: default: above the 2 minutes at which Prometheus (``--query.timeout``), Thanos and Mimir
+#: stop a query themselves, so that a slow query ends with their error, which says so, and
+#: only a server that hangs ends with this one.
+QUERY_TIMEOUT_S: Final = 150.0
 # What may not break a message's one line: line breaks, control characters (C0 and C1).
 _LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
@@ -402,6 +408,11 @@ class Source:
                 except ValueError:
                     body = None
                 status = resp.status
+        except aiohttp.SocketTimeoutError:  # silent for the session's sock_read
+            raise PrometheusError(
+                f"no answer from Prometheus at {self.shown} to {path} within "
+                f"{self.session.timeout.sock_read:g} s (--prometheus-timeout)"
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             # aiohttp's text may hold the URL (a connect timeout's does): redacted too.
             reason = redact_text(str(exc) or type(exc).__name__)

@@ -3,6 +3,7 @@ the range, started inside it, or reset in it), and its one-line errors."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -18,9 +19,11 @@ import pytest
 from aiohttp import ClientSession, web
 
 from resilient_http.analysis import names, prometheus
+from resilient_http.analysis.command import add_arguments
 from resilient_http.analysis.prometheus_arguments import parse_duration
 from resilient_http.analysis.prometheus_streams import HOST, row_identity
 from resilient_http.analysis.promql import (
+    QUERY_TIMEOUT_S,
     PrometheusError,
     all_of,
     exact_increase,
@@ -426,6 +429,40 @@ async def test_a_refused_query_is_one_line() -> None:
         f"resilient-http analyze: error: Prometheus at {url} refused a query: parse error: "
         "unexpected [31mend [0m of input\n"
     )
+
+
+async def test_a_prometheus_that_never_answers_is_one_line_after_the_timeout() -> None:
+    released = asyncio.Event()  # set once the command has given up
+
+    async def hang(request: web.Request) -> web.Response:
+        await released.wait()
+        return web.Response(text="too late")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    async with serving(app) as url:
+        try:
+            code, out, err = await _analyze("--prometheus", url, "--prometheus-timeout", "0.2")
+        finally:
+            released.set()
+    assert (code, out) == (1, "")
+    assert err == (
+        f"resilient-http analyze: error: no answer from Prometheus at {url} to /api/v1/query "
+        "within 0.2 s (--prometheus-timeout)\n"
+    )
+
+
+def test_the_timeout_is_a_number_of_seconds_by_default_the_librarys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).prometheus_timeout == QUERY_TIMEOUT_S
+    assert parser.parse_args(["--prometheus-timeout", "0.5"]).prometheus_timeout == 0.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--prometheus-timeout", bad])
+        assert f"expected a number of seconds > 0, got '{bad}'" in capsys.readouterr().err
 
 
 async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
