@@ -1,6 +1,6 @@
 """``resilient-http analyze PATH... [--json] [--html FILE] [--jobs N]``, or ``analyze
---prometheus URL [--since DURATION] [--selector '{...}'] [--prometheus-header 'NAME: VALUE']``:
-argparse wiring.
+--prometheus URL [--since DURATION] [--selector '{...}'] [--prometheus-header 'NAME: VALUE']
+[--prometheus-timeout SECONDS]``: argparse wiring.
 
 ``resilient_http/cli.py`` calls ``add_arguments`` on its ``analyze`` sub-parser and ``run`` with
 the parsed namespace; ``python -m resilient_http.analysis`` does the same on its own parser.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from resilient_http.cli import missing_extra, positive_int
 __all__ = ["add_arguments", "main", "run"]
 
 PROG = "resilient-http analyze"
+# promql.QUERY_TIMEOUT_S (not imported: building the parser must not need the `cli` extra).
+_PROMETHEUS_TIMEOUT_S = 150.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="'NAME: VALUE'",
         help="with --prometheus: a header sent with every request to it (repeatable), e.g. "
         "'X-Scope-OrgID: tenant-1' for Mimir, or 'Authorization: Bearer TOKEN'",
+    )
+    parser.add_argument(
+        "--prometheus-timeout",
+        type=_seconds,
+        default=_PROMETHEUS_TIMEOUT_S,
+        metavar="SECONDS",
+        help="with --prometheus: how long an answer may keep it waiting (default "
+        f"{_PROMETHEUS_TIMEOUT_S:g}: above Prometheus's own 2-minute query timeout)",
     )
     parser.add_argument(
         "--recorded",
@@ -119,14 +130,22 @@ def run(args: argparse.Namespace) -> int:
 def _run_prometheus(args: argparse.Namespace, url: str) -> int:
     from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
     from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
-    from resilient_http.analysis.promql import parse_header
+    from resilient_http.analysis.prometheus_arguments import (
+        PrometheusArgumentError,
+        parse_header,
+    )
 
     try:
         headers = [parse_header(text) for text in args.prometheus_header]
         fleet = analyze_prometheus(
-            url, args.since, args.selector, recorded=args.recorded, headers=headers
+            url,
+            args.since,
+            args.selector,
+            recorded=args.recorded,
+            headers=headers,
+            timeout=args.prometheus_timeout,
         )
-    except ValueError as exc:  # a bad --since, --selector or --prometheus-header
+    except PrometheusArgumentError as exc:  # only these: exit 2 means a bad argument
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except PrometheusError as exc:
@@ -140,6 +159,17 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
 
     render_fleet_text(fleet, Console())
     return 0
+
+
+def _seconds(text: str) -> float:
+    """An ``argparse`` type for a timeout: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ missed, as one between two exports is by the file.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.grouping import LIMIT_SLICES
 from resilient_http.analysis.metrics import MetricStore
+from resilient_http.analysis.prometheus_arguments import parse_duration, prometheus_url
 from resilient_http.analysis.prometheus_streams import (
     ATTRIBUTES,
     COUNTERS,
@@ -52,19 +54,22 @@ from resilient_http.analysis.promql import (
     JOINED,
     JOINED_SEPARATOR,
     PROMETHEUS_NAMES,
+    QUERY_TIMEOUT_S,
     PrometheusError,
     Source,
+    all_of,
     attribute_label,
     name_matcher,
-    parse_duration,
     recorded_name,
     request_headers,
+    task_group,
 )
 from resilient_http.analysis.reader import ReadCounts
 from resilient_http.analysis.recording_rules import GROUP, INTERVAL_S
 from resilient_http.analysis.report import Analysis
 from resilient_http.analysis.settings import Settings
 from resilient_http.analysis.spans import SpanAggregator
+from resilient_http.telemetry.redact import redact_url
 
 __all__ = ["FleetAnalysis", "PrometheusError", "analyze_prometheus", "fleet_json"]
 
@@ -86,6 +91,8 @@ _LIMIT_STEPS = 4 * LIMIT_SLICES
 _RECORDED = frozenset(SUMMED - set(RESILIENCE_COUNTERS))
 # The label the limit's figures (low, last, high) are told apart by in their one answer.
 _STAT = "rh_stat"
+# Each figure of the limit: how the processes of a job are combined, and the range function.
+_LIMIT_FIGURES = {"low": ("min", "min"), "last": ("min", "last"), "high": ("max", "max")}
 
 
 def analyze_prometheus(
@@ -96,27 +103,33 @@ def analyze_prometheus(
     *,
     recorded: bool = False,
     headers: Sequence[tuple[str, str]] = (),
+    timeout: float = QUERY_TIMEOUT_S,
 ) -> FleetAnalysis:
     """Query Prometheus at ``url`` over the last ``since`` and analyse per upstream and per job
     (counts from the recording rules' series with ``recorded``, see ``recording_rules.py``).
-    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``).
+    ``headers`` go on every request (a tenant's ``X-Scope-OrgID``, an ``Authorization``); an
+    answer that keeps ``timeout`` seconds without a byte ends the analysis.
 
-    Raises ``PrometheusError`` (unreachable, not Prometheus, no SDK metrics) and ``ValueError``
-    (a bad ``since`` or ``selector``), each with a one-line message."""
+    Raises ``PrometheusError`` (unreachable, an answer no Prometheus gives, a query refused,
+    no SDK metrics) and ``PrometheusArgumentError`` (a bad ``url``, ``since`` or ``selector``),
+    each with a one-line message. Messages and the report show ``url`` without its
+    credentials (``redact_url``)."""
+    url = prometheus_url(url)
+    shown = redact_url(url)
     since_s = parse_duration(since)
     collected = _Collected()
     # The main coroutine returns nothing: asyncio.run keeps a reference to its task in the
     # SIGINT handler it restores at the end, and Python 3.11 formats that handler's repr there,
     # the task's result included (a whole fleet's store: most of a second).
-    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, collected))
+    asyncio.run(_collect(url, since_s, selector, recorded, headers, settings, timeout, collected))
     whole, series = collected.analysis, collected.series
     if whole is None:
         raise PrometheusError(
-            f"no resilient_http metrics in Prometheus at {url} over the last {since}"
+            f"no resilient_http metrics in Prometheus at {shown} over the last {since}"
             + (f" matching {selector}" if selector else "")
         )
     whole.metric_points = series
-    fleet = FleetAnalysis(url, since, selector, recorded, whole, series=series)
+    fleet = FleetAnalysis(shown, since, selector, recorded, whole, series=series)
     fleet.services = dict(sorted(collected.services.items()))
     return fleet
 
@@ -136,6 +149,7 @@ async def _collect(
     recorded: bool,
     headers: Sequence[tuple[str, str]],
     settings: Settings | None,
+    read_timeout: float,
     collected: _Collected,
 ) -> None:
     """Collect the whole fleet's report, each job's, and the number of result rows read.
@@ -145,9 +159,11 @@ async def _collect(
     each group's reports per job are made while Prometheus answers the next group's queries.
     (Not in a worker process: on two cores, with Prometheus busy, pickling the stores and the
     reports cost more than the worker saved.)"""
-    # A query over a long range of a large fleet takes seconds on the server: no total timeout,
-    # but a connection that cannot be made fails fast.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    # A query over a long range of a large fleet takes seconds on the server, and its answer
+    # as long to read as it is large: no total timeout. But a connection that cannot be made
+    # fails fast, and a server that accepted the query and went silent (hung, or past its
+    # own query timeout without saying so) fails after ``read_timeout``.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
     sent = request_headers(url, headers)
     async with aiohttp.ClientSession(timeout=timeout, headers=sent) as session:
         source = Source(session, url, since_s, selector, recorded=recorded)
@@ -159,7 +175,7 @@ async def _collect(
         async def fill(shard: Source) -> int:
             store = MetricStore()
             async with groups:
-                results = await asyncio.gather(
+                results = await all_of(
                     *(_histogram(shard, store, name) for name in HISTOGRAMS),
                     *(_counter(shard, store, name) for name in COUNTERS),
                     *(_counter(shard.raw(), store, name) for name in RESILIENCE_COUNTERS),
@@ -176,10 +192,10 @@ async def _collect(
                     collected.services[job.decode()] = analysis
             return sum(results)
 
-        collected.series = sum(await asyncio.gather(*(fill(shard) for shard in shards)))
+        collected.series = sum(await all_of(*(fill(shard) for shard in shards)))
     if recorded and not any(s.name in _RECORDED for s in whole.streams.values()):
         raise PrometheusError(
-            f"no recorded series (job:<series>:increase) in Prometheus at {url}: load "
+            f"no recorded series (job:<series>:increase) in Prometheus at {source.shown}: load "
             "otel-collector/recording-rules.yml into it, or leave out --recorded"
         )
     # None: the settings the series carry, else the defaults (as the file analysis does)
@@ -219,12 +235,17 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     # A histogram's rows (one per le) are grouped by their other labels (joined into one)
     # first, so that the attribute translation runs once per histogram, not once per bucket.
     hists: dict[str, list[tuple[float, float]]] = {}
+    bounds: dict[str, float] = {}  # each distinct le parsed once (a few, in every histogram)
     for found, value, _ in rows:
         joined = found[JOINED]
         cumulative = hists.get(joined)
         if cumulative is None:
             cumulative = hists[joined] = []
-        cumulative.append((float(found["le"]), value))
+        le = found["le"]
+        bound = bounds.get(le)
+        if bound is None:
+            bound = bounds[le] = _bucket_bound(source, series, le)
+        cumulative.append((bound, value))
     for joined, cumulative in hists.items():
         hist = from_cumulative(cumulative)
         if hist.count > 0:
@@ -239,12 +260,26 @@ async def _histogram(source: Source, store: MetricStore, name: str) -> int:
     return len(rows)
 
 
+def _bucket_bound(source: Source, series: str, le: str) -> float:
+    """A bucket's upper bound from its ``le`` label (``+Inf`` included)."""
+    try:
+        bound = float(le)
+    except ValueError:
+        bound = math.nan
+    if math.isnan(bound):
+        raise source.unexpected(f"a bucket of {series} whose le is not a number: {le!r}")
+    return bound
+
+
 async def _counter(source: Source, store: MetricStore, name: str) -> int:
     attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
     sums = source.counter_sums(PROMETHEUS_NAMES[name], (), [JOB, *labels_of(attributes)])
     if name == names.CONNECTIONS_ACQUIRED:
-        rows, window = await asyncio.gather(sums, _windows(source, selector))
+        async with task_group() as group:
+            counted = group.create_task(sums)
+            windows = group.create_task(_windows(source, selector))
+        rows, window = counted.result(), windows.result()
     else:
         rows, window = await sums, {}
     for row in rows:
@@ -270,7 +305,7 @@ async def _windows(
         return await _recorded_windows(source, by)
     step = source.step(_WINDOW_STEPS)
     stamps = f"timestamp({selector})[{source.range}:{step}]"
-    first, last = await asyncio.gather(
+    first, last = await all_of(
         source.query(f"min by ({by}) (min_over_time({stamps}))"),
         source.query(f"max by ({by}) (timestamp({selector}))"),
     )
@@ -279,9 +314,18 @@ async def _windows(
         stepped = await source.query(f"max by ({by}) (max_over_time({stamps}))")
         ends = {job_host(s.labels): s.value for s in stepped} | ends
     return {
-        job_host(s.labels): (max(s.value, source.start), ends.get(job_host(s.labels), s.value))
+        job_host(s.labels): (
+            _within(source, s.value),
+            _within(source, ends.get(job_host(s.labels), s.value)),
+        )
         for s in first
     }
+
+
+def _within(source: Source, at: float) -> float:
+    # A sample time the steps looked up before the range counts from its start; and no window
+    # reaches past the range (nor past the times the store counts in nanoseconds).
+    return min(max(at, source.start), source.end)
 
 
 async def _recorded_windows(
@@ -291,12 +335,16 @@ async def _recorded_windows(
     so the number of samples times the rules' interval is how long connections were counted
     (to an interval), without reading the raw series."""
     recorded = source.select(recorded_name(PROMETHEUS_NAMES[names.CONNECTIONS_ACQUIRED]))
-    rows, interval = await asyncio.gather(
-        source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))"),
-        source.rule_interval(GROUP),
-    )
+    async with task_group() as group:
+        counted = group.create_task(
+            source.query(f"max by ({by}) (count_over_time({recorded}[{source.range}]))")
+        )
+        listed = group.create_task(source.rule_interval(GROUP))
+    rows, interval = counted.result(), listed.result()
     step = interval or INTERVAL_S
-    return {job_host(s.labels): (source.end - s.value * step, source.end) for s in rows}
+    return {
+        job_host(s.labels): (_within(source, source.end - s.value * step), source.end) for s in rows
+    }
 
 
 async def _gauge_peaks(source: Source, store: MetricStore) -> int:
@@ -358,24 +406,30 @@ async def _concurrency_limits(source: Source, store: MetricStore) -> int:
     attributes = ATTRIBUTES[name]
     selector = source.select(PROMETHEUS_NAMES[name])
     by = ", ".join([JOB, *labels_of(attributes)])
-    figures = (("low", "min", "min"), ("last", "min", "last"), ("high", "max", "max"))
     stats = " or ".join(
         f"label_replace({op} by ({by}) ({over}_over_time({selector}[{source.range}])), "
         f'"{_STAT}", "{stat}", "", "")'
-        for stat, op, over in figures
+        for stat, (op, over) in _LIMIT_FIGURES.items()
     )
     rows = await source.query(stats)
     found: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, float]] = {}
     for row in rows:
         key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
         found.setdefault(key, {})[row.labels.get(_STAT, "")] = row.value
+    # The three figures are over the same series, so Prometheus answers all three or none.
+    for (job, identity), stat in found.items():
+        if stat.keys() != _LIMIT_FIGURES.keys():
+            raise source.unexpected(
+                f"{_STAT} {sorted(stat)} for the concurrency limit of job {job!r} "
+                f"{dict(identity)}, where {sorted(_LIMIT_FIGURES)} were asked"
+            )
     changed = sorted({job for (job, _), stat in found.items() if stat["low"] < stat["high"]})
     series: dict[tuple[str, tuple[tuple[str, Any], ...]], list[tuple[int, float]]] = {}
     if changed:
         narrow = source.narrowed(f'{JOB}=~"{_any_of(changed)}"')
         step = source.step(_LIMIT_STEPS)
         inner = f"min by ({by}) (last_over_time({narrow.select(PROMETHEUS_NAMES[name])}[{step}]))"
-        for row in await narrow.query(f"({inner})[{source.range}:{step}]"):
+        for row in await narrow.query(f"({inner})[{source.range}:{step}]", "matrix"):
             key = (row.labels.get(JOB, ""), row_identity(row.labels, attributes))
             series[key] = [(round(at * SECONDS_TO_NS), level) for at, level in row.samples]
             rows.append(row)

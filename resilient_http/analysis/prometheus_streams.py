@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +59,9 @@ COUNTERS = (names.RETRIES, names.RETRIES_SUPPRESSED, names.CONNECTIONS_ACQUIRED)
 #: them; a series per upstream and outcome, few).
 RESILIENCE_COUNTERS = (names.BREAKER_REJECTED, names.HEDGES)
 _INT_ATTRIBUTES = frozenset({names.PORT, names.STATUS})
+# Their values as the exporters write them: ASCII digits (str.isdigit also takes "²", which
+# int() refuses), few enough for int() (which refuses more than 4300).
+_INTEGER = re.compile(r"[0-9]{1,18}")
 # Metrics summed over jobs in the whole fleet's store (fold_into_fleet), under _FLEET.
 SUMMED = frozenset((*HISTOGRAMS, *COUNTERS, *RESILIENCE_COUNTERS))
 _FLEET = b""
@@ -207,7 +211,8 @@ def identity_of(
     found: list[tuple[str, Any]] = []
     for attribute, text in zip(attributes, values, strict=True):
         if text:
-            value: Any = int(text) if attribute in _INT_ATTRIBUTES and text.isdigit() else text
+            is_int = attribute in _INT_ATTRIBUTES and _INTEGER.fullmatch(text)
+            value: Any = int(text) if is_int else text
             found.append((attribute, value))
     return tuple(found)
 

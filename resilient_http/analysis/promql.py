@@ -28,18 +28,30 @@ not per sample.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import orjson
 
 from resilient_http.analysis import names
+from resilient_http.analysis.prometheus_answers import (
+    ResultType,
+    Sample,
+    Series,
+    UnexpectedAnswer,
+    label_values,
+    result_rows,
+    rule_intervals,
+)
+from resilient_http.analysis.prometheus_arguments import selector_matchers
+from resilient_http.telemetry.redact import redact_text, redact_url
 
 __all__ = [
     "BASELINE_LOOKBACK_S",
@@ -47,19 +59,21 @@ __all__ = [
     "JOINED",
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
+    "QUERY_PATH",
+    "QUERY_TIMEOUT_S",
     "PrometheusError",
     "Sample",
     "Series",
     "Source",
+    "all_of",
     "attribute_label",
     "counter_increase",
     "exact_increase",
     "last_minus_baseline",
     "name_matcher",
-    "parse_duration",
-    "parse_header",
     "recorded_name",
     "request_headers",
+    "task_group",
 ]
 
 #: The series name of each metric the analysis reads (histograms: add _bucket).
@@ -85,64 +99,62 @@ EXPORTER_NAMES: Final = {names.BREAKER_STATE: "resilient_http_breaker_state"}
 JOINED: Final = "rh_joined"
 JOINED_SEPARATOR: Final = "\x1f"
 _SEPARATOR: Final = "\\x1f"  # the same, as a PromQL string literal writes it
+#: The endpoint of instant queries, the only kind the analysis asks.
+QUERY_PATH: Final = "/api/v1/query"
 #: How far before the range a counter's baseline sample is looked for: Prometheus's default
 #: lookback, so a series Prometheus shows at the range's start has one.
 BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
-_DURATION: Final = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-# An HTTP header name is a token (RFC 9110, 5.1); a value holds no control characters but tab.
-_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_UNIT_S: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+#: How long an answer may keep the analysis waiting (seconds without a byte of it), by
+#: default: above the 2 minutes at which Prometheus (``--query.timeout``), Thanos and Mimir
+#: stop a query themselves, so that a slow query ends with their error, which says so, and
+#: only a server that hangs ends with this one.
+QUERY_TIMEOUT_S: Final = 150.0
+# What may not break a message's one line: line breaks, control characters (C0 and C1).
+_LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
-Sample = tuple[float, float]  # (Unix seconds, value)
+_Parsed = TypeVar("_Parsed")
+_Result = TypeVar("_Result")
 
 
 class PrometheusError(Exception):
-    """Prometheus could not be asked (unreachable, not Prometheus, a query refused)."""
+    """Prometheus could not be asked (unreachable, not Prometheus, a query refused).
+
+    The message is one line: text from the server or from aiohttp in it (an error with a
+    newline, a terminal escape) is folded onto that line, as the command prints it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_LINE_BREAKING.sub(" ", message).strip())
 
 
-class Series(NamedTuple):
-    """One result row: its labels and its value (instant) or samples (range). A named tuple:
-    a fleet's answers hold hundreds of thousands of rows."""
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """An ``asyncio.TaskGroup`` whose failure leaves it as its first error itself, not as an
+    ``ExceptionGroup``. The analysis runs its queries in these, never under ``asyncio.gather``:
+    a failed query cancels the others and waits for them before its error leaves, where
+    gather left them running against a session about to close (and asyncio.run's shutdown
+    printed their tracebacks under the command's one-line error)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
-    labels: dict[str, str]
-    value: float = 0.0
-    samples: tuple[Sample, ...] = ()
+
+async def all_of(*coroutines: Coroutine[Any, Any, _Result]) -> list[_Result]:
+    """The results of ``coroutines`` run at once, in their order, in a ``task_group``."""
+    async with task_group() as group:
+        tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    return [task.result() for task in tasks]
 
 
 def attribute_label(attribute: str) -> str:
     """The Prometheus label of an OTel attribute, as both exporters write it."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration (``30s``, ``15m``, ``1h30m``); ValueError otherwise."""
-    parts = _DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 15m, 1h)")
-    seconds = sum(int(n) * _UNIT_S[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: the duration must be positive")
-    return float(seconds)
-
-
-def parse_header(text: str) -> tuple[str, str]:
-    """``Name: value`` -> (name, value) for ``--prometheus-header``; ValueError otherwise. The
-    message names the header but never repeats its value (it may be a credential)."""
-    name, colon, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not colon:
-        shown = text.split()[0] if text.split() else text
-        raise ValueError(f"--prometheus-header {shown!r}...: expected 'Name: value'")
-    if not _HEADER_NAME.fullmatch(name):
-        raise ValueError(
-            f"--prometheus-header {name!r}: not an HTTP header name (expected 'Name: value')"
-        )
-    if not _HEADER_VALUE.fullmatch(value):
-        raise ValueError(f"--prometheus-header {name!r}: the value holds a control character")
-    return name, value
 
 
 def request_headers(url: str, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -229,6 +241,8 @@ class Source:
     ) -> None:
         self.recorded = recorded
         self.url = url.rstrip("/")
+        #: The URL as messages and reports show it: without credentials.
+        self.shown = redact_url(self.url)
         self.session = session
         self.since_s = since_s
         # Whole milliseconds, as Prometheus reads times: the range's start here is the one the
@@ -236,7 +250,7 @@ class Source:
         end_ms = round(time.time() * 1000)
         self.end = end_ms / 1000
         self.start = (end_ms - round(since_s * 1000)) / 1000
-        self.matchers = _selector_matchers(selector)
+        self.matchers = selector_matchers(selector)
         self._slots = asyncio.Semaphore(_CONCURRENT_QUERIES)
         # Shared by the narrowed copies (one dict): a rule group's interval is asked once.
         self._rule_intervals: dict[str, float | None] = {}
@@ -259,8 +273,7 @@ class Source:
         index, no samples touched."""
         params = [("match[]", s) for s in selectors]
         params += [("start", f"{self.start:.3f}"), ("end", f"{self.end:.3f}")]
-        body = await self._get(f"/api/v1/label/{label}/values", params)
-        return [str(value) for value in body.get("data") or ()]
+        return await self._get(f"/api/v1/label/{label}/values", params, label_values)
 
     async def rule_interval(self, group: str) -> float | None:
         """The evaluation interval (seconds) of the rule group ``group``; None where the API
@@ -271,13 +284,10 @@ class Source:
 
     async def _rule_interval(self, group: str) -> float | None:
         try:
-            body = await self._get("/api/v1/rules", [("type", "record")])
+            intervals = await self._get("/api/v1/rules", [("type", "record")], rule_intervals)
         except PrometheusError:
             return None
-        for found in (body.get("data") or {}).get("groups") or ():
-            if found.get("name") == group and found.get("interval"):
-                return float(found["interval"])
-        return None
+        return intervals.get(group)
 
     def select(self, metric: str, *matchers: str) -> str:
         """A series selector for ``metric`` with ``--selector``'s matchers and ``matchers``."""
@@ -327,7 +337,7 @@ class Source:
         selector = self.select(series, *matchers)
         widened = f"{round(self.since_s * 1000) + BASELINE_LOOKBACK_S * 1000}ms"
         baseline = _baseline(selector, self.range)
-        lasts, baselines, resetting = await asyncio.gather(
+        lasts, baselines, resetting = await all_of(
             self.query(summed(f"last_over_time({selector}[{widened}])")),
             self.query(summed(baseline)),
             self.query(f"resets({selector}[{widened}]) > 0"),
@@ -355,30 +365,39 @@ class Source:
         metric, _, inner = selector.partition("{")
         matchers = [*exact, inner.removesuffix("}")] if inner.removesuffix("}") else exact
         narrowed = f"{metric}{{{', '.join(matchers)}}}"
-        for series in await self.query(f"{narrowed}[{window}]"):
+        for series in await self.query(f"{narrowed}[{window}]", "matrix"):
             rest = {k: v for k, v in series.labels.items() if k != "__name__"}
             if rest == labels:
                 return series.samples
         return ()
 
-    async def query(self, promql: str) -> list[Series]:
-        """Run an instant query at the range's end."""
-        async with self._slots:
-            return await self._query(promql)
-
-    async def _query(self, promql: str) -> list[Series]:
+    async def query(self, promql: str, expected: ResultType = "vector") -> list[Series]:
+        """Run an instant query at the range's end: its rows, checked to be the ``expected``
+        type of result (a ``matrix`` for a range vector or a subquery)."""
         form = {"query": promql, "time": f"{self.end:.3f}"}
-        return _series((await self._post("/api/v1/query", form)).get("data") or {})
-
-    async def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
-        return await self._call("POST", path, form)
-
-    async def _get(self, path: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         async with self._slots:
-            return await self._call("GET", path, params)
+            return await self._call(
+                "POST", QUERY_PATH, form, lambda data: result_rows(data, expected)
+            )
 
-    async def _call(self, method: str, path: str, arguments: Any) -> dict[str, Any]:
-        """One API call; its decoded body, or ``PrometheusError`` in one line."""
+    def unexpected(self, what: str, path: str = QUERY_PATH) -> PrometheusError:
+        """The error for an answer no Prometheus gives, saying ``what`` was wrong (for the
+        checks across rows, which ``prometheus_answers`` cannot make)."""
+        return PrometheusError(
+            f"unexpected answer from Prometheus at {self.shown} to {path}: {what}"
+        )
+
+    async def _get(
+        self, path: str, params: list[tuple[str, str]], read: Callable[[Any], _Parsed]
+    ) -> _Parsed:
+        async with self._slots:
+            return await self._call("GET", path, params, read)
+
+    async def _call(
+        self, method: str, path: str, arguments: Any, read: Callable[[Any], _Parsed]
+    ) -> _Parsed:
+        """One API call: its ``data`` as ``read`` (one of ``prometheus_answers``'s) checks and
+        parses it, or ``PrometheusError`` in one line naming the URL."""
         where = "params" if method == "GET" else "data"
         try:
             async with self.session.request(
@@ -389,38 +408,30 @@ class Source:
                 except ValueError:
                     body = None
                 status = resp.status
+        except aiohttp.SocketTimeoutError:  # silent for the session's sock_read
+            raise PrometheusError(
+                f"no answer from Prometheus at {self.shown} to {path} within "
+                f"{self.session.timeout.sock_read:g} s (--prometheus-timeout)"
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+            # aiohttp's text may hold the URL (a connect timeout's does): redacted too.
+            reason = redact_text(str(exc) or type(exc).__name__)
+            raise PrometheusError(f"cannot reach Prometheus at {self.shown}: {reason}") from None
         if not isinstance(body, dict) or "status" not in body:
-            raise PrometheusError(f"{self.url} is not a Prometheus API (HTTP {status} on {path})")
+            raise PrometheusError(f"{self.shown} is not a Prometheus API (HTTP {status} on {path})")
         if body["status"] != "success":
             raise PrometheusError(
-                f"Prometheus at {self.url} refused a query: {body.get('error', body['status'])}"
+                f"Prometheus at {self.shown} refused a query: {body.get('error', body['status'])}"
             )
-        return body
+        try:
+            return read(body.get("data"))
+        except UnexpectedAnswer as exc:
+            raise self.unexpected(str(exc), path) from None
 
 
 def _loads(text: str) -> Any:
     # orjson (the cli extra) parses the large answers of a fleet several times faster.
     return orjson.loads(text)
-
-
-def _series(data: dict[str, Any]) -> list[Series]:
-    kind = data.get("resultType")
-    rows = data.get("result") or []
-    if kind == "vector":
-        # tuple.__new__ straight: the named tuple's own __new__ is Python code, a third of the
-        # time of reading a fleet's answer.
-        new, empty = tuple.__new__, ()
-        return [new(Series, (r["metric"], float(r["value"][1]), empty)) for r in rows]
-    if kind == "matrix":
-        return [
-            Series(r["metric"], samples=tuple((float(t), float(v)) for t, v in r["values"]))
-            for r in rows
-        ]
-    if kind == "scalar":
-        return [Series({}, float(rows[1]))]
-    return []
 
 
 def _key(labels: dict[str, str], by: Iterable[str]) -> tuple[str, ...]:
@@ -429,15 +440,3 @@ def _key(labels: dict[str, str], by: Iterable[str]) -> tuple[str, ...]:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _selector_matchers(selector: str) -> str:
-    """The matchers inside ``{...}`` (a bare metric name is refused: the queries name their
-    own metrics)."""
-    text = selector.strip()
-    if not text:
-        return ""
-    if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"--selector {selector!r}: expected label matchers in braces, e.g. "
-                         "'{job=~\"checkout|search\"}'")  # fmt: skip
-    return text[1:-1].strip().rstrip(",")

@@ -3,12 +3,14 @@ the range, started inside it, or reset in it), and its one-line errors."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import json
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,24 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from resilient_http.analysis import prometheus
-from resilient_http.analysis.promql import exact_increase, parse_duration, request_headers
+from resilient_http.analysis import names, prometheus
+from resilient_http.analysis.command import add_arguments
+from resilient_http.analysis.prometheus_arguments import parse_duration
+from resilient_http.analysis.prometheus_streams import HOST, row_identity
+from resilient_http.analysis.promql import (
+    QUERY_TIMEOUT_S,
+    PrometheusError,
+    all_of,
+    exact_increase,
+    request_headers,
+)
 from tests.helpers import clean_environ, run_python
 from tests.prometheus_server import free_port, prometheus_binary, running_prometheus
 from tests.servers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 RETRIES = "resilient_http_retries_total"
+PASSWORD = "s3cret"
 TENANT = "X-Scope-OrgID"
 
 
@@ -35,9 +47,15 @@ def test_exact_increase_counts_from_the_baseline_and_across_resets() -> None:
     assert exact_increase([(90, 10)], start) == 0  # nothing inside the range
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "5 m", "0s", "1h-5m", "1.5h"])
+# Past what Prometheus takes (292 years), and past a float (and int()'s 4300 digits).
+TOO_LONG = ["293y", "1" + "0" * 300 + "s", "9" * 5000 + "d"]
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1", "h", "5 m", "0s", "1h-5m", "1.5h", "1d1d", "30s1m", "\u0661h", *TOO_LONG]
+)
 def test_bad_durations_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
+    with pytest.raises(ValueError, match=r"^--since '.*': .*(duration|Prometheus allows)"):
         parse_duration(text)
 
 
@@ -45,6 +63,8 @@ def test_durations_are_prometheus_durations() -> None:
     assert parse_duration("30s") == 30
     assert parse_duration("1h30m") == 5400
     assert parse_duration("500ms") == 0.5
+    assert parse_duration("1y2w3d4h5m6s7ms") == 31536000 + 2 * 604800 + 3 * 86400 + 14706.007
+    assert parse_duration("292y") == 292 * 31536000
 
 
 @pytest.mark.parametrize(
@@ -252,10 +272,13 @@ async def test_the_text_report_says_which_prometheus_range_and_selector_it_read(
     backfilled: str,
 ) -> None:
     selector = '{job=~"checkout|search.v2"}'
+    # Credentials in the URL are sent (this Prometheus ignores them), never printed.
+    with_credentials = backfilled.replace("http://", f"http://user:{PASSWORD}@")
     code, out, err = await _analyze(
-        "--prometheus", backfilled, "--since", "10m", "--selector", selector
+        "--prometheus", with_credentials, "--since", "10m", "--selector", selector
     )
     assert code == 0, err
+    assert PASSWORD not in out
     headline = re.fullmatch(
         rf"Prometheus {re.escape(backfilled)}, last 10m, selector {re.escape(selector)}, "
         r"raw series: (\d+) result rows read, 2 service\(s\)\.",
@@ -348,6 +371,100 @@ async def test_an_unreachable_url_is_one_line_naming_it() -> None:
     assert f"cannot reach Prometheus at {url}" in err
 
 
+async def test_credentials_in_the_url_are_sent_but_never_printed() -> None:
+    authorizations: list[str | None] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        authorizations.append(request.headers.get("Authorization"))
+        return web.Response(status=401, text="wrong password")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    async with serving(app) as url:
+        code, _out, refused = await _analyze(
+            "--prometheus", url.replace("http://", f"http://user:{PASSWORD}@") + "/"
+        )
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    code_unreachable, _out, not_reached = await _analyze(
+        "--prometheus", unreachable.replace("http://", f"http://user:{PASSWORD}@")
+    )
+    # Sent as basic authentication (aiohttp's BasicAuth helper is deprecated from 3.14 on).
+    assert authorizations == ["Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()]
+    assert code == 1
+    assert refused.strip().endswith(f"{url} is not a Prometheus API (HTTP 401 on /api/v1/query)")
+    assert code_unreachable == 1
+    assert f"cannot reach Prometheus at {unreachable}: " in not_reached
+    assert PASSWORD not in refused + not_reached
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://[::1", "'http://[::1': not a URL (Invalid IPv6 URL)"),
+        (f"http://user:{PASSWORD}@[::1", "'http://[::1': not a URL"),
+        (f"http://user:{PASSWORD}@127.0.0.1:http/", "'http://127.0.0.1:http/': not a URL"),
+        ("localhost:9090", "'localhost:9090': expected an http:// or https:// URL"),
+        ("ftp://127.0.0.1/", "'ftp://127.0.0.1/': expected an http:// or https:// URL"),
+    ],
+)
+async def test_a_malformed_url_exits_2_naming_it(url: str, named: str) -> None:
+    code, out, err = await _analyze("--prometheus", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"resilient-http analyze: error: --prometheus {named}")
+    assert len(err.splitlines()) == 1
+    assert PASSWORD not in err
+
+
+async def test_a_refused_query_is_one_line() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        error = "parse error:\n  unexpected \x1b[31mend\x1b[0m of input\r\n"
+        return web.json_response({"status": "error", "errorType": "bad_data", "error": error})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    async with serving(app) as url:
+        code, _out, err = await _analyze("--prometheus", url)
+    assert code == 1
+    assert err == (
+        f"resilient-http analyze: error: Prometheus at {url} refused a query: parse error: "
+        "unexpected [31mend [0m of input\n"
+    )
+
+
+async def test_a_prometheus_that_never_answers_is_one_line_after_the_timeout() -> None:
+    released = asyncio.Event()  # set once the command has given up
+
+    async def hang(request: web.Request) -> web.Response:
+        await released.wait()
+        return web.Response(text="too late")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    async with serving(app) as url:
+        try:
+            code, out, err = await _analyze("--prometheus", url, "--prometheus-timeout", "0.2")
+        finally:
+            released.set()
+    assert (code, out) == (1, "")
+    assert err == (
+        f"resilient-http analyze: error: no answer from Prometheus at {url} to /api/v1/query "
+        "within 0.2 s (--prometheus-timeout)\n"
+    )
+
+
+def test_the_timeout_is_a_number_of_seconds_by_default_the_librarys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).prometheus_timeout == QUERY_TIMEOUT_S
+    assert parser.parse_args(["--prometheus-timeout", "0.5"]).prometheus_timeout == 0.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--prometheus-timeout", bad])
+        assert f"expected a number of seconds > 0, got '{bad}'" in capsys.readouterr().err
+
+
 async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
     async def page(request: web.Request) -> web.Response:
         return web.Response(text="<html>hi</html>")
@@ -362,10 +479,146 @@ async def test_a_server_that_is_not_prometheus_is_one_line_naming_it() -> None:
     )
 
 
+async def test_a_failed_query_cancels_the_others_before_its_error_leaves() -> None:
+    unanswered = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def waits(name: str) -> int:
+        try:
+            await unanswered.wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        return 0
+
+    async def refused() -> int:
+        raise PrometheusError("refused")
+
+    async def group() -> int:
+        return sum(await all_of(waits("inner"), refused()))
+
+    # The error itself, not an ExceptionGroup, even from a nested group; no query left running.
+    with pytest.raises(PrometheusError, match=r"^refused$"):
+        await all_of(waits("outer"), group())
+    assert sorted(cancelled) == ["inner", "outer"]
+
+
+@pytest.mark.parametrize(
+    ("port", "attribute"),
+    [("443", 443), ("0443", 443), ("\u00b2", "\u00b2"), ("9" * 5000, "9" * 5000), ("", None)],
+)
+def test_a_port_label_is_an_integer_only_in_ascii_digits(port: str, attribute: object) -> None:
+    # "²" is a digit to str.isdigit, not to int(); int() refuses more than 4300 digits.
+    identity = dict(row_identity({"server_address": "a", "server_port": port}, HOST))
+    assert identity.get(names.PORT) == attribute
+
+
+def _fake_prometheus(data: Callable[[str], Any], jobs: Any = ("checkout",)) -> web.Application:
+    """A server answering the label index with ``jobs`` and each query with ``data(query)``,
+    as the ``data`` of a successful answer: what a half-compatible server might send."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path.startswith("/api/v1/label/"):
+            return web.json_response({"status": "success", "data": jobs})
+        query = str((await request.post()).get("query", ""))
+        return web.json_response({"status": "success", "data": data(query)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
+
+
+def _vector(*rows: Any) -> dict[str, Any]:
+    return {"resultType": "vector", "result": list(rows)}
+
+
+# A row such as the analysis's queries get, with every label they group by.
+PLAUSIBLE = {
+    "metric": {
+        "job": "checkout",
+        "server_address": "api.example",
+        "server_port": "443",
+        "le": "0.1",
+        "rh_joined": "checkout\x1fapi.example\x1f443\x1fGET\x1f200\x1f",
+    },
+    "value": [1700000000.5, "5"],
+}
+
+
+def _bucket_lasts_only(row: dict[str, Any]) -> Callable[[str], Any]:
+    """``row`` for the last values of the histograms' buckets, nothing for other queries."""
+
+    def data(query: str) -> Any:
+        lasts = query.startswith("sum by") and "_bucket" in query and "offset" not in query
+        return _vector(row) if lasts else _vector()
+
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "jobs", "wrong"),
+    [
+        (lambda q: _vector({"value": [1, "1"]}), ["checkout"], '{"value":[1,"1"]}'),
+        (lambda q: _vector({"metric": {}, "value": [1, "oops"]}), ["checkout"], '"oops"'),
+        (lambda q: _vector({"metric": {}, "value": [1, "NaN"]}), ["checkout"], '"NaN"'),
+        (lambda q: _vector({"metric": {"job": 7}, "value": [1, "1"]}), [], '{"job":7}'),
+        (lambda q: [1], ["checkout"], '"data" is not an object but [1]'),
+        (
+            lambda q: {"resultType": "matrix", "result": []},
+            ["checkout"],
+            'a result of type "matrix" where a vector was asked',
+        ),
+        (lambda q: _vector(), {"a": 1}, '"data" is not a list of label values but {"a":1}'),
+        (
+            lambda q: _vector(PLAUSIBLE) if "rh_stat" in q else _vector(),
+            ["checkout"],
+            "rh_stat [''] for the concurrency limit of job 'checkout'",
+        ),
+        (
+            _bucket_lasts_only({"metric": {"rh_joined": "", "le": "x"}, "value": [1, "3"]}),
+            ["checkout"],
+            "a bucket of resilient_http_request_duration_seconds_bucket whose le is not a "
+            "number: 'x'",
+        ),
+        # The same plausible row for every query: wrong somewhere (which answer is found
+        # wrong first depends on the order of the answers).
+        (lambda q: _vector(PLAUSIBLE), ["checkout"], ""),
+    ],
+    ids=[
+        "no metric",
+        "value not a number",
+        "NaN",
+        "label not a string",
+        "data not an object",
+        "matrix for a vector",
+        "label values not a list",
+        "limit figures missing",
+        "le not a number",
+        "plausible everywhere",
+    ],
+)
+async def test_an_answer_no_prometheus_gives_is_one_line_naming_the_url(
+    data: Callable[[str], Any], jobs: Any, wrong: str
+) -> None:
+    async with serving(_fake_prometheus(data, jobs)) as url:
+        code, out, err = await _analyze("--prometheus", url)
+    assert (code, out) == (1, ""), err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"resilient-http analyze: error: unexpected answer from Prometheus at {url} to /api/v1/"
+    )
+    assert wrong in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--prometheus", "http://127.0.0.1:9", "--since", "soon"], "not a Prometheus duration"),
+        (["--prometheus", "http://127.0.0.1:9", "--since", "1d1d"], "--since '1d1d': not a"),
+        (
+            ["--prometheus", "http://127.0.0.1:9", "--since", TOO_LONG[1]],
+            f"--since '{TOO_LONG[1]}': longer than Prometheus allows",
+        ),
         (["--prometheus", "http://127.0.0.1:9", "--selector", "job=x"], "label matchers"),
         (["--since", "1h"], "give PATH... or --prometheus URL"),
     ],
