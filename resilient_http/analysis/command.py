@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="PATH",
         help="OTLP JSON lines files or folders (searched recursively for *.json, *.jsonl, "
-        "rotated and .gz files)",
+        "rotated and .gz files); - reads standard input (plain or gzip)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
     parser.add_argument(

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +184,82 @@ def test_runs_as_a_module_in_a_subprocess(telemetry_dir: Path, tmp_path: Path) -
     assert missing.stdout == ""
     assert missing.stderr.count("\n") == 1
     assert "Traceback" not in missing.stderr
+
+
+def analyze_json(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
+    """``resilient-http analyze --json ARGS`` in a subprocess, ``stdin`` its standard input."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_http", "analyze", "--json", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+def _same_report(piped: dict[str, Any], named: dict[str, Any], files: int) -> None:
+    assert (piped["files"], piped["lines"], piped["corrupt_lines"]) == (
+        files,
+        named["lines"],
+        0,
+    )
+    assert piped["upstreams"] == named["upstreams"]
+    assert piped["recommendations"] == named["recommendations"]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("path", ["-", "/dev/stdin"])
+def test_standard_input_is_read_like_a_file(telemetry_dir: Path, path: str, compress: bool) -> None:
+    # `cat traces metrics | resilient-http analyze -`: a pipe, read whole, plain or gzip.
+    files = (telemetry_dir / "traces.jsonl", telemetry_dir / "nested" / "metrics.jsonl")
+    content = b"".join(f.read_bytes() for f in files)
+    piped = analyze_json(path, stdin=gzip.compress(content) if compress else content)
+    _same_report(piped, analyze_json(str(telemetry_dir)), files=1)
+
+
+def test_a_pipe_among_files_is_read_by_this_process_with_jobs(telemetry_dir: Path) -> None:
+    # With --jobs the files go to other processes; the pipe can only be read by this one.
+    metrics = telemetry_dir / "nested" / "metrics.jsonl"
+    traces = telemetry_dir / "traces.jsonl"
+    piped = analyze_json("--jobs", "2", "-", str(metrics), stdin=traces.read_bytes())
+    _same_report(piped, analyze_json(str(telemetry_dir)), files=2)
+
+
+def test_a_fifo_is_read_like_a_file(telemetry_dir: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "telemetry.fifo"
+    os.mkfifo(fifo)
+    content = (telemetry_dir / "nested" / "metrics.jsonl").read_bytes()
+
+    def write() -> None:
+        with fifo.open("wb") as out:  # waits for the reader to open the FIFO
+            out.write(gzip.compress(content))
+
+    # A daemon: should the reader never open the FIFO, the writer does not hold up pytest.
+    threading.Thread(target=write, daemon=True).start()
+    piped = analyze_json(str(fifo))
+    named = analyze_json(str(telemetry_dir / "nested" / "metrics.jsonl"))
+    _same_report(piped, named, files=1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the reset of a Unix socket is Linux's")
+def test_a_read_error_is_one_line_naming_the_input() -> None:
+    # Standard input is a socket whose peer closes with unread data: Linux hands the reader
+    # ECONNRESET after the lines already sent.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"unread by its peer")
+        ours.sendall(b'{"resourceSpans": []}\n' * 10)
+        ours.close()
+        done = subprocess.run(
+            [sys.executable, "-m", "resilient_http", "analyze", "-"],
+            stdin=theirs.fileno(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "resilient-http analyze: error: cannot read -: Connection reset by peer\n"
