@@ -45,9 +45,10 @@ MAX_JOBS = 4
 RANGES_PER_JOB = 4
 MIN_RANGE_BYTES = 4 << 20
 
-# A line whose structure is wrong (a string where a list belongs...) raises one of these while
-# being folded in; it is counted as corrupt. Spans of that line read before the fault stay counted.
-_MALFORMED = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+# A line whose structure is wrong (a string where a list belongs, a number no float holds...)
+# raises one of these while being folded in; it is counted as corrupt. Spans and metric points
+# of that line read before the fault stay counted.
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError)
 
 # (file, first byte, end byte or None for "to the end")
 _Task = tuple[Path, int, int | None]

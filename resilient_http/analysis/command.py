@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from collections.abc import Sequence
 
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     # (orjson, ddsketch, rich), so that a plain install can say which extra is missing.
     from resilient_http.analysis.analyze import analyze_paths
     from resilient_http.analysis.reader import InputError
-    from resilient_http.analysis.report import render_text, to_json
+    from resilient_http.analysis.report import render_text, to_json, write_json
 
     prometheus = getattr(args, "prometheus", None)
     if bool(prometheus) == bool(args.paths):
@@ -98,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     html_path = getattr(args, "html", None)
     if args.json:
-        json.dump(to_json(analysis), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(to_json(analysis), sys.stdout)
     if not args.json or html_path:
         from rich.console import Console
 
@@ -120,6 +118,7 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
     from resilient_http.analysis.fleet_report import fleet_json, render_fleet_text
     from resilient_http.analysis.prometheus import PrometheusError, analyze_prometheus
     from resilient_http.analysis.promql import parse_header
+    from resilient_http.analysis.report import write_json
 
     try:
         headers = [parse_header(text) for text in args.prometheus_header]
@@ -133,8 +132,7 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(fleet_json(fleet), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(fleet_json(fleet), sys.stdout)
         return 0
     from rich.console import Console
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import signal
 import sys
 import warnings
@@ -31,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import resilient_http as rh
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.reader import InputError
-from resilient_http.analysis.report import Analysis, render_text
+from resilient_http.analysis.report import Analysis, render_text, write_json
 from resilient_http.demo.checks import Check, cross_check
 from resilient_http.demo.load import ClientSetup, RunResult, run_once
 from resilient_http.demo.output import (
@@ -142,7 +141,7 @@ def run_demo(args: argparse.Namespace) -> int:
             comparison,
             interrupted=interrupted,
         )
-        print(json.dumps(document, indent=2))
+        write_json(document, sys.stdout)
     if interrupted:
         print(f"{PROG}: interrupted: {main.load.interrupted} calls cut short", file=sys.stderr)
         return EXIT_INTERRUPTED

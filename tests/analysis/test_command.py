@@ -15,8 +15,21 @@ from typing import Any
 
 import pytest
 
+from resilient_http.analysis import names
 from resilient_http.analysis.command import add_arguments, main, run
+from tests.analysis.otlp_lines import (
+    SECOND,
+    T0,
+    UPSTREAM,
+    histogram_metric,
+    histogram_point,
+    metrics_request,
+    number_point,
+    sum_metric,
+    write_lines,
+)
 from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry, idle_timeout_calls
+from tests.analysis.test_report import strict_json
 
 UPSTREAM_KEYS = {
     "server.address",
@@ -196,7 +209,7 @@ def analyze_json(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
         check=False,
     )
     assert (done.returncode, done.stderr) == (0, b"")
-    document: dict[str, Any] = json.loads(done.stdout)
+    document: dict[str, Any] = strict_json(done.stdout.decode())
     return document
 
 
@@ -263,3 +276,50 @@ def test_a_read_error_is_one_line_naming_the_input() -> None:
         )
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "resilient-http analyze: error: cannot read -: Connection reset by peer\n"
+
+
+def _calls(**histogram: Any) -> dict[str, Any]:
+    request = {**UPSTREAM, names.METHOD: "GET", names.STATUS: 200}
+    point = histogram_point(request, [1.0], [10, 0], T0, T0 + SECOND, **histogram)
+    return metrics_request([histogram_metric(names.CALL_DURATION, [point])])
+
+
+def _retries_and_acquisitions(count: float) -> dict[str, Any]:
+    """Two retry reasons and two kinds of acquisition, ``count`` each (asInt)."""
+    retries = [
+        number_point({**UPSTREAM, names.RETRY_REASON: reason}, 0, T0, T0 + SECOND)
+        for reason in ("timeout", "throttled")
+    ]
+    acquired = [
+        number_point({**UPSTREAM, names.REUSED: reused}, 0, T0, T0 + SECOND)
+        for reused in (True, False)
+    ]
+    for point in retries + acquired:
+        point["asInt"] = count
+    return metrics_request(
+        [sum_metric(names.RETRIES, retries), sum_metric(names.CONNECTIONS_ACQUIRED, acquired)]
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [_calls(minimum=1e308, maximum=1e308), _retries_and_acquisitions(1.7e308)],
+    ids=["histogram-max-1e308", "asInt-1.7e308"],
+)
+def test_a_number_beyond_any_measurement_is_a_corrupt_line_in_json_and_text(
+    tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    path = write_lines(tmp_path / "m.jsonl", [_calls(), bad])
+    document = analyze_json(str(path))  # JSON proper: no Infinity
+    assert (document["lines"], document["corrupt_lines"]) == (2, 1)
+    assert document["upstreams"][0]["latency_ms"]["p50"] == 500.0
+
+    text = subprocess.run(
+        [sys.executable, "-m", "resilient_http", "analyze", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (text.returncode, text.stderr) == (0, "")
+    assert text.stdout.startswith("Read 1 file(s), 2 line(s), 1 corrupt (skipped)")
