@@ -15,7 +15,7 @@ import io
 import sys
 from collections.abc import Sequence
 
-from resilient_http.cli import missing_extra, positive_int
+from resilient_http.cli import missing_extra, positive_int, run_subcommand
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(to_json(analysis), sys.stdout)
     if not args.json or html_path:
-        from rich.console import Console
+        from resilient_http._text_console import TextConsole
 
         # With --json the text report is only recorded for the HTML file: printed to nowhere
         # (a quiet console would not record it either).
-        console = Console(record=bool(html_path), file=io.StringIO() if args.json else None)
+        console = TextConsole(record=bool(html_path), file=io.StringIO() if args.json else None)
         render_text(analysis, console)
         if html_path:
             try:
@@ -134,9 +134,9 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
     if args.json:
         write_json(fleet_json(fleet), sys.stdout)
         return 0
-    from rich.console import Console
+    from resilient_http._text_console import TextConsole
 
-    render_fleet_text(fleet, Console())
+    render_fleet_text(fleet, TextConsole())
     return 0
 
 
@@ -149,4 +149,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if message is not None:
         print(message, file=sys.stderr)
         return 2
-    return run(args)
+    return run_subcommand(run, args)

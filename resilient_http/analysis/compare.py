@@ -199,9 +199,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(to_json(comparison), sys.stdout)
         return 0
-    from rich.console import Console
+    from resilient_http._text_console import TextConsole
 
-    render_text(comparison, Console())
+    render_text(comparison, TextConsole())
     return 0
 
 

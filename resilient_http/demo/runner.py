@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import resilient_http as rh
+from resilient_http._text_console import TextConsole
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.reader import InputError
 from resilient_http.analysis.report import Analysis, render_text, write_json
@@ -70,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     # With --json only the document goes to stdout; the text is rendered into nowhere.
-    console = Console(file=io.StringIO()) if args.json else Console()
+    console = TextConsole(file=io.StringIO()) if args.json else TextConsole()
     load = _Load(
         console,
         console.is_terminal and not args.json,
