@@ -80,7 +80,8 @@ class ReadCounts:
 
 
 def find_input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand PATH arguments: files as given, folders searched recursively (sorted, so runs repeat).
+    """Expand PATH arguments: files as given, folders searched recursively (sorted, so runs repeat),
+    ``-`` as ``STDIN``; each input once.
 
     Raises ``InputError`` for a path that does not exist.
     """
