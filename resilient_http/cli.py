@@ -13,12 +13,20 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ._version import DISTRIBUTION, __version__
 
-__all__ = ["EXTRA_MODULES", "SUBCOMMANDS", "build_parser", "main", "missing_extra", "positive_int"]
+__all__ = [
+    "EXTRA_MODULES",
+    "SUBCOMMANDS",
+    "build_parser",
+    "main",
+    "missing_extra",
+    "positive_int",
+    "run_subcommand",
+]
 
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {"cli": ("rich", "orjson", "ddsketch")}
 """The modules each optional extra of ``pyproject.toml`` brings (a test keeps them equal)."""
@@ -76,12 +84,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr)
         return 2
     module: _Subcommand = importlib.import_module(module_name)
+    return run_subcommand(module.run, args)
+
+
+def run_subcommand(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``, a subcommand's exit status, as every entry point runs it: Ctrl-C is one
+    line and 130; a reader of stdout gone before the end (``| head``) is 0 and nothing more.
+
+    Text is printed on ``_text_console.TextConsole``, which raises ``BrokenPipeError`` as a
+    plain ``print`` does (rich's own ``Console`` would exit 1).
+    """
     try:
-        return module.run(args)
+        status = run(args)
+        # What stdout still buffers (a pipe is block-buffered) is written now, so that a reader
+        # gone by then meets the handler below, not the interpreter's exit (status 120).
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `resilient-http config | head`: not an error of ours
+        # The interpreter flushes stdout again on exit: into nothing now, not the closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from resilient_http.analysis import names
 from resilient_http.cli import EXTRA_MODULES, SUBCOMMANDS
+from tests.analysis.otlp_lines import (
+    SECOND,
+    T0,
+    UPSTREAM,
+    histogram_metric,
+    histogram_point,
+    metrics_request,
+    write_lines,
+)
 from tests.helpers import clean_environ
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +106,65 @@ def test_analyze_is_wired(tmp_path: Path) -> None:
     missing = run_cli("analyze", path + ".missing")
     assert missing.returncode == 1
     assert len(missing.stderr.splitlines()) == 1
+
+
+def run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -W error ARGS`` with stdout a pipe whose reader has gone (as ``| head -1`` leaves
+    it once head exits), block-buffered as a user's stdout is (no PYTHONUNBUFFERED)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = clean_environ()
+    env.pop("PYTHONUNBUFFERED", None)
+    try:
+        return subprocess.run(
+            [sys.executable, "-W", "error", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+DEMO = ("demo", "--scenario", "healthy", "--requests", "5", "--telemetry-file", "{tmp}/d.jsonl")
+
+
+def small_telemetry(path: Path) -> Path:
+    """One upstream's calls: reports smaller than stdout's buffer, so written when it is
+    flushed at the end, not while the command runs."""
+    request = {**UPSTREAM, names.METHOD: "GET", names.STATUS: 200}
+    point = histogram_point(request, [1.0], [10, 0], T0, T0 + SECOND)
+    return write_lines(path, [metrics_request([histogram_metric(names.CALL_DURATION, [point])])])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("config",),
+        ("analyze", "{file}"),
+        ("compare", "{file}", "{file}"),
+        DEMO,
+    ],
+    ids=lambda command: command[0],
+)
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+def test_a_reader_gone_from_stdout_is_exit_0_and_no_message(
+    tmp_path: Path, command: tuple[str, ...], json_flag: tuple[str, ...]
+) -> None:
+    # `resilient-http analyze f.jsonl | head -1`: not an error of the command's.
+    file = small_telemetry(tmp_path / "t.jsonl")
+    name, *rest = (part.format(file=file, tmp=tmp_path) for part in command)
+    done = run_into_closed_pipe("-m", "resilient_http", name, *json_flag, *rest)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_the_analysis_module_is_exit_0_too_when_its_reader_is_gone(tmp_path: Path) -> None:
+    file = small_telemetry(tmp_path / "t.jsonl")
+    done = run_into_closed_pipe("-m", "resilient_http.analysis", str(file))
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_the_extras_modules_are_pyprojects() -> None:

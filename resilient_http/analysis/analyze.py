@@ -4,7 +4,9 @@ report rows and run the rules. The command line is ``command.py``; this is its l
 Large inputs are read by several processes: plain files are cut into byte ranges (each line
 belongs to the range it starts in), gzip files go whole to one process, and the partial results
 merge exactly (DDSketch sketches merge, counts add, metric streams keep their latest point).
-Results are merged in input order, so the report does not depend on the number of processes.
+Streams (standard input, a pipe, a FIFO) are read whole by this process, which alone holds
+them, while the others read the files. Results are merged in input order, so the report does
+not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from resilient_http.analysis.reader import (
     ReadCounts,
     find_input_files,
     is_gzip,
+    is_stream,
     iter_json_lines,
 )
 from resilient_http.analysis.report import Analysis
@@ -42,9 +45,10 @@ MAX_JOBS = 4
 RANGES_PER_JOB = 4
 MIN_RANGE_BYTES = 4 << 20
 
-# A line whose structure is wrong (a string where a list belongs...) raises one of these while
-# being folded in; it is counted as corrupt. Spans of that line read before the fault stay counted.
-_MALFORMED = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+# A line whose structure is wrong (a string where a list belongs, a number no float holds...)
+# raises one of these while being folded in; it is counted as corrupt. Spans and metric points
+# of that line read before the fault stay counted.
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError)
 
 # (file, first byte, end byte or None for "to the end")
 _Task = tuple[Path, int, int | None]
@@ -145,7 +149,7 @@ def _read(files: list[Path], jobs: int) -> _Part:
 def _tasks(files: list[Path], jobs: int) -> list[_Task]:
     if jobs <= 1:
         return [(f, 0, None) for f in files]
-    plain = {f: _size(f) for f in files if not is_gzip(f)}
+    plain = {f: _size(f) for f in files if not is_stream(f) and not is_gzip(f)}
     # A few ranges per process, so that one slow range does not leave the others idle.
     chunk = max(sum(plain.values()) // (jobs * RANGES_PER_JOB) + 1, MIN_RANGE_BYTES)
     tasks: list[_Task] = []
@@ -167,7 +171,12 @@ def _read_in_processes(tasks: list[_Task], jobs: int) -> Iterator[_Part]:
     method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        yield from pool.map(_read_task, tasks)
+        # A stream is read here, in its turn, while the pool reads the files: it cannot be
+        # read twice, and another process may not even see it (/dev/stdin, /dev/fd/63 name
+        # this process's descriptors).
+        futures = [None if is_stream(task[0]) else pool.submit(_read_task, task) for task in tasks]
+        for task, future in zip(tasks, futures, strict=True):
+            yield _read_task(task) if future is None else future.result()
 
 
 def _read_task(task: _Task) -> _Part:
@@ -198,6 +207,8 @@ def _read_task(task: _Task) -> _Part:
 
 
 def _size(path: Path) -> int:
+    if is_stream(path):  # its size is not known before it is read
+        return 0
     try:
         return path.stat().st_size
     except OSError as exc:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import sys
 from collections.abc import Sequence
 
-from resilient_http.cli import missing_extra, positive_int
+from resilient_http.cli import missing_extra, positive_int, run_subcommand
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="PATH",
         help="OTLP JSON lines files or folders (searched recursively for *.json, *.jsonl, "
-        "rotated and .gz files)",
+        "rotated and .gz files); - reads standard input (plain or gzip)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
     parser.add_argument(
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     # (orjson, ddsketch, rich), so that a plain install can say which extra is missing.
     from resilient_http.analysis.analyze import analyze_paths
     from resilient_http.analysis.reader import InputError
-    from resilient_http.analysis.report import render_text, to_json
+    from resilient_http.analysis.report import render_text, to_json, write_json
 
     prometheus = getattr(args, "prometheus", None)
     if bool(prometheus) == bool(args.paths):
@@ -109,14 +108,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     html_path = getattr(args, "html", None)
     if args.json:
-        json.dump(to_json(analysis), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(to_json(analysis), sys.stdout)
     if not args.json or html_path:
-        from rich.console import Console
+        from resilient_http._text_console import TextConsole
 
         # With --json the text report is only recorded for the HTML file: printed to nowhere
         # (a quiet console would not record it either).
-        console = Console(record=bool(html_path), file=io.StringIO() if args.json else None)
+        console = TextConsole(record=bool(html_path), file=io.StringIO() if args.json else None)
         render_text(analysis, console)
         if html_path:
             try:
@@ -134,6 +132,7 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
         PrometheusArgumentError,
         parse_header,
     )
+    from resilient_http.analysis.report import write_json
 
     try:
         headers = [parse_header(text) for text in args.prometheus_header]
@@ -152,12 +151,11 @@ def _run_prometheus(args: argparse.Namespace, url: str) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(fleet_json(fleet), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(fleet_json(fleet), sys.stdout)
         return 0
-    from rich.console import Console
+    from resilient_http._text_console import TextConsole
 
-    render_fleet_text(fleet, Console())
+    render_fleet_text(fleet, TextConsole())
     return 0
 
 
@@ -181,4 +179,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if message is not None:
         print(message, file=sys.stderr)
         return 2
-    return run(args)
+    return run_subcommand(run, args)

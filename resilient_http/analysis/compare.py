@@ -14,7 +14,6 @@ document says so. Errors are one line on stderr and exit status 1, as for ``anal
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -190,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare ``args.before`` and ``args.after``; 0, or 1 with a one-line message."""
     from resilient_http.analysis.analyze import analyze_paths
     from resilient_http.analysis.reader import InputError
+    from resilient_http.analysis.report import write_json
 
     try:
         comparison = compare_analyses(analyze_paths([args.before]), analyze_paths([args.after]))
@@ -197,12 +197,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(to_json(comparison), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_json(to_json(comparison), sys.stdout)
         return 0
-    from rich.console import Console
+    from resilient_http._text_console import TextConsole
 
-    render_text(comparison, Console())
+    render_text(comparison, TextConsole())
     return 0
 
 

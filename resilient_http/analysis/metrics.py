@@ -33,6 +33,12 @@ _DELTA = 1
 SERIES_METRICS = frozenset({names.CONCURRENCY_LIMIT})
 SERIES_MAX_POINTS = 512
 _TEMPORALITY = {"AGGREGATION_TEMPORALITY_DELTA": 1, "AGGREGATION_TEMPORALITY_CUMULATIVE": 2}
+# OTLP's integers: a point's asInt is a signed 64-bit integer, counts are unsigned.
+_INT64 = range(-(1 << 63), 1 << 63)
+_UINT64 = range(1 << 64)
+# No double of the SDK's (a count, a level, seconds) is larger than an asInt may be; a larger
+# one is no measurement, and would overflow the analysis's arithmetic (1e306 s in ns is inf).
+_MAX_DOUBLE = float(1 << 63)
 
 
 @dataclass(slots=True)
@@ -151,11 +157,15 @@ class MetricStore:
         temporality = _TEMPORALITY.get(temporality, temporality)
         delta = temporality == _DELTA
         is_level = kind == "gauge" or (kind == "sum" and not data.get("isMonotonic", False))
+        is_histogram = kind in ("histogram", "exponentialHistogram")
         for point in data.get("dataPoints") or ():
-            self.points += 1
             attributes = attributes_dict(point.get("attributes"))
             start = int(point.get("startTimeUnixNano") or 0)
             time = int(point.get("timeUnixNano") or 0)
+            # Values first: a malformed one raises before this point changes any stream.
+            hist = _histogram(kind, point) if is_histogram else None
+            number = 0.0 if is_histogram else _number(point)
+            self.points += 1
             identity = tuple(sorted(attributes.items()))
             # Cumulative points of one stream share their start time; a new start time is a
             # restarted process (a new stream to add). Gauges and deltas ignore it.
@@ -168,23 +178,21 @@ class MetricStore:
             elif not delta and time < stream.time:
                 # An older point (files read out of order): keep the latest, note its level.
                 if is_level:
-                    stream.peak = max(stream.peak, _number(point))
-                    stream.low = min(stream.low, _number(point))
-                    _add_to_series(stream, time, _number(point))
+                    stream.peak = max(stream.peak, number)
+                    stream.low = min(stream.low, number)
+                    _add_to_series(stream, time, number)
                 continue
             elif is_level and time > stream.time and stream.time:
                 self._note_interval(time - stream.time)
             if start and (not stream.start or start < stream.start):
                 stream.start = start
             stream.time = max(stream.time, time)
-            if kind in ("histogram", "exponentialHistogram"):
-                hist = _histogram(kind, point)
+            if hist is not None:
                 if delta and stream.hist is not None:
                     stream.hist.merge(hist)
                 else:
                     stream.hist = hist
                 continue
-            number = _number(point)
             stream.value = stream.value + number if delta else number
             if is_level:
                 stream.peak = max(stream.peak, stream.value)
@@ -246,20 +254,37 @@ def any_value(value: dict[str, Any]) -> Any:
 
 def _number(point: dict[str, Any]) -> float:
     if "asInt" in point:
-        return float(int(point["asInt"]))
-    return float(point.get("asDouble", 0.0))  # float() also reads "NaN" / "Infinity"
+        return float(_integer(point["asInt"], _INT64))
+    return _finite(point.get("asDouble", 0.0))
+
+
+def _integer(raw: Any, valid: range) -> int:
+    """An integer field of OTLP; one out of its type's range is malformed (ValueError)."""
+    value = int(raw)
+    if value not in valid:
+        raise ValueError(f"{raw!r} is out of range")
+    return value
+
+
+def _finite(raw: Any) -> float:
+    """A double field of OTLP (float() reads OTLP/JSON's "NaN" and "Infinity" too); one that
+    is NaN, infinite or beyond ``_MAX_DOUBLE`` is malformed (ValueError)."""
+    value = float(raw)
+    if not -_MAX_DOUBLE <= value <= _MAX_DOUBLE:  # False for NaN too
+        raise ValueError(f"{raw!r} is not a measurement")
+    return value
 
 
 def _histogram(kind: str, point: dict[str, Any]) -> BucketHistogram:
     raw_min = point.get("min")
     raw_max = point.get("max")
-    total = float(int(point.get("count") or 0))
-    total_sum = float(point.get("sum") or 0.0)
-    minimum = None if raw_min is None else float(raw_min)
-    maximum = None if raw_max is None else float(raw_max)
+    total = float(_integer(point.get("count") or 0, _UINT64))
+    total_sum = _finite(point.get("sum") or 0.0)
+    minimum = None if raw_min is None else _finite(raw_min)
+    maximum = None if raw_max is None else _finite(raw_max)
     if kind == "histogram":
-        counts = [float(int(c)) for c in point.get("bucketCounts") or ()]
-        bounds = [float(b) for b in point.get("explicitBounds") or ()]
+        counts = [float(_integer(c, _UINT64)) for c in point.get("bucketCounts") or ()]
+        bounds = [_finite(b) for b in point.get("explicitBounds") or ()]
         if len(counts) != len(bounds) + 1:  # no buckets at all: only the summary is usable
             counts = []
         return BucketHistogram.from_explicit(
@@ -269,8 +294,8 @@ def _histogram(kind: str, point: dict[str, Any]) -> BucketHistogram:
     return BucketHistogram.from_exponential(
         int(point.get("scale") or 0),
         int(positive.get("offset") or 0),
-        [float(int(c)) for c in positive.get("bucketCounts") or ()],
-        float(int(point.get("zeroCount") or 0)),
+        [float(_integer(c, _UINT64)) for c in positive.get("bucketCounts") or ()],
+        float(_integer(point.get("zeroCount") or 0, _UINT64)),
         total=total,
         total_sum=total_sum,
         minimum=minimum,

@@ -14,12 +14,16 @@ Each recommendation also carries ``current``: the value in force when known (a r
 whose ``value`` equals it says to keep that value, e.g. ``pool-backpressure``), and ``expect``:
 the figure it should move (``{"figure", "direction", "upstream"}``; null for a keep, which
 changes nothing; advice merged over several hosts names the first, ``upstreams`` lists all).
+A figure too large for a float (finite data can overflow, e.g. a 1e308 s histogram maximum in
+milliseconds) is unknown: null in JSON, ``-`` in text.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resilient_http.analysis.model import PoolLimits, UpstreamReport
 from resilient_http.analysis.reader import ReadCounts
@@ -29,7 +33,7 @@ from resilient_http.analysis.settings import Settings
 if TYPE_CHECKING:  # rich is imported only when text is rendered (``--json`` starts faster)
     from rich.console import Console
 
-__all__ = ["Analysis", "render_figures", "render_text", "to_json", "upstream_json"]
+__all__ = ["Analysis", "render_figures", "render_text", "to_json", "upstream_json", "write_json"]
 
 # Attempt chains listed per upstream in the JSON (most frequent first).
 TOP_CHAINS = 5
@@ -68,6 +72,13 @@ def to_json(analysis: Analysis) -> dict[str, Any]:
         "upstreams": [upstream_json(u) for u in analysis.upstreams],
         "recommendations": [_recommendation_json(r) for r in analysis.recommendations],
     }
+
+
+def write_json(document: Any, out: TextIO) -> None:
+    """Write a ``--json`` document to ``out``, indented, always valid JSON: a number that is not
+    finite is written null (``json`` would write ``Infinity``, which no JSON parser reads)."""
+    json.dump(_finite_numbers(document), out, indent=2, allow_nan=False)
+    out.write("\n")
 
 
 def upstream_json(u: UpstreamReport) -> dict[str, Any]:
@@ -318,20 +329,30 @@ def _name(u: UpstreamReport) -> str:
     return f"{u.upstream} {u.method}" if u.method else u.upstream
 
 
+def _finite_numbers(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_numbers(item) for item in value]
+    return value
+
+
 def _whole(value: float | None) -> int | None:
-    return None if value is None else round(value)
+    return None if value is None or not math.isfinite(value) else round(value)
 
 
 def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+    return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
 def _num(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+    return _round(value, 3)
 
 
 def _ratio(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+    return _round(value, 4)
 
 
 def _ms(values: dict[str, float | None]) -> dict[str, float | None]:
@@ -343,4 +364,4 @@ def _cell(value: float | None) -> str:
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+    return "-" if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"

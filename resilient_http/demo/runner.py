@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import signal
 import sys
 import warnings
@@ -29,9 +28,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import resilient_http as rh
+from resilient_http._text_console import TextConsole
 from resilient_http.analysis.analyze import analyze_paths
 from resilient_http.analysis.reader import InputError
-from resilient_http.analysis.report import Analysis, render_text
+from resilient_http.analysis.report import Analysis, render_text, write_json
 from resilient_http.demo.checks import Check, cross_check
 from resilient_http.demo.load import ClientSetup, RunResult, run_once
 from resilient_http.demo.output import (
@@ -71,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     # With --json only the document goes to stdout; the text is rendered into nowhere.
-    console = Console(file=io.StringIO()) if args.json else Console()
+    console = TextConsole(file=io.StringIO()) if args.json else TextConsole()
     load = _Load(
         console,
         console.is_terminal and not args.json,
@@ -142,7 +142,7 @@ def run_demo(args: argparse.Namespace) -> int:
             comparison,
             interrupted=interrupted,
         )
-        print(json.dumps(document, indent=2))
+        write_json(document, sys.stdout)
     if interrupted:
         print(f"{PROG}: interrupted: {main.load.interrupted} calls cut short", file=sys.stderr)
         return EXIT_INTERRUPTED

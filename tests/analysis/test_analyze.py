@@ -424,3 +424,70 @@ def test_cancelled_calls_are_interrupted_not_errors(tmp_path: Path) -> None:
     text = io.StringIO()
     render_text(_analyze(traces, metrics), Console(file=text, width=120))
     assert "api.test:8080 GET: 2 calls interrupted (cancelled by the application" in text.getvalue()
+
+
+def _ten_calls_two_retries() -> dict[str, Any]:
+    """Ten GET calls and two retries on timeouts: the figures a malformed later line keeps."""
+    request = {**UPSTREAM, names.METHOD: "GET", names.STATUS: 200}
+    duration = histogram_point(request, [1.0], [10, 0], T0, T0 + SECOND)
+    retries = number_point({**UPSTREAM, names.RETRY_REASON: "timeout"}, 2, T0, T0 + SECOND)
+    return metrics_request(
+        [histogram_metric(names.CALL_DURATION, [duration]), sum_metric(names.RETRIES, [retries])]
+    )
+
+
+def _later_retries(**value: Any) -> dict[str, Any]:
+    point = number_point({**UPSTREAM, names.RETRY_REASON: "timeout"}, 0, T0, T0 + 2 * SECOND)
+    del point["asInt"]
+    return metrics_request([sum_metric(names.RETRIES, [{**point, **value}])])
+
+
+def _new_upstream(**value: Any) -> dict[str, Any]:
+    other = {names.ADDRESS: "other.test", names.PORT: 8080, names.REUSED: True}
+    point = {**number_point(other, 0, T0, T0 + SECOND), **value}
+    del point["asInt"]
+    return metrics_request([sum_metric(names.CONNECTIONS_ACQUIRED, [point])])
+
+
+def _later_calls(**changes: Any) -> dict[str, Any]:
+    request = {**UPSTREAM, names.METHOD: "GET", names.STATUS: 200}
+    point = histogram_point(request, [1.0], [30, 0], T0, T0 + 2 * SECOND)
+    return metrics_request([histogram_metric(names.CALL_DURATION, [{**point, **changes}])])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _later_retries(asInt=1.7e308),  # no 64-bit integer
+        _later_retries(asInt=str(2**64)),
+        _later_retries(asDouble="NaN"),  # OTLP/JSON's spelling of non-finite doubles
+        _later_retries(asDouble="Infinity"),
+        _later_retries(asDouble=1e300),  # finite, but 1e300 s in ns would be infinite
+        _new_upstream(asDouble="NaN"),  # leaves no stream (no upstream) behind
+        _later_calls(min=1e308, max=1e308),
+        _later_calls(bucketCounts=["-1", "31"]),
+        traces_request(
+            [span(3, {**UPSTREAM, names.METHOD: "GET"}, T0, int("1" + "0" * 400))]
+        ),  # a time no float holds
+    ],
+    ids=[
+        "asInt-1.7e308",
+        "asInt-2**64",
+        "asDouble-NaN",
+        "asDouble-Infinity",
+        "asDouble-1e300",
+        "new-upstream-NaN",
+        "max-1e308",
+        "negative-count",
+        "span-end-1e400",
+    ],
+)
+def test_a_value_no_measurement_can_have_makes_its_line_corrupt(
+    tmp_path: Path, line: dict[str, Any]
+) -> None:
+    path = write_lines(tmp_path / "m.jsonl", [_ten_calls_two_retries(), line])
+    analysis = _analyze(path)
+    assert analysis.counts.corrupt_lines == 1
+    (row,) = analysis.upstreams
+    (host,) = analysis.hosts
+    assert (row.requests, host.attempts, host.retries) == (10, 12, {"timeout": 2})

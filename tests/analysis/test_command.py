@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from resilient_http.analysis import names
 from resilient_http.analysis.command import add_arguments, main, run
+from tests.analysis.otlp_lines import (
+    SECOND,
+    T0,
+    UPSTREAM,
+    histogram_metric,
+    histogram_point,
+    metrics_request,
+    number_point,
+    sum_metric,
+    write_lines,
+)
 from tests.analysis.sdk_telemetry import Attempt, SdkTelemetry, idle_timeout_calls
+from tests.analysis.test_report import strict_json
 
 UPSTREAM_KEYS = {
     "server.address",
@@ -179,3 +197,129 @@ def test_runs_as_a_module_in_a_subprocess(telemetry_dir: Path, tmp_path: Path) -
     assert missing.stdout == ""
     assert missing.stderr.count("\n") == 1
     assert "Traceback" not in missing.stderr
+
+
+def analyze_json(*args: str, stdin: bytes | None = None) -> dict[str, Any]:
+    """``resilient-http analyze --json ARGS`` in a subprocess, ``stdin`` its standard input."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_http", "analyze", "--json", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    document: dict[str, Any] = strict_json(done.stdout.decode())
+    return document
+
+
+def _same_report(piped: dict[str, Any], named: dict[str, Any], files: int) -> None:
+    assert (piped["files"], piped["lines"], piped["corrupt_lines"]) == (
+        files,
+        named["lines"],
+        0,
+    )
+    assert piped["upstreams"] == named["upstreams"]
+    assert piped["recommendations"] == named["recommendations"]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("path", ["-", "/dev/stdin"])
+def test_standard_input_is_read_like_a_file(telemetry_dir: Path, path: str, compress: bool) -> None:
+    # `cat traces metrics | resilient-http analyze -`: a pipe, read whole, plain or gzip.
+    files = (telemetry_dir / "traces.jsonl", telemetry_dir / "nested" / "metrics.jsonl")
+    content = b"".join(f.read_bytes() for f in files)
+    piped = analyze_json(path, stdin=gzip.compress(content) if compress else content)
+    _same_report(piped, analyze_json(str(telemetry_dir)), files=1)
+
+
+def test_a_pipe_among_files_is_read_by_this_process_with_jobs(telemetry_dir: Path) -> None:
+    # With --jobs the files go to other processes; the pipe can only be read by this one.
+    metrics = telemetry_dir / "nested" / "metrics.jsonl"
+    traces = telemetry_dir / "traces.jsonl"
+    piped = analyze_json("--jobs", "2", "-", str(metrics), stdin=traces.read_bytes())
+    _same_report(piped, analyze_json(str(telemetry_dir)), files=2)
+
+
+def test_a_fifo_is_read_like_a_file(telemetry_dir: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "telemetry.fifo"
+    os.mkfifo(fifo)
+    content = (telemetry_dir / "nested" / "metrics.jsonl").read_bytes()
+
+    def write() -> None:
+        with fifo.open("wb") as out:  # waits for the reader to open the FIFO
+            out.write(gzip.compress(content))
+
+    # A daemon: should the reader never open the FIFO, the writer does not hold up pytest.
+    threading.Thread(target=write, daemon=True).start()
+    piped = analyze_json(str(fifo))
+    named = analyze_json(str(telemetry_dir / "nested" / "metrics.jsonl"))
+    _same_report(piped, named, files=1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the reset of a Unix socket is Linux's")
+def test_a_read_error_is_one_line_naming_the_input() -> None:
+    # Standard input is a socket whose peer closes with unread data: Linux hands the reader
+    # ECONNRESET after the lines already sent.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"unread by its peer")
+        ours.sendall(b'{"resourceSpans": []}\n' * 10)
+        ours.close()
+        done = subprocess.run(
+            [sys.executable, "-m", "resilient_http", "analyze", "-"],
+            stdin=theirs.fileno(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "resilient-http analyze: error: cannot read -: Connection reset by peer\n"
+
+
+def _calls(**histogram: Any) -> dict[str, Any]:
+    request = {**UPSTREAM, names.METHOD: "GET", names.STATUS: 200}
+    point = histogram_point(request, [1.0], [10, 0], T0, T0 + SECOND, **histogram)
+    return metrics_request([histogram_metric(names.CALL_DURATION, [point])])
+
+
+def _retries_and_acquisitions(count: float) -> dict[str, Any]:
+    """Two retry reasons and two kinds of acquisition, ``count`` each (asInt)."""
+    retries = [
+        number_point({**UPSTREAM, names.RETRY_REASON: reason}, 0, T0, T0 + SECOND)
+        for reason in ("timeout", "throttled")
+    ]
+    acquired = [
+        number_point({**UPSTREAM, names.REUSED: reused}, 0, T0, T0 + SECOND)
+        for reused in (True, False)
+    ]
+    for point in retries + acquired:
+        point["asInt"] = count
+    return metrics_request(
+        [sum_metric(names.RETRIES, retries), sum_metric(names.CONNECTIONS_ACQUIRED, acquired)]
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [_calls(minimum=1e308, maximum=1e308), _retries_and_acquisitions(1.7e308)],
+    ids=["histogram-max-1e308", "asInt-1.7e308"],
+)
+def test_a_number_beyond_any_measurement_is_a_corrupt_line_in_json_and_text(
+    tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    path = write_lines(tmp_path / "m.jsonl", [_calls(), bad])
+    document = analyze_json(str(path))  # JSON proper: no Infinity
+    assert (document["lines"], document["corrupt_lines"]) == (2, 1)
+    assert document["upstreams"][0]["latency_ms"]["p50"] == 500.0
+
+    text = subprocess.run(
+        [sys.executable, "-m", "resilient_http", "analyze", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (text.returncode, text.stderr) == (0, "")
+    assert text.stdout.startswith("Read 1 file(s), 2 line(s), 1 corrupt (skipped)")

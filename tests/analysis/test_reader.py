@@ -1,8 +1,16 @@
-"""The streaming reader: input discovery, corrupt lines, gzip, byte ranges."""
+"""The streaming reader: input discovery, corrupt lines, gzip, byte ranges, pipes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
+import os
+import struct
+import termios
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_http.analysis.reader import (
+    STDIN,
     InputError,
     ReadCounts,
     find_input_files,
@@ -39,6 +48,14 @@ def test_named_files_are_read_whatever_their_name_and_only_once(tmp_path: Path) 
     odd = tmp_path / "telemetry.out"
     odd.write_text("{}\n")
     assert find_input_files([odd, tmp_path, odd]) == [odd]
+
+
+def test_a_dash_is_standard_input_and_dot_slash_dash_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text("{}\n")
+    assert find_input_files(["-", "./-", "-"]) == [STDIN, tmp_path / "-"]
 
 
 def test_missing_path_is_an_input_error(tmp_path: Path) -> None:
@@ -101,3 +118,42 @@ def test_byte_ranges_read_every_line_exactly_once(
 
     assert seen == list(range(len(lines)))
     assert counts.lines == len(lines)
+
+
+@contextlib.contextmanager
+def pipe_written(content: bytes) -> Iterator[Path]:
+    """A pipe's read end by name (as ``<(gzip -c x)`` gives it), written by a thread: its first
+    byte alone, taken by the reader before the rest is written (the gzip magic split over two
+    reads), then the rest (less than a pipe holds: the writer never blocks)."""
+    read_end, write_end = os.pipe()
+
+    def unread_bytes() -> int:
+        (count,) = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))
+        return int(count)
+
+    def write() -> None:
+        with open(write_end, "wb", buffering=0) as out:
+            out.write(content[:1])
+            deadline = time.monotonic() + 10
+            while unread_bytes() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            out.write(content[1:])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield Path(f"/dev/fd/{read_end}")
+    finally:
+        writer.join()
+        os.close(read_end)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_pipe_is_read_whole(compress: bool) -> None:
+    # A pipe cannot seek and gives its bytes once: telling gzip from text must not lose them.
+    content = b"".join(b'{"n": %d}\n' % n for n in range(3000))
+    counts = ReadCounts()
+    with pipe_written(gzip.compress(content) if compress else content) as pipe:
+        values = list(iter_json_lines(pipe, counts))
+    assert values == [{"n": n} for n in range(3000)]
+    assert (counts.lines, counts.corrupt_lines) == (3000, 0)
