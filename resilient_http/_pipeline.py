@@ -172,23 +172,7 @@ class Pipeline:
         self._listeners = listeners
         self._clock = clock
 
-    def send(
-        self,
-        method: str,
-        url: Any,
-        target: Any,
-        kwargs: dict[str, Any],
-        plan: RetryPlan | None,
-        idempotent: bool | None,
-        deadline: float,
-        timeout: aiohttp.ClientTimeout,
-    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
-        """One logical call, as a coroutine; its deadline counts from when the coroutine starts
-        running, as aiohttp's timeout does (a call made now and awaited later, e.g. behind a
-        semaphore, has its whole deadline once it runs)."""
-        return self._from_start(method, url, target, kwargs, plan, idempotent, deadline, timeout)
-
-    async def _from_start(
+    async def send(
         self,
         method: str,
         url: Any,
@@ -199,6 +183,9 @@ class Pipeline:
         deadline: float,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the attempts' template, not a wait
     ) -> aiohttp.ClientResponse:
+        """One logical call; its deadline counts from when the coroutine starts running, as
+        aiohttp's timeout does (a call made now and awaited later, e.g. behind a semaphore, has
+        its whole deadline once it runs)."""
         expires_at = self._clock() + deadline
         call = Call(method, url, target, kwargs, plan, idempotent, expires_at, timeout, None)
         return await self.run(call)
