@@ -48,7 +48,7 @@ from ddsketch.store import DenseStore
 
 from .._dependency_internals import warn_changed_internal
 
-__all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch"]
+__all__ = ["SKETCH_RELATIVE_ACCURACY", "BucketHistogram", "LatencySketch", "nearest_rank"]
 
 # Relative accuracy of span latency percentiles: p99 = 200 ms is reported within 198..202 ms.
 SKETCH_RELATIVE_ACCURACY = 0.01
@@ -236,10 +236,25 @@ class LatencySketch:
         self._sketch.merge(other._sketch)
 
     def quantile_ms(self, quantile: float) -> float | None:
-        """The ``quantile`` (0..1) in milliseconds, None when empty."""
+        """The ``quantile`` (0..1) in milliseconds, None when empty: the nearest-rank value, the
+        smallest that at least ``quantile`` of the weight is at or below.
+
+        DDSketch's own rank, ``quantile * (count - 1)`` rounded down, hides a small sample's
+        tail: of 10 calls, one taking a second, its p95 and p99 were the 9th value, as if no
+        call had been slow."""
         self._flush()
-        value = self._sketch.get_quantile_value(quantile)
+        value = self._sketch.get_quantile_value(nearest_rank(quantile, self._sketch.count))
         return None if value is None else float(value) * 1000.0
+
+
+def nearest_rank(quantile: float, count: float) -> float:
+    """The quantile to ask DDSketch (whose rank is ``quantile * (count - 1)``, rounded down) for
+    the nearest-rank value of ``count`` values: the one at rank ``ceil(quantile * count)``."""
+    if count <= 1.0:
+        return quantile
+    # The epsilon keeps a product such as 0.95 * 100 = 95.00000000000001 from costing a rank.
+    rank = max(math.ceil(quantile * count - 1e-9) - 1, 0)
+    return min(rank / (count - 1.0), 1.0)
 
 
 class BucketHistogram:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -10,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_http.analysis import stats
-from resilient_http.analysis.stats import SKETCH_RELATIVE_ACCURACY, BucketHistogram, LatencySketch
+from resilient_http.analysis.stats import (
+    SKETCH_RELATIVE_ACCURACY,
+    BucketHistogram,
+    LatencySketch,
+    nearest_rank,
+)
 
 
 def test_sketch_percentiles_are_within_the_relative_accuracy() -> None:
@@ -20,8 +26,20 @@ def test_sketch_percentiles_are_within_the_relative_accuracy() -> None:
     for value in values:
         sketch.add(value, 1.0)
     for q in (0.5, 0.95, 0.99):
-        exact = values[int(q * (len(values) - 1))] * 1000
+        exact = values[math.ceil(q * len(values)) - 1] * 1000  # the nearest rank
         assert sketch.quantile_ms(q) == pytest.approx(exact, rel=SKETCH_RELATIVE_ACCURACY)
+
+
+def test_a_small_samples_tail_is_its_p95_and_p99() -> None:
+    """Nearest rank: of 10 calls, one slow one is the p95 and the p99 (DDSketch's own rank,
+    q * (n - 1) rounded down, made both the 9th value); the p90 is the 9th."""
+    sketch = LatencySketch()
+    for value in [0.020] * 9 + [1.0]:
+        sketch.add(value)
+    assert sketch.quantile_ms(0.9) == pytest.approx(20.0, rel=SKETCH_RELATIVE_ACCURACY)
+    assert sketch.quantile_ms(0.95) == pytest.approx(1000.0, rel=SKETCH_RELATIVE_ACCURACY)
+    assert sketch.quantile_ms(0.99) == pytest.approx(1000.0, rel=SKETCH_RELATIVE_ACCURACY)
+    assert nearest_rank(0.95, 100) == 94 / 99  # 0.95 * 100 is 95.00000000000001 in floats
 
 
 def test_sketch_weights_and_merge() -> None:
