@@ -171,7 +171,11 @@ class _HandlerStage:
         started = 0.0
         if observer is not None:
             traced = observer.attempt_started(attempt.number, {"headers": request.headers})
-            for name, value in traced["headers"].items():  # the attempt's trace context
-                request.headers[name] = value
+            headers = traced["headers"]
+            # The attempt's trace context, when a listener put it in headers of its own (the
+            # recorder and the debug log hand the request's back: nothing to copy)
+            if headers is not request.headers:
+                for name, value in headers.items():
+                    request.headers[name] = value
             started = time.perf_counter()
         return await_attempt(call, attempt, partial(handler, request), self._upstreams, started)

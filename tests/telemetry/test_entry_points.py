@@ -9,6 +9,7 @@ innermost stage differs (a ``ClientSession.request`` per attempt, or the middlew
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -323,3 +324,26 @@ async def test_raise_for_status_errors_carry_no_notes_on_the_native_path(
     assert raised.value.status == 503
     assert getattr(raised.value, "__notes__", []) == []
     assert [s.kind for s in providers.spans()].count(SpanKind.CLIENT) == 2
+
+
+@pytest.mark.parametrize("listener", ["recorder", "debug log"])
+async def test_the_native_path_works_with_only_a_recorder_or_the_debug_log_listening(
+    listener: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listeners that leave the request's headers as they are (no telemetry exporting): the
+    middleware once iterated those headers while writing them back, and failed every call."""
+    if listener == "debug log":
+        caplog.set_level(logging.DEBUG, logger="resilient_http")
+    throttled_once = FaultPlan(throttle=Throttle(503, first=1, retry_after=RetryAfter("none")))
+    async with FaultyUpstream(throttled_once) as upstream:
+        with rh.testing.record() as recorder:
+            async with (
+                aiohttp.ClientSession(
+                    connector=rh.create_connector(), middlewares=(rh.middleware(),)
+                ) as client,
+                client.get(f"{upstream.url}/x") as resp,
+            ):
+                assert resp.status == 200
+    assert [r.reason for r in recorder.retries] == ["throttled"]
+    if listener == "debug log":
+        assert any("attempt=2 outcome=200" in line for line in caplog.messages), caplog.messages
