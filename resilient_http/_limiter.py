@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+import aiohttp
+
 from ._events import QueuedEvent
 from ._per_upstream import PerUpstream
 from ._pipeline import AttemptHandler, AttemptOutcome, AttemptSpec, Call
@@ -186,7 +188,9 @@ class AdaptiveLimiter:
         if upstream.in_flight < upstream.places and not upstream.waiters:
             upstream.in_flight += 1
         else:
-            await self._queue(call, upstream)
+            timed_out = await self._queue(call, upstream)
+            if timed_out is not None:  # never sent: an outcome the retries read as such
+                return AttemptOutcome(None, timed_out, call_label(upstream), None)
         started = self._clock()
         try:
             outcome = await send(call, attempt)
@@ -206,17 +210,32 @@ class AdaptiveLimiter:
             )
         return outcome
 
-    async def _queue(self, call: Call, upstream: UpstreamLimit) -> None:
+    async def _queue(self, call: Call, upstream: UpstreamLimit) -> Exception | None:
+        """Wait for a place: None once given one, else the error the attempt ends with.
+
+        The wait is bounded as aiohttp bounds a wait for a pooled connection (this queue is
+        one): by the attempt's ``connect`` and ``total`` timeouts, and by the call's deadline.
+        The error is aiohttp's for that wait, ``ConnectionTimeoutError`` (an
+        ``asyncio.TimeoutError``): the request was never sent."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         upstream.waiters.append(waiter)
         queued_at = time.perf_counter()
+        timeouts = call.timeout
+        bounds = (call.expires_at - self._clock(), timeouts.connect, timeouts.total)
         try:
-            await waiter
-        except BaseException:
+            async with asyncio.timeout(min(b for b in bounds if b is not None)):
+                await waiter
+        except BaseException as stopped:
             if waiter.done() and not waiter.cancelled():
-                upstream.release()  # given a place just as it was cancelled: pass it on
-            raise
+                upstream.release()  # given a place just as it stopped waiting: pass it on
+            if not isinstance(stopped, TimeoutError):  # cancelled: the call ends
+                raise
+            return aiohttp.ConnectionTimeoutError(
+                f"Connection timeout to host {call_label(upstream)} (queued under its "
+                "adaptive concurrency limit)"
+            )
         finally:
             if call.observer is not None:
                 waited = time.perf_counter() - queued_at
                 call.observer.queued(QueuedEvent(call.method, call_label(upstream), waited))
+        return None

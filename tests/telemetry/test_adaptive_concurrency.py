@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import pytest
 from aiohttp import web
 
 import resilient_http as rh
 from tests.helpers import until
-from tests.servers import serving
+from tests.servers import RecordingServer, serving
 from tests.telemetry.conftest import Providers
 
 
@@ -95,3 +97,31 @@ async def test_static_sessions_report_the_per_host_limit(providers: Providers) -
         assert resp.status == 200
         metrics = providers.metrics()
     assert [point.value for _, point in metrics["resilient_http.concurrency.limit"]] == [7]
+
+
+async def test_a_call_queued_under_the_limit_keeps_its_deadline_and_connect_timeout(
+    recording_server: RecordingServer,
+) -> None:
+    """The limiter's queue is a wait for a pooled connection: the call's deadline and the
+    attempt's connect timeout bound it, with aiohttp's error for such a wait, and the request
+    is never sent."""
+    config = rh.ClientConfig(limit_per_host=1, concurrency="adaptive")
+    async with rh.ResilientSession(config=config) as client:
+        holder = asyncio.ensure_future(client.get(recording_server.url("/held")))
+        await recording_server.wait_for(lambda s: s.in_flight == 1)
+        async with asyncio.timeout(5):  # a safety net only: the holder waits for release()
+            with pytest.raises(aiohttp.ConnectionTimeoutError) as by_deadline:
+                await client.get(recording_server.url("/a"), deadline=0.1)
+            with pytest.raises(aiohttp.ConnectionTimeoutError):
+                await client.get(
+                    recording_server.url("/b"),
+                    timeout=aiohttp.ClientTimeout(connect=0.1),
+                    retry=False,
+                )
+        assert by_deadline.value.__notes__[-1].endswith("no retry: deadline")
+        assert recording_server.in_flight == 1  # neither queued call reached the server
+        recording_server.release()
+        async with await holder as held:
+            assert held.status == 200
+        async with client.get(recording_server.url("/c")) as resp:  # the place was given back
+            assert resp.status == 200
