@@ -18,6 +18,7 @@ any other.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import math
@@ -136,10 +137,10 @@ class Hedging:
         delay = self.after if self.after != "auto" else sketch.hedge_after
         started = self._clock()
         if delay is None:
-            outcome = await send(call, attempt)
-            if outcome.response is not None:
+            unhedged = await send(call, attempt)
+            if unhedged.response is not None:
                 sketch.add(self._clock() - started)
-            return outcome
+            return unhedged
         # The first attempt runs in the caller's task, as an unhedged one does; once its delay
         # has passed, hedges start as tasks of their own, and a hedge that answers first
         # interrupts it by cancelling the caller's task (as asyncio.timeout() does). Most calls
@@ -149,23 +150,32 @@ class Hedging:
         race = _Race(task, send, call, attempt, sketch.label, delay)
         loop = asyncio.get_running_loop()
         self._deadlines.add(loop, loop.time() + delay, race)
+        outcome: AttemptOutcome | None = None
         try:
             try:
                 outcome = await send(call, attempt)
             except asyncio.CancelledError:
-                if race.winner is None or task.uncancel() > 0:
+                # A winning hedge's own cancellation is taken back, as asyncio.timeout() takes
+                # its own back: counted against the cancellations pending before the race.
+                if race.winner is None or task.uncancel() > race.cancelling:
                     raise  # cancelled from outside (too): the call itself ends
                 outcome = race.winner.result()
             else:
                 race.settle()
                 if outcome.response is None and race.hedges:  # failed: a hedge may answer
                     outcome = await race.first_answer(outcome)
+            if race.hedges:  # the losers let go of their connections before the call goes on
+                await _cancel({hedge for hedge in race.hedges if not hedge.done()})
+        except BaseException:
+            if outcome is not None and outcome.response is not None:
+                outcome.response.close()  # an answer the call ends without: never pooled
+            outcome = None
+            raise
         finally:
             if race.call is not None:  # not settled yet (cancelled, or a hedge won)
                 race.settle()
             if race.hedges:
-                await _cancel({hedge for hedge in race.hedges if not hedge.done()})
-                _close_losers(race.hedges, race.winner)
+                _let_go(race.hedges, outcome)
         if race.hedges:
             self._report(call, attempt, race)
         if self.after == "auto":
@@ -183,7 +193,10 @@ class Hedging:
         if not self._budget.allows_retry(race.upstream):
             return
         self._budget.charge_retry(race.upstream)
-        hedge = asyncio.ensure_future(send(call, attempt._replace(hedge=len(race.hedges) + 1)))
+        # In (a copy of) the call's context, not in that of the call whose hedge set the timer
+        hedge = race.context.run(
+            asyncio.ensure_future, send(call, attempt._replace(hedge=len(race.hedges) + 1))
+        )
         race.hedges.append(hedge)
         hedge.add_done_callback(race.hedge_ended)
         if len(race.hedges) < self.most:
@@ -278,6 +291,8 @@ class _Race:
         "_task",
         "attempt",
         "call",
+        "cancelling",
+        "context",
         "delay",
         "hedges",
         "send",
@@ -296,6 +311,10 @@ class _Race:
         delay: float,
     ) -> None:
         self._task = task
+        #: cancellations of the caller's task pending before the race (see Hedging.send)
+        self.cancelling = task.cancelling()
+        #: the call's context variables, which its hedges run with
+        self.context = contextvars.copy_context()
         self.send: AttemptHandler | None = send
         self.call: Call | None = call
         self.attempt: AttemptSpec | None = attempt
@@ -337,17 +356,25 @@ def _answered(task: asyncio.Future[AttemptOutcome]) -> bool:
     return task.done() and not task.cancelled() and task.result().response is not None
 
 
-def _close_losers(
-    tasks: list[asyncio.Future[AttemptOutcome]], winner: asyncio.Future[AttemptOutcome] | None
-) -> None:
-    """Close the answers that lost the race (or all, when the call itself was cancelled):
-    their connections are not returned to the pool."""
-    for task in tasks:
-        if task is winner or not task.done() or task.cancelled():
-            continue
-        response = task.result().response
-        if response is not None:
-            response.close()
+def _let_go(hedges: list[asyncio.Future[AttemptOutcome]], kept: AttemptOutcome | None) -> None:
+    """Close every hedge's answer but the one the call returns (``kept``; None when the call
+    ends without one): their connections are not returned to the pool. A hedge still running
+    (the call was cancelled while it waited for them) is cancelled, and its answer closed
+    whenever it comes."""
+    for hedge in hedges:
+        if not hedge.done():
+            hedge.cancel()
+            hedge.add_done_callback(_close_answer)
+        elif kept is None or hedge.cancelled() or hedge.result() is not kept:
+            _close_answer(hedge)
+
+
+def _close_answer(hedge: asyncio.Future[AttemptOutcome]) -> None:
+    if hedge.cancelled() or hedge.exception() is not None:
+        return
+    response = hedge.result().response
+    if response is not None:
+        response.close()
 
 
 async def _cancel(pending: set[asyncio.Future[AttemptOutcome]]) -> None:

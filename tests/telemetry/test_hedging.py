@@ -5,9 +5,12 @@ metrics reported."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.trace import SpanKind
@@ -220,3 +223,95 @@ async def test_the_deadline_queue_launches_each_unsettled_race_at_its_deadline_o
     # set for the late race, moved for the early one, then at each launch for the next
     # race still out (the answered one is skipped): 4 timers for 4 calls, not 4 plus cancels
     assert counting.timers == 4
+
+
+async def test_a_call_cancelled_while_its_losers_are_cut_off_leaves_no_connection() -> None:
+    """The first attempt answers once its hedge has reached the upstream; the caller is
+    cancelled just then (while the hedge is being cancelled): the answer it will never read
+    is closed, not left holding its pooled connection."""
+    hedge_arrived, test_over = asyncio.Event(), asyncio.Event()
+    seen = 0
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        nonlocal seen
+        seen += 1
+        response = web.StreamResponse()
+        if seen == 1:
+            await hedge_arrived.wait()
+            await response.prepare(request)  # headers: the first attempt has its answer
+        hedge_arrived.set()
+        await test_over.wait()  # the body never ends, and the hedge never answers (while
+        return response  # the test lasts: aiohttp keeps a handler its client left running)
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    caller: asyncio.Task[Any] | None = None
+    tracing = aiohttp.TraceConfig()
+
+    async def on_request_end(*_: object) -> None:
+        assert caller is not None
+        asyncio.get_running_loop().call_soon(caller.cancel)
+
+    tracing.on_request_end.append(on_request_end)
+    config = rh.ClientConfig(hedge_after=0.01, hedge_max=1)
+    async with (
+        serving(app) as url,
+        rh.ResilientSession(config, trace_configs=[tracing]) as client,
+    ):
+        caller = asyncio.ensure_future(client.get(url))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await until(lambda: client.pool_stats().active == 0)
+        test_over.set()
+    assert seen == 2
+
+
+async def test_a_winning_hedge_answers_though_the_caller_had_swallowed_a_cancellation() -> None:
+    """The hedge's own cancellation of the first attempt is told apart from the caller's as
+    asyncio.timeout() tells them apart: a cancellation pending from before (caught and not
+    uncancelled by the application) does not turn the hedge's answer into a CancelledError."""
+    upstream = Upstream()
+    config = rh.ClientConfig(hedge_after=0.02)
+    task = asyncio.current_task()
+    assert task is not None
+    async with serving(upstream.app) as url, rh.ResilientSession(config) as client:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)  # the application swallows it: cancelling() stays 1
+        assert task.cancelling() == 1
+        async with client.get(url) as resp:
+            assert await resp.text() == "answer 2"
+        upstream.gate.set()
+    task.uncancel()
+
+
+async def test_each_hedge_runs_in_its_own_calls_context() -> None:
+    """Hedges are sent from the one timer of the session: each still sees its own call's
+    context variables (a request id in a trace config, a logging context)."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    upstream = Upstream(hold=2)
+    sent: list[tuple[str, str]] = []
+    tracing = aiohttp.TraceConfig()
+
+    async def on_request_start(
+        _: object, __: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        sent.append((params.url.query["call"], request_id.get()))
+
+    tracing.on_request_start.append(on_request_start)
+    config = rh.ClientConfig(hedge_after=0.02)
+
+    async def call(client: rh.ResilientSession, url: str, name: str) -> str:
+        request_id.set(name)
+        async with client.get(url, params={"call": name}) as resp:
+            return await resp.text()
+
+    async with (
+        serving(upstream.app) as url,
+        rh.ResilientSession(config, trace_configs=[tracing]) as client,
+    ):
+        answers = await asyncio.gather(call(client, url, "a"), call(client, url, "b"))
+        upstream.gate.set()
+    assert sorted(answers) == ["answer 3", "answer 4"]
+    assert len(sent) == 4  # two first attempts, two hedges
+    assert all(call == seen for call, seen in sent), sent
