@@ -90,6 +90,7 @@ class BreakerState:
         "host",
         "label",
         "opened_at",
+        "period",
         "port",
         "probes",
         "state",
@@ -103,6 +104,8 @@ class BreakerState:
         self.opened_at = 0.0
         #: probe places taken in the current half-open period
         self.probes = 0
+        #: which half-open period this is (a probe from an earlier one no longer counts)
+        self.period = 0
         self._width = window / _BUCKETS
         self._epochs = [-1] * _BUCKETS
         self._calls = [0] * _BUCKETS
@@ -175,7 +178,8 @@ class CircuitBreaker:
         assert proceed is not None, "bind() first"
         circuits = self._circuits
         circuit = circuits.by_target.get(call.target) or circuits.add(call.target)
-        probe = circuit.state != CLOSED and self._admit(call, circuit)
+        # the half-open period the call probes in; None: not a probe
+        probe = self._admit(call, circuit) if circuit.state != CLOSED else None
         try:
             response = await proceed(call)
         except Exception as error:
@@ -185,15 +189,15 @@ class CircuitBreaker:
             self._ended(call, circuit, probe, None)
             raise
         status = response.status
-        if (status < 500 or status == 501) and not probe and circuit.state == CLOSED:
+        if (status < 500 or status == 501) and probe is None and circuit.state == CLOSED:
             circuit.succeeded(self._clock())  # the common case, without _ended()'s checks
         else:
             self._ended(call, circuit, probe, is_failure(status, None, response.headers))
         return response
 
-    def _admit(self, call: Call, circuit: BreakerState) -> bool:
-        """For a circuit that is not closed: True to let the call through as a probe; raises
-        ``CircuitOpenError`` to reject it."""
+    def _admit(self, call: Call, circuit: BreakerState) -> int:
+        """For a circuit that is not closed: the half-open period the call is let through in,
+        as a probe; raises ``CircuitOpenError`` to reject it."""
         now = self._clock()
         if circuit.state == OPEN:
             reopens_at = circuit.opened_at + self.policy.open_for
@@ -201,11 +205,12 @@ class CircuitBreaker:
                 self._reject(call, circuit, reopens_at - now)
             circuit.state = HALF_OPEN
             circuit.probes = 0
+            circuit.period += 1
             self._report(call, circuit, OPEN, 0, 0)
         if circuit.probes >= PROBES_PER_OPENING:
             self._reject(call, circuit, 0.0)
         circuit.probes += 1
-        return True
+        return circuit.period
 
     def _reject(self, call: Call, circuit: BreakerState, retry_in: float) -> None:
         observer = call.observer
@@ -216,11 +221,13 @@ class CircuitBreaker:
         error.add_note(f"no attempt: {call.method} {circuit.label} circuit breaker open ({when})")
         raise error
 
-    def _ended(self, call: Call, circuit: BreakerState, probe: bool, failed: bool | None) -> None:
+    def _ended(
+        self, call: Call, circuit: BreakerState, probe: int | None, failed: bool | None
+    ) -> None:
         state = circuit.state
         if state == OPEN:
             return  # a call let through before it opened: the opening already counted it
-        if probe and state == HALF_OPEN:
+        if probe == circuit.period and state == HALF_OPEN:
             if failed is None:
                 circuit.probes -= 1  # its place goes to another probe
             elif failed:

@@ -249,3 +249,54 @@ async def test_off_means_every_call_is_sent() -> None:
         for _ in range(10):
             assert await call(url) == 500
     assert upstream.requests == 10
+
+
+class HeldUpstream:
+    """Answers 500 at once, or, while ``hold``, holds each request until the test releases it."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held: list[asyncio.Event] = []
+        self.app = web.Application()
+        self.app.router.add_get("/", self._answer)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        if self.hold:
+            released = asyncio.Event()
+            self.held.append(released)
+            await released.wait()
+        return web.Response(status=500)
+
+    def release_all(self) -> None:
+        for released in self.held:
+            released.set()
+
+
+async def test_probes_of_an_earlier_period_give_back_no_place_of_the_current_one() -> None:
+    """A probe cancelled after its period ended (the circuit opened again, then half-opened)
+    frees no place: the new period still lets at most PROBES_PER_OPENING probes through."""
+    clock, upstream = FakeClock(), HeldUpstream()
+    async with serving(upstream.app) as url, breaker_pipeline(clock, POLICY) as call:
+        for _ in range(4):
+            assert await call(url) == 500  # opens it
+        clock.now += 5
+        upstream.hold = True
+        first = [asyncio.create_task(call(url)) for _ in range(PROBES_PER_OPENING)]
+        await until(lambda: len(upstream.held) == PROBES_PER_OPENING)
+        upstream.held[0].set()  # one probe fails: open again, four probes still out
+        assert await first[0] == 500
+        clock.now += 5
+        second = [asyncio.create_task(call(url))]  # the next period's first probe
+        await until(lambda: len(upstream.held) == PROBES_PER_OPENING + 1)
+        for stale in first[1:]:
+            stale.cancel()
+        await asyncio.gather(*first[1:], return_exceptions=True)
+        second += [asyncio.create_task(call(url)) for _ in range(PROBES_PER_OPENING)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*second[-1:], return_exceptions=True),
+            timeout=10,  # a safety net
+        )
+        assert isinstance(results[0], rh.CircuitOpenError)  # the sixth of this period
+        await until(lambda: len(upstream.held) == 2 * PROBES_PER_OPENING)
+        upstream.release_all()
+        assert await asyncio.gather(*second[:-1]) == [500] * PROBES_PER_OPENING
