@@ -145,6 +145,10 @@ class BreakerState:
                 failures += self._failures[slot]
         return failures, calls
 
+    def is_empty(self, now: float) -> bool:
+        """Whether no call ended within the window that ends ``now`` (as good as new)."""
+        return int(now / self._width) - self.head_epoch >= _BUCKETS
+
     def clear(self) -> None:
         """Empty the window (a circuit starts counting afresh when it closes)."""
         self._epochs = [-1] * _BUCKETS
@@ -158,7 +162,8 @@ class CircuitBreaker:
         self._clock = clock
         window = policy.window
         self._circuits = PerUpstream(
-            lambda label, host, port: BreakerState(label, host, port, window)
+            lambda label, host, port: BreakerState(label, host, port, window),
+            lambda circuit: circuit.state == CLOSED and circuit.is_empty(self._clock()),
         )
         self._proceed: CallHandler | None = None
 

@@ -41,6 +41,9 @@ MEDIAN_FACTOR: Final = 2.0
 _GAMMA: Final = 1.02  # bucket width: 2 % relative accuracy
 _GENERATION: Final = 512  # samples per generation: the p95 follows the last 512-1024
 _REFRESH: Final = 16  # samples between two readings of the quantiles (a read sorts buckets)
+#: An upstream's latencies are let go once it has not been called for this long (and its session
+#: keeps many upstreams): hedging it again starts from AUTO_MIN_SAMPLES answers.
+FORGET_AFTER_S: Final = 600.0
 
 
 class LatencySketch:
@@ -54,6 +57,7 @@ class LatencySketch:
         "_previous_count",
         "hedge_after",
         "label",
+        "used_at",
     )
 
     def __init__(self, label: str = "") -> None:
@@ -65,6 +69,8 @@ class LatencySketch:
         self._previous_count = 0
         #: the delay ``auto`` hedges after, refreshed every ``_REFRESH`` samples (None: too few)
         self.hedge_after: float | None = None
+        #: when a call to the upstream last started (the hedging's clock)
+        self.used_at = 0.0
 
     @property
     def count(self) -> int:
@@ -112,7 +118,10 @@ class Hedging:
         self.most = most
         self._budget = budget
         self._clock = clock
-        self._sketches = PerUpstream(lambda label, host, port: LatencySketch(label))
+        self._sketches = PerUpstream(
+            lambda label, host, port: LatencySketch(label),
+            lambda sketch: self._clock() - sketch.used_at > FORGET_AFTER_S,
+        )
         self._send: AttemptHandler | None = None
         self._deadlines: _Deadlines[_Race] = _Deadlines(self._launch)
 
@@ -135,7 +144,7 @@ class Hedging:
         sketches = self._sketches
         sketch = sketches.by_target.get(call.target) or sketches.add(call.target)
         delay = self.after if self.after != "auto" else sketch.hedge_after
-        started = self._clock()
+        started = sketch.used_at = self._clock()
         if delay is None:
             unhedged = await send(call, attempt)
             if unhedged.response is not None:

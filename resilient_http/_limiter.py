@@ -167,7 +167,11 @@ class AdaptiveLimiter:
     def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ceiling = ceiling
         self._clock = clock
-        self._limits = PerUpstream(lambda label, host, port: UpstreamLimit(ceiling, host, port))
+        self._limits = PerUpstream(
+            lambda label, host, port: UpstreamLimit(ceiling, host, port),
+            # nothing in flight or queued, and a limit that has not been lowered
+            lambda limit: not limit.in_flight and not limit.waiters and limit.limit >= ceiling,
+        )
         self._send: AttemptHandler | None = None
 
     def limits(self) -> list[UpstreamLimit]:

@@ -4,6 +4,11 @@ The circuit breaker, the adaptive limiter and hedging each keep their state per 
 look it up on every call. ``PerUpstream.by_target`` maps the URL as the caller gave it straight
 to that state, so the common case is one dict lookup; ``add`` handles a URL seen for the first
 time (its label parsed once, the state made once per upstream).
+
+A service that calls ever new hosts (webhook delivery, a crawler) would keep a state for each
+forever: once ``PRUNE_FROM`` upstreams are kept, a new one first lets go of the states that are
+as good as new (``forgettable``: nothing in flight, nothing learned that a new state would not
+learn again), so memory follows the upstreams in use, not every upstream ever called.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, Final, Generic, TypeVar
 from yarl import URL
 
 from ._attempt import UpstreamLabels
+from ._budget import PRUNE_FROM
 
 __all__ = ["PerUpstream"]
 
@@ -21,13 +27,23 @@ _T = TypeVar("_T")
 _TARGET_CACHE_SIZE: Final = 1024
 
 
+def _never(state: object) -> bool:
+    return False
+
+
 class PerUpstream(Generic[_T]):
     """``make(label, host, port)`` once per upstream; found again by URL."""
 
-    __slots__ = ("_by_label", "_labels", "_make", "by_target")
+    __slots__ = ("_by_label", "_forgettable", "_labels", "_make", "_prune_at", "by_target")
 
-    def __init__(self, make: Callable[[str, str, int | None], _T]) -> None:
+    def __init__(
+        self,
+        make: Callable[[str, str, int | None], _T],
+        forgettable: Callable[[_T], bool] = _never,
+    ) -> None:
         self._make = make
+        self._forgettable = forgettable
+        self._prune_at = PRUNE_FROM
         self._labels = UpstreamLabels()
         self._by_label: dict[str, _T] = {}
         #: the URL as the caller gave it -> its upstream's state (bounded: services call few URLs)
@@ -43,6 +59,8 @@ class PerUpstream(Generic[_T]):
                 host, port = url.host or "", url.port
             except (TypeError, ValueError):
                 host, port = label.rpartition(":")[0], None
+            if len(self._by_label) >= self._prune_at:
+                self._prune()
             state = self._by_label[label] = self._make(label, host, port)
         if len(self.by_target) >= _TARGET_CACHE_SIZE:
             self.by_target.clear()
@@ -52,6 +70,13 @@ class PerUpstream(Generic[_T]):
     def of(self, target: Any) -> _T:
         """The state of ``target``'s upstream."""
         return self.by_target.get(target) or self.add(target)
+
+    def _prune(self) -> None:
+        forgettable = self._forgettable
+        kept = {label: state for label, state in self._by_label.items() if not forgettable(state)}
+        self._by_label = kept  # a new dict: telemetry's thread may be copying the old one
+        self.by_target.clear()  # it may lead to a state let go
+        self._prune_at = max(PRUNE_FROM, 2 * len(kept))
 
     def values(self) -> list[_T]:
         """Every upstream's state (a copy: telemetry reads it from its own thread)."""
