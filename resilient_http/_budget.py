@@ -4,7 +4,7 @@ Per ``ResilientSession`` and upstream ``host:port``, over a sliding 10-second wi
 retries allowed = ``budget_ratio`` x logical calls in the window + ``budget_min_per_second`` x 10.
 The window is ten one-second buckets, so recording a call is O(1) and memory is fixed per
 upstream; the windows of upstreams not called within the last window are let go once many are
-kept (``PRUNE_FROM``). Free retries of stale pooled connections are never charged here.
+kept (``_bounded.py``). Free retries of stale pooled connections are never charged here.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["PRUNE_FROM", "WINDOW_SECONDS", "RetryBudget"]
+from ._bounded import PRUNE_FROM, pruned
+
+__all__ = ["WINDOW_SECONDS", "RetryBudget"]
 
 WINDOW_SECONDS: Final = 10
-#: Upstreams whose state a session keeps before it lets go of those as good as new (then twice
-#: the number kept, at least this): the retry budget's windows, and every ``PerUpstream``.
-PRUNE_FROM: Final = 1024
 
 
 class _Window:
@@ -61,21 +60,14 @@ class RetryBudget:
     def _window(self, upstream: str, second: int) -> _Window:
         window = self._windows.get(upstream)
         if window is None:
-            if len(self._windows) >= self._prune_at:
-                self._prune(second)
+            if len(self._windows) >= self._prune_at:  # those that have emptied go
+                self._windows, self._prune_at = pruned(
+                    self._windows, lambda old: old.second <= second - WINDOW_SECONDS
+                )
             window = self._windows[upstream] = _Window(second)
         elif window.second != second:  # every call passes here: most are in the same second
             window.advance(second)
         return window
-
-    def _prune(self, second: int) -> None:
-        """Let go of the windows that have emptied (as good as new)."""
-        self._windows = {
-            upstream: window
-            for upstream, window in self._windows.items()
-            if window.second > second - WINDOW_SECONDS
-        }
-        self._prune_at = max(PRUNE_FROM, 2 * len(self._windows))
 
     def record_call(self, upstream: str) -> None:
         """Count one logical call to ``upstream``."""

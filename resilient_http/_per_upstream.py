@@ -5,10 +5,8 @@ look it up on every call. ``PerUpstream.by_target`` maps the URL as the caller g
 to that state, so the common case is one dict lookup; ``add`` handles a URL seen for the first
 time (its label parsed once, the state made once per upstream).
 
-A service that calls ever new hosts (webhook delivery, a crawler) would keep a state for each
-forever: once ``PRUNE_FROM`` upstreams are kept, a new one first lets go of the states that are
-as good as new (``forgettable``: nothing in flight, nothing learned that a new state would not
-learn again), so memory follows the upstreams in use, not every upstream ever called.
+Bounded as ``_bounded.py`` says: ``forgettable`` tells a state as good as new (nothing in
+flight, nothing learned that a new state would not learn again).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any, Final, Generic, TypeVar
 from yarl import URL
 
 from ._attempt import UpstreamLabels
-from ._budget import PRUNE_FROM
+from ._bounded import PRUNE_FROM, pruned
 
 __all__ = ["PerUpstream"]
 
@@ -60,7 +58,8 @@ class PerUpstream(Generic[_T]):
             except (TypeError, ValueError):
                 host, port = label.rpartition(":")[0], None
             if len(self._by_label) >= self._prune_at:
-                self._prune()
+                self._by_label, self._prune_at = pruned(self._by_label, self._forgettable)
+                self.by_target.clear()  # it may lead to a state let go
             state = self._by_label[label] = self._make(label, host, port)
         if len(self.by_target) >= _TARGET_CACHE_SIZE:
             self.by_target.clear()
@@ -70,13 +69,6 @@ class PerUpstream(Generic[_T]):
     def of(self, target: Any) -> _T:
         """The state of ``target``'s upstream."""
         return self.by_target.get(target) or self.add(target)
-
-    def _prune(self) -> None:
-        forgettable = self._forgettable
-        kept = {label: state for label, state in self._by_label.items() if not forgettable(state)}
-        self._by_label = kept  # a new dict: telemetry's thread may be copying the old one
-        self.by_target.clear()  # it may lead to a state let go
-        self._prune_at = max(PRUNE_FROM, 2 * len(kept))
 
     def values(self) -> list[_T]:
         """Every upstream's state (a copy: telemetry reads it from its own thread)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resilient_http._bounded import PRUNE_FROM
 from resilient_http._breaker import BreakerState
-from resilient_http._budget import PRUNE_FROM, WINDOW_SECONDS, RetryBudget
+from resilient_http._budget import WINDOW_SECONDS, RetryBudget
 from resilient_http._per_upstream import PerUpstream
 from tests.helpers import FakeClock
 
