@@ -16,13 +16,12 @@ import math
 import sys
 from collections.abc import Sequence
 
+from resilient_http.analysis.prometheus_arguments import QUERY_TIMEOUT_S
 from resilient_http.cli import missing_extra, positive_int, run_subcommand
 
 __all__ = ["add_arguments", "main", "run"]
 
 PROG = "resilient-http analyze"
-# promql.QUERY_TIMEOUT_S (not imported: building the parser must not need the `cli` extra).
-_PROMETHEUS_TIMEOUT_S = 150.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prometheus-timeout",
         type=_seconds,
-        default=_PROMETHEUS_TIMEOUT_S,
+        default=QUERY_TIMEOUT_S,
         metavar="SECONDS",
         help="with --prometheus: how long an answer may keep it waiting (default "
-        f"{_PROMETHEUS_TIMEOUT_S:g}: above Prometheus's own 2-minute query timeout)",
+        f"{QUERY_TIMEOUT_S:g}: above Prometheus's own 2-minute query timeout)",
     )
     parser.add_argument(
         "--recorded",

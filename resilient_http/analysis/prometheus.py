@@ -31,7 +31,11 @@ from resilient_http.analysis.analyze import analysis_of
 from resilient_http.analysis.fleet_report import JOB, FleetAnalysis, fleet_json
 from resilient_http.analysis.grouping import LIMIT_SLICES
 from resilient_http.analysis.metrics import MetricStore
-from resilient_http.analysis.prometheus_arguments import parse_duration, prometheus_url
+from resilient_http.analysis.prometheus_arguments import (
+    QUERY_TIMEOUT_S,
+    parse_duration,
+    prometheus_url,
+)
 from resilient_http.analysis.prometheus_streams import (
     ATTRIBUTES,
     COUNTERS,
@@ -54,7 +58,6 @@ from resilient_http.analysis.promql import (
     JOINED,
     JOINED_SEPARATOR,
     PROMETHEUS_NAMES,
-    QUERY_TIMEOUT_S,
     PrometheusError,
     Source,
     all_of,

@@ -14,6 +14,7 @@ from yarl import URL
 from resilient_http.telemetry.redact import redact_text, redact_url
 
 __all__ = [
+    "QUERY_TIMEOUT_S",
     "PrometheusArgumentError",
     "parse_duration",
     "parse_header",
@@ -21,6 +22,11 @@ __all__ = [
     "selector_matchers",
 ]
 
+#: ``--prometheus-timeout``'s default: how long an answer may keep the analysis waiting
+#: (seconds without a byte of it). Above the 2 minutes at which Prometheus
+#: (``--query.timeout``), Thanos and Mimir stop a query themselves, so that a slow query ends
+#: with their error, which says so, and only a server that hangs ends with this one.
+QUERY_TIMEOUT_S: Final = 150.0
 # A duration's units in milliseconds, in the order Prometheus requires them.
 _UNIT_MS: Final = {
     "y": 31_536_000_000, "w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000,

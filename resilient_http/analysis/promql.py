@@ -60,7 +60,6 @@ __all__ = [
     "JOINED_SEPARATOR",
     "PROMETHEUS_NAMES",
     "QUERY_PATH",
-    "QUERY_TIMEOUT_S",
     "PrometheusError",
     "Sample",
     "Series",
@@ -106,11 +105,6 @@ QUERY_PATH: Final = "/api/v1/query"
 BASELINE_LOOKBACK_S: Final = 300
 # Requests sent at once: enough to overlap the server's work, few enough not to crowd it.
 _CONCURRENT_QUERIES: Final = 4
-#: How long an answer may keep the analysis waiting (seconds without a byte of it), by
-#: default: above the 2 minutes at which Prometheus (``--query.timeout``), Thanos and Mimir
-#: stop a query themselves, so that a slow query ends with their error, which says so, and
-#: only a server that hangs ends with this one.
-QUERY_TIMEOUT_S: Final = 150.0
 # What may not break a message's one line: line breaks, control characters (C0 and C1).
 _LINE_BREAKING: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 

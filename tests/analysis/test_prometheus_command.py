@@ -20,10 +20,9 @@ from aiohttp import ClientSession, web
 
 from resilient_http.analysis import names, prometheus
 from resilient_http.analysis.command import add_arguments
-from resilient_http.analysis.prometheus_arguments import parse_duration
+from resilient_http.analysis.prometheus_arguments import QUERY_TIMEOUT_S, parse_duration
 from resilient_http.analysis.prometheus_streams import HOST, row_identity
 from resilient_http.analysis.promql import (
-    QUERY_TIMEOUT_S,
     PrometheusError,
     all_of,
     exact_increase,
