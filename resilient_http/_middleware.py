@@ -144,18 +144,21 @@ def session_middleware(
 
 def is_sdk_middleware(candidate: object) -> bool:
     """Whether ``candidate`` is a middleware that ``middleware()`` built."""
-    try:
-        return candidate in _BUILT
-    except TypeError:  # unhashable, or not weakly referenceable: not ours
-        return False
+    return _built(candidate) is not None
 
 
 def makes_spans(candidate: object) -> bool:
     """Whether ``candidate`` is a middleware that ``middleware()`` built and that makes spans."""
+    return _built(candidate) is True
+
+
+def _built(candidate: object) -> bool | None:
+    """Whether the middleware ``candidate`` makes spans; None when ``middleware()`` did not
+    build it."""
     try:
-        spans: bool = _BUILT.get(candidate, False)  # type: ignore[call-overload]
+        spans: bool | None = _BUILT.get(candidate)  # type: ignore[call-overload]
     except TypeError:  # unhashable, or not weakly referenceable: not ours
-        return False
+        return None
     return spans
 
 
